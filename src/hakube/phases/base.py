@@ -1,0 +1,144 @@
+"""Phases: small named steps, each check-then-apply, run by a workflow over many hosts.
+
+A phase reads facts, compares them with what the spec wants, and changes only what differs.
+Every mutation goes through `Context.change` (the one "wet" gate), so `--dry-run` records
+exactly what would change and runs nothing that mutates.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any, ClassVar
+
+from hakube.render.base import RenderedFile
+from hakube.spec.model import Cluster, Host
+from hakube.state import Secrets
+
+
+class EventKind(StrEnum):
+    PHASE_START = "phase-start"
+    PHASE_DONE = "phase-done"
+    PHASE_SKIPPED = "phase-skipped"
+    HOST_START = "host-start"
+    HOST_DONE = "host-done"
+    HOST_FAILED = "host-failed"
+    CHANGE = "change"
+    INFO = "info"
+
+
+@dataclass(frozen=True)
+class Event:
+    kind: EventKind
+    phase: str = ""
+    host: str = ""
+    message: str = ""
+    data: dict[str, Any] = field(default_factory=dict)
+    at: float = field(default_factory=time.monotonic)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "event": self.kind.value,
+            "phase": self.phase,
+            "host": self.host,
+            "message": self.message,
+            **({"data": self.data} if self.data else {}),
+        }
+
+
+EventSink = Callable[[Event], None]
+
+
+@dataclass(frozen=True)
+class Change:
+    phase: str
+    host: str
+    description: str
+    applied: bool
+
+
+class PhaseError(Exception):
+    """A phase cannot go on for one host; the message says why and what to do."""
+
+
+class Skip(Exception):
+    """Raised by a phase body: nothing to do here, for the reason given."""
+
+
+class Phase(ABC):
+    """One named step. Subclasses set `name` (hierarchical, e.g. ``lb/haproxy``) and `summary`."""
+
+    name: ClassVar[str]
+    summary: ClassVar[str]
+    #: Run the hosts one after another (e.g. rolling LB reloads, control-plane joins).
+    serial: ClassVar[bool] = False
+
+    @abstractmethod
+    def targets(self, cluster: Cluster) -> list[Host]:
+        """Hosts this phase touches, in order."""
+
+    def files(self, cluster: Cluster, host: Host, secrets: Secrets) -> list[RenderedFile]:
+        """Files this phase writes on the host (for `plan`; pure)."""
+        return []
+
+    async def run(self, ctx: Any, host: Host) -> None:
+        """Check-then-apply on one host; mutate only through `ctx.change`."""
+        raise NotImplementedError(f"phase {self.name} has no apply step yet")
+
+    def family(self) -> str:
+        return self.name.split("/", 1)[0]
+
+    def matches(self, selector: str) -> bool:
+        """`kubeadm` selects every `kubeadm/...` phase; `lb/haproxy` selects just that one."""
+        return self.name == selector or self.name.startswith(selector.rstrip("/") + "/")
+
+
+def select_phases(
+    phases: Sequence[Phase], *, only: Sequence[str] = (), skip: Sequence[str] = ()
+) -> tuple[list[Phase], list[Phase]]:
+    """Split a workflow into (to run, skipped) by `--only` and `--skip-phases` selectors.
+
+    Unknown selectors are an error so that a typo never silently runs everything.
+    """
+    names = [p.name for p in phases]
+    for sel in [*only, *skip]:
+        if not any(p.matches(sel) for p in phases):
+            raise ValueError(f"unknown phase {sel!r}; phases are: {', '.join(names)}")
+    run: list[Phase] = []
+    skipped: list[Phase] = []
+    for p in phases:
+        wanted = not only or any(p.matches(s) for s in only)
+        if wanted and not any(p.matches(s) for s in skip):
+            run.append(p)
+        else:
+            skipped.append(p)
+    return run, skipped
+
+
+async def gather_hosts(
+    hosts: Sequence[Host],
+    body: Callable[[Host], Awaitable[None]],
+    *,
+    serial: bool = False,
+) -> dict[str, BaseException]:
+    """Run `body` for every host; every host finishes, failures are returned by host name."""
+    failures: dict[str, BaseException] = {}
+
+    async def one(h: Host) -> None:
+        try:
+            await body(h)
+        except Exception as e:
+            failures[h.name] = e
+
+    if serial:
+        for h in hosts:
+            await one(h)
+            if failures:
+                break
+    else:
+        await asyncio.gather(*(one(h) for h in hosts))
+    return failures

@@ -1,0 +1,356 @@
+"""Cross-field checks: the mistakes a tutorial lets through, each with a fix.
+
+Every check appends to one list so that a file with five problems shows all five at once.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections import Counter
+from dataclasses import dataclass
+from enum import StrEnum
+
+from hakube.spec.model import (
+    APISERVER_PORT,
+    Cluster,
+    EndpointMode,
+    EtcdTopology,
+    KubeadmAPI,
+    Role,
+    Runtime,
+)
+
+
+class Severity(StrEnum):
+    ERROR = "error"
+    WARNING = "warning"
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One thing wrong with a cluster file: where, what, and how to fix it."""
+
+    path: str
+    message: str
+    hint: str = ""
+    severity: Severity = Severity.ERROR
+    line: int | None = None
+
+    def __str__(self) -> str:
+        where = f"{self.path}" + (f" (line {self.line})" if self.line else "")
+        text = f"{self.severity.value}: {where}: {self.message}"
+        return f"{text}\n  fix: {self.hint}" if self.hint else text
+
+
+def check_cluster(c: Cluster) -> list[Problem]:
+    problems: list[Problem] = []
+    for check in (
+        _unique_hosts,
+        _control_plane_count,
+        _endpoint,
+        _vrrp,
+        _subnets,
+        _kubernetes,
+        _etcd,
+    ):
+        problems.extend(check(c))
+    return problems
+
+
+def _err(path: str, message: str, hint: str = "") -> Problem:
+    return Problem(path, message, hint, Severity.ERROR)
+
+
+def _unique_hosts(c: Cluster) -> list[Problem]:
+    out: list[Problem] = []
+    names = Counter(h.name for h in c.hosts)
+    addrs = Counter(h.address for h in c.hosts)
+    for i, h in enumerate(c.hosts):
+        if names[h.name] > 1:
+            out.append(
+                _err(
+                    f"hosts[{i}].name",
+                    f"host name {h.name!r} is used {names[h.name]} times",
+                    "give every host its own name: kubeadm registers each as a Node by hostname",
+                )
+            )
+        if addrs[h.address] > 1:
+            out.append(
+                _err(
+                    f"hosts[{i}].address",
+                    f"address {h.address} is used by {addrs[h.address]} hosts",
+                    "give every host its own address",
+                )
+            )
+    return out
+
+
+def _control_plane_count(c: Cluster) -> list[Problem]:
+    n = len(c.control_planes)
+    mode = c.endpoint.mode
+    if n == 0:
+        return [
+            _err(
+                "hosts",
+                "no host has the role control-plane",
+                "add `control-plane` to the roles of one host (three for high availability)",
+            )
+        ]
+    if mode is EndpointMode.NONE:
+        if n > 1:
+            return [
+                _err(
+                    "endpoint.mode",
+                    f"mode 'none' has no balancer, but there are {n} control-plane nodes",
+                    "choose endpoint.mode vip, cloud-lb or local-lb for several control planes",
+                )
+            ]
+        return []
+    if n == 1:
+        return [
+            _err(
+                "hosts",
+                f"endpoint.mode {mode.value!r} is highly available but there is only one "
+                "control-plane node",
+                "add two more control-plane nodes (3 in all), or set endpoint.mode: none for a "
+                "single-node control plane",
+            )
+        ]
+    if n % 2 == 0:
+        tolerated = (n - 1) // 2
+        return [
+            _err(
+                "hosts",
+                f"{n} control-plane nodes is an even number: etcd needs a majority "
+                f"({n // 2 + 1} of {n}) to keep quorum, so {n} nodes survive only {tolerated} "
+                f"failure(s), no more than {n - 1} would; with 2, losing either node (or the "
+                "link between them: split-brain) stops the cluster",
+                f"use an odd number of control-plane nodes: {n - 1} or {n + 1}",
+            )
+        ]
+    return []
+
+
+def _endpoint(c: Cluster) -> list[Problem]:
+    out: list[Problem] = []
+    ep = c.endpoint
+    mode = ep.mode
+    if mode is EndpointMode.VIP:
+        if ep.vip is None:
+            out.append(
+                _err(
+                    "endpoint.vip",
+                    "mode vip needs a virtual IP",
+                    "set endpoint.vip to a free address in the hosts' subnet",
+                )
+            )
+        else:
+            for i, h in enumerate(c.hosts):
+                if h.address == ep.vip:
+                    out.append(
+                        _err(
+                            "endpoint.vip",
+                            f"the VIP {ep.vip} is the address of host {h.name!r} (hosts[{i}])",
+                            "pick an address no host uses: keepalived moves it between hosts",
+                        )
+                    )
+            subnet = c.host_subnet
+            if ep.vip not in subnet:
+                out.append(
+                    _err(
+                        "endpoint.vip",
+                        f"the VIP {ep.vip} is outside the hosts' subnet {subnet}",
+                        "VRRP moves the VIP with gratuitous ARP inside one L2 segment: choose an "
+                        f"unused address in {subnet} (or set network.host_subnet)",
+                    )
+                )
+    if mode in (EndpointMode.VIP, EndpointMode.LOCAL_LB) and ep.port == APISERVER_PORT:
+        shared = [h.name for h in c.lb_hosts if h.has(Role.CONTROL_PLANE)]
+        if shared:
+            out.append(
+                _err(
+                    "endpoint.port",
+                    f"HAProxy's frontend port {APISERVER_PORT} collides with kube-apiserver on "
+                    f"{', '.join(shared)}, which runs HAProxy too",
+                    "use another frontend port such as 8443 (controlPlaneEndpoint follows it)",
+                )
+            )
+    if mode is EndpointMode.CLOUD_LB and ep.lb_address is None:
+        out.append(
+            _err(
+                "endpoint.lb_address",
+                "mode cloud-lb needs the external balancer's address",
+                "set endpoint.lb_address to the SLB/NLB address that workers reach the API on",
+            )
+        )
+    if mode is not EndpointMode.VIP and ep.vip is not None:
+        out.append(
+            Problem(
+                "endpoint.vip",
+                f"a VIP is set but endpoint.mode is {mode.value!r}; it is ignored",
+                "remove endpoint.vip, or set endpoint.mode: vip",
+                Severity.WARNING,
+            )
+        )
+    explicit_lb = [h for h in c.hosts if h.has(Role.LB)]
+    if explicit_lb and mode is not EndpointMode.VIP:
+        out.append(
+            Problem(
+                "hosts",
+                f"hosts {', '.join(h.name for h in explicit_lb)} have role lb, which only "
+                f"endpoint.mode vip uses (mode is {mode.value!r})",
+                "remove the lb role, or set endpoint.mode: vip",
+                Severity.WARNING,
+            )
+        )
+    return out
+
+
+def _vrrp(c: Cluster) -> list[Problem]:
+    if c.endpoint.mode is not EndpointMode.VIP:
+        return []
+    out: list[Problem] = []
+    v = c.endpoint.vrrp
+    if v.version == 2 and v.advert_interval != int(v.advert_interval):
+        out.append(
+            _err(
+                "endpoint.vrrp.advert_interval",
+                f"VRRPv2 advertises in whole seconds, not {v.advert_interval}",
+                "use a whole number of seconds, or endpoint.vrrp.version: 3 for sub-second adverts",
+            )
+        )
+    if v.version == 3 and round(v.advert_interval * 100) != v.advert_interval * 100:
+        out.append(
+            _err(
+                "endpoint.vrrp.advert_interval",
+                f"VRRPv3 advertises in steps of 0.01 s, not {v.advert_interval}",
+                "round advert_interval to two decimals",
+            )
+        )
+    if v.unicast and len(c.lb_hosts) < 2:
+        out.append(
+            _err(
+                "endpoint.vrrp.unicast",
+                "unicast VRRP needs at least two LB hosts to peer with",
+                "add hosts with the lb (or control-plane) role",
+            )
+        )
+    if len(c.lb_hosts) > 250:
+        out.append(
+            _err(
+                "hosts",
+                f"{len(c.lb_hosts)} LB hosts cannot get distinct VRRP priorities",
+                "give the lb role to a few hosts (three is usual)",
+            )
+        )
+    return out
+
+
+def _subnets(c: Cluster) -> list[Problem]:
+    out: list[Problem] = []
+    nets: list[tuple[str, ipaddress.IPv4Network]] = [
+        ("network.pod_subnet", c.network.pod_subnet),
+        ("network.service_subnet", c.network.service_subnet),
+        ("network.host_subnet", c.host_subnet),
+    ]
+    for i, (pa, a) in enumerate(nets):
+        for pb, b in nets[i + 1 :]:
+            if a.overlaps(b):
+                out.append(
+                    _err(
+                        pb if pb != "network.host_subnet" else pa,
+                        f"{pa} {a} overlaps {pb} {b}",
+                        "pod, service and host subnets must be disjoint, or routing breaks; "
+                        "pick another private range",
+                    )
+                )
+    for i, h in enumerate(c.hosts):
+        for path, net in nets[:2]:
+            if h.address in net:
+                out.append(
+                    _err(
+                        f"hosts[{i}].address",
+                        f"host {h.name} ({h.address}) lies inside {path} {net}",
+                        f"move {path} to a range that holds no host",
+                    )
+                )
+    return out
+
+
+def _kubernetes(c: Cluster) -> list[Problem]:
+    out: list[Problem] = []
+    k = c.kubernetes
+    minor = k.minor
+    if k.runtime is Runtime.DOCKER and minor >= (1, 24):
+        out.append(
+            _err(
+                "kubernetes.runtime",
+                f"docker (dockershim) was removed in Kubernetes 1.24; version {k.version} "
+                "cannot use it",
+                "use runtime: containerd (the default), or a Kubernetes version up to 1.23",
+            )
+        )
+    api = k.config_api
+    if api is KubeadmAPI.V1BETA2 and minor > (1, 26):
+        out.append(
+            _err(
+                "kubernetes.config_api",
+                f"kubeadm {k.version} no longer reads v1beta2 (removed in 1.27)",
+                "remove config_api to get the right one, or use v1beta3",
+            )
+        )
+    if api is KubeadmAPI.V1BETA4 and minor < (1, 31):
+        out.append(
+            _err(
+                "kubernetes.config_api",
+                f"v1beta4 exists from kubeadm 1.31; {k.version} does not read it",
+                "remove config_api to get the right one (v1beta3 for this version)",
+            )
+        )
+    if api is KubeadmAPI.V1BETA3 and minor > (1, 33):
+        out.append(
+            _err(
+                "kubernetes.config_api",
+                f"v1beta3 is deprecated and no longer safe for {k.version}",
+                "remove config_api to use v1beta4",
+            )
+        )
+    return out
+
+
+def _etcd(c: Cluster) -> list[Problem]:
+    out: list[Problem] = []
+    e = c.etcd
+    if e.topology is EtcdTopology.STACKED:
+        if e.hosts is not None:
+            out.append(
+                _err(
+                    "etcd.hosts",
+                    "etcd.hosts is only used with topology external",
+                    "remove etcd.hosts, or set etcd.topology: external",
+                )
+            )
+        return out
+    known = {h.name for h in c.hosts}
+    for i, name in enumerate(e.hosts or []):
+        if name not in known:
+            out.append(
+                _err(
+                    f"etcd.hosts[{i}]",
+                    f"{name!r} is not a host of this cluster",
+                    f"use one of: {', '.join(sorted(known))}",
+                )
+            )
+    n = len(c.etcd_hosts)
+    if n not in (1, 3, 5):
+        out.append(
+            _err(
+                "etcd.hosts",
+                f"an external etcd cluster of {n} members; etcd needs 1, 3 or 5 "
+                "(an even count adds a failure point without adding tolerance)",
+                "list 3 hosts in etcd.hosts (or 5 to survive two failures)",
+            )
+        )
+    if e.client_port == e.peer_port:
+        out.append(_err("etcd.peer_port", "client and peer ports are equal", "keep 2379 and 2380"))
+    return out

@@ -1,0 +1,510 @@
+"""The cluster file as one validated pydantic model.
+
+All defaults and field-level checks live here; cross-field checks live in `checks.py` so that
+every problem in a file can be reported together. Code downstream of `load_cluster` trusts it.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from enum import StrEnum
+from functools import cached_property
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationInfo,
+    field_validator,
+)
+
+API_VERSION = "hakube/v1alpha1"
+
+#: Kubernetes minor versions hakube knows how to drive (kubeadm config API chosen from these).
+MIN_KUBERNETES = (1, 22)
+MAX_KUBERNETES = (1, 34)
+
+#: kube-apiserver's own port on every control-plane node; HAProxy must never take it there.
+APISERVER_PORT = 6443
+
+_HOSTNAME_RE = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
+_DNS_NAME_RE = re.compile(
+    r"^(?=.{1,253}$)[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?(\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)*$"
+)
+_IFACE_RE = re.compile(r"^[A-Za-z0-9_.:@-]{1,15}$")
+_VERSION_RE = re.compile(r"^v?(\d+)\.(\d+)\.(\d+)$")
+
+
+class Strict(BaseModel):
+    """Unknown keys are errors: a typo must never be silently ignored."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+
+def _note(info: ValidationInfo, path: str, message: str) -> None:
+    """Record a warning for the loader; validation contexts carry a list of them."""
+    ctx = info.context
+    if isinstance(ctx, dict) and isinstance(ctx.get("warnings"), list):
+        ctx["warnings"].append((path, message))
+
+
+def _normalise_network(value: Any, info: ValidationInfo, path: str) -> Any:
+    if not isinstance(value, str):
+        return value
+    try:
+        strict = ipaddress.ip_network(value, strict=True)
+    except ValueError:
+        try:
+            loose = ipaddress.ip_network(value, strict=False)
+        except ValueError:
+            return value  # let pydantic report the malformed value
+        _note(
+            info,
+            path,
+            f"{value!r} has host bits set; using {loose} (write {loose} to silence this warning)",
+        )
+        return str(loose)
+    return str(strict)
+
+
+class Role(StrEnum):
+    CONTROL_PLANE = "control-plane"
+    WORKER = "worker"
+    LB = "lb"
+    ETCD = "etcd"
+
+
+class EndpointMode(StrEnum):
+    VIP = "vip"  # keepalived VRRP address in front of HAProxy on the LB hosts (the tutorial)
+    CLOUD_LB = "cloud-lb"  # an external L4 balancer that cannot hairpin (Alibaba SLB)
+    LOCAL_LB = "local-lb"  # HAProxy on every node on 127.0.0.1, no VIP at all
+    NONE = "none"  # a single control-plane node, no balancing
+
+
+class SSHSettings(Strict):
+    user: str = Field("root", description="Login user; a non-root user needs passwordless sudo.")
+    port: int = Field(22, ge=1, le=65535)
+    key_file: Path | None = Field(None, description="Private key; default: the agent/~/.ssh.")
+    known_hosts: Path | None = Field(
+        None, description="known_hosts file that pins host keys; default ~/.ssh/known_hosts."
+    )
+    sudo: bool | None = Field(None, description="Use sudo; default: when user is not root.")
+    connect_timeout: float = Field(10.0, gt=0, le=300)
+
+    @field_validator("key_file", "known_hosts")
+    @classmethod
+    def _expand(cls, v: Path | None) -> Path | None:
+        return v.expanduser() if v is not None else None
+
+    @property
+    def use_sudo(self) -> bool:
+        return self.sudo if self.sudo is not None else self.user != "root"
+
+
+class HostSSH(Strict):
+    """Per-host overrides of the cluster-wide ssh settings."""
+
+    user: str | None = None
+    port: int | None = Field(None, ge=1, le=65535)
+    key_file: Path | None = None
+    sudo: bool | None = None
+
+    @field_validator("key_file")
+    @classmethod
+    def _expand(cls, v: Path | None) -> Path | None:
+        return v.expanduser() if v is not None else None
+
+
+class Host(Strict):
+    name: str = Field(description="Hostname (RFC 1123 label, lower case); set on the host.")
+    address: ipaddress.IPv4Address = Field(description="Address the cluster uses for this host.")
+    roles: list[Role] = Field(min_length=1)
+    ssh: HostSSH | None = None
+    ssh_address: ipaddress.IPv4Address | None = Field(
+        None, description="Address to reach the host over SSH, if not `address`."
+    )
+    interface: str | None = Field(
+        None, description="NIC that carries `address` (for the VIP); default endpoint.interface."
+    )
+    labels: dict[str, str] = Field(default_factory=dict)
+
+    @field_validator("name")
+    @classmethod
+    def _hostname(cls, v: str) -> str:
+        if not _HOSTNAME_RE.match(v):
+            raise ValueError(
+                "must be a lower-case RFC 1123 label (a-z, 0-9, '-', at most 63 characters), "
+                "because kubeadm uses it as the Node name"
+            )
+        return v
+
+    @field_validator("interface")
+    @classmethod
+    def _iface(cls, v: str | None) -> str | None:
+        if v is not None and not _IFACE_RE.match(v):
+            raise ValueError("is not a Linux interface name (at most 15 characters)")
+        return v
+
+    @field_validator("roles")
+    @classmethod
+    def _unique_roles(cls, v: list[Role]) -> list[Role]:
+        return list(dict.fromkeys(v))
+
+    def has(self, role: Role) -> bool:
+        return role in self.roles
+
+
+class VRRP(Strict):
+    version: Literal[2, 3] = Field(3, description="VRRPv3 allows sub-second adverts.")
+    router_id: int = Field(
+        51, description="virtual_router_id, 1-255, unique on the L2 segment.", ge=1, le=255
+    )
+    advert_interval: float = Field(
+        0.1, description="Seconds between adverts (VRRPv2: whole seconds only).", gt=0, le=255
+    )
+    unicast: bool = Field(False, description="Unicast peers instead of multicast (clouds).")
+    preempt: bool = Field(True, description="A recovered higher-priority host takes the VIP back.")
+    preempt_delay: int = Field(0, ge=0, le=1000)
+    track_haproxy_state: bool = Field(
+        True,
+        description="Follow HAProxy's systemd state through a file (inotify): reacts at once.",
+    )
+    check_interval: int = Field(1, ge=1, le=60, description="Seconds between health scripts.")
+    check_fall: int = Field(2, ge=1, le=10)
+    check_rise: int = Field(2, ge=1, le=10)
+    check_weight: int | None = Field(
+        None,
+        description="Weight of the health script; default: enough to move the VIP on one failure "
+        "(or 0, i.e. FAULT, with preempt disabled).",
+        ge=-253,
+        le=253,
+    )
+    garp_master_refresh: int = Field(
+        10, ge=0, le=3600, description="Re-announce the VIP every N seconds (0: never)."
+    )
+
+
+class HAProxySettings(Strict):
+    check_inter_ms: int = Field(1000, ge=100, le=60000)
+    check_fastinter_ms: int = Field(250, ge=50, le=60000)
+    check_downinter_ms: int = Field(1000, ge=100, le=60000)
+    check_fall: int = Field(2, ge=1, le=20)
+    check_rise: int = Field(2, ge=1, le=20)
+    tunnel_timeout: str = Field("1h", pattern=r"^\d+(ms|s|m|h|d)$")
+    stats_page: bool = Field(False, description="Serve the HTML stats page (password generated).")
+    stats_bind: str = Field("127.0.0.1:9000", pattern=r"^[0-9a-zA-Z.:\[\]*-]+:\d{1,5}$")
+
+
+class Endpoint(Strict):
+    mode: EndpointMode = EndpointMode.VIP
+    vip: ipaddress.IPv4Address | None = Field(None, description="The VRRP address (mode vip).")
+    name: str | None = Field(
+        None,
+        description="DNS name of the API (controlPlaneEndpoint); written to /etc/hosts. "
+        "Default: api.<cluster name>.hakube.internal.",
+    )
+    port: int = Field(
+        8443, ge=1, le=65535, description="HAProxy frontend port (never 6443 on shared hosts)."
+    )
+    interface: str = Field("eth0", description="Default NIC for the VIP and VRRP adverts.")
+    lb_address: ipaddress.IPv4Address | None = Field(
+        None, description="Address of the external balancer (mode cloud-lb)."
+    )
+    lb_port: int = Field(6443, ge=1, le=65535, description="Port of the external balancer.")
+    vrrp: VRRP = Field(default_factory=VRRP)
+    haproxy: HAProxySettings = Field(default_factory=HAProxySettings)
+
+    @field_validator("name")
+    @classmethod
+    def _dns(cls, v: str | None) -> str | None:
+        if v is not None and not _DNS_NAME_RE.match(v):
+            raise ValueError("is not a valid lower-case DNS name")
+        return v
+
+    @field_validator("interface")
+    @classmethod
+    def _iface(cls, v: str) -> str:
+        if not _IFACE_RE.match(v):
+            raise ValueError("is not a Linux interface name (at most 15 characters)")
+        return v
+
+
+class CNIPlugin(StrEnum):
+    FLANNEL = "flannel"
+    CALICO = "calico"
+    NONE = "none"
+
+
+_CNI_DEFAULTS: dict[CNIPlugin, tuple[str, str]] = {
+    CNIPlugin.FLANNEL: (
+        "v0.25.7",
+        "https://github.com/flannel-io/flannel/releases/download/{version}/kube-flannel.yml",
+    ),
+    CNIPlugin.CALICO: (
+        "v3.28.2",
+        "https://raw.githubusercontent.com/projectcalico/calico/{version}/manifests/calico.yaml",
+    ),
+}
+
+
+class CNI(Strict):
+    plugin: CNIPlugin = CNIPlugin.FLANNEL
+    version: str | None = Field(None, description="Manifest version; default per plugin.")
+    manifest: str | None = Field(
+        None, description="URL or local file of the manifest; default the upstream release."
+    )
+
+    @property
+    def resolved_version(self) -> str | None:
+        if self.plugin is CNIPlugin.NONE:
+            return None
+        return self.version or _CNI_DEFAULTS[self.plugin][0]
+
+    @property
+    def resolved_manifest(self) -> str | None:
+        if self.plugin is CNIPlugin.NONE:
+            return None
+        if self.manifest:
+            return self.manifest
+        return _CNI_DEFAULTS[self.plugin][1].format(version=self.resolved_version)
+
+
+class Runtime(StrEnum):
+    CONTAINERD = "containerd"
+    DOCKER = "docker"
+
+
+class KubeadmAPI(StrEnum):
+    V1BETA2 = "v1beta2"
+    V1BETA3 = "v1beta3"
+    V1BETA4 = "v1beta4"
+
+
+class Kubernetes(Strict):
+    version: str = Field("1.30.4", description="Kubernetes version, 1.22 to 1.34 (e.g. 1.30.4).")
+    config_api: KubeadmAPI | None = Field(
+        None,
+        description="kubeadm config API; default from the version (v1beta3 <1.31, else v1beta4).",
+    )
+    image_repository: str = Field("registry.k8s.io", pattern=r"^[A-Za-z0-9._:/-]+$")
+    dns_domain: str = Field("cluster.local")
+    runtime: Runtime = Runtime.CONTAINERD
+    cni: CNI = Field(default_factory=CNI)
+
+    @field_validator("version")
+    @classmethod
+    def _version(cls, v: str) -> str:
+        m = _VERSION_RE.match(v)
+        if not m:
+            raise ValueError("must look like 1.30.4 (major.minor.patch)")
+        minor = (int(m[1]), int(m[2]))
+        if not MIN_KUBERNETES <= minor <= MAX_KUBERNETES:
+            lo = "{}.{}".format(*MIN_KUBERNETES)
+            hi = "{}.{}".format(*MAX_KUBERNETES)
+            raise ValueError(f"{v} is outside the supported range {lo} to {hi}")
+        return f"{m[1]}.{m[2]}.{m[3]}"
+
+    @field_validator("dns_domain")
+    @classmethod
+    def _domain(cls, v: str) -> str:
+        if not _DNS_NAME_RE.match(v):
+            raise ValueError("is not a valid lower-case DNS domain")
+        return v
+
+    @property
+    def minor(self) -> tuple[int, int]:
+        major, minor, _ = self.version.split(".")
+        return int(major), int(minor)
+
+    @property
+    def kubeadm_api(self) -> KubeadmAPI:
+        if self.config_api is not None:
+            return self.config_api
+        return KubeadmAPI.V1BETA4 if self.minor >= (1, 31) else KubeadmAPI.V1BETA3
+
+    @property
+    def package_channel(self) -> str:
+        """pkgs.k8s.io channel, one per minor release (e.g. v1.30)."""
+        return "v{}.{}".format(*self.minor)
+
+
+class Network(Strict):
+    pod_subnet: ipaddress.IPv4Network = Field(ipaddress.IPv4Network("10.244.0.0/16"))
+    service_subnet: ipaddress.IPv4Network = Field(ipaddress.IPv4Network("10.96.0.0/12"))
+    host_subnet: ipaddress.IPv4Network | None = Field(
+        None, description="The hosts' subnet; default: the smallest /24-or-wider holding them all."
+    )
+
+    @field_validator("pod_subnet", "service_subnet", "host_subnet", mode="before")
+    @classmethod
+    def _normalise(cls, v: Any, info: ValidationInfo) -> Any:
+        return _normalise_network(v, info, f"network.{info.field_name}")
+
+
+class PackageManager(StrEnum):
+    AUTO = "auto"
+    APT = "apt"
+    YUM = "yum"
+
+
+class Packages(Strict):
+    manager: PackageManager = Field(PackageManager.AUTO, description="auto: from /etc/os-release.")
+    repository: str | None = Field(
+        None,
+        description="Mirror for the OS packages (apt source URL or yum baseurl); "
+        "default: leave the host's own repositories as they are.",
+    )
+    kubernetes_repository: str | None = Field(
+        None,
+        description="Kubernetes package repository; default pkgs.k8s.io for the chosen minor.",
+    )
+    offline_dir: Path | None = Field(
+        None, description="Directory of packages on the operator's machine, copied to hosts."
+    )
+    gpg_check: bool = True
+
+
+class EtcdTopology(StrEnum):
+    STACKED = "stacked"
+    EXTERNAL = "external"
+
+
+class Etcd(Strict):
+    topology: EtcdTopology = EtcdTopology.STACKED
+    hosts: list[str] | None = Field(
+        None, description="Hosts of an external etcd; default: the control-plane nodes."
+    )
+    data_dir: str = Field("/var/lib/etcd", pattern=r"^/[^\s]*$")
+    client_port: int = Field(2379, ge=1, le=65535)
+    peer_port: int = Field(2380, ge=1, le=65535)
+
+
+class Cluster(Strict):
+    api_version: Literal["hakube/v1alpha1"] = Field(alias="apiVersion")
+    kind: Literal["Cluster"]
+    name: str = Field(description="Cluster name; names the state directory.")
+    ssh: SSHSettings = Field(default_factory=SSHSettings)
+    hosts: list[Host] = Field(min_length=1)
+    endpoint: Endpoint = Field(default_factory=Endpoint)
+    kubernetes: Kubernetes = Field(default_factory=Kubernetes)
+    network: Network = Field(default_factory=Network)
+    etcd: Etcd = Field(default_factory=Etcd)
+    packages: Packages = Field(default_factory=Packages)
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, v: str) -> str:
+        if not _HOSTNAME_RE.match(v):
+            raise ValueError("must be a lower-case DNS label (a-z, 0-9, '-')")
+        return v
+
+    # Derived views. Everything downstream asks these instead of re-deriving roles.
+
+    def host(self, name: str) -> Host:
+        for h in self.hosts:
+            if h.name == name:
+                return h
+        raise KeyError(name)
+
+    @cached_property
+    def control_planes(self) -> list[Host]:
+        return [h for h in self.hosts if h.has(Role.CONTROL_PLANE)]
+
+    @cached_property
+    def workers(self) -> list[Host]:
+        return [h for h in self.hosts if h.has(Role.WORKER)]
+
+    @cached_property
+    def lb_hosts(self) -> list[Host]:
+        """Hosts running HAProxy (and keepalived in vip mode).
+
+        Explicit `lb` roles win; otherwise the control-plane nodes, as in the tutorial. In
+        local-lb mode every node balances for itself.
+        """
+        mode = self.endpoint.mode
+        if mode is EndpointMode.LOCAL_LB:
+            return list(self.hosts)
+        if mode in (EndpointMode.CLOUD_LB, EndpointMode.NONE):
+            return []
+        explicit = [h for h in self.hosts if h.has(Role.LB)]
+        return explicit or self.control_planes
+
+    @cached_property
+    def etcd_hosts(self) -> list[Host]:
+        if self.etcd.topology is EtcdTopology.STACKED:
+            return []
+        if self.etcd.hosts is not None:
+            names = set(self.etcd.hosts)
+            return [h for h in self.hosts if h.name in names]
+        explicit = [h for h in self.hosts if h.has(Role.ETCD)]
+        return explicit or self.control_planes
+
+    def interface_of(self, host: Host) -> str:
+        return host.interface or self.endpoint.interface
+
+    def ssh_for(self, host: Host) -> SSHSettings:
+        """Cluster-wide ssh settings with the host's overrides applied."""
+        if host.ssh is None:
+            return self.ssh
+        overrides = host.ssh.model_dump(exclude_none=True)
+        return self.ssh.model_copy(update=overrides)
+
+    @property
+    def api_name(self) -> str:
+        return self.endpoint.name or f"api.{self.name}.hakube.internal"
+
+    @property
+    def balanced(self) -> bool:
+        return self.endpoint.mode is not EndpointMode.NONE
+
+    @property
+    def control_plane_endpoint(self) -> str:
+        """host:port written as kubeadm's controlPlaneEndpoint; always the DNS name.
+
+        A name (resolved through /etc/hosts per host) lets cloud-lb point control-plane nodes at
+        themselves and workers at the balancer, and lets the VIP change without new certificates.
+        """
+        return f"{self.api_name}:{self.endpoint_port}"
+
+    @property
+    def endpoint_port(self) -> int:
+        mode = self.endpoint.mode
+        if mode is EndpointMode.CLOUD_LB:
+            return self.endpoint.lb_port
+        if mode is EndpointMode.NONE:
+            return APISERVER_PORT
+        return self.endpoint.port
+
+    def endpoint_address_for(self, host: Host) -> ipaddress.IPv4Address:
+        """What the API name resolves to on this host (its /etc/hosts entry)."""
+        mode = self.endpoint.mode
+        if mode is EndpointMode.VIP:
+            assert self.endpoint.vip is not None
+            return self.endpoint.vip
+        if mode is EndpointMode.CLOUD_LB:
+            # The SLB cannot hairpin: a backend must never reach itself through it.
+            if host.has(Role.CONTROL_PLANE):
+                return ipaddress.IPv4Address("127.0.0.1")
+            assert self.endpoint.lb_address is not None
+            return self.endpoint.lb_address
+        if mode is EndpointMode.LOCAL_LB:
+            return ipaddress.IPv4Address("127.0.0.1")
+        return self.control_planes[0].address
+
+    @property
+    def host_subnet(self) -> ipaddress.IPv4Network:
+        if self.network.host_subnet is not None:
+            return self.network.host_subnet
+        addrs = [int(h.address) for h in self.hosts]
+        prefix = 24
+        while prefix > 0:
+            net = ipaddress.IPv4Network((min(addrs), prefix), strict=False)
+            if all(ipaddress.IPv4Address(a) in net for a in addrs):
+                return net
+            prefix -= 1
+        return ipaddress.IPv4Network("0.0.0.0/0")

@@ -1,0 +1,90 @@
+"""The per-cluster state directory: generated secrets, PKI, journal, logs and a lock.
+
+Everything secret is written 0600 inside a 0700 directory and never leaves it except to the
+hosts that need it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+
+from hakube.pki.tokens import generate_bootstrap_token, generate_certificate_key, generate_password
+
+#: Default home of state directories; HAKUBE_STATE_DIR overrides it.
+DEFAULT_STATE_ROOT = Path.home() / ".local" / "state" / "hakube"
+
+
+@dataclass(frozen=True)
+class Secrets:
+    """Per-cluster secrets, generated once and then reused so re-runs change nothing."""
+
+    vrrp_password: str
+    stats_password: str
+    bootstrap_token: str
+    certificate_key: str
+
+    @classmethod
+    def generate(cls) -> Secrets:
+        return cls(
+            vrrp_password=generate_password(8),
+            stats_password=generate_password(24),
+            bootstrap_token=generate_bootstrap_token(),
+            certificate_key=generate_certificate_key(),
+        )
+
+    def values(self) -> list[str]:
+        """Every secret string, for log redaction."""
+        return [str(getattr(self, f.name)) for f in fields(self)]
+
+
+def state_root() -> Path:
+    env = os.environ.get("HAKUBE_STATE_DIR")
+    return Path(env) if env else DEFAULT_STATE_ROOT
+
+
+def write_private(path: Path, data: bytes) -> None:
+    """Create or replace a file with mode 0600 atomically, never wider even for an instant."""
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        os.write(fd, data)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(tmp, path)
+
+
+class StateDir:
+    def __init__(self, cluster_name: str, root: Path | None = None) -> None:
+        self.path = (root or state_root()) / cluster_name
+
+    def ensure(self) -> Path:
+        self.path.mkdir(parents=True, exist_ok=True, mode=0o700)
+        os.chmod(self.path, 0o700)
+        return self.path
+
+    @property
+    def secrets_file(self) -> Path:
+        return self.path / "secrets.json"
+
+    def secrets(self, *, create: bool = True) -> Secrets:
+        """Load the cluster's secrets, generating them on first use."""
+        f = self.secrets_file
+        if f.exists():
+            data = json.loads(f.read_text())
+            known = {x.name for x in fields(Secrets)}
+            fresh = asdict(Secrets.generate())
+            # A secret added in a newer hakube is generated once and stored beside the old ones.
+            merged = {k: data.get(k, fresh[k]) for k in known}
+            if merged != data:
+                write_private(f, json.dumps(merged, indent=2).encode())
+            return Secrets(**merged)
+        s = Secrets.generate()
+        if create:
+            self.ensure()
+            write_private(f, json.dumps(asdict(s), indent=2).encode())
+        return s

@@ -11,6 +11,9 @@ import os
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
+from hakube.pki.certs import write_secret_file
+from hakube.pki.cluster import ClusterPKI
+from hakube.pki.etcd import EtcdMember, EtcdPKI
 from hakube.pki.tokens import generate_bootstrap_token, generate_certificate_key, generate_password
 
 #: Default home of state directories; HAKUBE_STATE_DIR overrides it.
@@ -46,16 +49,9 @@ def state_root() -> Path:
 
 
 def write_private(path: Path, data: bytes) -> None:
-    """Create or replace a file with mode 0600 atomically, never wider even for an instant."""
+    """Create or replace a file with mode 0600 atomically, in a 0700 directory."""
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    try:
-        os.write(fd, data)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(tmp, path)
+    write_secret_file(path, data)
 
 
 class StateDir:
@@ -88,3 +84,32 @@ class StateDir:
             self.ensure()
             write_private(f, json.dumps(asdict(s), indent=2).encode())
         return s
+
+    # PKI: generated here once, on the operator's machine, then copied to the hosts.
+
+    @property
+    def pki_dir(self) -> Path:
+        return self.path / "pki"
+
+    def cluster_pki(self) -> ClusterPKI:
+        self.ensure()
+        return ClusterPKI.load_or_generate(self.pki_dir / "kubernetes")
+
+    def etcd_pki(self, members: list[EtcdMember]) -> EtcdPKI:
+        """The external etcd PKI, with certificates for any member that has none yet."""
+        d = self.pki_dir / "etcd"
+        if not (d / "ca.crt").exists():
+            self.ensure()
+            pki = EtcdPKI.generate(members)
+            pki.save(d)
+            return pki
+        have = [m for m in members if (d / "members" / m.name / "server.crt").exists()]
+        pki = EtcdPKI.load(d, have)
+        changed = False
+        for m in members:
+            if m not in have:
+                pki = pki.with_member(m)
+                changed = True
+        if changed:
+            pki.save(d)
+        return pki

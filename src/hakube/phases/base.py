@@ -85,9 +85,16 @@ class Phase(ABC):
         """Files this phase writes on the host (for `plan`; pure)."""
         return []
 
+    def extra_paths(self, cluster: Cluster, host: Host) -> list[tuple[str, int]]:
+        """Files the phase manages that are not rendered from the spec (PKI), as (path, mode)."""
+        return []
+
+    @abstractmethod
     async def run(self, ctx: Any, host: Host) -> None:
         """Check-then-apply on one host; mutate only through `ctx.change`."""
-        raise NotImplementedError(f"phase {self.name} has no apply step yet")
+
+    async def finish(self, ctx: Any) -> None:  # noqa: B027 - optional hook, most phases need none
+        """Once, after every target host succeeded (e.g. wait for a cluster to be healthy)."""
 
     def family(self) -> str:
         return self.name.split("/", 1)[0]

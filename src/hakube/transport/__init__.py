@@ -1,1 +1,43 @@
+"""How hakube reaches hosts: the Transport protocol, its asyncssh implementation and a fake.
 
+Phases depend only on ``Transport`` and the errors here; ``connect_all`` builds real ones and
+``hakube.transport.scripted.ScriptedTransport`` stands in for them in unit tests.
+"""
+
+from hakube.transport.base import (
+    AuthFailed,
+    CommandFailed,
+    CommandResult,
+    CommandTimeout,
+    ConnectError,
+    ConnectionRefused,
+    ConnectTimeout,
+    HostKeyMismatch,
+    HostKeyUnknown,
+    Redactor,
+    RemoteFileNotFound,
+    Transport,
+    TransportError,
+)
+from hakube.transport.ssh import SSHPool, SSHTarget, SSHTransport, connect, connect_all
+
+__all__ = [
+    "AuthFailed",
+    "CommandFailed",
+    "CommandResult",
+    "CommandTimeout",
+    "ConnectError",
+    "ConnectTimeout",
+    "ConnectionRefused",
+    "HostKeyMismatch",
+    "HostKeyUnknown",
+    "Redactor",
+    "RemoteFileNotFound",
+    "SSHPool",
+    "SSHTarget",
+    "SSHTransport",
+    "Transport",
+    "TransportError",
+    "connect",
+    "connect_all",
+]

@@ -1,0 +1,236 @@
+"""Everything hakube needs to know about a host, read in ONE round trip.
+
+A no-op re-apply is dominated by round trips, so the facts script prints every section at once
+and the phases decide from the parsed result what (if anything) to change.
+"""
+
+from __future__ import annotations
+
+import shlex
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+
+MARK = "@@hakube:"
+
+#: Units whose state phases and `verify` look at.
+UNITS = ("haproxy", "keepalived", "etcd", "containerd", "docker", "kubelet", "firewalld")
+
+#: Packages whose installed version phases compare with the wanted one.
+PACKAGES = (
+    "haproxy",
+    "keepalived",
+    "etcd-server",
+    "etcd-client",
+    "containerd",
+    "kubelet",
+    "kubeadm",
+    "kubectl",
+    "curl",
+    "ca-certificates",
+)
+
+SYSCTLS = (
+    "net.ipv4.ip_forward",
+    "net.ipv4.ip_nonlocal_bind",
+    "net.bridge.bridge-nf-call-iptables",
+    "net.bridge.bridge-nf-call-ip6tables",
+    "vm.swappiness",
+)
+
+
+def facts_script(paths: Iterable[str] = ()) -> str:
+    """The shell script whose output `parse_facts` reads; `paths` get checksum and mode."""
+    files = " ".join(shlex.quote(p) for p in sorted(set(paths)))
+    units = " ".join(f"{u}.service" for u in UNITS)
+    pkgs = " ".join(PACKAGES)
+    sysctls = " ".join(SYSCTLS)
+    return f"""
+s() {{ printf '\\n{MARK}%s\\n' "$1"; }}
+s os; cat /etc/os-release 2>/dev/null
+s hostname; hostname
+s cpus; nproc
+s meminfo; grep -E '^(MemTotal|SwapTotal):' /proc/meminfo
+s swaps; tail -n +2 /proc/swaps
+s uuid; cat /sys/class/dmi/id/product_uuid 2>/dev/null || cat /etc/machine-id 2>/dev/null
+s links; ip -o link show 2>/dev/null
+s addrs; ip -o -4 addr show 2>/dev/null
+s virt; systemd-detect-virt --container 2>/dev/null || true
+s units; systemctl show -p Id -p LoadState -p ActiveState -p UnitFileState {units} 2>/dev/null
+s pkgs; (dpkg-query -W -f='${{Package}} ${{Version}} ${{db:Status-Abbrev}}\\n' {pkgs} \
+  2>/dev/null || rpm -q --qf '%{{NAME}} %{{VERSION}}-%{{RELEASE}} ii\\n' {pkgs} 2>/dev/null) \
+  | grep -v 'not installed'
+s holds; apt-mark showhold 2>/dev/null
+s files; for f in {files}; do
+  if [ -f "$f" ]; then printf '%s %s %s\\n' "$(sha256sum < "$f" | cut -c1-64)" \
+    "$(stat -c %a "$f")" "$f"; fi
+done
+s listen; ss -ltnH 2>/dev/null | awk '{{print $4}}'
+s timesync; timedatectl show -p NTPSynchronized --value 2>/dev/null
+s modules; cut -d' ' -f1 /proc/modules 2>/dev/null
+s sysctl; for k in {sysctls}; do printf '%s=%s\\n' "$k" "$(sysctl -n "$k" 2>/dev/null)"; done
+s selinux; getenforce 2>/dev/null
+s etchosts; cat /etc/hosts
+s fstab; cat /etc/fstab 2>/dev/null
+s end
+"""
+
+
+@dataclass(frozen=True)
+class Unit:
+    name: str
+    loaded: bool
+    active: str  # active, inactive, failed, activating...
+    enabled: str  # enabled, disabled, masked, static, ""
+
+    @property
+    def running(self) -> bool:
+        return self.active == "active"
+
+
+@dataclass(frozen=True)
+class FileState:
+    sha256: str
+    mode: int
+
+
+@dataclass
+class HostFacts:
+    os_id: str = ""
+    os_like: tuple[str, ...] = ()
+    os_version: str = ""
+    os_pretty: str = ""
+    hostname: str = ""
+    cpus: int = 0
+    mem_mb: int = 0
+    swap_mb: int = 0
+    active_swaps: list[str] = field(default_factory=list)
+    product_uuid: str = ""
+    macs: dict[str, str] = field(default_factory=dict)
+    addresses: dict[str, list[str]] = field(default_factory=dict)  # iface -> ["a.b.c.d/nn"]
+    container: str = ""
+    units: dict[str, Unit] = field(default_factory=dict)
+    packages: dict[str, str] = field(default_factory=dict)
+    held: set[str] = field(default_factory=set)
+    files: dict[str, FileState] = field(default_factory=dict)
+    listening: set[int] = field(default_factory=set)
+    time_synced: bool | None = None
+    modules: set[str] = field(default_factory=set)
+    sysctl: dict[str, str] = field(default_factory=dict)
+    selinux: str = ""
+    etc_hosts: str = ""
+    fstab: str = ""
+
+    @property
+    def package_family(self) -> str:
+        ids = {self.os_id, *self.os_like}
+        if ids & {"debian", "ubuntu"}:
+            return "apt"
+        if ids & {"rhel", "centos", "fedora", "rocky", "almalinux"}:
+            return "yum"
+        return ""
+
+    def unit(self, name: str) -> Unit:
+        return self.units.get(name, Unit(name, False, "inactive", ""))
+
+    def has_address(self, address: str) -> str | None:
+        """The interface holding `address`, if any."""
+        for iface, addrs in self.addresses.items():
+            if any(a.split("/")[0] == address for a in addrs):
+                return iface
+        return None
+
+
+class FactsError(ValueError):
+    pass
+
+
+def _sections(text: str) -> dict[str, list[str]]:
+    out: dict[str, list[str]] = {}
+    current: list[str] | None = None
+    for line in text.splitlines():
+        if line.startswith(MARK):
+            current = out.setdefault(line[len(MARK) :].strip(), [])
+        elif current is not None:
+            current.append(line.rstrip())
+    for lines in out.values():
+        while lines and not lines[-1]:
+            lines.pop()
+    return out
+
+
+def _kv(lines: Sequence[str], sep: str = "=") -> dict[str, str]:
+    out: dict[str, str] = {}
+    for line in lines:
+        if sep in line:
+            k, _, v = line.partition(sep)
+            out[k.strip()] = v.strip().strip('"')
+    return out
+
+
+def parse_facts(text: str) -> HostFacts:
+    sec = _sections(text)
+    if "end" not in sec:
+        raise FactsError("facts output is incomplete (no end marker): the script was cut short")
+    f = HostFacts()
+    osr = _kv(sec.get("os", []))
+    f.os_id = osr.get("ID", "")
+    f.os_like = tuple(osr.get("ID_LIKE", "").split())
+    f.os_version = osr.get("VERSION_ID", "")
+    f.os_pretty = osr.get("PRETTY_NAME", "")
+    f.hostname = (sec.get("hostname") or [""])[0].strip()
+    f.cpus = int((sec.get("cpus") or ["0"])[0] or 0)
+    mem = _kv(sec.get("meminfo", []), ":")
+    f.mem_mb = int(mem.get("MemTotal", "0 kB").split()[0]) // 1024
+    f.swap_mb = int(mem.get("SwapTotal", "0 kB").split()[0]) // 1024
+    f.active_swaps = [line.split()[0] for line in sec.get("swaps", []) if line.strip()]
+    f.product_uuid = (sec.get("uuid") or [""])[0].strip()
+    for line in sec.get("links", []):
+        # "2: eth0@if5: <...> ... link/ether aa:bb:... brd ..."
+        parts = line.split()
+        if len(parts) < 2:
+            continue
+        iface = parts[1].rstrip(":").split("@")[0]
+        if "link/ether" in parts:
+            f.macs[iface] = parts[parts.index("link/ether") + 1]
+    for line in sec.get("addrs", []):
+        parts = line.split()
+        if len(parts) >= 4 and parts[2] == "inet":
+            f.addresses.setdefault(parts[1], []).append(parts[3])
+    f.container = (sec.get("virt") or [""])[0].strip()
+    if f.container == "none":
+        f.container = ""
+    block: dict[str, str] = {}
+    for line in [*sec.get("units", []), ""]:
+        if line.strip():
+            k, _, v = line.partition("=")
+            block[k] = v
+            continue
+        name = block.get("Id", "").removesuffix(".service")
+        if name:
+            f.units[name] = Unit(
+                name,
+                block.get("LoadState") == "loaded",
+                block.get("ActiveState", "inactive"),
+                block.get("UnitFileState", ""),
+            )
+        block = {}
+    for line in sec.get("pkgs", []):
+        parts = line.split()
+        if len(parts) >= 3 and parts[2].startswith("i"):
+            f.packages[parts[0]] = parts[1]
+    f.held = {line.strip() for line in sec.get("holds", []) if line.strip()}
+    for line in filter(None, sec.get("files", [])):
+        digest, mode, path = line.split(" ", 2)
+        f.files[path] = FileState(digest, int(mode, 8))
+    for line in sec.get("listen", []):
+        port = line.rsplit(":", 1)[-1]
+        if port.isdigit():
+            f.listening.add(int(port))
+    ts = (sec.get("timesync") or [""])[0].strip()
+    f.time_synced = {"yes": True, "no": False}.get(ts)
+    f.modules = {line.strip() for line in sec.get("modules", []) if line.strip()}
+    f.sysctl = {k: v for k, v in _kv(sec.get("sysctl", [])).items() if v}
+    f.selinux = (sec.get("selinux") or [""])[0].strip()
+    f.etc_hosts = "\n".join(sec.get("etchosts", [])) + "\n"
+    f.fstab = "\n".join(sec.get("fstab", [])) + "\n"
+    return f

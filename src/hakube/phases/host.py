@@ -1,0 +1,226 @@
+"""Host phases: preflight checks, OS preparation, package repositories, container runtime."""
+
+from __future__ import annotations
+
+import shlex
+
+from hakube.phases.base import Phase, PhaseError
+from hakube.phases.context import Context
+from hakube.phases.files import files_for
+from hakube.render.base import RenderedFile
+from hakube.render.host import apply_block, hosts_block, remove_swap
+from hakube.spec.model import APISERVER_PORT, Cluster, EndpointMode, Host, Runtime
+from hakube.state import Secrets
+
+#: Debian 11+, Ubuntu 20.04+, EL 7+ are what kubeadm's packages exist for.
+SUPPORTED_OS = {"debian", "ubuntu", "centos", "rhel", "rocky", "almalinux", "fedora"}
+
+#: Kernel modules Kubernetes networking needs (also written to modules-load.d).
+KERNEL_MODULES = ("overlay", "br_netfilter")
+
+
+def _all(cluster: Cluster) -> list[Host]:
+    return list(cluster.hosts)
+
+
+class Preflight(Phase):
+    name = "preflight"
+    summary = "check OS, CPUs, memory, unique hostname/MAC/product_uuid, ports, time, swap"
+
+    def targets(self, cluster: Cluster) -> list[Host]:
+        return _all(cluster)
+
+    async def run(self, ctx: Context, host: Host) -> None:
+        problems = check_host(ctx, host)
+        if problems:
+            raise PhaseError("preflight failed:\n" + "\n".join(f"  - {p}" for p in problems))
+
+
+def check_host(ctx: Context, host: Host) -> list[str]:
+    """Every preflight problem of one host, all at once."""
+    c = ctx.cluster
+    f = ctx.facts[host.name]
+    problems: list[str] = []
+    if f.os_id not in SUPPORTED_OS and not set(f.os_like) & SUPPORTED_OS:
+        problems.append(f"unsupported OS {f.os_pretty or f.os_id!r}: use Debian, Ubuntu or EL")
+    kube = any(s.startswith("kubeadm") for s in ctx.selected)
+    if kube and host in c.control_planes:
+        if f.cpus < 2:
+            problems.append(f"{f.cpus} CPU: kubeadm needs at least 2 on a control-plane node")
+        if f.mem_mb < 1700:
+            problems.append(f"{f.mem_mb} MB of memory: kubeadm needs at least 1700 MB")
+    others = [h for h in c.hosts if h.name != host.name and h.name in ctx.facts]
+    # In containers the DMI uuid and often the MACs come from the machine under them.
+    if not f.container:
+        for other in others:
+            o = ctx.facts[other.name]
+            if f.product_uuid and f.product_uuid == o.product_uuid:
+                problems.append(
+                    f"product_uuid {f.product_uuid} is also {other.name}'s: cloned VMs confuse "
+                    "kubelet; regenerate the machine's UUID"
+                )
+            dup = set(f.macs.values()) & set(o.macs.values()) - {"00:00:00:00:00:00"}
+            if dup:
+                problems.append(f"MAC {', '.join(sorted(dup))} is also on {other.name}")
+    if c.endpoint.mode is EndpointMode.VIP and host in c.lb_hosts:
+        iface = c.interface_of(host)
+        if iface not in f.macs and iface not in f.addresses:
+            problems.append(
+                f"interface {iface!r} (for the VIP) does not exist; it has "
+                f"{', '.join(sorted(f.macs)) or 'none'}: set hosts[].interface or "
+                "endpoint.interface"
+            )
+        if f.has_address(str(host.address)) is None:
+            problems.append(f"address {host.address} is not configured on any interface")
+    problems.extend(_port_problems(ctx, host))
+    if f.time_synced is False and not f.container:
+        problems.append("the clock is not NTP-synchronised: TLS and etcd need agreeing clocks")
+    return problems
+
+
+def _port_problems(ctx: Context, host: Host) -> list[str]:
+    c = ctx.cluster
+    f = ctx.facts[host.name]
+    wanted: dict[int, str] = {}
+    if host in c.lb_hosts and "lb/haproxy" in ctx.selected:
+        wanted[c.endpoint.port] = "haproxy"
+    if host in c.etcd_hosts and "etcd" in ctx.selected:
+        wanted[c.etcd.client_port] = "etcd"
+        wanted[c.etcd.peer_port] = "etcd"
+    kube_first_time = "kubeadm/init" in ctx.selected and "kubelet" not in f.packages
+    if kube_first_time and host in c.control_planes:
+        for port in (APISERVER_PORT, 10250, 10257, 10259):
+            wanted[port] = "kubelet"
+    out = []
+    for port, owner in sorted(wanted.items()):
+        if port in f.listening and not f.unit(owner).running:
+            out.append(
+                f"port {port} is in use by something other than {owner}: free it, or choose "
+                "another port in the cluster file"
+            )
+    return out
+
+
+class Prepare(Phase):
+    name = "prepare"
+    summary = "hostname, /etc/hosts block, swap off (and in fstab), SELinux, firewalld, sysctl"
+
+    def targets(self, cluster: Cluster) -> list[Host]:
+        return _all(cluster)
+
+    def files(self, cluster: Cluster, host: Host, secrets: Secrets) -> list[RenderedFile]:
+        return files_for(self.name, cluster, host, secrets)
+
+    async def run(self, ctx: Context, host: Host) -> None:
+        f = ctx.facts[host.name]
+        q = shlex.quote
+        if f.hostname != host.name:
+            await ctx.sh(
+                host,
+                f"set hostname {host.name} (was {f.hostname})",
+                f"hostnamectl set-hostname {q(host.name)} 2>/dev/null || "
+                f"(echo {q(host.name)} > /etc/hostname && hostname {q(host.name)})",
+            )
+        new_hosts = apply_block(f.etc_hosts, hosts_block(ctx.cluster, host))
+        if new_hosts.rstrip() != f.etc_hosts.rstrip():
+            content = new_hosts.encode()
+            await ctx.change(
+                host,
+                "update the hakube block in /etc/hosts",
+                lambda: ctx.t(host).put("/etc/hosts", content, mode=0o644),
+            )
+            f.etc_hosts = new_hosts
+        if f.active_swaps:
+            await ctx.sh(host, f"swapoff ({', '.join(f.active_swaps)})", "swapoff -a")
+        new_fstab = remove_swap(f.fstab)
+        if new_fstab.rstrip() != f.fstab.rstrip():
+            content = new_fstab.encode()
+            await ctx.change(
+                host,
+                "comment out swap in /etc/fstab",
+                lambda: ctx.t(host).put("/etc/fstab", content, mode=0o644),
+            )
+        if f.selinux == "Enforcing":
+            await ctx.sh(
+                host,
+                "SELinux permissive (now and in /etc/selinux/config)",
+                "setenforce 0; sed -i 's/^SELINUX=enforcing/SELINUX=permissive/' "
+                "/etc/selinux/config",
+            )
+        if f.unit("firewalld").running:
+            await ctx.sh(host, "stop and disable firewalld", "systemctl disable --now firewalld")
+        changed = await ctx.ensure_files(host, files_for(self.name, ctx.cluster, host, ctx.secrets))
+        if not f.container:
+            missing = [m for m in KERNEL_MODULES if m not in f.modules]
+            if missing:
+                await ctx.sh(host, f"load {' '.join(missing)}", f"modprobe -a {' '.join(missing)}")
+        wanted = _wanted_sysctls(ctx, host)
+        stale = {k: v for k, v in wanted.items() if f.sysctl.get(k) != v}
+        if changed or stale:
+            # Only network keys are per-namespace (writable in a container); others would fail.
+            keys = [k for k in stale if not f.container or k.startswith("net.")]
+            if keys:
+                cmd = " && ".join(f"sysctl -qw {q(k)}={q(wanted[k])}" for k in keys)
+                await ctx.sh(host, f"set {', '.join(keys)}", cmd)
+
+
+def _wanted_sysctls(ctx: Context, host: Host) -> dict[str, str]:
+    f = ctx.facts[host.name]
+    out = {"net.ipv4.ip_forward": "1"}
+    if "br_netfilter" in f.modules:
+        out["net.bridge.bridge-nf-call-iptables"] = "1"
+        out["net.bridge.bridge-nf-call-ip6tables"] = "1"
+    if host in ctx.cluster.lb_hosts and ctx.cluster.endpoint.mode is EndpointMode.VIP:
+        out["net.ipv4.ip_nonlocal_bind"] = "1"
+    return out
+
+
+class Packages(Phase):
+    name = "packages"
+    summary = "package repository (mirror or offline) and base tools, pinned and held"
+
+    def targets(self, cluster: Cluster) -> list[Host]:
+        return _all(cluster)
+
+    def files(self, cluster: Cluster, host: Host, secrets: Secrets) -> list[RenderedFile]:
+        return files_for(self.name, cluster, host, secrets)
+
+    async def run(self, ctx: Context, host: Host) -> None:
+        f = ctx.facts[host.name]
+        if not f.package_family:
+            raise PhaseError(f"no known package manager on {f.os_pretty or f.os_id!r}")
+        changed = await ctx.ensure_files(host, files_for(self.name, ctx.cluster, host, ctx.secrets))
+        if changed or any(
+            p.startswith(("/etc/apt/", "/etc/yum")) for p in _changed_paths(ctx, host)
+        ):
+            cmd = "apt-get update -q" if f.package_family == "apt" else "yum makecache -q"
+            await ctx.sh(host, "refresh package lists", cmd)
+        await ctx.ensure_packages(host, ["curl", "ca-certificates"])
+
+
+def _changed_paths(ctx: Context, host: Host) -> list[str]:
+    return [
+        c.description.removeprefix("write ")
+        for c in ctx.changes
+        if c.host == host.name and c.phase == ctx.phase and c.description.startswith("write ")
+    ]
+
+
+class RuntimePhase(Phase):
+    name = "runtime"
+    summary = "containerd (SystemdCgroup, sandbox image) installed, configured and running"
+
+    def targets(self, cluster: Cluster) -> list[Host]:
+        return [h for h in cluster.hosts if h in cluster.control_planes or h in cluster.workers]
+
+    def files(self, cluster: Cluster, host: Host, secrets: Secrets) -> list[RenderedFile]:
+        return files_for(self.name, cluster, host, secrets)
+
+    async def run(self, ctx: Context, host: Host) -> None:
+        unit = "docker" if ctx.cluster.kubernetes.runtime is Runtime.DOCKER else "containerd"
+        pkgs = ["docker.io"] if unit == "docker" else ["containerd"]
+        await ctx.ensure_packages(host, pkgs)
+        units = await ctx.ensure_files(host, files_for(self.name, ctx.cluster, host, ctx.secrets))
+        if unit in units:
+            await ctx.reload_units(host, {unit})
+        await ctx.ensure_running(host, unit)

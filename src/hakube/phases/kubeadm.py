@@ -1,0 +1,230 @@
+"""Kubernetes phases driven through kubeadm: packages, init, joins, CNI.
+
+hakube pre-generates the cluster CA (so the discovery CA hash is known before init), the
+bootstrap token and the certificate key; kubeadm's output is still parsed and checked against
+them, so a kubeadm that did something else is caught rather than trusted.
+"""
+
+from __future__ import annotations
+
+import shlex
+from pathlib import Path
+
+from hakube.facts.kubeadm import KubeadmOutputError, parse_init_output
+from hakube.phases.base import Change, Phase, PhaseError
+from hakube.phases.context import Context
+from hakube.phases.etcd import as_rendered, members
+from hakube.phases.files import files_for
+from hakube.render.base import RenderedFile
+from hakube.render.cni import patch_manifest
+from hakube.render.host import package_manager
+from hakube.render.kubeadm import INIT_CONFIG, JOIN_CONFIG, first_control_plane
+from hakube.spec.model import Cluster, CNIPlugin, EtcdTopology, Host, Role
+from hakube.state import Secrets, write_private
+
+ADMIN_CONF = "/etc/kubernetes/admin.conf"
+KUBELET_CONF = "/etc/kubernetes/kubelet.conf"
+KUBECTL = f"kubectl --kubeconfig {ADMIN_CONF}"
+KUBE_PACKAGES = ("kubelet", "kubeadm", "kubectl")
+
+
+def _nodes(cluster: Cluster) -> list[Host]:
+    return [h for h in cluster.hosts if h.has(Role.CONTROL_PLANE) or h.has(Role.WORKER)]
+
+
+class KubePackages(Phase):
+    name = "kubeadm/packages"
+    summary = "Kubernetes repository; kubelet, kubeadm, kubectl at the pinned version, held"
+
+    def targets(self, cluster: Cluster) -> list[Host]:
+        return _nodes(cluster)
+
+    def files(self, cluster: Cluster, host: Host, secrets: Secrets) -> list[RenderedFile]:
+        return files_for(self.name, cluster, host, secrets)
+
+    async def run(self, ctx: Context, host: Host) -> None:
+        c = ctx.cluster
+        f = ctx.facts[host.name]
+        version = c.kubernetes.version
+        if all(f.packages.get(p, "").startswith(version) for p in KUBE_PACKAGES):
+            return
+        repo_files = files_for(self.name, c, host, ctx.secrets, os_family=f.os_id)
+        await ctx.ensure_files(host, repo_files)
+        if ctx.dry_run:
+            await ctx.sh(host, f"install kubelet/kubeadm/kubectl {version} and hold them", ":")
+            return
+        apt = package_manager(c, f.os_id).value == "apt"
+        if apt:
+            probe = "apt-get update -q >/dev/null 2>&1; apt-cache madison kubeadm"
+        else:
+            probe = "yum list --showduplicates kubeadm 2>/dev/null"
+        res = await ctx.read(host, probe, check=False)
+        if version not in res.stdout:
+            repo = repo_files[0].content.strip().splitlines()[-1] if repo_files else "?"
+            raise PhaseError(
+                f"kubeadm {version} is not available on {host.name} from the Kubernetes "
+                f"repository ({repo}). This host cannot install kubelet/kubeadm/kubectl: point "
+                "packages.kubernetes_repository at a mirror it reaches, or copy packages with "
+                "packages.offline_dir; to build the rest of the cluster without Kubernetes, "
+                "run with --skip-phases kubeadm,cni"
+            )
+        if apt:
+            pins = " ".join(f"{p}={version}-*" for p in KUBE_PACKAGES)
+            cmd = (
+                "export DEBIAN_FRONTEND=noninteractive; apt-mark unhold kubelet kubeadm kubectl "
+                f">/dev/null; apt-get install -y -q --allow-change-held-packages {pins} && "
+                "apt-mark hold kubelet kubeadm kubectl"
+            )
+        else:
+            pins = " ".join(f"{p}-{version}" for p in KUBE_PACKAGES)
+            cmd = f"yum install -y --disableexcludes=kubernetes {pins}"
+        await ctx.sh(host, f"install kubelet/kubeadm/kubectl {version} and hold them", cmd)
+        await ctx.sh(host, "enable kubelet", "systemctl enable -q kubelet")
+
+
+def _shared_pki(ctx: Context) -> list[RenderedFile]:
+    files = as_rendered(ctx.state.cluster_pki().control_plane_files())
+    if ctx.cluster.etcd.topology is EtcdTopology.EXTERNAL:
+        files += as_rendered(ctx.state.etcd_pki(members(ctx.cluster)).control_plane_files())
+    return files
+
+
+class KubeadmInit(Phase):
+    name = "kubeadm/init"
+    summary = "kubeadm init on the first control-plane node with the shared CA; fetch admin.conf"
+
+    def targets(self, cluster: Cluster) -> list[Host]:
+        return [first_control_plane(cluster)]
+
+    def files(self, cluster: Cluster, host: Host, secrets: Secrets) -> list[RenderedFile]:
+        return files_for(self.name, cluster, host, secrets)
+
+    def extra_paths(self, cluster: Cluster, host: Host) -> list[tuple[str, int]]:
+        return [(ADMIN_CONF, 0o600)]
+
+    async def run(self, ctx: Context, host: Host) -> None:
+        c = ctx.cluster
+        if ADMIN_CONF in ctx.facts[host.name].files:
+            await _fetch_admin_conf(ctx, host)
+            return
+        await ctx.ensure_files(host, _shared_pki(ctx))
+        await ctx.ensure_files(host, files_for(self.name, c, host, ctx.secrets))
+        if ctx.dry_run:
+            await ctx.sh(host, "kubeadm init --upload-certs", ":")
+            return
+        res = await ctx.t(host).run(
+            f"kubeadm init --config {INIT_CONFIG} --upload-certs", check=False, timeout=900
+        )
+        text = res.stdout + "\n" + res.stderr
+        try:
+            result = parse_init_output(text)
+        except KubeadmOutputError as e:
+            raise PhaseError(f"kubeadm init failed (exit {res.exit_status}): {e}") from None
+        expected = ctx.state.cluster_pki().ca_cert_hash
+        if result.ca_cert_hash != expected or result.token != ctx.secrets.bootstrap_token:
+            raise PhaseError(
+                "kubeadm init printed a CA hash or token other than the ones hakube provided: "
+                "the host had an older /etc/kubernetes; run `kubeadm reset` there and re-apply"
+            )
+        ctx.changes.append(Change(self.name, host.name, "kubeadm init --upload-certs", True))
+        await _fetch_admin_conf(ctx, host)
+
+
+async def _fetch_admin_conf(ctx: Context, host: Host) -> None:
+    if ctx.dry_run:
+        return
+    data = await ctx.t(host).get(ADMIN_CONF)
+    target = ctx.state.path / "admin.conf"
+    if not target.exists() or target.read_bytes() != data:
+        write_private(target, data)
+
+
+class _Join(Phase):
+    control_plane: bool
+
+    def files(self, cluster: Cluster, host: Host, secrets: Secrets) -> list[RenderedFile]:
+        return files_for(self.name, cluster, host, secrets)
+
+    def extra_paths(self, cluster: Cluster, host: Host) -> list[tuple[str, int]]:
+        return [(KUBELET_CONF, 0o600)]
+
+    async def run(self, ctx: Context, host: Host) -> None:
+        if KUBELET_CONF in ctx.facts[host.name].files:
+            return
+        pki = ctx.state.cluster_pki()
+        if self.control_plane:
+            await ctx.ensure_files(host, _shared_pki(ctx))
+        files = files_for(self.name, ctx.cluster, host, ctx.secrets, ca_cert_hash=pki.ca_cert_hash)
+        await ctx.ensure_files(host, files)
+        first = first_control_plane(ctx.cluster)
+        token = shlex.quote(ctx.secrets.bootstrap_token)
+        # The token hakube chose lives 24 h; re-create it (same value) when it has expired.
+        await ctx.sh(
+            first,
+            "make sure the bootstrap token exists",
+            f"kubeadm token list | grep -q ^{token.split('.')[0]} "
+            f"|| kubeadm token create {token} --ttl 2h",
+        )
+        await ctx.sh(
+            host,
+            "kubeadm join" + (" --control-plane" if self.control_plane else ""),
+            f"kubeadm join --config {JOIN_CONFIG}",
+        )
+
+
+class JoinControlPlanes(_Join):
+    name = "kubeadm/join-control-planes"
+    summary = "join the other control-plane nodes, one at a time (etcd/quorum safe)"
+    serial = True
+    control_plane = True
+
+    def targets(self, cluster: Cluster) -> list[Host]:
+        first = first_control_plane(cluster)
+        return [h for h in cluster.control_planes if h.name != first.name]
+
+
+class JoinWorkers(_Join):
+    name = "kubeadm/join-workers"
+    summary = "join the workers in parallel"
+    control_plane = False
+
+    def targets(self, cluster: Cluster) -> list[Host]:
+        return [h for h in cluster.workers if not h.has(Role.CONTROL_PLANE)]
+
+
+class CNIPhase(Phase):
+    name = "cni"
+    summary = "pod network (flannel or calico) with the cluster's real pod subnet"
+
+    def targets(self, cluster: Cluster) -> list[Host]:
+        if cluster.kubernetes.cni.plugin is CNIPlugin.NONE:
+            return []
+        return [first_control_plane(cluster)]
+
+    async def run(self, ctx: Context, host: Host) -> None:
+        cni = ctx.cluster.kubernetes.cni
+        manifest = cni.resolved_manifest
+        assert manifest is not None
+        plugin = cni.plugin.value
+        ds = "kube-flannel/kube-flannel-ds" if plugin == "flannel" else "kube-system/calico-node"
+        ns, name = ds.split("/")
+        res = await ctx.read(host, f"{KUBECTL} -n {ns} get ds {name} -o name", check=False)
+        if res.ok:
+            return
+        path = f"/etc/hakube/cni/{plugin}-{cni.resolved_version}.yaml"
+        if ctx.dry_run:
+            await ctx.sh(host, f"apply {plugin} {cni.resolved_version}", ":")
+            return
+        if manifest.startswith(("http://", "https://")):
+            # Downloaded as data and patched here; nothing fetched is ever executed.
+            await ctx.t(host).run(
+                f"mkdir -p /etc/hakube/cni && curl -fsSL --retry 3 -o {path}.orig "
+                f"{shlex.quote(manifest)}",
+                timeout=120,
+            )
+            text = (await ctx.t(host).get(f"{path}.orig")).decode()
+        else:
+            text = Path(manifest).read_text()
+        patched = patch_manifest(cni.plugin, text, str(ctx.cluster.network.pod_subnet))
+        await ctx.t(host).put(path, patched.encode(), mode=0o644)
+        await ctx.sh(host, f"apply {plugin} {cni.resolved_version}", f"{KUBECTL} apply -f {path}")

@@ -1,0 +1,317 @@
+"""apply: converge hosts into the cluster the spec describes, phase by phase.
+
+connect → facts → preflight → prepare → packages → runtime → lb → etcd → kubeadm/init →
+kubeadm/join-control-planes → cni → kubeadm/join-workers → verify
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import fcntl
+import functools
+import json
+import os
+import time
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from hakube.phases.base import (
+    Change,
+    Event,
+    EventKind,
+    EventSink,
+    Phase,
+    PhaseError,
+    gather_hosts,
+    select_phases,
+)
+from hakube.phases.context import Context
+from hakube.phases.etcd import EtcdPhase
+from hakube.phases.host import Packages, Preflight, Prepare, RuntimePhase
+from hakube.phases.kubeadm import (
+    CNIPhase,
+    JoinControlPlanes,
+    JoinWorkers,
+    KubeadmInit,
+    KubePackages,
+)
+from hakube.phases.lb import HAProxyPhase, KeepalivedPhase, WaitVIP
+from hakube.phases.verify import Verify, VerifyReport
+from hakube.spec.model import Cluster, Host
+from hakube.state import StateDir, write_private
+from hakube.transport.base import Redactor, Transport, TransportError
+from hakube.transport.ssh import SSHTarget, connect_all
+
+
+def apply_phases() -> list[Phase]:
+    """The apply workflow: an ordered, editable list."""
+    return [
+        Preflight(),
+        Prepare(),
+        Packages(),
+        RuntimePhase(),
+        HAProxyPhase(),
+        KeepalivedPhase(),
+        WaitVIP(),
+        EtcdPhase(),
+        KubePackages(),
+        KubeadmInit(),
+        JoinControlPlanes(),
+        CNIPhase(),
+        JoinWorkers(),
+        Verify(),
+    ]
+
+
+@dataclass
+class HostFailure:
+    host: str
+    phase: str
+    message: str
+
+
+@dataclass
+class ApplyResult:
+    changes: list[Change] = field(default_factory=list)
+    failures: list[HostFailure] = field(default_factory=list)
+    phases_run: list[str] = field(default_factory=list)
+    phases_skipped: list[str] = field(default_factory=list)
+    report: VerifyReport | None = None
+    dry_run: bool = False
+    seconds: float = 0.0
+
+    @property
+    def ok(self) -> bool:
+        return not self.failures
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "ok": self.ok,
+            "dry_run": self.dry_run,
+            "seconds": round(self.seconds, 3),
+            "changes": [c.__dict__ for c in self.changes],
+            "failures": [f.__dict__ for f in self.failures],
+            "phases_run": self.phases_run,
+            "phases_skipped": self.phases_skipped,
+            "report": self.report.as_dict() if self.report else None,
+        }
+
+
+class ApplyLocked(Exception):
+    pass
+
+
+@contextlib.contextmanager
+def cluster_lock(state: StateDir) -> Iterator[None]:
+    """One apply per cluster at a time (flock: released by the kernel if we die)."""
+    state.ensure()
+    fd = os.open(state.path / "lock", os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise ApplyLocked(
+                f"another hakube run holds {state.path / 'lock'}; wait for it to finish"
+            ) from None
+        yield
+    finally:
+        os.close(fd)
+
+
+def ssh_targets(cluster: Cluster) -> list[SSHTarget]:
+    out = []
+    for h in cluster.hosts:
+        s = cluster.ssh_for(h)
+        out.append(
+            SSHTarget(
+                name=h.name,
+                address=str(h.ssh_address or h.address),
+                port=s.port,
+                user=s.user,
+                key_file=s.key_file,
+                known_hosts=s.known_hosts or Path("~/.ssh/known_hosts").expanduser(),
+                sudo=s.use_sudo,
+                connect_timeout=s.connect_timeout,
+            )
+        )
+    return out
+
+
+class Journal:
+    """Append-only record of phases done, with secrets redacted, for resume and audit."""
+
+    def __init__(self, state: StateDir, redactor: Redactor) -> None:
+        self.dir = state.path / "logs"
+        self.dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        stamp = time.strftime("%Y%m%dT%H%M%S")
+        self.log = self.dir / f"apply-{stamp}-{os.getpid()}.jsonl"
+        self.redactor = redactor
+        self.journal = state.path / "journal.json"
+
+    def event(self, e: Event) -> None:
+        line = self.redactor.redact(json.dumps(e.as_dict()))
+        fd = os.open(self.log, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        try:
+            os.write(fd, (line + "\n").encode())
+        finally:
+            os.close(fd)
+
+    def last_done(self) -> list[str]:
+        try:
+            data = json.loads(self.journal.read_text())
+        except (OSError, ValueError):
+            return []
+        done: list[str] = data.get("done", [])
+        return done
+
+    def record(self, done: list[str], finished: bool) -> None:
+        body = {"done": done, "finished": finished, "at": time.time()}
+        write_private(self.journal, json.dumps(body).encode())
+
+
+@contextlib.asynccontextmanager
+async def ssh_transports(
+    cluster: Cluster, *, trust_new_hosts: bool, redactor: Redactor
+) -> AsyncIterator[tuple[dict[str, Transport], dict[str, str]]]:
+    pool = await connect_all(
+        ssh_targets(cluster), trust_new_hosts=trust_new_hosts, redactor=redactor
+    )
+    try:
+        errors = {name: str(err) for name, err in pool.errors.items()}
+        yield dict(pool.transports), errors
+    finally:
+        await pool.close()
+
+
+async def apply(
+    cluster: Cluster,
+    *,
+    state: StateDir | None = None,
+    dry_run: bool = False,
+    only: Sequence[str] = (),
+    skip: Sequence[str] = (),
+    trust_new_hosts: bool = False,
+    emit: EventSink | None = None,
+    transports: dict[str, Transport] | None = None,
+    phases: Callable[[], list[Phase]] = apply_phases,
+) -> ApplyResult:
+    """Converge the cluster. With `transports` given (tests), no SSH connection is made."""
+    state = state or StateDir(cluster.name)
+    result = ApplyResult(dry_run=dry_run)
+    started = time.monotonic()
+    to_run, skipped = select_phases(phases(), only=only, skip=skip)
+    result.phases_skipped = [p.name for p in skipped]
+    with cluster_lock(state):
+        secrets = state.secrets()
+        redactor = Redactor(secrets.values())
+        journal = Journal(state, redactor)
+        sink = emit or (lambda _e: None)
+
+        def both(e: Event) -> None:
+            journal.event(e)
+            sink(e)
+
+        async with contextlib.AsyncExitStack() as stack:
+            errors: dict[str, str] = {}
+            conns: dict[str, Transport] = transports or {}
+            if transports is None:
+                both(Event(EventKind.PHASE_START, "connect"))
+                conns, errors = await stack.enter_async_context(
+                    ssh_transports(cluster, trust_new_hosts=trust_new_hosts, redactor=redactor)
+                )
+                both(Event(EventKind.PHASE_DONE, "connect"))
+            ctx = Context(
+                cluster=cluster,
+                secrets=secrets,
+                state=state,
+                transports=conns,
+                dry_run=dry_run,
+                emit=both,
+                redactor=redactor,
+                selected=frozenset(p.name for p in to_run),
+            )
+            for name, message in errors.items():
+                result.failures.append(HostFailure(name, "connect", message))
+                both(Event(EventKind.HOST_FAILED, "connect", name, message))
+            if not result.failures:
+                await _facts(ctx, to_run, result)
+            if not result.failures:
+                await _phases(ctx, to_run, result, journal)
+            result.changes = ctx.changes
+            result.report = ctx.report
+    result.seconds = time.monotonic() - started
+    return result
+
+
+async def _facts(ctx: Context, to_run: list[Phase], result: ApplyResult) -> None:
+    ctx.phase = "facts"
+    ctx.emit(Event(EventKind.PHASE_START, "facts"))
+    cluster = ctx.cluster
+
+    async def one(h: Host) -> None:
+        paths: list[str] = []
+        for p in to_run:
+            if h in p.targets(cluster):
+                paths += [f.path for f in p.files(cluster, h, ctx.secrets)]
+                paths += [path for path, _ in p.extra_paths(cluster, h)]
+        await ctx.gather_facts(h, paths)
+
+    failures = await gather_hosts(cluster.hosts, one)
+    _record_failures(ctx, "facts", failures, result)
+    ctx.emit(Event(EventKind.PHASE_DONE, "facts"))
+
+
+def _record_failures(
+    ctx: Context, phase: str, failures: dict[str, BaseException], result: ApplyResult
+) -> None:
+    for host, exc in failures.items():
+        msg = ctx.redactor.redact(str(exc))
+        if not isinstance(exc, (PhaseError, TransportError)):
+            msg = f"{type(exc).__name__}: {msg}"  # a bug or an unexpected state: say what
+        result.failures.append(HostFailure(host, phase, msg))
+        ctx.emit(Event(EventKind.HOST_FAILED, phase, host, msg))
+
+
+async def _phases(ctx: Context, to_run: list[Phase], result: ApplyResult, journal: Journal) -> None:
+    done: list[str] = []
+    for phase in to_run:
+        targets = phase.targets(ctx.cluster)
+        ctx.phase = phase.name
+        if not targets:
+            ctx.emit(Event(EventKind.PHASE_SKIPPED, phase.name, message="no host needs it"))
+            continue
+        ctx.emit(
+            Event(EventKind.PHASE_START, phase.name, data={"hosts": [h.name for h in targets]})
+        )
+        before = len(ctx.changes)
+        failures = await gather_hosts(
+            targets, functools.partial(_host, ctx, phase), serial=phase.serial
+        )
+        if not failures:
+            try:
+                await phase.finish(ctx)
+            except Exception as e:  # a cluster-wide wait: blame the phase, not a host
+                failures = {"*": e}
+        _record_failures(ctx, phase.name, failures, result)
+        if failures:
+            journal.record(done, finished=False)
+            return
+        result.phases_run.append(phase.name)
+        done.append(phase.name)
+        changed = len(ctx.changes) - before
+        ctx.emit(Event(EventKind.PHASE_DONE, phase.name, data={"changes": changed}))
+        if not ctx.dry_run:
+            journal.record(done, finished=phase is to_run[-1])
+
+
+async def _host(ctx: Context, phase: Phase, host: Host) -> None:
+    ctx.emit(Event(EventKind.HOST_START, phase.name, host.name))
+    await phase.run(ctx, host)
+    ctx.emit(Event(EventKind.HOST_DONE, phase.name, host.name))
+
+
+def run_apply(cluster: Cluster, **kwargs: Any) -> ApplyResult:
+    return asyncio.run(apply(cluster, **kwargs))

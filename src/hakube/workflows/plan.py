@@ -1,0 +1,120 @@
+"""plan and render: what apply would do, from the spec alone (no host is contacted)."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from hakube.phases.base import Phase
+from hakube.render import render_host
+from hakube.spec.model import Cluster
+from hakube.state import Secrets, StateDir, write_private
+from hakube.workflows.apply import apply_phases
+
+
+@dataclass(frozen=True)
+class PlannedFile:
+    path: str
+    mode: int
+    secret: bool
+
+
+@dataclass
+class PlannedPhase:
+    name: str
+    summary: str
+    files: list[PlannedFile] = field(default_factory=list)
+
+
+@dataclass
+class HostPlan:
+    host: str
+    address: str
+    roles: list[str]
+    phases: list[PlannedPhase] = field(default_factory=list)
+
+
+@dataclass
+class Plan:
+    cluster: str
+    endpoint: str
+    hosts: list[HostPlan] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "cluster": self.cluster,
+            "endpoint": self.endpoint,
+            "hosts": [
+                {
+                    "host": h.host,
+                    "address": h.address,
+                    "roles": h.roles,
+                    "phases": [
+                        {
+                            "name": p.name,
+                            "summary": p.summary,
+                            "files": [
+                                {"path": f.path, "mode": f"{f.mode:04o}", "secret": f.secret}
+                                for f in p.files
+                            ],
+                        }
+                        for p in h.phases
+                    ],
+                }
+                for h in self.hosts
+            ],
+            "skipped": self.skipped,
+        }
+
+
+def build_plan(
+    cluster: Cluster, secrets: Secrets | None = None, phases: list[Phase] | None = None
+) -> Plan:
+    """Per host, the phases that apply would run there and the files each writes.
+
+    Secrets only shape file contents, never which files exist, so throwaway ones do here and
+    `plan` never creates a state directory.
+    """
+    secrets = secrets or Secrets.generate()
+    phases = phases if phases is not None else apply_phases()
+    plan = Plan(cluster.name, cluster.control_plane_endpoint)
+    used: set[str] = set()
+    for host in cluster.hosts:
+        hp = HostPlan(host.name, str(host.address), [r.value for r in host.roles])
+        for phase in phases:
+            if host not in phase.targets(cluster):
+                continue
+            used.add(phase.name)
+            files = [
+                PlannedFile(f.path, f.mode, f.secret) for f in phase.files(cluster, host, secrets)
+            ]
+            files += [
+                PlannedFile(path, mode, not mode & 0o077)
+                for path, mode in phase.extra_paths(cluster, host)
+            ]
+            hp.phases.append(PlannedPhase(phase.name, phase.summary, files))
+        plan.hosts.append(hp)
+    plan.skipped = [p.name for p in phases if p.name not in used]
+    return plan
+
+
+def render_to_dir(cluster: Cluster, out: Path, state: StateDir | None = None) -> int:
+    """Write every host's rendered files under out/<host>/<path>, secrets 0600."""
+    state = state or StateDir(cluster.name)
+    secrets = state.secrets()
+    ca_hash = state.cluster_pki().ca_cert_hash
+    count = 0
+    for host in cluster.hosts:
+        for f in render_host(cluster, host, secrets, ca_cert_hash=ca_hash):
+            target = out / host.name / f.path.lstrip("/")
+            if f.secret or not f.mode & 0o077:
+                write_private(target, f.content.encode())
+            else:
+                target.parent.mkdir(parents=True, exist_ok=True)
+                target.write_text(f.content)
+                os.chmod(target, f.mode)
+            count += 1
+    return count

@@ -98,6 +98,7 @@ class HostFacts:
     os_id: str = ""
     os_like: tuple[str, ...] = ()
     os_version: str = ""
+    os_codename: str = ""
     os_pretty: str = ""
     hostname: str = ""
     cpus: int = 0
@@ -176,6 +177,7 @@ def parse_facts(text: str) -> HostFacts:
     f.os_id = osr.get("ID", "")
     f.os_like = tuple(osr.get("ID_LIKE", "").split())
     f.os_version = osr.get("VERSION_ID", "")
+    f.os_codename = osr.get("VERSION_CODENAME", "")
     f.os_pretty = osr.get("PRETTY_NAME", "")
     f.hostname = (sec.get("hostname") or [""])[0].strip()
     f.cpus = int((sec.get("cpus") or ["0"])[0] or 0)

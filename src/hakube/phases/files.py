@@ -42,12 +42,20 @@ def files_for(
     *,
     ca_cert_hash: str | None = None,
     os_family: str | None = None,
+    os_codename: str | None = None,
 ) -> list[RenderedFile]:
     prefixes: Sequence[str] = OWNERS.get(phase, ())
     if not prefixes:
         return []
     return [
         f
-        for f in render_host(cluster, host, secrets, ca_cert_hash=ca_cert_hash, os_family=os_family)
+        for f in render_host(
+            cluster,
+            host,
+            secrets,
+            ca_cert_hash=ca_cert_hash,
+            os_family=os_family,
+            os_codename=os_codename,
+        )
         if f.path.startswith(tuple(prefixes))
     ]

@@ -189,7 +189,15 @@ class Packages(Phase):
         f = ctx.facts[host.name]
         if not f.package_family:
             raise PhaseError(f"no known package manager on {f.os_pretty or f.os_id!r}")
-        changed = await ctx.ensure_files(host, files_for(self.name, ctx.cluster, host, ctx.secrets))
+        repo_files = files_for(
+            self.name,
+            ctx.cluster,
+            host,
+            ctx.secrets,
+            os_family=f.os_id,
+            os_codename=f.os_codename,
+        )
+        changed = await ctx.ensure_files(host, repo_files)
         if changed or any(
             p.startswith(("/etc/apt/", "/etc/yum")) for p in _changed_paths(ctx, host)
         ):

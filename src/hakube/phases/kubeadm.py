@@ -48,7 +48,9 @@ class KubePackages(Phase):
         version = c.kubernetes.version
         if all(f.packages.get(p, "").startswith(version) for p in KUBE_PACKAGES):
             return
-        repo_files = files_for(self.name, c, host, ctx.secrets, os_family=f.os_id)
+        repo_files = files_for(
+            self.name, c, host, ctx.secrets, os_family=f.os_id, os_codename=f.os_codename
+        )
         await ctx.ensure_files(host, repo_files)
         if ctx.dry_run:
             await ctx.sh(host, f"install kubelet/kubeadm/kubectl {version} and hold them", ":")

@@ -1,0 +1,79 @@
+"""HAProxy rendering: modes, health checks, stats password handling."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from hakube.render.haproxy import HAPROXY_CFG, render_haproxy
+from hakube.spec.load import load_cluster_data, load_cluster_file
+from hakube.spec.model import Cluster
+from hakube.state import Secrets
+
+ROOT = Path(__file__).resolve().parents[2]
+SECRETS = Secrets(
+    # Positional: vrrp_password, stats_password, bootstrap_token, certificate_key (fakes).
+    "vrrpPa55wordTooLong",
+    "stats-Pa55word-0123456789",
+    "abcdef.0123456789abcdef",
+    "0123456789abcdef" * 4,
+)
+
+
+def tutorial(**endpoint: Any) -> Cluster:
+    data = yaml.safe_load((ROOT / "examples/tutorial.yaml").read_text())
+    data["endpoint"].update(endpoint)
+    return load_cluster_data(data).cluster
+
+
+def test_vip_mode_binds_all_addresses_on_the_endpoint_port() -> None:
+    c = tutorial()
+    (f,) = render_haproxy(c, c.hosts[0], SECRETS)
+    assert f.path == HAPROXY_CFG
+    assert "bind *:16443\n" in f.content
+    assert f.validate == "haproxy -c -f {path}"
+    assert f.reload == "haproxy"
+
+
+def test_every_control_plane_is_a_checked_backend() -> None:
+    c = tutorial()
+    text = render_haproxy(c, c.hosts[0], SECRETS)[0].content
+    for h in c.control_planes:
+        assert f"server {h.name} {h.address}:6443\n" in text
+    assert "option httpchk GET /readyz" in text
+    assert "http-check expect status 200" in text
+    assert "check check-ssl verify none inter 1000ms fastinter 250ms downinter 1000ms" in text
+    assert "on-marked-down shutdown-sessions" in text
+    assert "balance roundrobin" in text
+    assert "timeout tunnel 1h" in text
+    assert "stats socket /run/haproxy/admin.sock mode 600 level admin" in text
+
+
+def test_no_stats_password_unless_stats_page() -> None:
+    c = tutorial()
+    (f,) = render_haproxy(c, c.hosts[0], SECRETS)
+    assert SECRETS.stats_password not in f.content
+    assert "stats auth" not in f.content
+    assert f.mode == 0o644
+    assert not f.secret
+    c = tutorial(haproxy={"stats_page": True})
+    (f,) = render_haproxy(c, c.hosts[0], SECRETS)
+    assert f"stats auth admin:{SECRETS.stats_password}" in f.content
+    assert "bind 127.0.0.1:9000" in f.content
+    assert f.mode == 0o600
+    assert f.secret
+
+
+def test_local_lb_binds_loopback_on_every_host() -> None:
+    c = load_cluster_file(ROOT / "examples/local-lb.yaml").cluster
+    for h in c.hosts:
+        (f,) = render_haproxy(c, h, SECRETS)
+        assert "bind 127.0.0.1:8443\n" in f.content
+        assert "bind *" not in f.content
+
+
+def test_no_haproxy_in_cloud_lb() -> None:
+    c = load_cluster_file(ROOT / "examples/aliyun.yaml").cluster
+    assert all(render_haproxy(c, h, SECRETS) == [] for h in c.hosts)

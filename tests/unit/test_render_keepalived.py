@@ -1,0 +1,188 @@
+"""keepalived rendering: priorities, weights, VRRP versions, unicast, track file."""
+
+from __future__ import annotations
+
+import copy
+import re
+from pathlib import Path
+from typing import Any
+
+import yaml
+from hypothesis import given
+from hypothesis import strategies as st
+
+from hakube.render.keepalived import (
+    CHECK_SCRIPT,
+    HAPROXY_DROPIN,
+    KEEPALIVED_CONF,
+    TRACK_FILE,
+    check_weight,
+    default_check_weight,
+    priorities,
+    render_keepalived,
+    vrrp_priorities,
+)
+from hakube.spec.load import load_cluster_data
+from hakube.spec.model import Cluster
+from hakube.state import Secrets
+
+ROOT = Path(__file__).resolve().parents[2]
+SECRETS = Secrets(
+    # Positional: vrrp_password, stats_password, bootstrap_token, certificate_key (fakes).
+    "vrrpPa55wordTooLong",
+    "stats-Pa55word-0123456789",
+    "abcdef.0123456789abcdef",
+    "0123456789abcdef" * 4,
+)
+
+
+def tutorial(**vrrp: Any) -> Cluster:
+    data = yaml.safe_load((ROOT / "examples/tutorial.yaml").read_text())
+    data = copy.deepcopy(data)
+    data["endpoint"]["vrrp"] = vrrp
+    return load_cluster_data(data).cluster
+
+
+def conf(cluster: Cluster, index: int = 0) -> str:
+    files = {f.path: f for f in render_keepalived(cluster, cluster.hosts[index], SECRETS)}
+    return files[KEEPALIVED_CONF].content
+
+
+def test_priorities_distinct_descending_never_255() -> None:
+    assert vrrp_priorities(3) == [200, 190, 180]
+    for n in range(1, 251):
+        p = vrrp_priorities(n)
+        assert len(set(p)) == n
+        assert p == sorted(p, reverse=True)
+        assert min(p) >= 1
+        assert max(p) <= 254
+
+
+def test_tutorial_priorities_and_weight() -> None:
+    c = tutorial()
+    prios = priorities(c)
+    assert list(prios.values()) == [200, 190, 180]
+    w = check_weight(c)
+    assert abs(w) > max(prios.values()) - min(prios.values())
+    for i, h in enumerate(c.hosts):
+        assert f"priority {prios[h.name]}\n" in conf(c, i)
+
+
+@given(
+    n=st.integers(min_value=1, max_value=9),
+    preempt=st.booleans(),
+    explicit=st.one_of(st.none(), st.integers(min_value=-253, max_value=-1)),
+)
+def test_single_failure_drops_below_every_healthy_host(
+    n: int, preempt: bool, explicit: int | None
+) -> None:
+    # An explicit weight can only be honoured when |w| >= n (distinct priorities need a gap
+    # of at least 1 between neighbours); the spec checks are expected to refuse smaller ones.
+    if explicit is not None and abs(explicit) < n:
+        explicit = -n
+    prios = vrrp_priorities(n, explicit)
+    weight = explicit if explicit is not None else default_check_weight(prios, preempt)
+    for failed in range(n):
+        # Weight 0 means FAULT: the failed host advertises priority 0.
+        effective = 0 if weight == 0 else prios[failed] + weight
+        healthy = [p for i, p in enumerate(prios) if i != failed]
+        assert all(effective < p for p in healthy)
+
+
+def test_nopreempt_uses_fault_and_backup() -> None:
+    c = tutorial(preempt=False)
+    text = conf(c)
+    assert "nopreempt" in text
+    assert "weight 0\n" in text
+    assert "state BACKUP" in text
+    assert "state MASTER" not in text
+    assert "preempt_delay" not in text
+
+
+def test_preempt_delay_only_with_preempt() -> None:
+    assert "preempt_delay 7" in conf(tutorial(preempt_delay=7))
+    assert "preempt_delay" not in conf(tutorial(preempt_delay=7, preempt=False))
+
+
+def test_vrrp_v2_auth_truncated_v3_without_auth() -> None:
+    v2 = conf(tutorial(version=2, advert_interval=1))
+    m = re.search(r"auth_pass (\S+)", v2)
+    assert m is not None
+    assert m[1] == SECRETS.vrrp_password[:8]
+    assert "advert_int 1\n" in v2
+    assert "vrrp_version 2" in v2
+    v3 = conf(tutorial())
+    assert "authentication" not in v3
+    assert "advert_int 0.1\n" in v3
+    assert "vrrp_version 3" in v3
+
+
+def test_v2_file_is_secret_v3_still_private() -> None:
+    c = tutorial(version=2, advert_interval=1)
+    f = next(f for f in render_keepalived(c, c.hosts[0], SECRETS) if f.path == KEEPALIVED_CONF)
+    assert f.secret
+    assert f.mode == 0o600
+    assert f.validate == "keepalived -t -f {path}"
+
+
+def test_unicast_peers_are_the_other_lb_hosts() -> None:
+    c = tutorial(unicast=True)
+    text = conf(c, 1)
+    assert "unicast_src_ip 192.168.2.208" in text
+    peers = re.search(r"unicast_peer \{\n(.*?)\n\s*\}", text, re.S)
+    assert peers is not None
+    assert peers[1].split() == ["192.168.2.207", "192.168.2.209"]
+    assert "vrrp_strict" not in text
+
+
+def test_vip_interface_and_prefix() -> None:
+    text = conf(tutorial())
+    assert "192.168.2.199/24 dev ens37" in text
+    assert "interface ens37" in text
+
+
+def test_tutorial_settings_are_expressible() -> None:
+    c = tutorial(
+        version=2, advert_interval=1, check_interval=3, check_weight=-11, track_haproxy_state=False
+    )
+    text = conf(c)
+    assert "interval 3\n" in text
+    assert "weight -11\n" in text
+    assert "advert_int 1\n" in text
+    assert "vrrp_track_file" not in text
+    # The priorities shrink to keep |w| = 11 larger than their spread.
+    prios = list(priorities(c).values())
+    assert max(prios) - min(prios) < 11
+    paths = {f.path for f in render_keepalived(c, c.hosts[0], SECRETS)}
+    assert HAPROXY_DROPIN not in paths
+
+
+def test_track_file_and_dropin() -> None:
+    c = tutorial()
+    files = {f.path: f for f in render_keepalived(c, c.hosts[0], SECRETS)}
+    assert f'file "{TRACK_FILE}"' in files[KEEPALIVED_CONF].content
+    assert "initialised from HAProxy's current state" in files[KEEPALIVED_CONF].content
+    dropin = files[HAPROXY_DROPIN]
+    assert f"echo 0 > {TRACK_FILE}" in dropin.content
+    assert f"echo 1 > {TRACK_FILE}" in dropin.content
+    assert "ExecStartPost=" in dropin.content
+    assert "ExecStopPost=" in dropin.content
+    assert dropin.reload == "daemon-reload"
+
+
+def test_check_script_goes_through_haproxy() -> None:
+    c = tutorial()
+    files = {f.path: f for f in render_keepalived(c, c.hosts[0], SECRETS)}
+    script = files[CHECK_SCRIPT]
+    assert script.mode == 0o700
+    assert "curl -sfk --max-time 1 -o /dev/null https://127.0.0.1:16443/readyz" in script.content
+
+
+def test_only_lb_hosts_in_vip_mode() -> None:
+    data = yaml.safe_load((ROOT / "examples/tutorial.yaml").read_text())
+    data["hosts"].append({"name": "w1", "address": "192.168.2.220", "roles": ["worker"]})
+    c = load_cluster_data(data).cluster
+    assert render_keepalived(c, c.host("w1"), SECRETS) == []
+    data["endpoint"] = {"mode": "local-lb", "port": 8443}
+    c = load_cluster_data(data).cluster
+    assert all(render_keepalived(c, h, SECRETS) == [] for h in c.hosts)

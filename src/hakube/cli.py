@@ -16,8 +16,11 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from hakube.phases.base import Event, EventKind
+from hakube.phases.verify import VerifyReport
 from hakube.spec import Loaded, Severity, SpecError, load_cluster_file
 from hakube.spec.model import Cluster
+from hakube.workflows.apply import ApplyResult
 
 app = typer.Typer(
     no_args_is_help=True,
@@ -161,6 +164,133 @@ def plan(
         out.print(t)
     if p.skipped:
         out.print(f"phases not applicable: {', '.join(p.skipped)}", highlight=False)
+
+
+class Progress:
+    """Live progress as text lines (host-prefixed, k0sctl style) or a JSON event stream."""
+
+    def __init__(self, output: Output) -> None:
+        self.output = output
+
+    def __call__(self, e: Event) -> None:
+        if self.output is Output.JSON:
+            sys.stdout.write(json.dumps(e.as_dict()) + "\n")
+            sys.stdout.flush()
+            return
+        k = e.kind
+        if k is EventKind.PHASE_START:
+            hosts = e.data.get("hosts")
+            suffix = f" on {', '.join(hosts)}" if hosts else ""
+            err.print(f"[bold cyan]==> {e.phase}[/]{suffix}", highlight=False)
+        elif k is EventKind.CHANGE:
+            err.print(f"    [green]{e.host}[/]: {e.message}", highlight=False)
+        elif k is EventKind.HOST_FAILED:
+            err.print(
+                f"    [bold red]{e.host} FAILED[/] in {e.phase}:\n{e.message}", highlight=False
+            )
+        elif k is EventKind.PHASE_DONE and e.data.get("changes") == 0:
+            err.print("    no change", style="dim")
+
+
+def print_report(report: VerifyReport | None) -> None:
+    if report is None:
+        return
+    t = Table(title="verify", title_justify="left")
+    t.add_column("check", style="cyan")
+    t.add_column("result")
+    if report.vip:
+        owners = ", ".join(report.vip_owners) or "nobody"
+        t.add_row("VIP owner", f"{report.vip} on {owners}")
+    for b in report.backends:
+        colour = "green" if b.status.startswith("UP") else "red"
+        t.add_row(f"haproxy {b.lb} → {b.server}", f"[{colour}]{b.status}[/] ({b.check})")
+    if report.etcd_members:
+        t.add_row(
+            "etcd members",
+            f"{len(report.etcd_members)}: {', '.join(report.etcd_members)}; "
+            f"{len(report.etcd_healthy)} healthy",
+        )
+    t.add_row("kubernetes", report.kubernetes)
+    for node, st in sorted(report.nodes.items()):
+        t.add_row(f"node {node}", st)
+    for p in report.problems:
+        t.add_row("[red]problem[/]", p)
+    out.print(t)
+
+
+def print_result(result: ApplyResult, output: Output) -> None:
+    if output is Output.JSON:
+        # One line, like every event before it: the stream stays line-delimited JSON.
+        sys.stdout.write(json.dumps({"event": "result", **result.as_dict()}, default=str) + "\n")
+        return
+    print_report(result.report)
+    n = len(result.changes)
+    verb = "would change" if result.dry_run else "changed"
+    if result.failures:
+        for f in result.failures:
+            err.print(f"[bold red]{f.host}[/] failed in {f.phase}: {f.message}", highlight=False)
+        err.print(f"[red]apply failed[/] after {result.seconds:.1f} s ({n} changes made)")
+    elif n == 0:
+        out.print(f"[green]converged: 0 changes[/] in {result.seconds:.2f} s", highlight=False)
+    else:
+        out.print(f"[green]done:[/] {verb} {n} things in {result.seconds:.1f} s", highlight=False)
+
+
+SelectorOpt = Annotated[
+    str, typer.Option(help="Comma-separated phase names or families (e.g. kubeadm,cni).")
+]
+
+
+def _split(value: str) -> list[str]:
+    return [v.strip() for v in value.split(",") if v.strip()]
+
+
+@app.command("apply")
+def apply_cmd(
+    file: FileOpt = Path("cluster.yaml"),
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Read facts, change nothing.")] = False,
+    only: SelectorOpt = "",
+    skip_phases: SelectorOpt = "",
+    trust_new_hosts: Annotated[
+        bool, typer.Option(help="Record host keys not yet in known_hosts (and say so).")
+    ] = False,
+    output: OutputOpt = Output.TEXT,
+) -> None:
+    """Converge the hosts into the cluster the file describes (idempotent, resumable)."""
+    from hakube.workflows.apply import ApplyLocked, run_apply
+
+    loaded = load_or_exit(file, output)
+    try:
+        result = run_apply(
+            loaded.cluster,
+            dry_run=dry_run,
+            only=_split(only),
+            skip=_split(skip_phases),
+            trust_new_hosts=trust_new_hosts,
+            emit=Progress(output),
+        )
+    except ValueError as e:
+        fail(str(e), 2)
+    except ApplyLocked as e:
+        fail(str(e))
+    print_result(result, output)
+    if not result.ok:
+        raise typer.Exit(1)
+
+
+@app.command()
+def demo(
+    name: Annotated[str, typer.Option(help="Lab name.")] = "demo",
+    workers: Annotated[int, typer.Option(help="Worker hosts.")] = 2,
+    drill: Annotated[bool, typer.Option(help="End with a failover drill.")] = True,
+    output: OutputOpt = Output.TEXT,
+) -> None:
+    """The main job on the local lab: lab up, apply, verify (and a failover drill)."""
+    from hakube.workflows.demo import run_demo
+
+    code = run_demo(name=name, workers=workers, drill=drill, emit=Progress(output),
+                    show=lambda r: print_result(r, output), say=out.print)  # fmt: skip
+    raise typer.Exit(code)
 
 
 def _mount_subcommands() -> None:

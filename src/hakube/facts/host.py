@@ -27,6 +27,9 @@ PACKAGES = (
     "kubectl",
     "curl",
     "ca-certificates",
+    "socat",
+    "conntrack",
+    "docker.io",
 )
 
 SYSCTLS = (

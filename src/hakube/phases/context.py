@@ -9,7 +9,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from hakube.facts.host import FileState, HostFacts, facts_script, parse_facts
+from hakube.facts.host import PACKAGES, FileState, HostFacts, Unit, facts_script, parse_facts
 from hakube.phases.base import Change, Event, EventKind, EventSink, PhaseError
 from hakube.render.base import RenderedFile
 from hakube.spec.model import Cluster, Host
@@ -133,9 +133,13 @@ class Context:
                     f"reload {unit}",
                     f"systemctl enable -q {unit} && systemctl reload-or-restart {unit}",
                 )
+                self.facts[host.name].units[unit] = Unit(unit, True, "active", "enabled")
 
     async def ensure_packages(self, host: Host, packages: Sequence[str]) -> None:
         """Install what is missing (never upgrade what is there), without autostarting it."""
+        unknown = set(packages) - set(PACKAGES)
+        if unknown:  # the facts script would never see them installed: never idempotent
+            raise ValueError(f"add {sorted(unknown)} to hakube.facts.host.PACKAGES")
         facts = self.facts[host.name]
         missing = [p for p in packages if p not in facts.packages]
         if not missing:
@@ -160,6 +164,7 @@ class Context:
         if u.running and u.enabled == "enabled":
             return
         await self.sh(host, f"start {unit}", f"systemctl enable -q --now {unit}")
+        self.facts[host.name].units[unit] = Unit(unit, True, "active", "enabled")
 
     def fail(self, message: str) -> None:
         raise PhaseError(message)

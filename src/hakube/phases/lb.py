@@ -129,7 +129,7 @@ async def vip_owners(ctx: Context) -> list[str]:
     vip = str(ctx.cluster.endpoint.vip)
 
     async def holds(h: Host) -> bool:
-        res = await ctx.read(h, f"ip -o -4 addr show | grep -qw 'inet {vip}/'", check=False)
+        res = await ctx.read(h, f"ip -o -4 addr show | grep -qF 'inet {vip}/'", check=False)
         return res.ok
 
     hosts = ctx.cluster.lb_hosts

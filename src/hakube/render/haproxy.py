@@ -25,6 +25,7 @@ def render_haproxy(cluster: Cluster, host: Host, secrets: Secrets) -> list[Rende
         local=mode is EndpointMode.LOCAL_LB,
         port=cluster.endpoint.port,
         tunnel_timeout=hp.tunnel_timeout,
+        maxconn=hp.maxconn,
         inter=hp.check_inter_ms,
         fastinter=hp.check_fastinter_ms,
         downinter=hp.check_downinter_ms,

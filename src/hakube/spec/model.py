@@ -194,6 +194,13 @@ class HAProxySettings(Strict):
     check_fall: int = Field(2, ge=1, le=20)
     check_rise: int = Field(2, ge=1, le=20)
     tunnel_timeout: str = Field("1h", pattern=r"^\d+(ms|s|m|h|d)$")
+    maxconn: int = Field(
+        8000,
+        ge=100,
+        le=1_000_000,
+        description="Global connection limit; HAProxy needs about 2 file descriptors per "
+        "connection and refuses to start when the host's open-files limit is lower.",
+    )
     stats_page: bool = Field(False, description="Serve the HTML stats page (password generated).")
     stats_bind: str = Field("127.0.0.1:9000", pattern=r"^[0-9a-zA-Z.:\[\]*-]+:\d{1,5}$")
 

@@ -104,7 +104,7 @@ class Transport(Protocol):
         command: str,
         *,
         check: bool = True,
-        timeout: float | None = None,  # noqa: ASYNC109 - the remote channel must be closed too
+        timeout: float | None = None,
         stdin: str | bytes | None = None,
     ) -> CommandResult:
         """Run ``command`` under ``bash -c``; raise CommandFailed on non-zero exit if ``check``."""

@@ -109,7 +109,7 @@ class ScriptedTransport:
         command: str,
         *,
         check: bool = True,
-        timeout: float | None = None,  # noqa: ASYNC109 - mirrors the Transport protocol
+        timeout: float | None = None,
         stdin: str | bytes | None = None,
     ) -> CommandResult:
         self._ensure_open()

@@ -162,7 +162,7 @@ class SSHTransport:
         check: bool = True,
         # The protocol's per-command budget; a caller-side asyncio.timeout could not also
         # close the remote channel, which is the point.
-        timeout: float | None = None,  # noqa: ASYNC109
+        timeout: float | None = None,
         stdin: str | bytes | None = None,
     ) -> CommandResult:
         shown = self._redactor.redact(command)
@@ -299,7 +299,7 @@ class SSHTransport:
         command: str,
         shown: str,
         stdin: bytes | None,
-        timeout: float | None,  # noqa: ASYNC109
+        timeout: float | None,
     ) -> tuple[int, bytes, bytes, float]:
         if self._closed:
             raise TransportError(self.host, f"transport already closed; cannot run: {shown}")

@@ -1,0 +1,151 @@
+"""Pure address and name planning for a lab: no I/O, so it is unit-tested without root."""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+DEFAULT_SUBNET = "10.123.0.0/24"
+DEFAULT_NAME = "demo"
+MIRROR_PORT = 8080
+#: Interface name the hosts see for their end of the veth (also the VIP interface).
+HOST_INTERFACE = "host0"
+
+# Fixed offsets make addresses predictable from the host name alone (cp2 is always .12).
+BRIDGE_OFFSET = 1
+CONTROL_PLANE_OFFSET = 11
+WORKER_OFFSET = 21
+VIP_OFFSET = 100
+MAX_CONTROL_PLANES = WORKER_OFFSET - CONTROL_PLANE_OFFSET
+MAX_WORKERS = VIP_OFFSET - WORKER_OFFSET
+
+# Lab names end up in 15-character interface names ("hk" + name + "-" + host), so they are short.
+_NAME_RE = re.compile(r"^[a-z][a-z0-9]{0,7}$")
+
+
+class LabError(Exception):
+    """A lab operation failed with a message meant for the user."""
+
+
+def validate_name(name: str) -> str:
+    if not _NAME_RE.match(name):
+        raise LabError(
+            f"lab name {name!r} is invalid: use 1-8 characters a-z/0-9 starting with a letter "
+            "(it becomes part of 15-character interface names)"
+        )
+    return name
+
+
+def bridge_name(lab: str) -> str:
+    return f"hk{lab}-br"
+
+
+def link_prefix(lab: str) -> str:
+    """Every link a lab creates starts with this, so `down` can find leftovers after a crash."""
+    return f"hk{lab}-"
+
+
+def veth_name(lab: str, host: str) -> str:
+    return f"{link_prefix(lab)}{host}"
+
+
+def netns_prefix(lab: str) -> str:
+    return f"hk-{lab}-"
+
+
+def netns_name(lab: str, host: str) -> str:
+    return f"{netns_prefix(lab)}{host}"
+
+
+@dataclass(frozen=True)
+class HostPlan:
+    name: str
+    role: str  # "control-plane" or "worker"
+    address: ipaddress.IPv4Address
+
+
+@dataclass(frozen=True)
+class LabPlan:
+    name: str
+    subnet: ipaddress.IPv4Network
+    hosts: tuple[HostPlan, ...]
+
+    @property
+    def bridge(self) -> str:
+        return bridge_name(self.name)
+
+    @property
+    def bridge_ip(self) -> ipaddress.IPv4Address:
+        return self.subnet.network_address + BRIDGE_OFFSET
+
+    @property
+    def vip(self) -> ipaddress.IPv4Address:
+        return self.subnet.network_address + VIP_OFFSET
+
+    @property
+    def mirror_url(self) -> str:
+        return f"http://{self.bridge_ip}:{MIRROR_PORT}/"
+
+    def host(self, name: str) -> HostPlan:
+        for h in self.hosts:
+            if h.name == name:
+                return h
+        known = ", ".join(h.name for h in self.hosts)
+        raise LabError(f"lab {self.name} has no host {name!r} (hosts: {known})")
+
+
+def parse_subnet(cidr: str) -> ipaddress.IPv4Network:
+    try:
+        net = ipaddress.ip_network(cidr, strict=True)
+    except ValueError as e:
+        raise LabError(f"subnet {cidr!r} is not a valid network: {e}") from None
+    if not isinstance(net, ipaddress.IPv4Network):
+        raise LabError(f"subnet {cidr} must be IPv4")
+    if net.prefixlen > 24:
+        raise LabError(f"subnet {cidr} is too small: the lab needs a /24 or larger (VIP at .100)")
+    if not net.is_private or net.is_loopback or net.is_link_local:
+        raise LabError(f"subnet {cidr} must be a private (RFC 1918) range")
+    return net
+
+
+def plan_lab(name: str, control_planes: int, workers: int, subnet: str) -> LabPlan:
+    validate_name(name)
+    if not 1 <= control_planes <= MAX_CONTROL_PLANES:
+        raise LabError(f"control planes must be 1..{MAX_CONTROL_PLANES}, not {control_planes}")
+    if not 0 <= workers <= MAX_WORKERS:
+        raise LabError(f"workers must be 0..{MAX_WORKERS}, not {workers}")
+    net = parse_subnet(subnet)
+    base = net.network_address
+    hosts = [
+        HostPlan(f"cp{i}", "control-plane", base + CONTROL_PLANE_OFFSET + i - 1)
+        for i in range(1, control_planes + 1)
+    ] + [HostPlan(f"w{i}", "worker", base + WORKER_OFFSET + i - 1) for i in range(1, workers + 1)]
+    return LabPlan(name, net, tuple(hosts))
+
+
+def find_overlaps(
+    subnet: ipaddress.IPv4Network, routes: Iterable[Mapping[str, Any]], own_devices: set[str]
+) -> list[str]:
+    """Routes (as `ip -j route show table all` prints them) that overlap `subnet`.
+
+    The default route is ignored (it "overlaps" everything by definition but only catches what no
+    narrower route claims); so are routes on the lab's own bridge, so re-running `up` works.
+    """
+    found: list[str] = []
+    for r in routes:
+        dst = str(r.get("dst", ""))
+        if dst in ("", "default") or r.get("dev") in own_devices:
+            continue
+        if r.get("type") in ("multicast", "unreachable", "blackhole", "prohibit", "throw"):
+            continue
+        try:
+            net = ipaddress.ip_network(dst, strict=False)
+        except ValueError:
+            continue
+        if isinstance(net, ipaddress.IPv4Network) and net.overlaps(subnet):
+            dev = r.get("dev", "?")
+            found.append(f"{dst} dev {dev}" + (f" table {r['table']}" if "table" in r else ""))
+    return found

@@ -1,0 +1,162 @@
+"""`hakube lab ...`: typer commands over `hakube.lab.lab` (mounted by hakube.cli)."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from enum import StrEnum
+from typing import Annotated, Any
+
+import typer
+
+from hakube.lab.addressing import DEFAULT_NAME, DEFAULT_SUBNET, LabError
+from hakube.lab.lab import Lab, destroy
+
+app = typer.Typer(no_args_is_help=True, add_completion=False, help="A local lab of real hosts.")
+
+
+class Output(StrEnum):
+    TEXT = "text"
+    JSON = "json"
+
+
+NameOpt = Annotated[str, typer.Option("--name", "-n", help="Lab name (1-8 chars a-z0-9).")]
+OutputOpt = Annotated[Output, typer.Option("--output", "-o", help="text or json")]
+HostArg = Annotated[str, typer.Argument(help="Host name, e.g. cp1 or w2.")]
+
+
+def _fail(e: LabError) -> typer.Exit:
+    typer.secho(f"hakube lab: {e}", fg=typer.colors.RED, err=True)
+    return typer.Exit(1)
+
+
+def _emit(output: Output, data: dict[str, Any], text: str) -> None:
+    if output is Output.JSON:
+        typer.echo(json.dumps(data, indent=2))
+    else:
+        typer.echo(text)
+
+
+def _log(msg: str) -> None:
+    typer.echo(f"lab: {msg}", err=True)
+
+
+def _status_text(st: dict[str, Any]) -> str:
+    lines = [
+        f"lab {st['name']}: bridge {st['bridge']} ({st['subnet']}), VIP {st['vip']}, "
+        f"mirror {st['mirror']}",
+        f"{'HOST':<6} {'ROLE':<14} {'ADDRESS':<15} {'STATE':<9} {'LINK':<5} MEM(MB)",
+    ]
+    for h in st["hosts"]:
+        state = "running" if h["running"] else "stopped"
+        link = "up" if h["link_up"] else "down"
+        lines.append(
+            f"{h['name']:<6} {h['role']:<14} {h['address']:<15} {state:<9} {link:<5} "
+            f"{h['memory_mb']}"
+        )
+    return "\n".join(lines)
+
+
+@app.command()
+def up(
+    *,
+    name: NameOpt = DEFAULT_NAME,
+    control_planes: Annotated[int, typer.Option(help="Control-plane hosts cp1..cpN.")] = 3,
+    workers: Annotated[int, typer.Option(help="Worker hosts w1..wM.")] = 2,
+    subnet: Annotated[str, typer.Option(help="Lab subnet (a free private /24 or larger).")] = (
+        DEFAULT_SUBNET
+    ),
+    timeout: Annotated[float, typer.Option(help="Seconds to wait for SSH.")] = 180.0,
+    output: OutputOpt = Output.TEXT,
+) -> None:
+    """Start (or reuse) a lab and wait until every host answers SSH."""
+    try:
+        lab = Lab.create(name, control_planes, workers, subnet)
+        seconds = lab.up(timeout=timeout, log=_log)
+        st = lab.status()
+    except LabError as e:
+        raise _fail(e) from None
+    st["ssh_ready_seconds"] = round(seconds, 2)
+    text = (
+        _status_text(st)
+        + f"\n\nall hosts answered SSH {seconds:.1f} s after start.\n"
+        + f"cluster file: {lab.cluster_file}\n"
+        + f"  hakube apply {lab.cluster_file}\n"
+        + f"  hakube lab ssh --name {name} cp1 -- hostname\n"
+        + f"  hakube lab down --name {name}"
+    )
+    _emit(output, st, text)
+
+
+@app.command()
+def status(name: NameOpt = DEFAULT_NAME, output: OutputOpt = Output.TEXT) -> None:
+    """Show hosts, links and memory of a lab."""
+    try:
+        st = Lab.load(name).status()
+    except LabError as e:
+        raise _fail(e) from None
+    _emit(output, st, _status_text(st))
+
+
+@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+def ssh(
+    host: HostArg,
+    command: Annotated[list[str] | None, typer.Argument(help="Command to run (after --).")] = None,
+    name: NameOpt = DEFAULT_NAME,
+) -> None:
+    """Open a shell on a host (or run a command) with the lab key, host keys pinned."""
+    try:
+        lab = Lab.load(name)
+        argv = lab.ssh_command(host, command or [], tty=not command and sys.stdin.isatty())
+    except LabError as e:
+        raise _fail(e) from None
+    sys.stdout.flush()
+    # Replace this process so the user's terminal talks to ssh directly.
+    os.execvp(argv[0], argv)  # noqa: S606
+
+
+@app.command()
+def down(name: NameOpt = DEFAULT_NAME, output: OutputOpt = Output.TEXT) -> None:
+    """Remove every process, mount, link, namespace and file of a lab (safe to repeat)."""
+    try:
+        removed = destroy(name)
+    except LabError as e:
+        raise _fail(e) from None
+    text = f"lab {name}: removed {len(removed)} item(s)" + "".join(f"\n  {r}" for r in removed)
+    _emit(output, {"name": name, "removed": removed}, text)
+
+
+def _fault(name: str, host: str, action: str, output: Output) -> None:
+    try:
+        lab = Lab.load(name)
+        lab.host(host)
+        getattr(lab, action)(host)
+        st = next(h for h in lab.status()["hosts"] if h["name"] == host)
+    except LabError as e:
+        raise _fail(e) from None
+    _emit(output, st, f"{host}: {action} done (running={st['running']}, link_up={st['link_up']})")
+
+
+@app.command()
+def stop(host: HostArg, name: NameOpt = DEFAULT_NAME, output: OutputOpt = Output.TEXT) -> None:
+    """Power a host off: link down and every process killed at once."""
+    _fault(name, host, "stop", output)
+
+
+@app.command()
+def start(host: HostArg, name: NameOpt = DEFAULT_NAME, output: OutputOpt = Output.TEXT) -> None:
+    """Boot a stopped host again (its files are kept) and wait for SSH."""
+    _fault(name, host, "start", output)
+
+
+@app.command()
+def isolate(host: HostArg, name: NameOpt = DEFAULT_NAME, output: OutputOpt = Output.TEXT) -> None:
+    """Cut a host's link; it keeps running."""
+    _fault(name, host, "isolate", output)
+
+
+@app.command()
+def heal(host: HostArg, name: NameOpt = DEFAULT_NAME, output: OutputOpt = Output.TEXT) -> None:
+    """Restore a host's link."""
+    _fault(name, host, "heal", output)

@@ -304,3 +304,7 @@ _mount_subcommands()
 
 def main() -> None:
     app()
+
+
+if __name__ == "__main__":
+    main()

@@ -47,15 +47,40 @@ def files_for(
     prefixes: Sequence[str] = OWNERS.get(phase, ())
     if not prefixes:
         return []
-    return [
-        f
-        for f in render_host(
-            cluster,
-            host,
-            secrets,
-            ca_cert_hash=ca_cert_hash,
-            os_family=os_family,
-            os_codename=os_codename,
-        )
-        if f.path.startswith(tuple(prefixes))
-    ]
+    rendered = _rendered(cluster, host, secrets, ca_cert_hash, os_family, os_codename)
+    return [f for f in rendered if f.path.startswith(tuple(prefixes))]
+
+
+_CACHE: dict[tuple[object, ...], tuple[Cluster, Secrets, list[RenderedFile]]] = {}
+_CACHE_SIZE = 4096
+
+
+def _rendered(
+    cluster: Cluster,
+    host: Host,
+    secrets: Secrets,
+    ca_cert_hash: str | None,
+    os_family: str | None,
+    os_codename: str | None,
+) -> list[RenderedFile]:
+    """render_host, once per host and inputs: every phase takes its share of one rendering.
+
+    Keyed by object identity (models hold lists, so they are not hashable); the entry keeps
+    the cluster and secrets alive, so an id cannot be reused while its entry exists.
+    """
+    key = (id(cluster), host.name, id(secrets), ca_cert_hash, os_family, os_codename)
+    hit = _CACHE.get(key)
+    if hit is not None and hit[0] is cluster and hit[1] is secrets:
+        return hit[2]
+    files = render_host(
+        cluster,
+        host,
+        secrets,
+        ca_cert_hash=ca_cert_hash,
+        os_family=os_family,
+        os_codename=os_codename,
+    )
+    if len(_CACHE) >= _CACHE_SIZE:
+        _CACHE.clear()
+    _CACHE[key] = (cluster, secrets, files)
+    return files

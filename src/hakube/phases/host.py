@@ -9,7 +9,7 @@ from hakube.phases.context import Context
 from hakube.phases.files import files_for
 from hakube.render.base import RenderedFile
 from hakube.render.host import apply_block, hosts_block, remove_swap
-from hakube.spec.model import APISERVER_PORT, Cluster, EndpointMode, Host, Runtime
+from hakube.spec.model import APISERVER_PORT, Cluster, EndpointMode, Host, Role, Runtime
 from hakube.state import Secrets
 
 #: Debian 11+, Ubuntu 20.04+, EL 7+ are what kubeadm's packages exist for.
@@ -44,7 +44,7 @@ def check_host(ctx: Context, host: Host) -> list[str]:
     if f.os_id not in SUPPORTED_OS and not set(f.os_like) & SUPPORTED_OS:
         problems.append(f"unsupported OS {f.os_pretty or f.os_id!r}: use Debian, Ubuntu or EL")
     kube = any(s.startswith("kubeadm") for s in ctx.selected)
-    if kube and host in c.control_planes:
+    if kube and c.is_control_plane(host):
         if f.cpus < 2:
             problems.append(f"{f.cpus} CPU: kubeadm needs at least 2 on a control-plane node")
         if f.mem_mb < 1700:
@@ -62,7 +62,7 @@ def check_host(ctx: Context, host: Host) -> list[str]:
             dup = set(f.macs.values()) & set(o.macs.values()) - {"00:00:00:00:00:00"}
             if dup:
                 problems.append(f"MAC {', '.join(sorted(dup))} is also on {other.name}")
-    if c.endpoint.mode is EndpointMode.VIP and host in c.lb_hosts:
+    if c.endpoint.mode is EndpointMode.VIP and c.is_lb(host):
         iface = c.interface_of(host)
         if iface not in f.macs and iface not in f.addresses:
             problems.append(
@@ -82,13 +82,13 @@ def _port_problems(ctx: Context, host: Host) -> list[str]:
     c = ctx.cluster
     f = ctx.facts[host.name]
     wanted: dict[int, str] = {}
-    if host in c.lb_hosts and "lb/haproxy" in ctx.selected:
+    if c.is_lb(host) and "lb/haproxy" in ctx.selected:
         wanted[c.endpoint.port] = "haproxy"
-    if host in c.etcd_hosts and "etcd" in ctx.selected:
+    if c.is_etcd(host) and "etcd" in ctx.selected:
         wanted[c.etcd.client_port] = "etcd"
         wanted[c.etcd.peer_port] = "etcd"
     kube_first_time = "kubeadm/init" in ctx.selected and "kubelet" not in f.packages
-    if kube_first_time and host in c.control_planes:
+    if kube_first_time and c.is_control_plane(host):
         for port in (APISERVER_PORT, 10250, 10257, 10259):
             wanted[port] = "kubelet"
     out = []
@@ -170,7 +170,7 @@ def _wanted_sysctls(ctx: Context, host: Host) -> dict[str, str]:
     if "br_netfilter" in f.modules:
         out["net.bridge.bridge-nf-call-iptables"] = "1"
         out["net.bridge.bridge-nf-call-ip6tables"] = "1"
-    if host in ctx.cluster.lb_hosts and ctx.cluster.endpoint.mode is EndpointMode.VIP:
+    if ctx.cluster.is_lb(host) and ctx.cluster.endpoint.mode is EndpointMode.VIP:
         out["net.ipv4.ip_nonlocal_bind"] = "1"
     return out
 
@@ -219,7 +219,7 @@ class RuntimePhase(Phase):
     summary = "containerd (SystemdCgroup, sandbox image) installed, configured and running"
 
     def targets(self, cluster: Cluster) -> list[Host]:
-        return [h for h in cluster.hosts if h in cluster.control_planes or h in cluster.workers]
+        return [h for h in cluster.hosts if h.has(Role.CONTROL_PLANE) or h.has(Role.WORKER)]
 
     def files(self, cluster: Cluster, host: Host, secrets: Secrets) -> list[RenderedFile]:
         return files_for(self.name, cluster, host, secrets)

@@ -16,6 +16,9 @@ from hakube.render.haproxy import STATS_SOCKET
 from hakube.spec.model import Cluster, EndpointMode, Host
 
 
+SETTLE_SECONDS = 20.0
+
+
 @dataclass
 class Backend:
     lb: str
@@ -69,7 +72,14 @@ class Verify(Phase):
     async def run(self, ctx: Context, host: Host) -> None:
         if ctx.dry_run:
             return
+        # Just after a change HAProxy needs `rise` checks and keepalived an election: give the
+        # cluster a bounded moment to settle before calling it unhealthy.
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + SETTLE_SECONDS
         report = await build_report(ctx)
+        while report.problems and loop.time() < deadline:
+            await asyncio.sleep(1)
+            report = await build_report(ctx)
         ctx.report = report
         if report.problems:
             raise PhaseError("the cluster is not healthy:\n  - " + "\n  - ".join(report.problems))

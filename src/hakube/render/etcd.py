@@ -19,7 +19,7 @@ def client_endpoints(cluster: Cluster) -> list[str]:
 
 
 def render_etcd(cluster: Cluster, host: Host) -> list[RenderedFile]:
-    if host not in cluster.etcd_hosts:
+    if not cluster.is_etcd(host):
         return []
     e = cluster.etcd
     pki = ETCD_HOST_PKI_DIR

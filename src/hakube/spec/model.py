@@ -451,6 +451,18 @@ class Cluster(Strict):
         explicit = [h for h in self.hosts if h.has(Role.ETCD)]
         return explicit or self.control_planes
 
+    # Membership by name: hosts are unique by name, and pydantic's deep equality would make
+    # `host in cluster.lb_hosts` quadratic in a large cluster.
+
+    def is_control_plane(self, host: Host) -> bool:
+        return host.name in {h.name for h in self.control_planes}
+
+    def is_lb(self, host: Host) -> bool:
+        return host.name in {h.name for h in self.lb_hosts}
+
+    def is_etcd(self, host: Host) -> bool:
+        return host.name in {h.name for h in self.etcd_hosts}
+
     def interface_of(self, host: Host) -> str:
         return host.interface or self.endpoint.interface
 

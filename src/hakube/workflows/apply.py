@@ -251,10 +251,12 @@ async def _facts(ctx: Context, to_run: list[Phase], result: ApplyResult) -> None
     ctx.emit(Event(EventKind.PHASE_START, "facts"))
     cluster = ctx.cluster
 
+    targets = {p.name: {t.name for t in p.targets(cluster)} for p in to_run}
+
     async def one(h: Host) -> None:
         paths: list[str] = []
         for p in to_run:
-            if h in p.targets(cluster):
+            if h.name in targets[p.name]:
                 paths += [f.path for f in p.files(cluster, h, ctx.secrets)]
                 paths += [path for path, _ in p.extra_paths(cluster, h)]
         await ctx.gather_facts(h, paths)

@@ -82,10 +82,11 @@ def build_plan(
     phases = phases if phases is not None else apply_phases()
     plan = Plan(cluster.name, cluster.control_plane_endpoint)
     used: set[str] = set()
+    targets = {p.name: {t.name for t in p.targets(cluster)} for p in phases}
     for host in cluster.hosts:
         hp = HostPlan(host.name, str(host.address), [r.value for r in host.roles])
         for phase in phases:
-            if host not in phase.targets(cluster):
+            if host.name not in targets[phase.name]:
                 continue
             used.add(phase.name)
             files = [

@@ -1,0 +1,113 @@
+"""The CLI is a thin shell: exit codes, JSON output, and nothing written on bad input."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+from hakube.cli import app
+
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
+runner = CliRunner()
+
+
+@pytest.fixture(autouse=True)
+def _state(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HAKUBE_STATE_DIR", str(tmp_path / "state"))
+
+
+def two_masters(tmp_path: Path) -> Path:
+    doc = yaml.safe_load((EXAMPLES / "tutorial.yaml").read_text())
+    doc["hosts"] = doc["hosts"][:2]
+    path = tmp_path / "two.yaml"
+    path.write_text(yaml.safe_dump(doc))
+    return path
+
+
+def test_validate_accepts_the_examples_and_shows_the_host_bits_warning() -> None:
+    res = runner.invoke(app, ["validate", "-f", str(EXAMPLES / "tutorial.yaml")])
+    assert res.exit_code == 0, res.output
+    assert "valid" in res.stdout
+    assert "host bits" in res.stderr
+
+
+def test_two_masters_exit_2_with_split_brain_explanation(tmp_path: Path) -> None:
+    res = runner.invoke(app, ["validate", "-f", str(two_masters(tmp_path))])
+    assert res.exit_code == 2
+    assert "split-brain" in res.stderr
+    assert "Nothing was changed" in res.stderr
+
+
+def test_validate_json_lists_problems_with_path_and_line(tmp_path: Path) -> None:
+    res = runner.invoke(app, ["validate", "-f", str(two_masters(tmp_path)), "--output", "json"])
+    assert res.exit_code == 2
+    data = json.loads(res.stdout)
+    assert data["valid"] is False
+    (p,) = [p for p in data["problems"] if p["severity"] == "error"]
+    assert p["path"] == "hosts"
+    assert p["line"] is not None
+    assert "odd number" in p["hint"]
+
+
+def test_bad_input_writes_no_state(tmp_path: Path) -> None:
+    runner.invoke(app, ["render", "-f", str(two_masters(tmp_path)), "-o", str(tmp_path / "o")])
+    assert not (tmp_path / "state").exists()
+    assert not (tmp_path / "o").exists()
+
+
+def test_plan_json_lists_phases_and_files_per_host() -> None:
+    res = runner.invoke(app, ["plan", "-f", str(EXAMPLES / "tutorial.yaml"), "--output", "json"])
+    assert res.exit_code == 0, res.output
+    plan = json.loads(res.stdout)
+    assert plan["endpoint"] == "vip:16443"
+    first = plan["hosts"][0]
+    phases = [p["name"] for p in first["phases"]]
+    assert phases[:3] == ["preflight", "prepare", "packages"]
+    assert "kubeadm/init" in phases
+    files = {f["path"]: f for p in first["phases"] for f in p["files"]}
+    assert files["/etc/keepalived/keepalived.conf"]["mode"] == "0600"
+    assert files["/etc/hakube/kubeadm/init.yaml"]["secret"] is True
+    assert not (Path.cwd() / "render-out").exists()
+
+
+def test_plan_text_shows_every_host() -> None:
+    res = runner.invoke(app, ["plan", "-f", str(EXAMPLES / "local-lb.yaml")])
+    assert res.exit_code == 0, res.output
+    for name in ("cp1", "cp2", "cp3", "worker1", "worker2", "worker3"):
+        assert name in res.stdout
+
+
+def test_render_writes_secret_files_0600(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    res = runner.invoke(app, ["render", "-f", str(EXAMPLES / "tutorial.yaml"), "-o", str(out)])
+    assert res.exit_code == 0, res.output
+    conf = out / "server7-master/etc/keepalived/keepalived.conf"
+    assert conf.stat().st_mode & 0o777 == 0o600
+    join = (out / "server8-node1/etc/hakube/kubeadm/join.yaml").read_text()
+    assert "sha256:" in join
+    assert "<filled-in-at-join>" not in join
+    secrets = json.loads((tmp_path / "state/tutorial/secrets.json").read_text())
+    init = out / "server7-master/etc/hakube/kubeadm/init.yaml"
+    assert init.stat().st_mode & 0o777 == 0o600
+    assert secrets["bootstrap_token"] in init.read_text()
+
+
+def test_schema_is_json_schema_of_the_cluster() -> None:
+    res = runner.invoke(app, ["schema"])
+    assert res.exit_code == 0
+    schema = json.loads(res.stdout)
+    assert schema["title"] == "Cluster"
+    assert "apiVersion" in schema["properties"]
+    assert "endpoint" in schema["properties"]
+
+
+def test_apply_refuses_unknown_phase_selector() -> None:
+    res = runner.invoke(
+        app, ["apply", "-f", str(EXAMPLES / "tutorial.yaml"), "--skip-phases", "kubeam"]
+    )
+    assert res.exit_code == 2
+    assert "unknown phase 'kubeam'" in res.stderr

@@ -304,3 +304,19 @@ def test_fuzzed_specs_either_load_or_fail_with_located_problems(
         c = loaded.cluster
         assert len({h.name for h in c.hosts}) == len(c.hosts)
         assert len(c.control_planes) in (1, 3)
+
+
+BAD_SPECS = sorted((Path(__file__).resolve().parents[1] / "data" / "bad-specs").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("path", BAD_SPECS, ids=[p.stem for p in BAD_SPECS])
+def test_bad_file_is_refused_with_its_expected_message(path: Path) -> None:
+    """Each file in tests/data/bad-specs says what it expects in a `# expect: PATH: TEXT` line."""
+    expect = next(x for x in path.read_text().splitlines() if x.startswith("# expect: "))
+    want_path, _, want_text = expect.removeprefix("# expect: ").partition(": ")
+    with pytest.raises(SpecError) as e:
+        load_cluster_file(path)
+    hits = [p for p in e.value.problems if p.path == want_path and p.severity is Severity.ERROR]
+    assert hits, [str(p) for p in e.value.problems]
+    assert any(want_text in str(p) for p in hits), [str(p) for p in hits]
+    assert all(p.line is not None for p in hits)

@@ -10,6 +10,7 @@ setup:
 
 demo: setup
 	$(BIN)/hakube demo --name $(DEMO_NAME)
+	@echo "The lab stays up to explore: $(BIN)/hakube lab status --name $(DEMO_NAME); remove it with $(BIN)/hakube lab down --name $(DEMO_NAME)"
 
 lint: setup
 	$(BIN)/ruff check .
@@ -31,7 +32,11 @@ test: setup
 	$(BIN)/pytest
 
 bench: setup
-	$(BIN)/python -m bench
+	$(BIN)/python bench/plan.py
+	$(BIN)/python bench/transport_roundtrip.py
+	$(BIN)/python bench/lab_up.py
+	$(BIN)/python bench/apply.py
+	$(BIN)/python bench/drill.py
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

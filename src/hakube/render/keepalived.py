@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from hakube.render.base import RenderedFile, render_template
+from hakube.render.haproxy import STATS_SOCKET
 from hakube.spec.model import Cluster, EndpointMode, Host
 from hakube.state import Secrets
 
@@ -124,7 +125,9 @@ def render_keepalived(cluster: Cluster, host: Host, secrets: Secrets) -> list[Re
         ),
         RenderedFile(
             path=CHECK_SCRIPT,
-            content=render_template("check_apiserver.sh.j2", port=ep.port),
+            content=render_template(
+                "check_apiserver.sh.j2", port=ep.port, stats_socket=STATS_SOCKET
+            ),
             # keepalived runs the script afresh every interval: a change needs no reload.
             mode=0o700,
         ),

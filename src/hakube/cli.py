@@ -293,6 +293,62 @@ def demo(
     raise typer.Exit(code)
 
 
+@app.command("drill")
+def drill_cmd(
+    lab: Annotated[str, typer.Option("--lab", help="Lab name (the drill breaks lab hosts).")],
+    file: Annotated[
+        Path | None, typer.Option("--file", "-f", help="Cluster file; default: the lab's.")
+    ] = None,
+    scenarios: Annotated[
+        str, typer.Option("--scenarios", "-s", help="Comma-separated, or 'all'.")
+    ] = "haproxy-down,keepalived-down,host-down,isolate,apiserver-down,etcd-member-down",
+    repeat: Annotated[int, typer.Option(min=1, help="Runs per scenario (min/median/max).")] = 1,
+    soak_seconds: Annotated[float, typer.Option(help="Length of the soak scenario.")] = 600.0,
+    compare_tutorial: Annotated[
+        bool, typer.Option(help="Also drill the tutorial's keepalived settings (apply --only lb).")
+    ] = False,
+    allow_poweroff: Annotated[
+        bool, typer.Option(help="Allow host-down off the lab (it powers a host off).")
+    ] = False,
+    output_dir: Annotated[
+        Path, typer.Option(help="Timelines (PNG), raw probe logs, JSON.")
+    ] = Path("drill-out"),
+    output: OutputOpt = Output.TEXT,
+) -> None:
+    """Break the HA pieces on purpose, measure what a client sees, restore (lab only)."""
+    from hakube.drill.scenarios import ALL, DrillError
+    from hakube.lab.lab import Lab, LabError
+    from hakube.state import StateDir
+    from hakube.workflows.drill import figures_table, run_comparison, run_drill
+
+    try:
+        the_lab = Lab.load(lab)
+    except LabError as e:
+        fail(str(e), 2)
+    cluster = load_or_exit(file or the_lab.cluster_file, output).cluster
+    state = StateDir(cluster.name)
+    names = list(ALL) if scenarios == "all" else _split(scenarios)
+    log = (lambda m: err.print(m, highlight=False)) if output is Output.JSON else out.print
+    try:
+        if compare_tutorial:
+            reports = run_comparison(cluster, the_lab, state, scenarios=names, out_dir=output_dir,
+                                     repeat=repeat, soak_seconds=soak_seconds, log=log)  # fmt: skip
+        else:
+            reports = [run_drill(cluster, the_lab, scenarios=names, out_dir=output_dir,
+                                 repeat=repeat, soak_seconds=soak_seconds, state=state,
+                                 allow_poweroff=allow_poweroff, log=log)]  # fmt: skip
+    except DrillError as e:
+        fail(str(e), 2)
+    if output is Output.JSON:
+        print_json({"ok": all(r.ok for r in reports), "output_dir": str(output_dir),
+                    "reports": [r.as_dict() for r in reports]})  # fmt: skip
+    else:
+        out.print(figures_table(reports))
+        out.print(f"timelines and raw probe logs: {output_dir}")
+    if not all(r.ok for r in reports):
+        raise typer.Exit(1)
+
+
 def _mount_subcommands() -> None:
     from hakube.lab.cli import app as lab_app
 

@@ -24,12 +24,12 @@ from hakube.facts.kubeadm import (
 
 DATA = Path(__file__).resolve().parent.parent / "data" / "kubeadm"
 
-TUTORIAL_TOKEN = "o5v6fg.fml7267hnzagm7g3"  # noqa: S105 (published in the tutorial)
+TUTORIAL_TOKEN = "o5v6fg.fml7267hnzagm7g3"
 TUTORIAL_HASH = "sha256:ac4d2d0fbd1eed34475be6fca421a3b232b8002d7012a1e0b5e336b18b78a5db"
 TUTORIAL_KEY = "1f289aec22dce2984c60252d9ff00e1e7b5e9c02f422ddd34f5aa915cce53932"
 # Fake values of the reconstructed transcripts (see tests/data/kubeadm/README.md).
-RECONSTRUCTED_1_30_TOKEN = "oowach.9fa3ydl9dov2m5lz"  # noqa: S105 (fake fixture value)
-PRINT_JOIN_TOKEN = "4gkk7m.54hqbnl6y56worlu"  # noqa: S105 (fake fixture value)
+RECONSTRUCTED_1_30_TOKEN = "oowach.9fa3ydl9dov2m5lz"
+PRINT_JOIN_TOKEN = "4gkk7m.54hqbnl6y56worlu"
 
 
 def read(name: str) -> str:

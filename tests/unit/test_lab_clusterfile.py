@@ -26,7 +26,7 @@ def test_cluster_file_loads_and_matches_the_plan(tmp_path: Path) -> None:
     assert cluster.endpoint.port == 8443
     assert cluster.ssh.key_file == state / "id_ed25519"
     assert cluster.ssh.known_hosts == state / "known_hosts"
-    assert cluster.packages.repository == "http://10.123.0.1:8080/"
+    assert cluster.packages.repository == "http://10.123.0.1:8080/ ./"
 
 
 def test_cluster_document_round_trips_through_yaml() -> None:

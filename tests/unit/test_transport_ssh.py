@@ -87,7 +87,7 @@ def test_run_feeds_stdin_text_and_binary(tmp_path: Path) -> None:
 
 
 def test_check_raises_command_failed_with_secrets_redacted(tmp_path: Path) -> None:
-    secret = "tok-9f8e7d.s3cr3tvalue"  # noqa: S105 - a made-up secret to redact
+    secret = "tok-9f8e7d.s3cr3tvalue"
     redactor = Redactor([secret])
 
     async def body(server: LoopbackSSHServer) -> None:

@@ -221,7 +221,8 @@ def parse_facts(text: str) -> HostFacts:
         block = {}
     for line in sec.get("pkgs", []):
         parts = line.split()
-        if len(parts) >= 3 and parts[2].startswith("i"):
+        # db:Status-Abbrev is desired+current state: "ii" installed, "hi" installed and held.
+        if len(parts) >= 3 and parts[2][1:2] == "i":
             f.packages[parts[0]] = parts[1]
     f.held = {line.strip() for line in sec.get("holds", []) if line.strip()}
     for line in filter(None, sec.get("files", [])):

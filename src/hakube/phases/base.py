@@ -132,7 +132,11 @@ async def gather_hosts(
     *,
     serial: bool = False,
 ) -> dict[str, BaseException]:
-    """Run `body` for every host; every host finishes, failures are returned by host name."""
+    """Run `body` for every host; failures are returned by host name.
+
+    Concurrent phases let every host finish; serial (rolling) phases stop at the first failure
+    so that one bad host never takes the next one down too.
+    """
     failures: dict[str, BaseException] = {}
 
     async def one(h: Host) -> None:

@@ -17,9 +17,9 @@ from hakube.phases.etcd import as_rendered, members
 from hakube.phases.files import files_for
 from hakube.render.base import RenderedFile
 from hakube.render.cni import patch_manifest
-from hakube.render.host import package_manager
+from hakube.render.host import APT_KEYRING, kubernetes_key_url, package_manager
 from hakube.render.kubeadm import INIT_CONFIG, JOIN_CONFIG, first_control_plane
-from hakube.spec.model import Cluster, CNIPlugin, EtcdTopology, Host, Role
+from hakube.spec.model import Cluster, CNIPlugin, EtcdTopology, Host, PackageManager, Role
 from hakube.state import Secrets, write_private
 
 ADMIN_CONF = "/etc/kubernetes/admin.conf"
@@ -42,6 +42,9 @@ class KubePackages(Phase):
     def files(self, cluster: Cluster, host: Host, secrets: Secrets) -> list[RenderedFile]:
         return files_for(self.name, cluster, host, secrets)
 
+    def extra_paths(self, cluster: Cluster, host: Host) -> list[tuple[str, int]]:
+        return [(APT_KEYRING, 0o644)]
+
     async def run(self, ctx: Context, host: Host) -> None:
         c = ctx.cluster
         f = ctx.facts[host.name]
@@ -55,7 +58,18 @@ class KubePackages(Phase):
         if ctx.dry_run:
             await ctx.sh(host, f"install kubelet/kubeadm/kubectl {version} and hold them", ":")
             return
-        apt = package_manager(c, f.os_id).value == "apt"
+        manager = package_manager(c, f.os_id)
+        apt = manager is PackageManager.APT
+        key_url = kubernetes_key_url(c, manager)
+        if apt and key_url and APT_KEYRING not in f.files:
+            # The repository file says signed-by=APT_KEYRING: without the key apt ignores it.
+            # The key is data (dearmored into a keyring), never something that is executed.
+            await ctx.sh(
+                host,
+                "fetch the Kubernetes repository signing key",
+                f"mkdir -p {shlex.quote(str(Path(APT_KEYRING).parent))} && curl -fsSL --retry 3 "
+                f"{shlex.quote(key_url)} | gpg --dearmor --yes -o {shlex.quote(APT_KEYRING)}",
+            )
         if apt:
             probe = "apt-get update -q >/dev/null 2>&1; apt-cache madison kubeadm"
         else:

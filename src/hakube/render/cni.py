@@ -18,7 +18,8 @@ class ManifestError(ValueError):
 
 _FLANNEL_NET = re.compile(r'("Network":\s*")([0-9./]+)(")')
 _CALICO_CIDR = re.compile(
-    r"(?P<indent>[ \t]*)#?\s*- name: CALICO_IPV4POOL_CIDR\n(?P=indent)#?\s*value: \"[^\"]*\""
+    r'^(?P<indent>[ \t]*)#?[ \t]*- name: CALICO_IPV4POOL_CIDR\n(?P=indent)#?[ \t]*value: "[^"]*"',
+    re.MULTILINE,
 )
 
 

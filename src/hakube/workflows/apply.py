@@ -299,7 +299,8 @@ async def _phases(ctx: Context, to_run: list[Phase], result: ApplyResult, journa
                 failures = {"*": e}
         _record_failures(ctx, phase.name, failures, result)
         if failures:
-            journal.record(done, finished=False)
+            if not ctx.dry_run:  # the journal records what really ran
+                journal.record(done, finished=False)
             return
         result.phases_run.append(phase.name)
         done.append(phase.name)

@@ -1,0 +1,695 @@
+"""The apply workflow end to end against scripted hosts: no SSH, no real machine.
+
+Every host is a `ScriptedTransport` (a clearly marked fake) whose facts reply is rendered from a
+small description of the host (`FakeHost`). Mutating commands have explicit rules, so a command
+nobody expected fails the host loudly instead of passing silently.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import re
+import shlex
+import stat
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from hakube.facts.host import MARK, UNITS
+from hakube.phases.base import Change, Event, EventKind, select_phases
+from hakube.phases.context import AUTOSTART_BACK, NO_AUTOSTART
+from hakube.phases.etcd import as_rendered, members
+from hakube.render import render_host
+from hakube.render.etcd import render_etcd
+from hakube.render.host import apply_block, hosts_block
+from hakube.spec.load import load_cluster_data
+from hakube.spec.model import Cluster, Host
+from hakube.state import StateDir
+from hakube.transport.base import Transport
+from hakube.transport.scripted import Call, FakeFile, Reply, ScriptedTransport
+from hakube.workflows.apply import (
+    ApplyLocked,
+    ApplyResult,
+    HostFailure,
+    apply,
+    apply_phases,
+    cluster_lock,
+)
+
+SKIP = ("kubeadm", "cni", "verify", "lb/vip")
+NAME = "lab"
+CLUSTER_DATA: dict[str, Any] = {
+    "apiVersion": "hakube/v1alpha1",
+    "kind": "Cluster",
+    "name": NAME,
+    "hosts": [
+        {"name": "cp1", "address": "10.88.0.11", "roles": ["control-plane"]},
+        {"name": "cp2", "address": "10.88.0.12", "roles": ["control-plane"]},
+        {"name": "cp3", "address": "10.88.0.13", "roles": ["control-plane"]},
+        {"name": "w1", "address": "10.88.0.21", "roles": ["worker"]},
+    ],
+    "endpoint": {"mode": "vip", "vip": "10.88.0.10", "port": 8443, "interface": "eth0"},
+    "etcd": {"topology": "external"},
+    "packages": {"manager": "apt"},
+}
+LB = ("cp1", "cp2", "cp3")
+ALL = ("cp1", "cp2", "cp3", "w1")
+HAPROXY_CFG = "/etc/haproxy/haproxy.cfg"
+CANDIDATE = f"{HAPROXY_CFG}.hakube-new"
+KEEPALIVED_CONF = "/etc/keepalived/keepalived.conf"
+
+# --- the fake hosts ------------------------------------------------------------------------------
+
+
+@dataclass
+class FakeHost:
+    """What a host looks like, rendered into the facts script's output by `render_facts`."""
+
+    name: str
+    address: str
+    mac: str
+    uuid: str
+    hostname: str
+    packages: dict[str, str] = field(default_factory=dict)
+    #: path -> (sha256, mode), reported only for paths the facts script asks about.
+    files: dict[str, tuple[str, int]] = field(default_factory=dict)
+    #: unit -> (ActiveState, UnitFileState); other units are reported not-found.
+    units: dict[str, tuple[str, str]] = field(default_factory=dict)
+    listening: set[int] = field(default_factory=lambda: {22})
+    modules: set[str] = field(default_factory=set)
+    sysctl: dict[str, str] = field(default_factory=dict)
+    etc_hosts: str = "127.0.0.1\tlocalhost\n"
+    fstab: str = "# UNCONFIGURED FSTAB FOR BASE SYSTEM\n"
+
+
+def _queried_paths(script: str) -> list[str]:
+    m = re.search(r"^s files; for f in (.*?); do$", script, re.MULTILINE)
+    assert m is not None, "facts script has no files loop"
+    return shlex.split(m.group(1))
+
+
+def _queried_packages(script: str) -> list[str]:
+    m = re.search(r"dpkg-query -W -f='[^']*' ([a-z0-9. -]+?) +2>/dev/null", script)
+    assert m is not None, "facts script has no dpkg-query"
+    return m.group(1).split()
+
+
+def render_facts(h: FakeHost, script: str) -> str:
+    """The facts script's output on `h`, as bash would print it (only what it asks for)."""
+    out: list[str] = []
+
+    def section(name: str, *lines: str) -> None:
+        out.append("")
+        out.append(f"{MARK}{name}")
+        out.extend(lines)
+
+    section(
+        "os",
+        'PRETTY_NAME="Debian GNU/Linux 12 (bookworm)"',
+        'VERSION_ID="12"',
+        "VERSION_CODENAME=bookworm",
+        "ID=debian",
+    )
+    section("hostname", h.hostname)
+    section("cpus", "2")
+    section("meminfo", "MemTotal:        4028116 kB", "SwapTotal:             0 kB")
+    section("swaps")
+    section("uuid", h.uuid)
+    section(
+        "links",
+        "1: lo: <LOOPBACK,UP,LOWER_UP> mtu 65536 qdisc noqueue state UNKNOWN mode DEFAULT "
+        "group default qlen 1000\\    link/loopback 00:00:00:00:00:00 brd 00:00:00:00:00:00",
+        "2: eth0: <BROADCAST,MULTICAST,UP,LOWER_UP> mtu 1500 qdisc fq_codel state UP mode "
+        f"DEFAULT group default qlen 1000\\    link/ether {h.mac} brd ff:ff:ff:ff:ff:ff",
+    )
+    section(
+        "addrs",
+        "1: lo    inet 127.0.0.1/8 scope host lo\\       valid_lft forever preferred_lft forever",
+        f"2: eth0    inet {h.address}/24 brd 10.88.0.255 scope global eth0\\       "
+        "valid_lft forever preferred_lft forever",
+    )
+    section("virt", "none")
+    blocks: list[str] = []
+    for unit in UNITS:
+        active, enabled = h.units.get(unit, ("inactive", ""))
+        load = "loaded" if unit in h.units else "not-found"
+        blocks += [
+            f"Id={unit}.service",
+            f"LoadState={load}",
+            f"ActiveState={active}",
+            f"UnitFileState={enabled}",
+            "",
+        ]
+    section("units", *blocks[:-1])
+    asked = _queried_packages(script)
+    section("pkgs", *(f"{p} {h.packages[p]} ii " for p in asked if p in h.packages))
+    section("holds")
+    section(
+        "files",
+        *(f"{h.files[p][0]} {h.files[p][1]:o} {p}" for p in _queried_paths(script) if p in h.files),
+    )
+    section("listen", *(f"0.0.0.0:{port}" for port in sorted(h.listening)))
+    section("timesync", "yes")
+    section("modules", *sorted(h.modules))
+    section("sysctl", *(f"{k}={v}" for k, v in h.sysctl.items()))
+    section("selinux")
+    section("etchosts", *h.etc_hosts.splitlines())
+    section("fstab", *h.fstab.splitlines())
+    section("end")
+    return "\n".join(out) + "\n"
+
+
+def sha(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def desired_files(cluster: Cluster, host: Host, state: StateDir) -> dict[str, tuple[str, int]]:
+    """Every file hakube would write on `host`, as the renderers and the state dir produce it."""
+    secrets = state.secrets()
+    files = [*render_host(cluster, host, secrets), *render_etcd(cluster, host)]
+    if host in cluster.etcd_hosts:
+        pki = state.etcd_pki(members(cluster))
+        files += as_rendered(pki.etcd_host_files(host.name), owner="etcd")
+    return {f.path: (sha(f.content), f.mode) for f in files}
+
+
+def fresh_host(cluster: Cluster, host: Host) -> FakeHost:
+    n = int(host.address.packed[-1])
+    return FakeHost(
+        name=host.name,
+        address=str(host.address),
+        mac=f"52:54:00:12:34:{n:02x}",
+        uuid=f"0d9e8f7a-1b2c-4d3e-8f4a-0000000000{n:02x}",
+        hostname="debian",
+        packages={"ca-certificates": "20230311"},
+    )
+
+
+def converged_host(cluster: Cluster, host: Host, state: StateDir) -> FakeHost:
+    """A host on which a previous apply finished: everything current, installed and running."""
+    h = fresh_host(cluster, host)
+    h.hostname = host.name
+    h.packages = {
+        "ca-certificates": "20230311",
+        "curl": "7.88.1-10+deb12u5",
+        "containerd": "1.6.20~ds1-1+b1",
+    }
+    h.units = {"containerd": ("active", "enabled")}
+    h.modules = {"overlay", "br_netfilter", "nf_conntrack"}
+    h.sysctl = {
+        "net.ipv4.ip_forward": "1",
+        "net.bridge.bridge-nf-call-iptables": "1",
+        "net.bridge.bridge-nf-call-ip6tables": "1",
+    }
+    if host.name in LB:
+        h.packages |= {
+            "haproxy": "2.6.12-1+deb12u1",
+            "socat": "1.7.4.4-2",
+            "keepalived": "1:2.2.7-1+b2",
+            "etcd-server": "3.4.23-4+b6",
+            "etcd-client": "3.4.23-4+b6",
+        }
+        h.units |= {
+            "haproxy": ("active", "enabled"),
+            "keepalived": ("active", "enabled"),
+            "etcd": ("active", "enabled"),
+        }
+        h.listening |= {8443, 2379, 2380}
+        h.sysctl["net.ipv4.ip_nonlocal_bind"] = "1"
+    h.files = desired_files(cluster, host, state)
+    h.etc_hosts = apply_block(h.etc_hosts, hosts_block(cluster, host))
+    return h
+
+
+ETCD_HEALTH = json.dumps(
+    [{"endpoint": f"https://10.88.0.1{i}:2379", "health": True, "took": "2.1ms"} for i in (1, 2, 3)]
+)
+VALIDATE = re.compile(
+    r"if (?P<check>.+?) >/tmp/\.hakube-validate 2>&1; then mv -f (?P<rest>.*)", re.S
+)
+
+
+def _read_only_rules(h: FakeHost, *, tracked: str) -> list[tuple[re.Pattern[str], Any]]:
+    return [
+        (re.compile(r"\ns\(\) \{.*", re.S), lambda call: render_facts(h, call.target)),
+        (re.compile(r"systemctl is-active -q haproxy && want=0 .*"), f"0 {tracked}\n"),
+        (re.compile(r"ETCDCTL_API=3 etcdctl .* endpoint health --cluster -w json"), ETCD_HEALTH),
+        (re.compile(r"for i in \$\(seq \d+\); do ss -ltnH .*"), Reply()),
+    ]
+
+
+class FakeHostTransport(ScriptedTransport):
+    """ScriptedTransport whose validation rule behaves like the shell: mv on success only."""
+
+    def __init__(self, h: FakeHost, *, read_only: bool = False, converged: bool = False) -> None:
+        super().__init__(h.name, _read_only_rules(h, tracked="0" if converged else ""))
+        self.failing_checks: dict[str, Reply] = {}
+        if read_only:
+            return
+        self.on(VALIDATE, self._validate)
+        self.on(re.compile(re.escape(NO_AUTOSTART) + r"; export DEBIAN_FRONTEND=.*"), Reply())
+        self.on(re.compile(r"systemctl (enable|daemon-reload|reload|restart).*"), Reply())
+        self.on(re.compile(r"sysctl -qw .*"), Reply())
+        self.on(re.compile(r"hostnamectl set-hostname .*"), Reply())
+        self.on(re.compile(r"modprobe -a [a-z_ ]+"), Reply())
+        self.on(re.compile(r"mkdir -p /run/hakube && echo 0 > /run/hakube/haproxy-down"), Reply())
+
+    def fail_check(self, command_prefix: str, reply: Reply) -> None:
+        self.failing_checks[command_prefix] = reply
+
+    def _validate(self, call: Call) -> Reply:
+        m = VALIDATE.fullmatch(call.target)
+        assert m is not None
+        candidate, live = shlex.split(m.group("rest").split(";", 1)[0])
+        for prefix, reply in self.failing_checks.items():
+            if m.group("check").startswith(prefix):
+                self.files.pop(candidate, None)
+                return reply
+        self.files[live] = self.files.pop(candidate)
+        return Reply()
+
+
+@dataclass
+class Run:
+    result: ApplyResult
+    events: list[Event]
+    transports: dict[str, FakeHostTransport]
+    state: StateDir
+
+
+@pytest.fixture
+def cluster() -> Cluster:
+    return load_cluster_data(CLUSTER_DATA).cluster
+
+
+@pytest.fixture
+def state(tmp_path: Path) -> StateDir:
+    return StateDir(NAME, root=tmp_path / "state")
+
+
+def make_transports(
+    cluster: Cluster,
+    state: StateDir,
+    *,
+    converged: bool = False,
+    read_only: bool = False,
+) -> dict[str, FakeHostTransport]:
+    out: dict[str, FakeHostTransport] = {}
+    for host in cluster.hosts:
+        h = converged_host(cluster, host, state) if converged else fresh_host(cluster, host)
+        out[host.name] = FakeHostTransport(h, read_only=read_only, converged=converged)
+    return out
+
+
+def run_apply(
+    cluster: Cluster,
+    state: StateDir,
+    transports: dict[str, FakeHostTransport],
+    *,
+    dry_run: bool = False,
+    skip: Iterable[str] = SKIP,
+) -> Run:
+    events: list[Event] = []
+    given: dict[str, Transport] = dict(transports)
+    result = asyncio.run(
+        apply(
+            cluster,
+            state=state,
+            transports=given,
+            skip=list(skip),
+            dry_run=dry_run,
+            emit=events.append,
+        )
+    )
+    return Run(result, events, transports, state)
+
+
+def triples(changes: Iterable[Change]) -> list[tuple[str, str, str]]:
+    return [(c.phase, c.host, c.description) for c in changes]
+
+
+def index_of(calls: list[Call], pred: Callable[[Call], bool]) -> int:
+    for i, c in enumerate(calls):
+        if pred(c):
+            return i
+    raise AssertionError("no such call")
+
+
+# --- (a) a fresh host set ------------------------------------------------------------------------
+
+
+@pytest.fixture
+def fresh_run(cluster: Cluster, state: StateDir) -> Run:
+    return run_apply(cluster, state, make_transports(cluster, state))
+
+
+def test_fresh_hosts_apply_succeeds_and_runs_the_expected_phases(fresh_run: Run) -> None:
+    r = fresh_run.result
+    assert r.ok, r.failures
+    assert r.phases_run == [
+        "preflight",
+        "prepare",
+        "packages",
+        "runtime",
+        "lb/haproxy",
+        "lb/keepalived",
+        "etcd",
+    ]
+    assert r.phases_skipped == [
+        "lb/vip",
+        "kubeadm/packages",
+        "kubeadm/init",
+        "kubeadm/join-control-planes",
+        "cni",
+        "kubeadm/join-workers",
+        "verify",
+    ]
+    assert all(c.applied for c in r.changes)
+
+
+def test_fresh_hosts_get_lb_and_etcd_files(fresh_run: Run) -> None:
+    got = set(triples(fresh_run.result.changes))
+    for name in LB:
+        assert ("lb/haproxy", name, f"write {HAPROXY_CFG}") in got
+        assert ("lb/keepalived", name, f"write {KEEPALIVED_CONF}") in got
+        assert ("etcd", name, "write /etc/default/etcd") in got
+        for stem in ("ca.crt", "server.crt", "server.key", "peer.key", "healthcheck-client.key"):
+            assert ("etcd", name, f"write /etc/etcd/pki/{stem}") in got
+        assert ("lb/haproxy", name, "start haproxy") in got
+        assert ("etcd", name, "start etcd") in got
+    # The worker is no LB and no etcd member.
+    assert not [c for c in got if c[1] == "w1" and c[0] in ("lb/haproxy", "etcd")]
+    assert ("prepare", "w1", "set hostname w1 (was debian)") in got
+
+
+def test_fresh_hosts_etcd_keys_are_0600_and_owned_by_etcd(fresh_run: Run) -> None:
+    for name in LB:
+        puts = {c.target: c for c in fresh_run.transports[name].calls if c.kind == "put"}
+        for stem in ("server", "peer", "healthcheck-client"):
+            key = puts[f"/etc/etcd/pki/{stem}.key"]
+            assert (key.mode, key.owner) == (0o600, "etcd")
+            crt = puts[f"/etc/etcd/pki/{stem}.crt"]
+            assert (crt.mode, crt.owner) == (0o644, "etcd")
+            assert key.content is not None
+            assert key.content.startswith(b"-----BEGIN ")
+        assert "/etc/etcd/pki/ca.key" not in puts  # the CA key never leaves the state dir
+
+
+def test_fresh_hosts_packages_are_installed_behind_the_policy_rc_guard(fresh_run: Run) -> None:
+    installs = [cmd for cmd in fresh_run.transports["cp1"].commands if "apt-get install" in cmd]
+    names = [re.findall(r"--no-install-recommends ([^|]*?) \|\|", c) for c in installs]
+    assert names == [
+        ["curl"],
+        ["containerd"],
+        ["haproxy socat"],
+        ["keepalived"],
+        ["etcd-server etcd-client"],
+    ]
+    for cmd in installs:
+        assert cmd.startswith(NO_AUTOSTART + ";")
+        assert cmd.endswith(f"rc=$?; {AUTOSTART_BACK}; exit $rc")
+    # ca-certificates was already there: never reinstalled.
+    assert not [c for c in installs if "ca-certificates" in c]
+
+
+def test_fresh_haproxy_candidate_is_validated_before_it_replaces_the_live_file(
+    fresh_run: Run,
+) -> None:
+    for name in LB:
+        t = fresh_run.transports[name]
+        calls = t.calls
+        candidate = CANDIDATE
+        put_at = index_of(calls, lambda c: c.kind == "put" and c.target == CANDIDATE)
+        check_at = index_of(
+            calls, lambda c: c.kind == "run" and f"haproxy -c -f {CANDIDATE}" in c.target
+        )
+        reload_at = index_of(calls, lambda c: c.target == "systemctl enable -q --now haproxy")
+        assert put_at < check_at < reload_at
+        cmd = calls[check_at].target
+        assert cmd.index(f"haproxy -c -f {candidate}") < cmd.index(
+            f"mv -f {candidate} {HAPROXY_CFG}"
+        )
+        # The live path is never written directly, only through the validated mv.
+        assert not [c for c in calls if c.kind == "put" and c.target == HAPROXY_CFG]
+        assert candidate not in t.files
+        assert HAPROXY_CFG in t.files
+
+
+# --- (b) dry run ---------------------------------------------------------------------------------
+
+
+def test_dry_run_records_the_same_changes_and_mutates_nothing(
+    cluster: Cluster, state: StateDir, tmp_path: Path
+) -> None:
+    wet = run_apply(cluster, StateDir(NAME, root=tmp_path / "wet"), make_transports(cluster, state))
+    dry = run_apply(cluster, state, make_transports(cluster, state, read_only=True), dry_run=True)
+    assert dry.result.ok, dry.result.failures
+    assert dry.result.dry_run
+    assert triples(dry.result.changes) == triples(wet.result.changes)
+    assert len(dry.result.changes) > 50
+    assert not [c for c in dry.result.changes if c.applied]
+    for name, t in dry.transports.items():
+        assert not [c for c in t.calls if c.kind != "run"], name
+        for cmd in t.commands:
+            assert cmd.startswith("\ns() {") or cmd.startswith(
+                "systemctl is-active -q haproxy && want=0"
+            ), cmd
+    # Only the facts script on the worker; the LB hosts also read HAProxy's tracked state.
+    assert len(dry.transports["w1"].commands) == 1
+    change_events = [e for e in dry.events if e.kind is EventKind.CHANGE]
+    assert [(e.phase, e.host, e.message) for e in change_events] == triples(dry.result.changes)
+
+
+# --- (c) idempotency -----------------------------------------------------------------------------
+
+
+def test_converged_hosts_yield_zero_changes(cluster: Cluster, state: StateDir) -> None:
+    """The idempotency proof: a second apply over converged hosts changes nothing at all."""
+    run = run_apply(cluster, state, make_transports(cluster, state, converged=True))
+    assert run.result.ok, run.result.failures
+    assert triples(run.result.changes) == []
+    assert [e for e in run.events if e.kind is EventKind.CHANGE] == []
+    done = [e for e in run.events if e.kind is EventKind.PHASE_DONE and e.phase != "facts"]
+    assert [(e.phase, e.data) for e in done] == [
+        (name, {"changes": 0}) for name in run.result.phases_run
+    ]
+
+
+def test_converged_hosts_run_no_mutating_command(cluster: Cluster, state: StateDir) -> None:
+    run = run_apply(cluster, state, make_transports(cluster, state, converged=True))
+    for t in run.transports.values():
+        assert not [c for c in t.calls if c.kind == "put"]
+        assert not [c for c in t.commands if c.startswith(("systemctl enable", "if ", "sysctl"))]
+
+
+def test_one_stale_file_is_the_only_change(cluster: Cluster, state: StateDir) -> None:
+    ts = make_transports(cluster, state, converged=True)
+    fake = ts["cp2"]
+    rules = fake.rules
+    h = converged_host(cluster, cluster.host("cp2"), state)
+    h.files[KEEPALIVED_CONF] = (sha("vrrp_instance old {}\n"), 0o600)
+    rules[0] = (rules[0][0], lambda call: render_facts(h, call.target))
+    run = run_apply(cluster, state, ts)
+    assert run.result.ok, run.result.failures
+    assert triples(run.result.changes) == [
+        ("lb/keepalived", "cp2", f"write {KEEPALIVED_CONF}"),
+        ("lb/keepalived", "cp2", "reload keepalived"),
+    ]
+
+
+# --- (d) failed validation -----------------------------------------------------------------------
+
+HAPROXY_ALERT = (
+    "[NOTICE]   (4711) : haproxy version is 2.6.12-1+deb12u1\n"
+    "[ALERT]    (4711) : config : parsing [/etc/haproxy/haproxy.cfg.hakube-new:31] : "
+    "'server cp1' unknown keyword 'chek'.\n"
+    "[ALERT]    (4711) : config : Fatal errors found in configuration.\n"
+)
+
+
+def test_failed_haproxy_validation_keeps_the_live_file_and_fails_that_host(
+    cluster: Cluster, state: StateDir
+) -> None:
+    ts = make_transports(cluster, state)
+    old = b"# the running config\n"
+    ts["cp3"].files[HAPROXY_CFG] = FakeFile(old, 0o644, "root")
+    ts["cp3"].fail_check("haproxy -c", Reply(stderr=HAPROXY_ALERT, exit_status=1))
+    run = run_apply(cluster, state, ts)
+    r = run.result
+    assert not r.ok
+    assert [(f.host, f.phase) for f in r.failures] == [("cp3", "lb/haproxy")]
+    msg = r.failures[0].message
+    assert msg.startswith(f"{HAPROXY_CFG}: the new file failed validation on the host")
+    assert "exit 1" in msg
+    assert "unknown keyword 'chek'" in msg
+    assert "running config was left in place" in msg
+    # Live file untouched, candidate removed, nothing moved or reloaded on cp3.
+    cp3 = ts["cp3"]
+    assert cp3.files[HAPROXY_CFG].content == old
+    assert f"{HAPROXY_CFG}.hakube-new" not in cp3.files
+    assert not [c for c in cp3.commands if "haproxy" in c and c.startswith("systemctl")]
+    # The LB hosts before it in the rolling order finished the phase.
+    done = {(e.phase, e.host) for e in run.events if e.kind is EventKind.HOST_DONE}
+    assert {("lb/haproxy", "cp1"), ("lb/haproxy", "cp2")} <= done
+    assert ("lb/haproxy", "cp3") not in done
+    assert "lb/haproxy" not in r.phases_run
+    assert r.phases_run[-1] == "runtime"
+    failed = [e for e in run.events if e.kind is EventKind.HOST_FAILED]
+    assert [(e.phase, e.host, e.message) for e in failed] == [("lb/haproxy", "cp3", msg)]
+
+
+def test_failed_validation_on_the_first_lb_host_stops_the_rolling_phase(
+    cluster: Cluster, state: StateDir
+) -> None:
+    ts = make_transports(cluster, state)
+    ts["cp1"].fail_check("haproxy -c", Reply(stderr=HAPROXY_ALERT, exit_status=1))
+    run = run_apply(cluster, state, ts)
+    assert run.result.failures == [HostFailure("cp1", "lb/haproxy", run.result.failures[0].message)]
+    for name in ("cp2", "cp3"):
+        touched = [c for c in ts[name].calls[1:] if "haproxy" in c.target]
+        assert touched == [], name
+
+
+def test_failed_validation_in_a_parallel_phase_lets_the_other_hosts_finish(
+    cluster: Cluster, state: StateDir
+) -> None:
+    ts = make_transports(cluster, state)
+    ts["cp2"].fail_check(
+        "containerd --config",
+        Reply(
+            stderr='containerd: failed to load TOML: (3, 1): unexpected token "]"\n', exit_status=1
+        ),
+    )
+    run = run_apply(cluster, state, ts)
+    r = run.result
+    assert [(f.host, f.phase) for f in r.failures] == [("cp2", "runtime")]
+    assert r.failures[0].message.startswith("/etc/containerd/config.toml: the new file failed")
+    done = {e.host for e in run.events if e.kind is EventKind.HOST_DONE and e.phase == "runtime"}
+    assert done == {"cp1", "cp3", "w1"}
+    assert "runtime" not in r.phases_run
+
+
+# --- (e) secrets ---------------------------------------------------------------------------------
+
+
+def test_secrets_never_reach_events_or_the_state_logs(cluster: Cluster, state: StateDir) -> None:
+    secrets = state.secrets()
+    ts = make_transports(cluster, state)
+    # keepalived -t quoting the offending line: the VRRP password would leak through stderr.
+    ts["cp3"].fail_check(
+        "keepalived -t",
+        Reply(
+            stderr=f"(Line 19) auth_pass {secrets.vrrp_password} unexpected\n",
+            exit_status=1,
+        ),
+    )
+    run = run_apply(cluster, state, ts)
+    assert [(f.host, f.phase) for f in run.result.failures] == [("cp3", "lb/keepalived")]
+    # Not vacuous: the password did come back from the host, and was masked on the way out.
+    assert "auth_pass *** unexpected" in run.result.failures[0].message
+    texts = [json.dumps(e.as_dict()) for e in run.events]
+    texts += [f.message for f in run.result.failures]
+    logs = sorted(state.path.glob("logs/*"))
+    assert logs
+    texts += [p.read_text() for p in logs]
+    texts.append((state.path / "journal.json").read_text())
+    for secret in secrets.values():
+        for text in texts:
+            assert secret not in text
+
+
+def test_a_failed_dry_run_records_no_phase_as_done(cluster: Cluster, state: StateDir) -> None:
+    """The journal is the record of what really ran: a dry run must never add to it."""
+    ts = make_transports(cluster, state, read_only=True)
+    ts["cp1"].rules.insert(
+        0, (re.compile(r"systemctl is-active -q haproxy && want=0 .*"), Reply(exit_status=3))
+    )
+    run = run_apply(cluster, state, ts, dry_run=True)
+    assert [(f.host, f.phase) for f in run.result.failures] == [("cp1", "lb/haproxy")]
+    assert run.result.phases_run == ["preflight", "prepare", "packages", "runtime"]
+    assert not (state.path / "journal.json").exists()
+
+
+# --- (f) the state dir ---------------------------------------------------------------------------
+
+
+def _mode(p: Path) -> int:
+    return stat.S_IMODE(p.stat().st_mode)
+
+
+def test_state_dir_files_are_private(fresh_run: Run) -> None:
+    root = fresh_run.state.path
+    assert _mode(root) == 0o700
+    assert _mode(root / "secrets.json") == 0o600
+    assert _mode(root / "journal.json") == 0o600
+    assert _mode(root / "logs") == 0o700
+    logs = list((root / "logs").iterdir())
+    assert len(logs) == 1
+    assert _mode(logs[0]) == 0o600
+    keys = sorted(root.glob("pki/**/*.key"))
+    assert len(keys) >= 4  # etcd CA, healthcheck client, apiserver client, per-member keys
+    for key in keys:
+        assert _mode(key) == 0o600, key
+    # Sub-directories rely on the 0700 state dir above them; none may be writable by others.
+    for d in [p for p in root.rglob("*") if p.is_dir()]:
+        assert _mode(d) & 0o022 == 0, d
+    journal = json.loads((root / "journal.json").read_text())
+    assert journal["done"] == fresh_run.result.phases_run
+    assert journal["finished"] is True
+
+
+# --- (g) phase selection -------------------------------------------------------------------------
+
+
+def test_skip_kubeadm_skips_every_kubeadm_phase() -> None:
+    run, skipped = select_phases(apply_phases(), skip=["kubeadm"])
+    assert [p.name for p in skipped] == [
+        "kubeadm/packages",
+        "kubeadm/init",
+        "kubeadm/join-control-planes",
+        "kubeadm/join-workers",
+    ]
+    assert not [p for p in run if p.name.startswith("kubeadm")]
+    assert [p.name for p in run][-2:] == ["cni", "verify"]
+
+
+def test_only_lb_selects_the_lb_family_in_order() -> None:
+    run, _ = select_phases(apply_phases(), only=["lb"])
+    assert [p.name for p in run] == ["lb/haproxy", "lb/keepalived", "lb/vip"]
+    run, _ = select_phases(apply_phases(), only=["lb"], skip=["lb/vip"])
+    assert [p.name for p in run] == ["lb/haproxy", "lb/keepalived"]
+
+
+def test_a_selector_is_not_a_name_prefix() -> None:
+    # "lb/hap" must not select lb/haproxy: selectors are whole path segments.
+    with pytest.raises(ValueError, match="unknown phase 'lb/hap'"):
+        select_phases(apply_phases(), only=["lb/hap"])
+
+
+def test_unknown_selector_raises_listing_the_phases(cluster: Cluster, state: StateDir) -> None:
+    with pytest.raises(ValueError, match="unknown phase 'kubeadm/int'") as caught:
+        select_phases(apply_phases(), skip=["kubeadm/int"])
+    names = ", ".join(p.name for p in apply_phases())
+    assert str(caught.value).endswith(f"phases are: {names}")
+    # Through apply too, before any host is touched.
+    ts = make_transports(cluster, state)
+    with pytest.raises(ValueError, match="unknown phase 'etdc'"):
+        run_apply(cluster, state, ts, skip=["etdc"])
+    assert all(t.calls == [] for t in ts.values())
+
+
+# --- (h) the lock --------------------------------------------------------------------------------
+
+
+def test_a_second_apply_while_the_lock_is_held_raises(cluster: Cluster, state: StateDir) -> None:
+    ts = make_transports(cluster, state)
+    with cluster_lock(state), pytest.raises(ApplyLocked, match="another hakube run holds"):
+        run_apply(cluster, state, ts)
+    assert all(t.calls == [] for t in ts.values())
+    # Released: the next run goes ahead.
+    assert run_apply(cluster, state, ts).result.ok

@@ -36,7 +36,14 @@ from hakube.lab.addressing import (
 from hakube.lab.clusterfile import render_cluster_file
 from hakube.lab.image import CACHE_ROOT, ensure_image
 from hakube.lab.mirror import ensure_mirror, start_server, stop_server
-from hakube.lab.system import kill_pid, pids_with_cmdline, require_root, require_tools, run
+from hakube.lab.system import (
+    ensure_host_limits,
+    kill_pid,
+    pids_with_cmdline,
+    require_root,
+    require_tools,
+    run,
+)
 
 STATE_ROOT = Path("/var/lib/hakube/lab")
 
@@ -193,6 +200,7 @@ class Lab:
                 link, str(self.plan.bridge_ip), MIRROR_PORT,
                 self.state_dir / "mirror.pid", self.state_dir / "mirror.log",
             )  # fmt: skip
+            ensure_host_limits(log)
             t0 = time.monotonic()
             keys = {h.name: self._start_host(image, h.name) for h in self.hosts}
             self._write_known_hosts(keys)

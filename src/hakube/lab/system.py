@@ -7,7 +7,7 @@ import shutil
 import signal
 import subprocess
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from hakube.lab.addressing import LabError
@@ -117,3 +117,24 @@ def pids_with_cmdline(fragment: str) -> list[int]:
         if fragment in cmdline:
             found.append(int(entry.name))
     return found
+
+
+#: Every booted container's systemd, journald, udev and logind hold inotify instances (about
+#: eight a host); the kernel's default of 128 per user stops a 20-host lab halfway through boot.
+HOST_LIMITS = {
+    "fs.inotify.max_user_instances": 8192,
+    "fs.inotify.max_user_watches": 524288,
+}
+
+
+def ensure_host_limits(log: Callable[[str], None]) -> None:
+    """Raise (never lower) the machine's inotify limits so that many hosts can boot."""
+    for key, want in HOST_LIMITS.items():
+        path = Path("/proc/sys") / key.replace(".", "/")
+        try:
+            have = int(path.read_text())
+            if have < want:
+                path.write_text(f"{want}\n")
+                log(f"raised {key} from {have} to {want} (many booted hosts need it)")
+        except OSError as e:
+            log(f"could not raise {key}: {e.strerror}; large labs may not boot")

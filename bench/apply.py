@@ -48,6 +48,8 @@ def one(hosts: int, root: Path) -> tuple[float, list[float], int]:
             noop.append(time.perf_counter() - t0)
             assert again.ok, again.failures
             changes += len(again.changes)
+            for c in again.changes:  # a no-op that changes something is a bug: say what
+                print(f"  no-op run changed: {c.host} {c.phase}: {c.description}")
         return first_s, noop, changes
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from hakube.phases.base import Phase
 from hakube.render import render_host
 from hakube.render.base import RenderedFile
 from hakube.spec.model import Cluster, Host
@@ -84,3 +85,10 @@ def _rendered(
         _CACHE.clear()
     _CACHE[key] = (cluster, secrets, files)
     return files
+
+
+class RenderedPhase(Phase):
+    """A phase whose files are the rendered ones under its `OWNERS` prefixes."""
+
+    def files(self, cluster: Cluster, host: Host, secrets: Secrets) -> list[RenderedFile]:
+        return files_for(self.name, cluster, host, secrets)

@@ -6,11 +6,9 @@ import shlex
 
 from hakube.phases.base import Phase, PhaseError
 from hakube.phases.context import Context
-from hakube.phases.files import files_for
-from hakube.render.base import RenderedFile
+from hakube.phases.files import RenderedPhase, files_for
 from hakube.render.host import apply_block, hosts_block, remove_swap
 from hakube.spec.model import APISERVER_PORT, Cluster, EndpointMode, Host, Role, Runtime
-from hakube.state import Secrets
 
 #: Debian 11+, Ubuntu 20.04+, EL 7+ are what kubeadm's packages exist for.
 SUPPORTED_OS = {"debian", "ubuntu", "centos", "rhel", "rocky", "almalinux", "fedora"}
@@ -101,15 +99,12 @@ def _port_problems(ctx: Context, host: Host) -> list[str]:
     return out
 
 
-class Prepare(Phase):
+class Prepare(RenderedPhase):
     name = "prepare"
     summary = "hostname, /etc/hosts block, swap off (and in fstab), SELinux, firewalld, sysctl"
 
     def targets(self, cluster: Cluster) -> list[Host]:
         return _all(cluster)
-
-    def files(self, cluster: Cluster, host: Host, secrets: Secrets) -> list[RenderedFile]:
-        return files_for(self.name, cluster, host, secrets)
 
     async def run(self, ctx: Context, host: Host) -> None:
         f = ctx.facts[host.name]
@@ -175,15 +170,12 @@ def _wanted_sysctls(ctx: Context, host: Host) -> dict[str, str]:
     return out
 
 
-class Packages(Phase):
+class Packages(RenderedPhase):
     name = "packages"
     summary = "package repository (mirror or offline) and base tools, pinned and held"
 
     def targets(self, cluster: Cluster) -> list[Host]:
         return _all(cluster)
-
-    def files(self, cluster: Cluster, host: Host, secrets: Secrets) -> list[RenderedFile]:
-        return files_for(self.name, cluster, host, secrets)
 
     async def run(self, ctx: Context, host: Host) -> None:
         f = ctx.facts[host.name]
@@ -214,15 +206,12 @@ def _changed_paths(ctx: Context, host: Host) -> list[str]:
     ]
 
 
-class RuntimePhase(Phase):
+class RuntimePhase(RenderedPhase):
     name = "runtime"
     summary = "containerd (SystemdCgroup, sandbox image) installed, configured and running"
 
     def targets(self, cluster: Cluster) -> list[Host]:
         return [h for h in cluster.hosts if h.has(Role.CONTROL_PLANE) or h.has(Role.WORKER)]
-
-    def files(self, cluster: Cluster, host: Host, secrets: Secrets) -> list[RenderedFile]:
-        return files_for(self.name, cluster, host, secrets)
 
     async def run(self, ctx: Context, host: Host) -> None:
         unit = "docker" if ctx.cluster.kubernetes.runtime is Runtime.DOCKER else "containerd"

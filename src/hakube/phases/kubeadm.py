@@ -14,13 +14,13 @@ from hakube.facts.kubeadm import KubeadmOutputError, parse_init_output
 from hakube.phases.base import Change, Phase, PhaseError
 from hakube.phases.context import Context
 from hakube.phases.etcd import as_rendered, members
-from hakube.phases.files import files_for
+from hakube.phases.files import RenderedPhase, files_for
 from hakube.render.base import RenderedFile
 from hakube.render.cni import patch_manifest
 from hakube.render.host import APT_KEYRING, kubernetes_key_url, package_manager
 from hakube.render.kubeadm import INIT_CONFIG, JOIN_CONFIG, first_control_plane
 from hakube.spec.model import Cluster, CNIPlugin, EtcdTopology, Host, PackageManager, Role
-from hakube.state import Secrets, write_private
+from hakube.state import write_private
 
 ADMIN_CONF = "/etc/kubernetes/admin.conf"
 KUBELET_CONF = "/etc/kubernetes/kubelet.conf"
@@ -32,15 +32,12 @@ def _nodes(cluster: Cluster) -> list[Host]:
     return [h for h in cluster.hosts if h.has(Role.CONTROL_PLANE) or h.has(Role.WORKER)]
 
 
-class KubePackages(Phase):
+class KubePackages(RenderedPhase):
     name = "kubeadm/packages"
     summary = "Kubernetes repository; kubelet, kubeadm, kubectl at the pinned version, held"
 
     def targets(self, cluster: Cluster) -> list[Host]:
         return _nodes(cluster)
-
-    def files(self, cluster: Cluster, host: Host, secrets: Secrets) -> list[RenderedFile]:
-        return files_for(self.name, cluster, host, secrets)
 
     def extra_paths(self, cluster: Cluster, host: Host) -> list[tuple[str, int]]:
         return [(APT_KEYRING, 0o644)]
@@ -105,15 +102,12 @@ def _shared_pki(ctx: Context) -> list[RenderedFile]:
     return files
 
 
-class KubeadmInit(Phase):
+class KubeadmInit(RenderedPhase):
     name = "kubeadm/init"
     summary = "kubeadm init on the first control-plane node with the shared CA; fetch admin.conf"
 
     def targets(self, cluster: Cluster) -> list[Host]:
         return [first_control_plane(cluster)]
-
-    def files(self, cluster: Cluster, host: Host, secrets: Secrets) -> list[RenderedFile]:
-        return files_for(self.name, cluster, host, secrets)
 
     def extra_paths(self, cluster: Cluster, host: Host) -> list[tuple[str, int]]:
         return [(ADMIN_CONF, 0o600)]
@@ -155,11 +149,8 @@ async def _fetch_admin_conf(ctx: Context, host: Host) -> None:
         write_private(target, data)
 
 
-class _Join(Phase):
+class _Join(RenderedPhase):
     control_plane: bool
-
-    def files(self, cluster: Cluster, host: Host, secrets: Secrets) -> list[RenderedFile]:
-        return files_for(self.name, cluster, host, secrets)
 
     def extra_paths(self, cluster: Cluster, host: Host) -> list[tuple[str, int]]:
         return [(KUBELET_CONF, 0o600)]

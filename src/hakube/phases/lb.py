@@ -7,23 +7,18 @@ import shlex
 
 from hakube.phases.base import Phase, PhaseError
 from hakube.phases.context import Context
-from hakube.phases.files import files_for
-from hakube.render.base import RenderedFile
+from hakube.phases.files import RenderedPhase, files_for
 from hakube.render.keepalived import TRACK_DIR, TRACK_FILE
 from hakube.spec.model import Cluster, EndpointMode, Host
-from hakube.state import Secrets
 
 
-class HAProxyPhase(Phase):
+class HAProxyPhase(RenderedPhase):
     name = "lb/haproxy"
     summary = "HAProxy installed, config validated on the host, reloaded if changed"
     serial = True  # rolling: the other LB hosts keep serving while one reloads
 
     def targets(self, cluster: Cluster) -> list[Host]:
         return cluster.lb_hosts
-
-    def files(self, cluster: Cluster, host: Host, secrets: Secrets) -> list[RenderedFile]:
-        return files_for(self.name, cluster, host, secrets)
 
     async def run(self, ctx: Context, host: Host) -> None:
         c = ctx.cluster
@@ -70,16 +65,13 @@ async def _wait_listening(ctx: Context, host: Host, port: int, timeout: float = 
         raise PhaseError(f"HAProxy does not listen on port {port} after {timeout:.0f} s")
 
 
-class KeepalivedPhase(Phase):
+class KeepalivedPhase(RenderedPhase):
     name = "lb/keepalived"
     summary = "keepalived (VRRP VIP) installed, config validated on the host, reloaded if changed"
     serial = True
 
     def targets(self, cluster: Cluster) -> list[Host]:
         return cluster.lb_hosts if cluster.endpoint.mode is EndpointMode.VIP else []
-
-    def files(self, cluster: Cluster, host: Host, secrets: Secrets) -> list[RenderedFile]:
-        return files_for(self.name, cluster, host, secrets)
 
     async def run(self, ctx: Context, host: Host) -> None:
         await ctx.ensure_packages(host, ["keepalived"])

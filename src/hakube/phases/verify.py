@@ -15,7 +15,6 @@ from hakube.phases.lb import vip_owners
 from hakube.render.haproxy import STATS_SOCKET
 from hakube.spec.model import Cluster, EndpointMode, Host
 
-
 SETTLE_SECONDS = 20.0
 
 

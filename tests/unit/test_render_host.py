@@ -165,11 +165,15 @@ def test_yum_repository() -> None:
     text = by_path(tutorial())[YUM_KUBERNETES_REPO]
     assert "baseurl=http://mirrors.aliyun.com/kubernetes/yum/repos/kubernetes-el7-x86_64" in text
     assert "gpgcheck=0" in text
-    signed = tutorial(packages={"kubernetes_repository": None, "gpg_check": True})
+    # pkgs.k8s.io starts at 1.24 (1.22 without a mirror is refused by the spec checks).
+    signed = tutorial(
+        packages={"manager": "yum", "kubernetes_repository": None, "gpg_check": True},
+        kubernetes={"version": "1.30.4", "runtime": "containerd"},
+    )
     text = by_path(signed)[YUM_KUBERNETES_REPO]
-    assert "baseurl=https://pkgs.k8s.io/core:/stable:/v1.22/rpm/" in text
+    assert "baseurl=https://pkgs.k8s.io/core:/stable:/v1.30/rpm/" in text
     assert "gpgcheck=1" in text
-    assert "gpgkey=https://pkgs.k8s.io/core:/stable:/v1.22/rpm/repodata/repomd.xml.key" in text
+    assert "gpgkey=https://pkgs.k8s.io/core:/stable:/v1.30/rpm/repodata/repomd.xml.key" in text
 
 
 def test_apt_repositories() -> None:

@@ -35,6 +35,10 @@ def base(**over: Any) -> dict[str, Any]:
     return doc
 
 
+#: pkgs.k8s.io starts at 1.24: older versions need a repository that carries them.
+MIRROR = {"kubernetes_repository": "http://mirror.example/kubernetes"}
+
+
 def problems_of(doc: dict[str, Any]) -> list[str]:
     with pytest.raises(SpecError) as e:
         load_cluster_data(doc)
@@ -173,12 +177,12 @@ def test_malformed_kubernetes_version_is_refused() -> None:
     [("1.22.3", "v1beta3"), ("1.30.4", "v1beta3"), ("1.31.0", "v1beta4"), ("1.34.1", "v1beta4")],
 )
 def test_kubeadm_api_follows_the_version(version: str, api: str) -> None:
-    c = load_cluster_data(base(kubernetes={"version": version})).cluster
+    c = load_cluster_data(base(kubernetes={"version": version}, packages=MIRROR)).cluster
     assert c.kubernetes.kubeadm_api.value == api
 
 
 def test_v1beta2_on_request_for_old_versions_only() -> None:
-    ok = base(kubernetes={"version": "1.22.3", "config_api": "v1beta2"})
+    ok = base(kubernetes={"version": "1.22.3", "config_api": "v1beta2"}, packages=MIRROR)
     assert load_cluster_data(ok).cluster.kubernetes.kubeadm_api is KubeadmAPI.V1BETA2
     bad = base(kubernetes={"version": "1.27.1", "config_api": "v1beta2"})
     one_problem(bad, "kubernetes.config_api", "removed in 1.27")
@@ -191,7 +195,7 @@ def test_docker_runtime_refused_from_1_24() -> None:
         "removed in Kubernetes 1.24",
         "containerd",
     )
-    load_cluster_data(base(kubernetes={"version": "1.23.17", "runtime": "docker"}))
+    load_cluster_data(base(kubernetes={"version": "1.23.17", "runtime": "docker"}, packages=MIRROR))
 
 
 def test_unicast_needs_peers() -> None:
@@ -319,4 +323,6 @@ def test_bad_file_is_refused_with_its_expected_message(path: Path) -> None:
     hits = [p for p in e.value.problems if p.path == want_path and p.severity is Severity.ERROR]
     assert hits, [str(p) for p in e.value.problems]
     assert any(want_text in str(p) for p in hits), [str(p) for p in hits]
-    assert all(p.line is not None for p in hits)
+    top = want_path.split(".")[0].split("[")[0]
+    if f"\n{top}:" in path.read_text():  # a key the file has: its line is named
+        assert all(p.line is not None for p in hits)

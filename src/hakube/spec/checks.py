@@ -235,6 +235,18 @@ def _vrrp(c: Cluster) -> list[Problem]:
                 "add hosts with the lb (or control-plane) role",
             )
         )
+    w = v.check_weight
+    n = len(c.lb_hosts)
+    if w is not None and w != 0 and (w > 0 or -w < n):
+        out.append(
+            _err(
+                "endpoint.vrrp.check_weight",
+                f"weight {w} cannot move the VIP on a failed check: with {n} LB hosts the "
+                f"priorities are spread at least {n - 1} apart, so |weight| must exceed that",
+                f"use a negative weight of at most -{n} (or leave it unset for the computed one, "
+                "or 0 to put a failing host in FAULT)",
+            )
+        )
     if len(c.lb_hosts) > 250:
         out.append(
             _err(
@@ -288,6 +300,15 @@ def _kubernetes(c: Cluster) -> list[Problem]:
                 f"docker (dockershim) was removed in Kubernetes 1.24; version {k.version} "
                 "cannot use it",
                 "use runtime: containerd (the default), or a Kubernetes version up to 1.23",
+            )
+        )
+    if minor < (1, 24) and not c.packages.kubernetes_repository:
+        out.append(
+            _err(
+                "packages.kubernetes_repository",
+                f"pkgs.k8s.io has no channel for Kubernetes {k.version} (it starts at 1.24)",
+                "set packages.kubernetes_repository to a mirror that carries it (the tutorial "
+                "uses mirrors.aliyun.com/kubernetes), or use Kubernetes 1.24 or newer",
             )
         )
     api = k.config_api

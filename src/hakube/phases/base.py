@@ -28,7 +28,6 @@ class EventKind(StrEnum):
     HOST_DONE = "host-done"
     HOST_FAILED = "host-failed"
     CHANGE = "change"
-    INFO = "info"
 
 
 @dataclass(frozen=True)
@@ -65,10 +64,6 @@ class PhaseError(Exception):
     """A phase cannot go on for one host; the message says why and what to do."""
 
 
-class Skip(Exception):
-    """Raised by a phase body: nothing to do here, for the reason given."""
-
-
 class Phase(ABC):
     """One named step. Subclasses set `name` (hierarchical, e.g. ``lb/haproxy``) and `summary`."""
 
@@ -95,9 +90,6 @@ class Phase(ABC):
 
     async def finish(self, ctx: Any) -> None:  # noqa: B027 - optional hook, most phases need none
         """Once, after every target host succeeded (e.g. wait for a cluster to be healthy)."""
-
-    def family(self) -> str:
-        return self.name.split("/", 1)[0]
 
     def matches(self, selector: str) -> bool:
         """`kubeadm` selects every `kubeadm/...` phase; `lb/haproxy` selects just that one."""

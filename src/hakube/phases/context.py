@@ -42,8 +42,6 @@ class Context:
     changes: list[Change] = field(default_factory=list)
     #: Phase names selected for this run (preflight only checks what will be used).
     selected: frozenset[str] = frozenset()
-    #: Values phases hand to later phases (e.g. the CA hash), by key.
-    shared: dict[str, str] = field(default_factory=dict)
     phase: str = ""
     #: What `verify` found, for the caller to print.
     report: Any = None
@@ -165,6 +163,3 @@ class Context:
             return
         await self.sh(host, f"start {unit}", f"systemctl enable -q --now {unit}")
         self.facts[host.name].units[unit] = Unit(unit, True, "active", "enabled")
-
-    def fail(self, message: str) -> None:
-        raise PhaseError(message)

@@ -17,6 +17,7 @@ from hakube.spec.model import Cluster
 from hakube.state import StateDir
 from hakube.transport.base import Redactor
 from hakube.workflows.apply import ApplyResult, apply, ssh_transports
+from hakube.workflows.drill import run_demo_drill
 
 #: What the lab cannot run, and therefore what the demo skips.
 SKIPPED = ("kubeadm", "cni")
@@ -68,7 +69,5 @@ def run_demo(
         return 1
     if drill:
         say("[bold]5/5 failover drill[/]")
-        from hakube.workflows.drill import run_demo_drill
-
         return run_demo_drill(cluster, lab, state, say)
     return 0

@@ -310,9 +310,9 @@ def drill_cmd(
     allow_poweroff: Annotated[
         bool, typer.Option(help="Allow host-down off the lab (it powers a host off).")
     ] = False,
-    output_dir: Annotated[
-        Path, typer.Option(help="Timelines (PNG), raw probe logs, JSON.")
-    ] = Path("drill-out"),
+    output_dir: Annotated[Path, typer.Option(help="Timelines (PNG), raw probe logs, JSON.")] = Path(
+        "drill-out"
+    ),
     output: OutputOpt = Output.TEXT,
 ) -> None:
     """Break the HA pieces on purpose, measure what a client sees, restore (lab only)."""

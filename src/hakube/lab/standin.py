@@ -60,6 +60,14 @@ def poll():
 
 class Handler(http.server.BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
+    timeout = 5
+
+    def setup(self):
+        # The TLS handshake runs here, in the connection's own thread and with a timeout: done
+        # in accept() a peer that vanished mid-handshake (a powered-off host) blocked everyone.
+        self.request.settimeout(5)
+        self.request.do_handshake()
+        super().setup()
 
     def do_GET(self):
         if self.path.split("?")[0] in ("/readyz", "/livez", "/healthz"):
@@ -81,13 +89,17 @@ class Handler(http.server.BaseHTTPRequestHandler):
 class Server(socketserver.ThreadingMixIn, http.server.HTTPServer):
     daemon_threads = True
     allow_reuse_address = True
+    request_queue_size = 128
+
+    def handle_error(self, request, client_address):
+        pass  # a peer that died mid-handshake is what drills do; nothing to log
 
 
 threading.Thread(target=poll, daemon=True).start()
 srv = Server(("0.0.0.0", 6443), Handler)
 tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
 tls.load_cert_chain(CERT, KEY)
-srv.socket = tls.wrap_socket(srv.socket, server_side=True)
+srv.socket = tls.wrap_socket(srv.socket, server_side=True, do_handshake_on_connect=False)
 srv.serve_forever()
 '''
 

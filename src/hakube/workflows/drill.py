@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from rich.console import Console
 from rich.table import Table
 
 from hakube.drill.report import FIGURES, RunMetrics, aggregate, fmt_spread
@@ -56,7 +57,7 @@ class DrillReport:
         return [r for r in self.runs if r.scenario == scenario]
 
     def as_dict(self) -> dict[str, Any]:
-        summary = {}
+        summary: dict[str, dict[str, Any]] = {}
         for sc in self.scenarios():
             agg = aggregate(self.of(sc))
             summary[sc] = {k: None if v is None else v.as_dict() for k, v in agg.items()}
@@ -186,24 +187,22 @@ def figures_table(reports: Sequence[DrillReport]) -> Table:
         for name, title, unit in FIGURES:
             if all(a[name] is None for a in aggs):
                 continue
-            t.add_row(sc if first else "", title,
-                      *(fmt_spread(a[name], unit, n) for a, n in zip(aggs, counts, strict=True)))  # fmt: skip
+            cells = [fmt_spread(a[name], unit, n) for a, n in zip(aggs, counts, strict=True)]
+            t.add_row(sc if first else "", title, *cells)
             first = False
-        cells = []
+        verdicts = []
         for r in reports:
             runs = r.of(sc)
             good = sum(m.invariants_ok for m in runs)
             colour = "green" if runs and good == len(runs) else "red"
             back = sum(m.moved_back for m in runs)
-            cells.append(f"[{colour}]{good}/{len(runs)} ok[/], back home {back}/{len(runs)}")
-        t.add_row(sc if first else "", "invariants", *cells, end_section=True)
+            verdicts.append(f"[{colour}]{good}/{len(runs)} ok[/], back home {back}/{len(runs)}")
+        t.add_row(sc if first else "", "invariants", *verdicts, end_section=True)
     return t
 
 
 def run_demo_drill(cluster: Cluster, lab: Lab, state: StateDir, say: Say) -> int:
     """`make demo`'s last step: haproxy-down and host-down once each, figures printed."""
-    from rich.console import Console
-
     out_dir = state.path / "drill"
     report = run_drill(cluster, lab, scenarios=["haproxy-down", "host-down"], out_dir=out_dir,
                        state=state, log=say)  # fmt: skip

@@ -12,21 +12,13 @@ from typing import Any
 
 import pytest
 import yaml
+from fakes import ROOT, SECRETS
 
 from hakube.render import render_all
 from hakube.render.keepalived import CHECK_SCRIPT, KEEPALIVED_CONF
 from hakube.spec.load import load_cluster_data, load_cluster_file
 from hakube.spec.model import Cluster
-from hakube.state import Secrets
 
-ROOT = Path(__file__).resolve().parents[2]
-SECRETS = Secrets(
-    # Positional: vrrp_password, stats_password, bootstrap_token, certificate_key (fakes).
-    "vrrpPa55wordTooLong",
-    "stats-Pa55word-0123456789",
-    "abcdef.0123456789abcdef",
-    "0123456789abcdef" * 4,
-)
 HAPROXY = shutil.which("haproxy") or (
     "/usr/sbin/haproxy" if Path("/usr/sbin/haproxy").exists() else None
 )

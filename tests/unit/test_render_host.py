@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
+from fakes import ROOT, SECRETS
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -30,16 +30,7 @@ from hakube.render.host import (
 )
 from hakube.spec.load import load_cluster_data, load_cluster_file
 from hakube.spec.model import Cluster, PackageManager
-from hakube.state import Secrets
 
-ROOT = Path(__file__).resolve().parents[2]
-SECRETS = Secrets(
-    # Positional: vrrp_password, stats_password, bootstrap_token, certificate_key (fakes).
-    "vrrpPa55wordTooLong",
-    "stats-Pa55word-0123456789",
-    "abcdef.0123456789abcdef",
-    "0123456789abcdef" * 4,
-)
 BLOCK = ManagedBlock(path="/etc/hosts", content="10.0.0.1 api\n10.0.0.2 a\n")
 FSTAB = """\
 UUID=1 / ext4 errors=remount-ro 0 1

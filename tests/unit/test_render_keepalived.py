@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import copy
 import re
-from pathlib import Path
 from typing import Any
 
 import yaml
+from fakes import ROOT, SECRETS
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -24,16 +24,6 @@ from hakube.render.keepalived import (
 )
 from hakube.spec.load import load_cluster_data
 from hakube.spec.model import Cluster
-from hakube.state import Secrets
-
-ROOT = Path(__file__).resolve().parents[2]
-SECRETS = Secrets(
-    # Positional: vrrp_password, stats_password, bootstrap_token, certificate_key (fakes).
-    "vrrpPa55wordTooLong",
-    "stats-Pa55word-0123456789",
-    "abcdef.0123456789abcdef",
-    "0123456789abcdef" * 4,
-)
 
 
 def tutorial(**vrrp: Any) -> Cluster:

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
+from fakes import ROOT, SECRETS
 
 from hakube.render.kubeadm import (
     CA_HASH_PLACEHOLDER,
@@ -16,16 +16,7 @@ from hakube.render.kubeadm import (
 )
 from hakube.spec.load import load_cluster_data, load_cluster_file
 from hakube.spec.model import Cluster
-from hakube.state import Secrets
 
-ROOT = Path(__file__).resolve().parents[2]
-SECRETS = Secrets(
-    # Positional: vrrp_password, stats_password, bootstrap_token, certificate_key (fakes).
-    "vrrpPa55wordTooLong",
-    "stats-Pa55word-0123456789",
-    "abcdef.0123456789abcdef",
-    "0123456789abcdef" * 4,
-)
 HASH = "sha256:" + "ab" * 32
 
 

@@ -3,24 +3,14 @@
 from __future__ import annotations
 
 import re
-from pathlib import Path
 
 import yaml
+from fakes import ROOT, SECRETS
 
 from hakube.render import RenderedFile, apply_block, remove_swap, render_all, render_host_blocks
 from hakube.render.keepalived import check_weight, priorities
 from hakube.spec.load import load_cluster_data, load_cluster_file
 from hakube.spec.model import Cluster
-from hakube.state import Secrets
-
-ROOT = Path(__file__).resolve().parents[2]
-SECRETS = Secrets(
-    # Positional: vrrp_password, stats_password, bootstrap_token, certificate_key (fakes).
-    "vrrpPa55wordTooLong",
-    "stats-Pa55word-0123456789",
-    "abcdef.0123456789abcdef",
-    "0123456789abcdef" * 4,
-)
 
 
 def cluster() -> Cluster:

@@ -182,6 +182,8 @@ class Progress:
             hosts = e.data.get("hosts")
             suffix = f" on {', '.join(hosts)}" if hosts else ""
             err.print(f"[bold cyan]==> {e.phase}[/]{suffix}", highlight=False)
+        elif k is EventKind.RESUME:
+            err.print(f"[yellow]{e.message}[/]", highlight=False)
         elif k is EventKind.CHANGE:
             err.print(f"    [green]{e.host}[/]: {e.message}", highlight=False)
         elif k is EventKind.HOST_FAILED:

@@ -693,3 +693,17 @@ def test_a_second_apply_while_the_lock_is_held_raises(cluster: Cluster, state: S
     assert all(t.calls == [] for t in ts.values())
     # Released: the next run goes ahead.
     assert run_apply(cluster, state, ts).result.ok
+
+
+def test_a_run_after_a_failed_one_says_it_resumes_and_a_finished_one_does_not(
+    cluster: Cluster, state: StateDir
+) -> None:
+    ts = make_transports(cluster, state)
+    ts["cp3"].fail_check("haproxy -c", Reply(stderr=HAPROXY_ALERT, exit_status=1))
+    assert not run_apply(cluster, state, ts).result.ok
+    again = run_apply(cluster, state, make_transports(cluster, state, converged=True))
+    resumes = [e.message for e in again.events if e.kind is EventKind.RESUME]
+    assert resumes == ["the last run stopped early (last phase done: runtime); resuming"]
+    assert again.result.ok
+    third = run_apply(cluster, state, make_transports(cluster, state, converged=True))
+    assert not [e for e in third.events if e.kind is EventKind.RESUME]

@@ -28,6 +28,7 @@ class EventKind(StrEnum):
     HOST_DONE = "host-done"
     HOST_FAILED = "host-failed"
     CHANGE = "change"
+    RESUME = "resume"
 
 
 @dataclass(frozen=True)

@@ -159,11 +159,14 @@ class Journal:
         finally:
             os.close(fd)
 
-    def last_done(self) -> list[str]:
+    def unfinished(self) -> list[str] | None:
+        """Phases a previous run completed before it stopped early; None if it finished."""
         try:
             data = json.loads(self.journal.read_text())
         except (OSError, ValueError):
-            return []
+            return None
+        if data.get("finished", True):
+            return None
         done: list[str] = data.get("done", [])
         return done
 
@@ -213,6 +216,13 @@ async def apply(
         def both(e: Event) -> None:
             journal.event(e)
             sink(e)
+
+        previous = journal.unfinished()
+        if previous is not None and not dry_run:
+            # Every phase checks before it changes, so resuming is simply running again.
+            last = previous[-1] if previous else "none"
+            both(Event(EventKind.RESUME, message=f"the last run stopped early (last phase done: "
+                                                 f"{last}); resuming"))  # fmt: skip
 
         async with contextlib.AsyncExitStack() as stack:
             errors: dict[str, str] = {}
@@ -279,6 +289,8 @@ def _record_failures(
 
 async def _phases(ctx: Context, to_run: list[Phase], result: ApplyResult, journal: Journal) -> None:
     done: list[str] = []
+    if not ctx.dry_run:
+        journal.record(done, finished=False)  # a run killed from here on is "unfinished"
     for phase in to_run:
         targets = phase.targets(ctx.cluster)
         ctx.phase = phase.name

@@ -6,7 +6,7 @@ from __future__ import annotations
 import itertools
 import json
 import statistics
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -43,16 +43,21 @@ class Marks:
     end: float
 
 
-def parse_requests(lines: Iterable[str]) -> list[Request]:
-    out = []
+def _json_lines(lines: Iterable[str]) -> Iterator[dict[str, Any]]:
+    """The records of a probe log; a line cut short by the probe's termination is skipped."""
     for raw in lines:
         line = raw.strip()
         if not line:
             continue
         try:
-            d = json.loads(line)
+            yield json.loads(line)
         except ValueError:
-            continue  # a line cut short by the probe's termination
+            continue
+
+
+def parse_requests(lines: Iterable[str]) -> list[Request]:
+    out = []
+    for d in _json_lines(lines):
         out.append(Request(float(d["t"]), float(d["end"]), bool(d["ok"]), int(d.get("tries", 1)),
                            tuple(d.get("errors", ()))))  # fmt: skip
     out.sort(key=lambda r: r.t)
@@ -61,14 +66,7 @@ def parse_requests(lines: Iterable[str]) -> list[Request]:
 
 def parse_vip(lines: Iterable[str]) -> list[VipSample]:
     out = []
-    for raw in lines:
-        line = raw.strip()
-        if not line:
-            continue
-        try:
-            d = json.loads(line)
-        except ValueError:
-            continue
+    for d in _json_lines(lines):
         out.append(VipSample(float(d["t"]), tuple(d["holders"]), tuple(d["reachable"])))
     out.sort(key=lambda s: s.t)
     return out

@@ -31,10 +31,6 @@ OWNERS: dict[str, tuple[str, ...]] = {
 }
 
 
-def owner_of(path: str) -> list[str]:
-    return [phase for phase, prefixes in OWNERS.items() if path.startswith(prefixes)]
-
-
 def files_for(
     phase: str,
     cluster: Cluster,

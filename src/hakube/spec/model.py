@@ -44,6 +44,12 @@ class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
 
+def _interface_name(v: str) -> str:
+    if not _IFACE_RE.match(v):
+        raise ValueError("is not a Linux interface name (at most 15 characters)")
+    return v
+
+
 def _note(info: ValidationInfo, path: str, message: str) -> None:
     """Record a warning for the loader; validation contexts carry a list of them."""
     ctx = info.context
@@ -144,9 +150,7 @@ class Host(Strict):
     @field_validator("interface")
     @classmethod
     def _iface(cls, v: str | None) -> str | None:
-        if v is not None and not _IFACE_RE.match(v):
-            raise ValueError("is not a Linux interface name (at most 15 characters)")
-        return v
+        return None if v is None else _interface_name(v)
 
     @field_validator("roles")
     @classmethod
@@ -234,9 +238,7 @@ class Endpoint(Strict):
     @field_validator("interface")
     @classmethod
     def _iface(cls, v: str) -> str:
-        if not _IFACE_RE.match(v):
-            raise ValueError("is not a Linux interface name (at most 15 characters)")
-        return v
+        return _interface_name(v)
 
 
 class CNIPlugin(StrEnum):
@@ -476,10 +478,6 @@ class Cluster(Strict):
     @property
     def api_name(self) -> str:
         return self.endpoint.name or f"api.{self.name}.hakube.internal"
-
-    @property
-    def balanced(self) -> bool:
-        return self.endpoint.mode is not EndpointMode.NONE
 
     @property
     def control_plane_endpoint(self) -> str:

@@ -355,6 +355,13 @@ def _mount_subcommands() -> None:
     from hakube.lab.cli import app as lab_app
 
     app.add_typer(lab_app, name="lab", help="A local lab of real Linux hosts (nspawn).")
+    _mount_import()
+
+
+def _mount_import() -> None:
+    from hakube.importers.cli import app as import_app
+
+    app.add_typer(import_app, name="import")
 
 
 _mount_subcommands()

@@ -1,0 +1,117 @@
+"""`hakube import kubespray|kubeasz`: a sub-app of its own so the main CLI only mounts it."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+
+from hakube.importers.common import Imported, render_and_check
+from hakube.importers.inventory import InventoryError
+from hakube.importers.kubeasz import import_kubeasz
+from hakube.importers.kubespray import import_kubespray
+from hakube.pki.certs import write_public_file
+from hakube.spec import SpecError
+
+app = typer.Typer(
+    no_args_is_help=True,
+    help="Write a hakube cluster file from a kubespray or kubeasz inventory.",
+)
+err = Console(stderr=True)
+
+OutOpt = Annotated[
+    Path,
+    typer.Option("--out", "-o", help="Cluster file to write ('-' for standard output)."),
+]
+NameOpt = Annotated[
+    str | None, typer.Option(help="Cluster name; default: the inventory's directory name.")
+]
+ForceOpt = Annotated[bool, typer.Option("--force", help="Replace an existing output file.")]
+
+
+def _run(
+    importer: Callable[[Path, str | None], Imported],
+    source: Path,
+    command: str,
+    out: Path,
+    name: str | None,
+    force: bool,
+) -> None:
+    if str(out) != "-" and out.exists() and not force:
+        _refuse(f"{out} exists", "pass --force to replace it, or choose another file with -o")
+    try:
+        imported = importer(source, name)
+        text, loaded = render_and_check(imported, command)
+    except InventoryError as e:
+        _refuse(str(e), "")
+    except SpecError as e:
+        err.print(
+            f"[bold red]error:[/] the imported cluster does not validate ({source}):",
+            highlight=False,
+        )
+        for p in e.problems:
+            # Lines of the generated text would mean nothing to the reader: the field says it.
+            err.print(f"  {p.severity.value}: {p.path}: {p.message}", markup=False)
+            if p.hint:
+                err.print(f"    fix: {p.hint}", markup=False)
+        err.print("Fix this in the inventory and import again.")
+        err.print("Nothing was written.")
+        raise typer.Exit(2) from None
+    if str(out) == "-":
+        sys.stdout.write(text)
+    else:
+        write_public_file(out, text)
+    for w in loaded.warnings:
+        err.print(f"warning: {w.path}: {w.message}", markup=False, style="yellow")
+    c = loaded.cluster
+    notes = imported.notes
+    err.print(
+        f"[green]{'wrote ' + str(out) if str(out) != '-' else 'cluster file'}[/]: "
+        f"{len(c.control_planes)} control-plane, {len(c.workers)} worker, endpoint "
+        f"{c.endpoint.mode.value} {c.control_plane_endpoint}; {len(notes.mapped)} mapped, "
+        f"{len(notes.not_mapped)} not mapped (see the comments at the top)",
+        highlight=False,
+        soft_wrap=True,
+    )
+
+
+def _refuse(message: str, hint: str) -> None:
+    err.print(f"[bold red]error:[/] {escape(message)}", highlight=False)
+    if hint:
+        err.print(f"  hint: {hint}", markup=False, highlight=False)
+    err.print("Nothing was written.")
+    raise typer.Exit(2)
+
+
+@app.command(
+    epilog="Example: hakube import kubespray inventory/mycluster -o cluster.yaml "
+    "&& hakube plan -f cluster.yaml"
+)
+def kubespray(
+    inventory: Annotated[
+        Path, typer.Argument(help="inventory.ini / hosts.yaml, or the directory holding it.")
+    ],
+    out: OutOpt = Path("cluster.yaml"),
+    name: NameOpt = None,
+    force: ForceOpt = False,
+) -> None:
+    """Read a kubespray inventory (and its group_vars/) and write a hakube cluster file."""
+    _run(import_kubespray, inventory, "hakube import kubespray", out, name, force)
+
+
+@app.command(
+    epilog="Example: hakube import kubeasz /etc/kubeasz/clusters/k8s-01/hosts -o cluster.yaml"
+)
+def kubeasz(
+    hosts: Annotated[Path, typer.Argument(help="kubeasz's hosts file (or its directory).")],
+    out: OutOpt = Path("cluster.yaml"),
+    name: NameOpt = None,
+    force: ForceOpt = False,
+) -> None:
+    """Read a kubeasz hosts file (and config.yml beside it) and write a hakube cluster file."""
+    _run(import_kubeasz, hosts, "hakube import kubeasz", out, name, force)

@@ -24,7 +24,8 @@ from hakube.workflows.apply import ApplyResult
 
 app = typer.Typer(
     no_args_is_help=True,
-    add_completion=False,
+    # --install-completion / --show-completion (bash, zsh, fish, PowerShell); see the README.
+    add_completion=True,
     help="Build and run highly available Kubernetes clusters on plain Linux hosts over SSH.",
     pretty_exceptions_enable=False,
 )
@@ -351,6 +352,32 @@ def drill_cmd(
         raise typer.Exit(1)
 
 
+@app.command()
+def version(output: OutputOpt = Output.TEXT) -> None:
+    """Print hakube's version and the Kubernetes versions it can install."""
+    from importlib.metadata import version as dist_version
+
+    from hakube.spec.model import MAX_KUBERNETES, MIN_KUBERNETES
+
+    info = {
+        "hakube": dist_version("hakube"),
+        "python": sys.version.split()[0],
+        "kubernetes": {
+            "min": "{}.{}".format(*MIN_KUBERNETES),
+            "max": "{}.{}".format(*MAX_KUBERNETES),
+        },
+    }
+    if output is Output.JSON:
+        print_json(info)
+        return
+    k = info["kubernetes"]
+    out.print(
+        f"hakube {info['hakube']} (Python {info['python']}); "
+        f"installs Kubernetes {k['min']} to {k['max']}",
+        highlight=False,
+    )
+
+
 def _mount_subcommands() -> None:
     from hakube.lab.cli import app as lab_app
 
@@ -364,7 +391,14 @@ def _mount_import() -> None:
     app.add_typer(import_app, name="import")
 
 
+def _attach_examples() -> None:
+    from hakube.cli_examples import EXAMPLES, attach
+
+    attach(app, EXAMPLES)
+
+
 _mount_subcommands()
+_attach_examples()
 
 
 def main() -> None:

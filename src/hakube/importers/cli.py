@@ -88,10 +88,7 @@ def _refuse(message: str, hint: str) -> None:
     raise typer.Exit(2)
 
 
-@app.command(
-    epilog="Example: hakube import kubespray inventory/mycluster -o cluster.yaml "
-    "&& hakube plan -f cluster.yaml"
-)
+@app.command()
 def kubespray(
     inventory: Annotated[
         Path, typer.Argument(help="inventory.ini / hosts.yaml, or the directory holding it.")
@@ -104,9 +101,7 @@ def kubespray(
     _run(import_kubespray, inventory, "hakube import kubespray", out, name, force)
 
 
-@app.command(
-    epilog="Example: hakube import kubeasz /etc/kubeasz/clusters/k8s-01/hosts -o cluster.yaml"
-)
+@app.command()
 def kubeasz(
     hosts: Annotated[Path, typer.Argument(help="kubeasz's hosts file (or its directory).")],
     out: OutOpt = Path("cluster.yaml"),

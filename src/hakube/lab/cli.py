@@ -58,7 +58,7 @@ def _status_text(st: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-@app.command()
+@app.command(epilog="Example: hakube lab up --name demo --control-planes 3 --workers 2")
 def up(
     *,
     name: NameOpt = DEFAULT_NAME,
@@ -89,7 +89,7 @@ def up(
     _emit(output, st, text)
 
 
-@app.command()
+@app.command(epilog="Example: hakube lab status --name demo --output json")
 def status(name: NameOpt = DEFAULT_NAME, output: OutputOpt = Output.TEXT) -> None:
     """Show hosts, links and memory of a lab."""
     try:
@@ -99,7 +99,10 @@ def status(name: NameOpt = DEFAULT_NAME, output: OutputOpt = Output.TEXT) -> Non
     _emit(output, st, _status_text(st))
 
 
-@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+@app.command(
+    context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
+    epilog="Example: hakube lab ssh --name demo cp1 -- systemctl is-active haproxy",
+)
 def ssh(
     host: HostArg,
     command: Annotated[list[str] | None, typer.Argument(help="Command to run (after --).")] = None,
@@ -116,7 +119,7 @@ def ssh(
     os.execvp(argv[0], argv)  # noqa: S606
 
 
-@app.command()
+@app.command(epilog="Example: hakube lab down --name demo")
 def down(name: NameOpt = DEFAULT_NAME, output: OutputOpt = Output.TEXT) -> None:
     """Remove every process, mount, link, namespace and file of a lab (safe to repeat)."""
     try:
@@ -138,25 +141,25 @@ def _fault(name: str, host: str, action: str, output: Output) -> None:
     _emit(output, st, f"{host}: {action} done (running={st['running']}, link_up={st['link_up']})")
 
 
-@app.command()
+@app.command(epilog="Example: hakube lab stop --name demo cp1")
 def stop(host: HostArg, name: NameOpt = DEFAULT_NAME, output: OutputOpt = Output.TEXT) -> None:
     """Power a host off: link down and every process killed at once."""
     _fault(name, host, "stop", output)
 
 
-@app.command()
+@app.command(epilog="Example: hakube lab start --name demo cp1")
 def start(host: HostArg, name: NameOpt = DEFAULT_NAME, output: OutputOpt = Output.TEXT) -> None:
     """Boot a stopped host again (its files are kept) and wait for SSH."""
     _fault(name, host, "start", output)
 
 
-@app.command()
+@app.command(epilog="Example: hakube lab isolate --name demo cp1")
 def isolate(host: HostArg, name: NameOpt = DEFAULT_NAME, output: OutputOpt = Output.TEXT) -> None:
     """Cut a host's link; it keeps running."""
     _fault(name, host, "isolate", output)
 
 
-@app.command()
+@app.command(epilog="Example: hakube lab heal --name demo cp1")
 def heal(host: HostArg, name: NameOpt = DEFAULT_NAME, output: OutputOpt = Output.TEXT) -> None:
     """Restore a host's link."""
     _fault(name, host, "heal", output)

@@ -1,0 +1,38 @@
+"""One example per command, shown at the end of its `--help` (kept apart from the commands so
+that every command gets one and a test can check it)."""
+
+from __future__ import annotations
+
+import typer
+
+#: Command path (as typed after `hakube`) → an example that works as printed.
+EXAMPLES: dict[str, str] = {
+    "schema": "hakube schema > cluster.schema.json",
+    "validate": "hakube validate -f examples/tutorial.yaml --output json",
+    "render": "hakube render -f cluster.yaml -o out/   # then read out/cp1/etc/haproxy/haproxy.cfg",
+    "plan": "hakube plan -f cluster.yaml",
+    "apply": "hakube apply -f cluster.yaml --dry-run && hakube apply -f cluster.yaml",
+    "demo": "hakube demo --name demo --workers 2",
+    "drill": "hakube drill --lab demo -s haproxy-down,host-down --repeat 3",
+    "version": "hakube version --output json",
+    "import kubespray": "hakube import kubespray inventory/mycluster -o cluster.yaml",
+    "import kubeasz": "hakube import kubeasz /etc/kubeasz/clusters/k8s-01/hosts -o cluster.yaml",
+}
+
+
+def _name(info: typer.models.CommandInfo) -> str:
+    if info.name:
+        return info.name
+    assert info.callback is not None
+    return info.callback.__name__.lower().replace("_", "-")
+
+
+def attach(app: typer.Typer, examples: dict[str, str], prefix: str = "") -> None:
+    """Set the epilog of every command of `app` (and its groups) that has an example."""
+    for info in app.registered_commands:
+        path = f"{prefix}{_name(info)}"
+        if info.epilog is None and path in examples:
+            info.epilog = f"Example: {examples[path]}"
+    for group in app.registered_groups:
+        if group.typer_instance is not None and group.name:
+            attach(group.typer_instance, examples, f"{prefix}{group.name} ")

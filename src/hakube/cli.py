@@ -359,23 +359,12 @@ def version(output: OutputOpt = Output.TEXT) -> None:
 
     from hakube.spec.model import MAX_KUBERNETES, MIN_KUBERNETES
 
-    info = {
-        "hakube": dist_version("hakube"),
-        "python": sys.version.split()[0],
-        "kubernetes": {
-            "min": "{}.{}".format(*MIN_KUBERNETES),
-            "max": "{}.{}".format(*MAX_KUBERNETES),
-        },
-    }
+    hakube, python = dist_version("hakube"), sys.version.split()[0]
+    lo, hi = "{}.{}".format(*MIN_KUBERNETES), "{}.{}".format(*MAX_KUBERNETES)
     if output is Output.JSON:
-        print_json(info)
+        print_json({"hakube": hakube, "python": python, "kubernetes": {"min": lo, "max": hi}})
         return
-    k = info["kubernetes"]
-    out.print(
-        f"hakube {info['hakube']} (Python {info['python']}); "
-        f"installs Kubernetes {k['min']} to {k['max']}",
-        highlight=False,
-    )
+    out.print(f"hakube {hakube} (Python {python}); installs Kubernetes {lo} to {hi}")
 
 
 def _mount_subcommands() -> None:

@@ -12,6 +12,7 @@ from hakube.lab.addressing import (
     find_overlaps,
     netns_name,
     parse_subnet,
+    pick_subnet,
     plan_lab,
     veth_name,
 )
@@ -92,3 +93,29 @@ def test_overlap_reports_routes_but_not_default_or_own_bridge() -> None:
         "192.0.2.0/24 dev eth0",
         "192.0.2.2 dev eth0 table local",
     ]
+
+
+def _nets(*cidrs: str) -> list[ipaddress.IPv4Network]:
+    return [ipaddress.IPv4Network(c) for c in cidrs]
+
+
+def test_pick_subnet_starts_at_the_default_and_skips_other_labs() -> None:
+    assert pick_subnet([], [], []) == "10.123.0.0/24"
+    assert pick_subnet(_nets("10.123.0.0/24", "10.123.1.0/24"), [], []) == "10.123.2.0/24"
+    # A lab planned on a wider subnet takes every /24 inside it.
+    assert pick_subnet(_nets("10.123.0.0/22"), [], []) == "10.123.4.0/24"
+
+
+def test_pick_subnet_skips_routes_and_interface_addresses() -> None:
+    routes = [
+        {"dst": "default", "dev": "eth0"},
+        {"dst": "10.123.0.0/24", "dev": "hkdemo-br"},
+        {"dst": "10.123.1.0/25", "dev": "wg0"},
+    ]
+    addresses = [ipaddress.IPv4Address("10.123.2.7"), ipaddress.IPv4Address("192.168.1.5")]
+    assert pick_subnet([], routes, addresses) == "10.123.3.0/24"
+
+
+def test_pick_subnet_fails_with_a_hint_when_the_range_is_full() -> None:
+    with pytest.raises(LabError, match="pass --subnet"):
+        pick_subnet(_nets("10.123.0.0/16"), [], [])

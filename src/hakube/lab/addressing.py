@@ -9,6 +9,8 @@ from dataclasses import dataclass
 from typing import Any
 
 DEFAULT_SUBNET = "10.123.0.0/24"
+#: Where `lab up` without --subnet looks for a free /24, DEFAULT_SUBNET first.
+AUTO_RANGE = "10.123.0.0/16"
 DEFAULT_NAME = "demo"
 MIRROR_PORT = 8080
 #: Interface name the hosts see for their end of the veth (also the VIP interface).
@@ -149,3 +151,29 @@ def find_overlaps(
             dev = r.get("dev", "?")
             found.append(f"{dst} dev {dev}" + (f" table {r['table']}" if "table" in r else ""))
     return found
+
+
+def pick_subnet(
+    labs: Iterable[ipaddress.IPv4Network],
+    routes: Iterable[Mapping[str, Any]],
+    addresses: Iterable[ipaddress.IPv4Address],
+) -> str:
+    """The first /24 of AUTO_RANGE that no lab, route or interface address of this machine uses.
+
+    `labs` are the subnets recorded by other labs (running or not: their state says they may
+    come back), `routes` as `ip -j route show table all` prints them, `addresses` every IPv4
+    address on the machine's interfaces.
+    """
+    taken = list(labs)
+    addrs = list(addresses)
+    route_list = list(routes)
+    for candidate in ipaddress.IPv4Network(AUTO_RANGE).subnets(new_prefix=24):
+        if any(candidate.overlaps(t) for t in taken) or any(a in candidate for a in addrs):
+            continue
+        if find_overlaps(candidate, route_list, set()):
+            continue
+        return str(candidate)
+    raise LabError(
+        f"no free /24 left in {AUTO_RANGE} (other labs, addresses and routes use them all); "
+        "pass --subnet with a free private range, e.g. --subnet 10.124.0.0/24"
+    )

@@ -79,6 +79,16 @@ def test_kubespray_hosts_yaml_external_lb_and_separate_etcd() -> None:
     assert "container_manager=crio" in text
 
 
+def test_kubespray_legacy_group_names_and_kubeadm_etcd() -> None:
+    text, c = checked(import_kubespray(DATA / "kubespray-legacy"))
+    assert [h.name for h in c.control_planes] == ["node1", "node2", "node3"]
+    assert [h.name for h in c.workers] == ["node2", "node3", "node4"]
+    assert c.etcd.topology.value == "stacked"  # etcd_kubeadm_enabled: true
+    assert c.ssh_for(c.host("node4")).port == 2222
+    assert c.ssh_for(c.host("node1")).port == 22
+    assert "container_manager=docker: docker needs Kubernetes 1.23 or older" in text
+
+
 def test_kubeasz_3x_hosts_with_ex_lb_and_config_yml() -> None:
     text, c = checked(import_kubeasz(DATA / "kubeasz-3x" / "hosts"))
     assert [h.name for h in c.control_planes] == ["master-01", "master-02", "master-03"]

@@ -6,6 +6,7 @@ import ipaddress
 import re
 import textwrap
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -64,6 +65,23 @@ class Notes:
 class Imported:
     doc: dict[str, Any]
     notes: Notes
+
+
+def roles_of(
+    host: str,
+    control_planes: list[str],
+    workers: list[str],
+    etcd: list[str],
+    lbs: Sequence[str] = (),
+) -> list[str]:
+    """hakube roles from inventory groups; `etcd` only where it is not a control plane anyway."""
+    found = [
+        ("control-plane", host in control_planes),
+        ("worker", host in workers),
+        ("etcd", host in etcd and host not in control_planes),
+        ("lb", host in lbs),
+    ]
+    return [role for role, yes in found if yes]
 
 
 def check_host_name(name: str, source: Path, origin: str) -> str:
@@ -218,6 +236,64 @@ def port_number(value: Any, source: Path, var: str) -> int:
     if not 1 <= port <= 65535:
         raise InventoryError(source, f"{var} is {value!r}, not a port number", "use 1-65535")
     return port
+
+
+def note_the_rest(
+    variables: dict[str, Any],
+    handled: set[str],
+    known: dict[str, str],
+    apiserver_port_var: str,
+    notes: Notes,
+) -> None:
+    """Known variables hakube does not carry over (with why), then every other one found."""
+    for var, why in known.items():
+        if var in variables:
+            notes.skip(f"{var}={variables[var]}", why)
+    if str(variables.get(apiserver_port_var, APISERVER_PORT)) != str(APISERVER_PORT):
+        notes.skip(
+            f"{apiserver_port_var}={variables[apiserver_port_var]}",
+            f"kube-apiserver listens on {APISERVER_PORT} with hakube; the balancer port is "
+            "endpoint.port",
+        )
+    notes.unread += [v for v in variables if v not in handled | SSH_VARS and v not in known]
+
+
+@dataclass
+class Settings:
+    """Cluster-wide values read from an inventory, each as (variable name, raw value)."""
+
+    version: tuple[str, Any]
+    runtime: tuple[str, Any]
+    cni: tuple[str, Any]
+    dns_domain: tuple[str, Any]
+    pod_subnet: tuple[str, Any]
+    service_subnet: tuple[str, Any]
+
+
+def cluster_sections(s: Settings, notes: Notes) -> dict[str, Any]:
+    """The `kubernetes` and `network` sections of the cluster file, with notes."""
+    k8s: dict[str, Any] = {}
+    version = kubernetes_version(s.version[1], s.version[0], notes)
+    if version:
+        k8s["version"] = version
+    k8s["runtime"] = runtime(s.runtime[1], s.runtime[0], version, notes)
+    var, domain = s.dns_domain
+    if isinstance(domain, str) and domain and not is_template(domain):
+        k8s["dns_domain"] = domain.rstrip(".")
+        notes.map(f"{var}={domain}", f"kubernetes.dns_domain {domain.rstrip('.')}")
+    elif domain is not None:
+        notes.skip(f"{var}={domain}", "not a plain domain; hakube's default cluster.local used")
+    k8s["cni"] = {"plugin": cni_plugin(s.cni[1], s.cni[0], notes)}
+    out: dict[str, Any] = {"kubernetes": k8s}
+    net = {
+        "pod_subnet": network(s.pod_subnet[1], s.pod_subnet[0], "network.pod_subnet", notes),
+        "service_subnet": network(
+            s.service_subnet[1], s.service_subnet[0], "network.service_subnet", notes
+        ),
+    }
+    if any(net.values()):
+        out["network"] = {k: v for k, v in net.items() if v}
+    return out
 
 
 def header(notes: Notes, command: str) -> str:

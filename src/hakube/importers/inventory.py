@@ -181,12 +181,11 @@ def _host_line(line: str, path: Path, number: int) -> tuple[str, dict[str, Any]]
     return name, hostvars
 
 
-def read_yaml(path: Path) -> Inventory:
-    """Read an Ansible YAML inventory (`all: {hosts:, children:, vars:}`)."""
+def _load_yaml(path: Path, what: str) -> Any:
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        return yaml.safe_load(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError) as e:
-        raise InventoryError(path, f"cannot read the inventory: {e}") from None
+        raise InventoryError(path, f"cannot read {what}: {e}") from None
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         raise InventoryError(
@@ -195,6 +194,11 @@ def read_yaml(path: Path) -> Inventory:
             "fix the syntax",
             mark.line + 1 if mark is not None else None,
         ) from None
+
+
+def read_yaml(path: Path) -> Inventory:
+    """Read an Ansible YAML inventory (`all: {hosts:, children:, vars:}`)."""
+    data = _load_yaml(path, "the inventory")
     if not isinstance(data, dict):
         raise InventoryError(
             path,
@@ -255,18 +259,7 @@ def read_inventory(path: Path) -> Inventory:
 
 def read_vars_file(path: Path) -> dict[str, Any]:
     """A group_vars/host_vars YAML file: a mapping (or empty)."""
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError) as e:
-        raise InventoryError(path, f"cannot read the variables file: {e}") from None
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        raise InventoryError(
-            path,
-            f"not valid YAML: {getattr(e, 'problem', e)}",
-            "fix the syntax",
-            mark.line + 1 if mark is not None else None,
-        ) from None
+    data = _load_yaml(path, "the variables file")
     if data is None:
         return {}
     if not isinstance(data, dict):

@@ -11,22 +11,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from hakube.importers.common import (
-    SSH_VARS,
-    Imported,
-    Notes,
-    balanced_port,
-    check_host_name,
-    cluster_name,
-    cni_plugin,
-    ipv4,
-    kubernetes_version,
-    network,
-    new_doc,
-    port_number,
-    runtime,
-    ssh_settings,
-)
+from hakube.importers import common
+from hakube.importers.common import Imported, Notes
 from hakube.importers.inventory import InventoryError, is_template, read_ini, read_vars_file
 
 MASTER_GROUPS = ("kube_master", "kube-master")
@@ -54,7 +40,7 @@ def _node_name(ip: str, hv: dict[str, Any], prefix: str, src: Path, notes: Notes
     # NODE_NAME (kubeasz 2.x) names the etcd member, not the node: it is not used here.
     given = str(hv.get("k8s_nodename", "")).strip()
     if given:
-        return check_host_name(given, src, f"k8s_nodename of {ip}")
+        return common.check_host_name(given, src, f"k8s_nodename of {ip}")
     return f"{prefix}-{ip.replace('.', '-')}"
 
 
@@ -83,19 +69,11 @@ def import_kubeasz(path: Path, name: str | None = None) -> Imported:
 
     members = [h for h in inv.hosts if h in {*masters, *nodes, *etcd, *lbs}]
     for h in members:
-        ipv4(h, path, f"host {h!r} (kubeasz names hosts by address)")
+        common.ipv4(h, path, f"host {h!r} (kubeasz names hosts by address)")
     names: dict[str, str] = {}
     roles: dict[str, list[str]] = {}
     for h in members:
-        r = []
-        if h in masters:
-            r.append("control-plane")
-        if h in nodes:
-            r.append("worker")
-        if h in etcd and h not in masters:
-            r.append("etcd")
-        if h in lbs:
-            r.append("lb")
+        r = common.roles_of(h, masters, nodes, etcd, lbs)
         prefix = (
             "master" if h in masters else "node" if h in nodes else "etcd" if h in etcd else "lb"
         )
@@ -111,8 +89,8 @@ def import_kubeasz(path: Path, name: str | None = None) -> Imported:
             notes.skip(f"[{group}]", "hakube installs no such service; these hosts are left out")
 
     # Ansible applies [all:vars] connection settings to every host unless the host overrides them.
-    connection = {k: v for k, v in gvars.items() if k in SSH_VARS}
-    ssh, overrides = ssh_settings(
+    connection = {k: v for k, v in gvars.items() if k in common.SSH_VARS}
+    ssh, overrides = common.ssh_settings(
         {h: {**connection, **inv.hosts[h]} for h in members}, names, notes
     )
     hosts: list[dict[str, Any]] = []
@@ -122,22 +100,22 @@ def import_kubeasz(path: Path, name: str | None = None) -> Imported:
             entry["ssh"] = overrides[names[h]]
         hosts.append(entry)
 
-    doc = new_doc(name or cluster_name(path.parent.name))
+    doc = common.new_doc(name or common.cluster_name(path.parent.name))
     if ssh:
         doc["ssh"] = ssh
     doc["hosts"] = hosts
     doc["endpoint"] = _endpoint(inv.hosts, masters, (lb_group, lbs), gvars, path, notes)
-    doc["kubernetes"] = _kubernetes(path, gvars, notes)
-    net = {
-        "pod_subnet": network(
-            gvars.get("CLUSTER_CIDR"), "CLUSTER_CIDR", "network.pod_subnet", notes
+    doc |= common.cluster_sections(
+        common.Settings(
+            version=("K8S_VER (config.yml)", _config_version(path)),
+            runtime=("CONTAINER_RUNTIME", gvars.get("CONTAINER_RUNTIME")),
+            cni=("CLUSTER_NETWORK", gvars.get("CLUSTER_NETWORK")),
+            dns_domain=("CLUSTER_DNS_DOMAIN", gvars.get("CLUSTER_DNS_DOMAIN")),
+            pod_subnet=("CLUSTER_CIDR", gvars.get("CLUSTER_CIDR")),
+            service_subnet=("SERVICE_CIDR", gvars.get("SERVICE_CIDR")),
         ),
-        "service_subnet": network(
-            gvars.get("SERVICE_CIDR"), "SERVICE_CIDR", "network.service_subnet", notes
-        ),
-    }
-    if any(net.values()):
-        doc["network"] = {k: v for k, v in net.items() if v}
+        notes,
+    )
     etcd_doc: dict[str, Any] = {"topology": "external"}
     notes.map("[etcd] (etcd as a host service)", "etcd.topology external (hakube-managed etcd)")
     if etcd and set(etcd) != set(masters):
@@ -146,15 +124,7 @@ def import_kubeasz(path: Path, name: str | None = None) -> Imported:
         notes.skip("[etcd]", "empty; hakube runs etcd on the control-plane nodes")
     doc["etcd"] = etcd_doc
 
-    for var, why in _KNOWN_UNMAPPED.items():
-        if var in gvars:
-            notes.skip(f"{var}={gvars[var]}", why)
-    if str(gvars.get("SECURE_PORT", "6443")) != "6443":
-        notes.skip(
-            f"SECURE_PORT={gvars['SECURE_PORT']}",
-            "kube-apiserver listens on 6443 with hakube; the balancer port is endpoint.port",
-        )
-    notes.unread += [v for v in gvars if v not in _HANDLED | SSH_VARS and v not in _KNOWN_UNMAPPED]
+    common.note_the_rest(gvars, _HANDLED, _KNOWN_UNMAPPED, "SECURE_PORT", notes)
     return Imported(doc, notes)
 
 
@@ -176,12 +146,12 @@ def _endpoint(
                 "the [ex_lb] hosts disagree on EX_APISERVER_VIP or EX_APISERVER_PORT",
                 "give every [ex_lb] host the same EX_APISERVER_VIP and EX_APISERVER_PORT",
             )
-        vip = ipv4(vips.pop(), src, "EX_APISERVER_VIP")
+        vip = common.ipv4(vips.pop(), src, "EX_APISERVER_VIP")
         if vip is None:
             raise InventoryError(
                 src, "[ex_lb] hosts have no EX_APISERVER_VIP", "add EX_APISERVER_VIP=<address>"
             )
-        port = port_number(ports.pop(), src, "EX_APISERVER_PORT")
+        port = common.port_number(ports.pop(), src, "EX_APISERVER_PORT")
         notes.map(
             f"[{lb_group}] EX_APISERVER_VIP={vip}", "endpoint.mode vip, endpoint.vip, role lb"
         )
@@ -197,7 +167,7 @@ def _endpoint(
         return {
             "mode": "vip",
             "vip": vip,
-            "port": balanced_port(port, on_masters, "EX_APISERVER_PORT", notes),
+            "port": common.balanced_port(port, on_masters, "EX_APISERVER_PORT", notes),
         }
     if len(masters) == 1:
         notes.skip("apiserver load balancing", "one master: endpoint.mode none")
@@ -206,25 +176,14 @@ def _endpoint(
         "no [ex_lb]: kubeasz's kube-lb on every node",
         "endpoint.mode local-lb (HAProxy on 127.0.0.1 on every host, masters too)",
     )
-    port = port_number(gvars.get("SECURE_PORT", 6443), src, "SECURE_PORT")
-    return {"mode": "local-lb", "port": balanced_port(port, True, "kube-lb port", notes)}
+    port = common.port_number(gvars.get("SECURE_PORT", 6443), src, "SECURE_PORT")
+    return {"mode": "local-lb", "port": common.balanced_port(port, True, "kube-lb port", notes)}
 
 
-def _kubernetes(path: Path, gvars: dict[str, Any], notes: Notes) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    config = path.parent / "config.yml"
-    version = None
-    if config.is_file():
-        version = read_vars_file(config).get("K8S_VER")
-        if is_template(version) or version == "__k8s_ver__":
-            version = None
-    version = kubernetes_version(version, "K8S_VER (config.yml)", notes)
-    if version:
-        out["version"] = version
-    out["runtime"] = runtime(gvars.get("CONTAINER_RUNTIME"), "CONTAINER_RUNTIME", version, notes)
-    domain = gvars.get("CLUSTER_DNS_DOMAIN")
-    if isinstance(domain, str) and domain:
-        out["dns_domain"] = domain.rstrip(".")
-        notes.map(f"CLUSTER_DNS_DOMAIN={domain}", f"kubernetes.dns_domain {domain.rstrip('.')}")
-    out["cni"] = {"plugin": cni_plugin(gvars.get("CLUSTER_NETWORK"), "CLUSTER_NETWORK", notes)}
-    return out
+def _config_version(hosts: Path) -> Any:
+    """K8S_VER from kubeasz's config.yml beside the hosts file (after `ezctl new`), if any."""
+    config = hosts.parent / "config.yml"
+    if not config.is_file():
+        return None
+    version = read_vars_file(config).get("K8S_VER")
+    return None if is_template(version) or version == "__k8s_ver__" else version

@@ -10,22 +10,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from hakube.importers.common import (
-    SSH_VARS,
-    Imported,
-    Notes,
-    balanced_port,
-    check_host_name,
-    cluster_name,
-    cni_plugin,
-    ipv4,
-    kubernetes_version,
-    network,
-    new_doc,
-    port_number,
-    runtime,
-    ssh_settings,
-)
+from hakube.importers import common
+from hakube.importers.common import Imported, Notes
 from hakube.importers.inventory import (
     Inventory,
     InventoryError,
@@ -130,14 +116,14 @@ def _hostvars(inv: Inventory, inventory_dir: Path, host: str) -> dict[str, Any]:
 
 def _address(host: str, hv: dict[str, Any], src: Path, notes: Notes) -> tuple[str, str | None]:
     """(address, ssh_address or None): `ip` first, as kubespray binds services to it."""
-    ip = ipv4(hv.get("ip"), src, f"host {host}: ip")
-    access = ipv4(hv.get("access_ip"), src, f"host {host}: access_ip")
+    ip = common.ipv4(hv.get("ip"), src, f"host {host}: ip")
+    access = common.ipv4(hv.get("access_ip"), src, f"host {host}: access_ip")
     ansible_host = hv.get("ansible_host", hv.get("ansible_ssh_host"))
-    ssh = ipv4(ansible_host, src, f"host {host}: ansible_host")
+    ssh = common.ipv4(ansible_host, src, f"host {host}: ansible_host")
     named = None
     if not (ip or access or ssh):
         try:
-            named = ipv4(host, src, f"host {host}")
+            named = common.ipv4(host, src, f"host {host}")
         except InventoryError:
             named = None
     address = ip or access or ssh or named
@@ -176,13 +162,7 @@ def import_kubespray(path: Path, name: str | None = None) -> Imported:
 
     roles: dict[str, list[str]] = {}
     for h in inv.hosts:
-        r = []
-        if h in cps:
-            r.append("control-plane")
-        if h in nodes:
-            r.append("worker")
-        if h in etcd and h not in cps:
-            r.append("etcd")
+        r = common.roles_of(h, cps, nodes, etcd)
         if r:
             roles[h] = r
     notes.map(f"[{cp_group}] {', '.join(cps)}", "role control-plane")
@@ -195,8 +175,8 @@ def import_kubespray(path: Path, name: str | None = None) -> Imported:
     if others:
         notes.skip(", ".join(others), "in no kubernetes or etcd group; left out")
 
-    names = {h: check_host_name(h, inv_file, f"from {inv_file.name}") for h in roles}
-    connection = {k: val for k, val in variables.items() if k in SSH_VARS}
+    names = {h: common.check_host_name(h, inv_file, f"from {inv_file.name}") for h in roles}
+    connection = {k: val for k, val in variables.items() if k in common.SSH_VARS}
     hostvars = {h: {**connection, **_hostvars(inv, inv_dir, h)} for h in roles}
     hosts: list[dict[str, Any]] = []
     for h, host_roles in roles.items():
@@ -209,43 +189,39 @@ def import_kubespray(path: Path, name: str | None = None) -> Imported:
     if any("ssh_address" in e for e in hosts):
         notes.map("ansible_host where it differs from ip", "hosts[].ssh_address")
 
-    ssh, overrides = ssh_settings({h: hostvars[h] for h in roles}, names, notes)
+    ssh, overrides = common.ssh_settings({h: hostvars[h] for h in roles}, names, notes)
     for entry in hosts:
         if entry["name"] in overrides:
             entry["ssh"] = overrides[entry["name"]]
 
-    doc = new_doc(name or cluster_name(inv_dir.name))
+    doc = common.new_doc(name or common.cluster_name(inv_dir.name))
     if ssh:
         doc["ssh"] = ssh
     doc["hosts"] = hosts
     doc["endpoint"] = _endpoint(variables, len(cps), inv_file, notes)
-    doc["kubernetes"] = _kubernetes(variables, notes)
-    net = {
-        "pod_subnet": network(
-            variables.get("kube_pods_subnet"), "kube_pods_subnet", "network.pod_subnet", notes
+    doc |= common.cluster_sections(
+        common.Settings(
+            version=("kube_version", variables.get("kube_version")),
+            runtime=("container_manager", variables.get("container_manager")),
+            cni=("kube_network_plugin", variables.get("kube_network_plugin")),
+            dns_domain=(
+                "dns_domain",
+                resolve(variables.get("dns_domain", "{{ common.cluster_name }}"), variables),
+            ),
+            pod_subnet=("kube_pods_subnet", variables.get("kube_pods_subnet")),
+            service_subnet=("kube_service_addresses", variables.get("kube_service_addresses")),
         ),
-        "service_subnet": network(
-            variables.get("kube_service_addresses"),
-            "kube_service_addresses",
-            "network.service_subnet",
-            notes,
-        ),
-    }
-    if any(net.values()):
-        doc["network"] = {k: v for k, v in net.items() if v}
+        notes,
+    )
+    repo = variables.get("kube_image_repo")
+    if isinstance(repo, str) and not is_template(repo):
+        doc["kubernetes"]["image_repository"] = repo
+        notes.map(f"kube_image_repo={repo}", "kubernetes.image_repository")
+    elif repo is not None:
+        notes.skip(f"kube_image_repo={repo}", "a template; set kubernetes.image_repository")
     doc["etcd"] = _etcd(variables, cps, etcd, names, notes)
 
-    for var, why in _KNOWN_UNMAPPED.items():
-        if var in variables:
-            notes.skip(f"{var}={variables[var]}", why)
-    if str(variables.get("kube_apiserver_port", 6443)) != "6443":
-        notes.skip(
-            f"kube_apiserver_port={variables['kube_apiserver_port']}",
-            "kube-apiserver listens on 6443 with hakube; the balancer port is endpoint.port",
-        )
-    notes.unread += [
-        v for v in variables if v not in _HANDLED | SSH_VARS and v not in _KNOWN_UNMAPPED
-    ]
+    common.note_the_rest(variables, _HANDLED, _KNOWN_UNMAPPED, "kube_apiserver_port", notes)
     return Imported(doc, notes)
 
 
@@ -256,8 +232,8 @@ def _endpoint(v: dict[str, Any], n_cp: int, src: Path, notes: Notes) -> dict[str
         notes.skip("apiserver load balancing", "one control-plane node: endpoint.mode none")
         return {"mode": "none"}
     if isinstance(lb, dict) and lb.get("address"):
-        address = ipv4(lb.get("address"), src, "loadbalancer_apiserver.address")
-        port = port_number(lb.get("port", 6443), src, "loadbalancer_apiserver.port")
+        address = common.ipv4(lb.get("address"), src, "loadbalancer_apiserver.address")
+        port = common.port_number(lb.get("port", 6443), src, "loadbalancer_apiserver.port")
         notes.map(
             f"loadbalancer_apiserver {address}:{port}",
             "endpoint.mode cloud-lb (lb_address, lb_port); if it is a keepalived VIP you ran "
@@ -268,7 +244,7 @@ def _endpoint(v: dict[str, Any], n_cp: int, src: Path, notes: Notes) -> dict[str
             out["name"] = domain
             notes.map(f"apiserver_loadbalancer_domain_name={domain}", "endpoint.name")
         return out
-    port = port_number(
+    port = common.port_number(
         v.get("loadbalancer_apiserver_port", 6443), src, "loadbalancer_apiserver_port"
     )
     localhost = v.get("loadbalancer_apiserver_localhost", True)
@@ -278,28 +254,8 @@ def _endpoint(v: dict[str, Any], n_cp: int, src: Path, notes: Notes) -> dict[str
     )
     return {
         "mode": "local-lb",
-        "port": balanced_port(port, True, "loadbalancer_apiserver_port", notes),
+        "port": common.balanced_port(port, True, "loadbalancer_apiserver_port", notes),
     }
-
-
-def _kubernetes(v: dict[str, Any], notes: Notes) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    version = kubernetes_version(v.get("kube_version"), "kube_version", notes)
-    if version:
-        out["version"] = version
-    out["runtime"] = runtime(v.get("container_manager"), "container_manager", version, notes)
-    domain = resolve(v.get("dns_domain", v.get("cluster_name")), v)
-    if isinstance(domain, str) and not is_template(domain):
-        out["dns_domain"] = domain.rstrip(".")
-        notes.map(f"dns_domain={domain}", "kubernetes.dns_domain")
-    repo = v.get("kube_image_repo")
-    if isinstance(repo, str) and not is_template(repo):
-        out["image_repository"] = repo
-        notes.map(f"kube_image_repo={repo}", "kubernetes.image_repository")
-    elif repo is not None:
-        notes.skip(f"kube_image_repo={repo}", "a template; set kubernetes.image_repository")
-    out["cni"] = {"plugin": cni_plugin(v.get("kube_network_plugin"), "kube_network_plugin", notes)}
-    return out
 
 
 def _etcd(

@@ -20,9 +20,12 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from hakube.drill import probe as probe_module
-from hakube.drill.plot import plot_timeline
-from hakube.drill.report import (
+from hakube.phases.verify import parse_show_stat
+from hakube.render.haproxy import STATS_SOCKET
+from hakube.spec.model import Cluster
+from hakube_lab.drill import probe as probe_module
+from hakube_lab.drill.plot import plot_timeline
+from hakube_lab.drill.report import (
     Marks,
     Request,
     RunMetrics,
@@ -34,11 +37,8 @@ from hakube.drill.report import (
     parse_requests,
     parse_vip,
 )
-from hakube.lab.lab import Lab
-from hakube.lab.standin import UNIT as STANDIN_UNIT
-from hakube.phases.verify import parse_show_stat
-from hakube.render.haproxy import STATS_SOCKET
-from hakube.spec.model import Cluster
+from hakube_lab.lab import Lab
+from hakube_lab.standin import UNIT as STANDIN_UNIT
 
 Log = Callable[[str], None]
 

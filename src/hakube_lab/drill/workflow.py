@@ -18,12 +18,20 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from hakube.drill.report import FIGURES, RunMetrics, aggregate, fmt_spread
-from hakube.drill.scenarios import ALL, SCENARIOS, SOAK, Drill, DrillError, Settings, check_allowed
-from hakube.lab.lab import Lab
 from hakube.spec.model import Cluster
 from hakube.state import StateDir
 from hakube.workflows.apply import apply
+from hakube_lab.drill.report import FIGURES, RunMetrics, aggregate, fmt_spread
+from hakube_lab.drill.scenarios import (
+    ALL,
+    SCENARIOS,
+    SOAK,
+    Drill,
+    DrillError,
+    Settings,
+    check_allowed,
+)
+from hakube_lab.lab import Lab
 
 Say = Callable[[str], None]
 

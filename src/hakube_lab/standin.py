@@ -25,7 +25,7 @@ SCRIPT = "/usr/local/lib/hakube-lab/apiserver_standin.py"
 
 # Runs on the lab host with the Debian image's python3; stdlib only.
 SERVER_SOURCE = r'''#!/usr/bin/python3
-"""LAB ONLY stand-in for kube-apiserver /readyz (see hakube.lab.standin)."""
+"""LAB ONLY stand-in for kube-apiserver /readyz (see hakube_lab.standin)."""
 import http.server, json, socketserver, ssl, sys, threading, time, urllib.request
 
 CERT, KEY, ETCD_CA, ETCD_CERT, ETCD_KEY = sys.argv[1:6]
@@ -117,7 +117,7 @@ def unit_text(cluster: Cluster) -> str:
         ]
     )
     return (
-        "# LAB ONLY: stands in for kube-apiserver's /readyz; see hakube.lab.standin.\n"
+        "# LAB ONLY: stands in for kube-apiserver's /readyz; see hakube_lab.standin.\n"
         "[Unit]\nDescription=hakube lab stand-in for kube-apiserver /readyz (not Kubernetes)\n"
         "After=network.target\n\n"
         f"[Service]\nExecStart=/usr/bin/python3 {SCRIPT} {args}\n"

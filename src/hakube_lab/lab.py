@@ -16,9 +16,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from hakube.lab import host as hostmod
-from hakube.lab import network
-from hakube.lab.addressing import (
+from hakube_lab import host as hostmod
+from hakube_lab import network
+from hakube_lab.addressing import (
     DEFAULT_SUBNET,
     HOST_INTERFACE,
     MIRROR_PORT,
@@ -33,10 +33,10 @@ from hakube.lab.addressing import (
     validate_name,
     veth_name,
 )
-from hakube.lab.clusterfile import render_cluster_file
-from hakube.lab.image import CACHE_ROOT, ensure_image
-from hakube.lab.mirror import ensure_mirror, start_server, stop_server
-from hakube.lab.system import (
+from hakube_lab.clusterfile import render_cluster_file
+from hakube_lab.image import CACHE_ROOT, ensure_image
+from hakube_lab.mirror import ensure_mirror, start_server, stop_server
+from hakube_lab.system import (
     ensure_host_limits,
     kill_pid,
     pids_with_cmdline,

@@ -12,8 +12,8 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 
-from hakube.phases.etcd import members
 from hakube.pki.certs import CertUsage, issue_certificate
+from hakube.pki.etcd import etcd_members
 from hakube.render.etcd import client_endpoints
 from hakube.spec.model import Cluster, Host
 from hakube.state import StateDir
@@ -139,7 +139,7 @@ async def install_standin(
         + ([str(cluster.endpoint.vip)] if cluster.endpoint.vip else []),
         validity=dt.timedelta(days=30),
     )
-    etcd = state.etcd_pki(members(cluster))
+    etcd = state.etcd_pki(etcd_members(cluster))
     files = {
         f"{DIR}/apiserver.crt": (cert.cert_pem, 0o644),
         f"{DIR}/apiserver.key": (cert.key_pem, 0o600),

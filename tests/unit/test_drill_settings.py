@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from hakube.render.keepalived import render_keepalived
+from hakube.secrets import Secrets
 from hakube.spec.model import Cluster
-from hakube.state import Secrets
 from hakube_lab.drill.scenarios import ALL, DrillError, check_allowed
 from hakube_lab.drill.workflow import tutorial_settings
 

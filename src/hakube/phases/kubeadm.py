@@ -11,16 +11,17 @@ import shlex
 from pathlib import Path
 
 from hakube.facts.kubeadm import KubeadmOutputError, parse_init_output
+from hakube.fileio import write_private
 from hakube.phases.base import Change, Phase, PhaseError
 from hakube.phases.context import Context
-from hakube.phases.etcd import as_rendered, members
 from hakube.phases.files import RenderedPhase, files_for
+from hakube.pki.etcd import etcd_members
+from hakube.pki.layout import as_rendered
 from hakube.render.base import RenderedFile
 from hakube.render.cni import patch_manifest
 from hakube.render.host import APT_KEYRING, kubernetes_key_url, package_manager
 from hakube.render.kubeadm import INIT_CONFIG, JOIN_CONFIG, first_control_plane
 from hakube.spec.model import Cluster, CNIPlugin, EtcdTopology, Host, PackageManager, Role
-from hakube.state import write_private
 
 ADMIN_CONF = "/etc/kubernetes/admin.conf"
 KUBELET_CONF = "/etc/kubernetes/kubelet.conf"
@@ -98,7 +99,7 @@ class KubePackages(RenderedPhase):
 def _shared_pki(ctx: Context) -> list[RenderedFile]:
     files = as_rendered(ctx.state.cluster_pki().control_plane_files())
     if ctx.cluster.etcd.topology is EtcdTopology.EXTERNAL:
-        files += as_rendered(ctx.state.etcd_pki(members(ctx.cluster)).control_plane_files())
+        files += as_rendered(ctx.state.etcd_pki(etcd_members(ctx.cluster)).control_plane_files())
     return files
 
 

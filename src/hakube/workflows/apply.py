@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from hakube.fileio import write_private
 from hakube.phases.base import (
     Change,
     Event,
@@ -41,7 +42,7 @@ from hakube.phases.kubeadm import (
 from hakube.phases.lb import HAProxyPhase, KeepalivedPhase, WaitVIP
 from hakube.phases.verify import Verify, VerifyReport
 from hakube.spec.model import Cluster, Host
-from hakube.state import StateDir, write_private
+from hakube.state import StateDir
 from hakube.transport.base import Redactor, Transport, TransportError
 from hakube.transport.ssh import SSHTarget, connect_all
 

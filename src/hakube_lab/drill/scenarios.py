@@ -20,8 +20,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from hakube.phases.verify import parse_show_stat
-from hakube.render.haproxy import STATS_SOCKET
+from hakube.facts.haproxy import SHOW_STAT, parse_show_stat
 from hakube.spec.model import Cluster
 from hakube_lab.drill import probe as probe_module
 from hakube_lab.drill.plot import plot_timeline
@@ -227,9 +226,7 @@ class Drill:
         for host in [x.name for x in self.cluster.hosts if x.name not in skip]:
             units = self._units_of(host)
             cmd = f"systemctl is-active {' '.join(units)}; echo ---; " + (
-                f"echo 'show stat' | socat stdio unix-connect:{STATS_SOCKET}"
-                if backends and host in self.lb_names
-                else "true"
+                SHOW_STAT if backends and host in self.lb_names else "true"
             )
             try:
                 res = self.lab.nsenter(host, ["sh", "-c", cmd], check=False, timeout=10)

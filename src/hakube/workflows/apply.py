@@ -29,11 +29,11 @@ from hakube.phases.base import (
     gather_hosts,
     select_phases,
 )
+from hakube.phases.cni import CNIPhase
 from hakube.phases.context import Context
 from hakube.phases.etcd import EtcdPhase
 from hakube.phases.host import Packages, Preflight, Prepare, RuntimePhase
 from hakube.phases.kubeadm import (
-    CNIPhase,
     JoinControlPlanes,
     JoinWorkers,
     KubeadmInit,

@@ -44,7 +44,8 @@ from hakube.phases.verify import Verify, VerifyReport
 from hakube.spec.model import Cluster, Host
 from hakube.state import StateDir
 from hakube.transport.base import Redactor, Transport, TransportError
-from hakube.transport.ssh import SSHTarget, connect_all
+from hakube.transport.pool import connect_all
+from hakube.transport.target import SSHTarget
 
 
 def apply_phases() -> list[Phase]:

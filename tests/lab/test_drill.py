@@ -19,7 +19,8 @@ from hakube.workflows.apply import apply
 from hakube_lab import Lab, running_lab
 from hakube_lab.demo import SKIPPED, prepare_standins
 from hakube_lab.drill.report import RunMetrics
-from hakube_lab.drill.scenarios import SCENARIOS, SOAK, Drill, Settings
+from hakube_lab.drill.runner import Drill
+from hakube_lab.drill.scenarios import SCENARIOS, SOAK, Settings
 from hakube_lab.drill.workflow import write_ca
 
 pytestmark = pytest.mark.lab

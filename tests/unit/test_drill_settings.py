@@ -7,7 +7,8 @@ import pytest
 from hakube.render.keepalived import render_keepalived
 from hakube.secrets import Secrets
 from hakube.spec.model import Cluster
-from hakube_lab.drill.scenarios import ALL, DrillError, check_allowed
+from hakube_lab.drill.policy import check_allowed
+from hakube_lab.drill.scenarios import ALL, DrillError
 from hakube_lab.drill.workflow import tutorial_settings
 
 

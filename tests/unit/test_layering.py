@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import ast
+import subprocess
+import sys
 from pathlib import Path
 
 from typer.testing import CliRunner
@@ -63,3 +65,13 @@ def test_lab_demo_and_drill_are_mounted_when_the_lab_package_is_installed() -> N
     res = CliRunner().invoke(app, ["lab", "--help"])
     assert res.exit_code == 0, res.output
     assert "isolate" in res.stdout
+
+
+def test_renderers_get_secrets_without_loading_the_pki_or_cryptography() -> None:
+    code = (
+        "import sys, hakube.render, hakube.secrets\n"
+        "print(sorted(m for m in sys.modules if m.startswith(('cryptography', 'hakube.pki',"
+        " 'hakube.state'))))"
+    )
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert res.stdout.strip() == "[]"

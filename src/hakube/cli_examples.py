@@ -12,8 +12,6 @@ EXAMPLES: dict[str, str] = {
     "render": "hakube render -f cluster.yaml -o out/   # then read out/cp1/etc/haproxy/haproxy.cfg",
     "plan": "hakube plan -f cluster.yaml",
     "apply": "hakube apply -f cluster.yaml --dry-run && hakube apply -f cluster.yaml",
-    "demo": "hakube demo --name demo --workers 2",
-    "drill": "hakube drill --lab demo -s haproxy-down,host-down --repeat 3",
     "version": "hakube version --output json",
     "import kubespray": "hakube import kubespray inventory/mycluster -o cluster.yaml",
     "import kubeasz": "hakube import kubeasz /etc/kubeasz/clusters/k8s-01/hosts -o cluster.yaml",

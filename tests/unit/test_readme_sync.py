@@ -53,6 +53,8 @@ def command_path(line: str) -> str:
             break
         if not path and tok in _ROOT_OPTIONS:
             return tok
+        if tok == "...":  # "hakube lab ..." speaks of the whole group
+            return " ".join([*path, tok])
         assert tok in cmd.commands, f"`{line}`: {tok!r} is not a hakube command here"
         cmd = cmd.commands[tok]
         path.append(tok)

@@ -8,21 +8,20 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
 from rich.markup import escape
 
+from hakube.console import err
+from hakube.fileio import write_public_file
 from hakube.importers.common import Imported, render_and_check
 from hakube.importers.inventory import InventoryError
 from hakube.importers.kubeasz import import_kubeasz
 from hakube.importers.kubespray import import_kubespray
-from hakube.pki.certs import write_public_file
 from hakube.spec import SpecError
 
 app = typer.Typer(
     no_args_is_help=True,
     help="Write a hakube cluster file from a kubespray or kubeasz inventory.",
 )
-err = Console(stderr=True)
 
 OutOpt = Annotated[
     Path,

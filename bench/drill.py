@@ -21,7 +21,7 @@ from hakube.spec import load_cluster_file
 from hakube.state import StateDir
 from hakube.workflows.apply import apply
 from hakube_lab import Lab, destroy
-from hakube_lab.demo import SKIPPED, prepare_standins
+from hakube_lab.demo import SKIPPED
 from hakube_lab.drill.scenarios import SCENARIOS
 from hakube_lab.drill.workflow import (
     DEFAULTS,
@@ -29,6 +29,7 @@ from hakube_lab.drill.workflow import (
     run_comparison,
     run_drill,
 )
+from hakube_lab.standin import prepare_standins
 
 NAME = "drill"
 SUBNET = "10.126.0.0/24"

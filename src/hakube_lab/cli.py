@@ -6,8 +6,10 @@ product CLI works without this package and never imports it.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
+import shlex
 import sys
 from pathlib import Path
 from typing import Annotated, Any
@@ -26,8 +28,10 @@ from hakube.console import (
     print_result,
     split_list,
 )
-from hakube_lab.addressing import DEFAULT_NAME, DEFAULT_SUBNET, LabError
+from hakube_lab.addressing import AUTO_RANGE, DEFAULT_NAME, LabError
 from hakube_lab.lab import Lab, destroy
+from hakube_lab.lifecycle import choose_subnet
+from hakube_lab.standin import UNIT as STANDIN_UNIT
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help="A local lab of real hosts.")
 
@@ -68,35 +72,73 @@ def _status_text(st: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+#: The phases the lab cannot run (no Kubernetes binaries here); `lab up` prints them to skip.
+LAB_SKIPS = "kubeadm,cni"
+
+
+def _standins(lab: Lab) -> list[str]:
+    """LAB ONLY: put the apiserver stand-ins on the control-plane hosts (see standin.py)."""
+    from hakube.spec import SpecError, load_cluster_file
+    from hakube.state import StateDir
+    from hakube.transport.base import TransportError
+    from hakube_lab.standin import prepare_standins
+
+    try:
+        cluster = load_cluster_file(lab.cluster_file).cluster
+    except SpecError as e:
+        _log(f"apiserver stand-ins not installed: the lab's cluster file does not validate:\n{e}")
+        return []
+    try:
+        asyncio.run(prepare_standins(cluster, StateDir(cluster.name)))
+    except (OSError, RuntimeError, TransportError) as e:
+        raise LabError(f"installing the lab-only apiserver stand-ins failed: {e}") from e
+    return [h.name for h in cluster.control_planes]
+
+
 @app.command(epilog="Example: hakube lab up --name demo --control-planes 3 --workers 2")
 def up(
     *,
     name: NameOpt = DEFAULT_NAME,
     control_planes: Annotated[int, typer.Option(help="Control-plane hosts cp1..cpN.")] = 3,
     workers: Annotated[int, typer.Option(help="Worker hosts w1..wM.")] = 2,
-    subnet: Annotated[str, typer.Option(help="Lab subnet (a free private /24 or larger).")] = (
-        DEFAULT_SUBNET
-    ),
+    subnet: Annotated[
+        str | None,
+        typer.Option(
+            help="Lab subnet (a private /24 or larger). Default: the lab's own if it exists, "
+            f"else the first /24 of {AUTO_RANGE} no other lab, address or route uses."
+        ),
+    ] = None,
     timeout: Annotated[float, typer.Option(help="Seconds to wait for SSH.")] = 180.0,
     output: OutputOpt = Output.TEXT,
 ) -> None:
-    """Start (or reuse) a lab and wait until every host answers SSH."""
+    """Start (or reuse) a lab, wait until every host answers SSH, and start the LAB-ONLY
+    apiserver stand-ins on its control-plane hosts."""
     try:
-        lab = Lab.create(name, control_planes, workers, subnet)
+        lab = Lab.create(name, control_planes, workers, subnet or choose_subnet(name))
         seconds = lab.up(timeout=timeout, log=_log)
+        standins = _standins(lab)
         st = lab.status()
     except LabError as e:
         raise _fail(e) from None
-    st["ssh_ready_seconds"] = round(seconds, 2)
-    text = (
-        _status_text(st)
-        + f"\n\nall hosts answered SSH {seconds:.1f} s after start.\n"
-        + f"cluster file: {lab.cluster_file}\n"
-        + f"  hakube apply {lab.cluster_file}\n"
-        + f"  hakube lab ssh --name {name} cp1 -- hostname\n"
-        + f"  hakube lab down --name {name}"
-    )
-    _emit(output, st, text)
+    apply_cmd = f"hakube apply -f {shlex.quote(str(lab.cluster_file))} --skip-phases {LAB_SKIPS}"
+    st |= {"ssh_ready_seconds": round(seconds, 2), "standins": standins, "apply": apply_cmd}
+    lines = [
+        _status_text(st),
+        "",
+        f"all hosts answered SSH {seconds:.1f} s after start.",
+    ]
+    if standins:
+        lines.append(
+            f"LAB ONLY: apiserver stand-ins on {', '.join(standins)} (unit {STANDIN_UNIT}: TLS "
+            "/readyz on :6443, ready only while etcd has quorum; not Kubernetes)."
+        )
+    lines += [
+        f"cluster file: {lab.cluster_file}",
+        f"  {apply_cmd}",
+        f"  hakube lab ssh --name {name} cp1 -- hostname",
+        f"  hakube lab down --name {name}",
+    ]
+    _emit(output, st, "\n".join(lines))
 
 
 @app.command(epilog="Example: hakube lab status --name demo --output json")

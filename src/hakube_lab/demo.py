@@ -11,13 +11,11 @@ from collections.abc import Callable
 
 from hakube.phases.base import EventSink
 from hakube.spec.load import load_cluster_file
-from hakube.spec.model import Cluster
 from hakube.state import StateDir
-from hakube.transport.base import Redactor
-from hakube.workflows.apply import ApplyResult, apply, ssh_transports
+from hakube.workflows.apply import ApplyResult, apply
 from hakube_lab.drill.workflow import run_demo_drill
 from hakube_lab.lab import Lab
-from hakube_lab.standin import install_all
+from hakube_lab.standin import prepare_standins
 
 #: What the lab cannot run, and therefore what the demo skips.
 SKIPPED = ("kubeadm", "cni")
@@ -27,13 +25,6 @@ NOT_RUN = (
     "The kubeadm phases are skipped (--skip-phases kubeadm,cni); a LAB-ONLY stand-in serves "
     "/readyz on :6443 with the cluster CA's certificate and is ready only while etcd has quorum."
 )
-
-
-async def prepare_standins(cluster: Cluster, state: StateDir) -> None:
-    async with ssh_transports(cluster, trust_new_hosts=False, redactor=Redactor()) as (t, errs):
-        if errs:
-            raise RuntimeError("; ".join(f"{h}: {m}" for h, m in errs.items()))
-        await install_all(cluster, state, t)
 
 
 def run_demo(

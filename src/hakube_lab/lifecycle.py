@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import ipaddress
 import shutil
 import time
 from collections.abc import Callable
@@ -17,6 +18,7 @@ from hakube_lab.addressing import (
     find_overlaps,
     link_prefix,
     netns_prefix,
+    pick_subnet,
     validate_name,
 )
 from hakube_lab.clusterfile import render_cluster_file
@@ -82,6 +84,25 @@ def up(lab: Lab, *, timeout: float, log: Log) -> float:
         elapsed = time.monotonic() - t0
         lab.cluster_file.write_text(render_cluster_file(plan, lab.state_dir))
         return elapsed
+
+
+def choose_subnet(name: str, state_root: Path = STATE_ROOT) -> str:
+    """The subnet for `lab up --name NAME` without --subnet.
+
+    A lab that exists keeps its own; a new one gets the first free /24 (see `pick_subnet`):
+    not used by any other lab recorded here, nor by an address or route of this machine.
+    """
+    validate_name(name)
+    labs: list[ipaddress.IPv4Network] = []
+    for f in sorted(state_root.glob("*/state.json")):
+        try:
+            subnet = ipaddress.IPv4Network(read_state(f)["subnet"])
+        except (OSError, ValueError, KeyError, TypeError):
+            continue  # a half-written or foreign file: `down` of that lab will clean it
+        if f.parent.name == name:
+            return str(subnet)
+        labs.append(subnet)
+    return pick_subnet(labs, network.routes(), network.addresses())
 
 
 def image_of(lab: Lab) -> Path:

@@ -6,6 +6,7 @@ nothing else, and the machine reaches them only through the bridge's connected r
 
 from __future__ import annotations
 
+import ipaddress
 import json
 from pathlib import Path
 from typing import Any
@@ -22,6 +23,16 @@ def _ip_json(*args: str) -> list[dict[str, Any]]:
 
 def routes() -> list[dict[str, Any]]:
     return _ip_json("-4", "route", "show", "table", "all")
+
+
+def addresses() -> list[ipaddress.IPv4Address]:
+    """Every IPv4 address on this machine's interfaces (its own network namespace)."""
+    return [
+        ipaddress.IPv4Address(a["local"])
+        for link in _ip_json("-4", "addr", "show")
+        for a in link.get("addr_info", [])
+        if a.get("family") == "inet" and "local" in a
+    ]
 
 
 def links() -> list[str]:

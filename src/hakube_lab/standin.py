@@ -17,7 +17,8 @@ from hakube.pki.etcd import etcd_members
 from hakube.render.etcd import client_endpoints
 from hakube.spec.model import Cluster, Host
 from hakube.state import StateDir
-from hakube.transport.base import Transport
+from hakube.transport.base import Redactor, Transport
+from hakube.workflows.apply import ssh_transports
 
 UNIT = "hakube-lab-apiserver-standin"
 DIR = "/etc/hakube-lab/standin"
@@ -163,3 +164,11 @@ async def install_all(cluster: Cluster, state: StateDir, transports: dict[str, T
     await asyncio.gather(
         *(install_standin(cluster, state, h, transports[h.name]) for h in cluster.control_planes)
     )
+
+
+async def prepare_standins(cluster: Cluster, state: StateDir) -> None:
+    """Connect to the control-plane hosts and (re)install every stand-in."""
+    async with ssh_transports(cluster, trust_new_hosts=False, redactor=Redactor()) as (t, errs):
+        if errs:
+            raise RuntimeError("; ".join(f"{h}: {m}" for h, m in errs.items()))
+        await install_all(cluster, state, t)

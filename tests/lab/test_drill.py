@@ -17,11 +17,12 @@ from hakube.spec.model import Cluster
 from hakube.state import StateDir
 from hakube.workflows.apply import apply
 from hakube_lab import Lab, running_lab
-from hakube_lab.demo import SKIPPED, prepare_standins
+from hakube_lab.demo import SKIPPED
 from hakube_lab.drill.report import RunMetrics
 from hakube_lab.drill.runner import Drill
 from hakube_lab.drill.scenarios import SCENARIOS, SOAK, Settings
 from hakube_lab.drill.workflow import write_ca
+from hakube_lab.standin import prepare_standins
 
 pytestmark = pytest.mark.lab
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+from pathlib import Path
 
 import pytest
 
@@ -119,3 +120,21 @@ def test_pick_subnet_skips_routes_and_interface_addresses() -> None:
 def test_pick_subnet_fails_with_a_hint_when_the_range_is_full() -> None:
     with pytest.raises(LabError, match="pass --subnet"):
         pick_subnet(_nets("10.123.0.0/16"), [], [])
+
+
+def test_choose_subnet_keeps_a_labs_own_and_avoids_the_others(tmp_path: Path) -> None:
+    import json
+
+    from hakube_lab import network
+    from hakube_lab.lifecycle import choose_subnet
+
+    for name, subnet in (("one", "10.123.0.0/24"), ("two", "10.123.1.0/24")):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "state.json").write_text(json.dumps({"subnet": subnet}))
+    assert choose_subnet("two", tmp_path) == "10.123.1.0/24"
+    fresh = ipaddress.IPv4Network(choose_subnet("three", tmp_path))
+    assert fresh.subnet_of(ipaddress.IPv4Network("10.123.0.0/16"))
+    assert not fresh.overlaps(ipaddress.IPv4Network("10.123.0.0/23"))
+    # Nothing on this machine uses it either (read-only look at `ip addr` / `ip route`).
+    assert not any(a in fresh for a in network.addresses())
+    assert not find_overlaps(fresh, network.routes(), set())

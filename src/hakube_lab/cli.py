@@ -221,12 +221,17 @@ def demo(
     name: Annotated[str, typer.Option(help="Lab name.")] = "demo",
     workers: Annotated[int, typer.Option(help="Worker hosts.")] = 2,
     drill: Annotated[bool, typer.Option(help="End with a failover drill.")] = True,
+    subnet: Annotated[str | None, typer.Option(help="Lab subnet; default as for `lab up`.")] = None,
     output: OutputOpt = Output.TEXT,
 ) -> None:
     """The main job on the local lab: lab up, apply, verify (and a failover drill)."""
     from hakube_lab.demo import run_demo
 
-    code = run_demo(name=name, workers=workers, drill=drill, emit=Progress(output),
+    try:
+        chosen = subnet or choose_subnet(name)
+    except LabError as e:
+        raise _fail(e) from None
+    code = run_demo(name=name, workers=workers, drill=drill, subnet=chosen, emit=Progress(output),
                     show=lambda r: print_result(r, output), say=out.print)  # fmt: skip
     raise typer.Exit(code)
 

@@ -32,11 +32,12 @@ def run_demo(
     name: str,
     workers: int,
     drill: bool,
+    subnet: str,
     emit: EventSink,
     show: Callable[[ApplyResult], None],
     say: Callable[[str], None],
 ) -> int:
-    lab = Lab.create(name=name, control_planes=3, workers=workers)
+    lab = Lab.create(name=name, control_planes=3, workers=workers, subnet=subnet)
     say(f"[bold]1/5 lab up[/] ({name}: 3 control-plane + {workers} worker hosts)")
     secs = lab.up(log=lambda m: say(f"    lab: {m}"))
     say(f"    all hosts answered SSH {secs:.1f} s after start; cluster file {lab.cluster_file}")

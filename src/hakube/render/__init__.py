@@ -25,14 +25,13 @@ from hakube.render.host import (
     render_blocks,
     render_host_files,
 )
-from hakube.render.keepalived import DAEMON_RELOAD, TRACK_FILE, render_keepalived
+from hakube.render.keepalived import TRACK_FILE, render_haproxy_tracking, render_keepalived
 from hakube.render.kubeadm import CA_HASH_PLACEHOLDER, render_kubeadm
 from hakube.secrets import Secrets
 from hakube.spec.model import Cluster, Host
 
 __all__ = [
     "CA_HASH_PLACEHOLDER",
-    "DAEMON_RELOAD",
     "TRACK_FILE",
     "ManagedBlock",
     "RenderedFile",
@@ -65,6 +64,7 @@ def render_host(
         *render_host_files(cluster, host, secrets, os_family, os_codename),
         *render_haproxy(cluster, host, secrets),
         *render_keepalived(cluster, host, secrets),
+        *render_haproxy_tracking(cluster, host),
         *render_kubeadm(cluster, host, secrets, ca_cert_hash),
     ]
     by_path: dict[str, RenderedFile] = {}

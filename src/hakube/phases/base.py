@@ -91,8 +91,13 @@ class Phase(ABC):
         return []
 
     def files_for(self, ctx: Context, host: Host) -> list[RenderedFile]:
-        """This phase's files for `host` in this run, rendered with the host's facts."""
-        return self.files(ctx.run.cluster, host, ctx.run.secrets, ctx.facts[host])
+        """This phase's files for `host` in this run, rendered with the host's facts.
+
+        Sorted by path, the order they are installed in: that puts check_apiserver.sh before
+        keepalived.conf (whose validation needs the script) and modules-load.d before sysctl.d.
+        """
+        files = self.files(ctx.run.cluster, host, ctx.run.secrets, ctx.facts[host])
+        return sorted(files, key=lambda f: f.path)
 
     def extra_paths(self, cluster: Cluster, host: Host) -> list[tuple[str, int]]:
         """Files the phase manages that are not rendered from the spec (PKI), as (path, mode)."""

@@ -1,14 +1,17 @@
 """Pure renderers: (cluster, host, secrets) → the files that host needs. No I/O, no SSH.
 
-How the apply layer uses a `RenderedFile`:
+Each phase calls the renderers of its own files (`Phase.files`); `render_host` is the union,
+for `hakube render`, the golden files and the check that every file has exactly one phase.
 
-- Install files in the order given (sorted by path): that puts
-  /etc/keepalived/check_apiserver.sh before keepalived.conf (whose validation needs the
-  script) and /etc/modules-load.d before /etc/sysctl.d (br_netfilter before its keys).
-- Upload a changed file next to the live one, run `validate` with ``{path}`` replaced by the
-  candidate's path, and move it into place only if that exits 0.
-- After all files of a host are in place, run ``systemctl daemon-reload`` once if any changed
-  file has ``reload == "daemon-reload"``, then reload/restart every other named unit once.
+How the apply layer uses a `RenderedFile` (`hakube.phases.context.Executor.ensure_files`):
+
+- Install a phase's files sorted by path: that puts /etc/keepalived/check_apiserver.sh before
+  keepalived.conf (whose validation needs the script) and /etc/modules-load.d before
+  /etc/sysctl.d (br_netfilter before its keys).
+- Upload a changed file next to the live one, run its `validate` on that candidate, and move it
+  into place only if that exits 0.
+- What follows a change is data on the file: `daemon_reload` (systemd re-reads units first),
+  `reload` (the unit to reload or restart), `package_source` (refresh the package lists).
 - `ManagedBlock`s (from `render_host_blocks`) are edits of shared files: read the file, call
   `apply_block`, write back only when different. /etc/fstab likewise goes through `remove_swap`.
 """

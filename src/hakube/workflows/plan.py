@@ -91,9 +91,8 @@ def build_plan(
             if host.name not in targets[phase.name]:
                 continue
             used.add(phase.name)
-            files = [
-                PlannedFile(f.path, f.mode, f.secret) for f in phase.files(cluster, host, secrets)
-            ]
+            rendered = sorted(phase.files(cluster, host, secrets), key=lambda f: f.path)
+            files = [PlannedFile(f.path, f.mode, f.secret) for f in rendered]
             files += [
                 PlannedFile(path, mode, not mode & 0o077)
                 for path, mode in phase.extra_paths(cluster, host)

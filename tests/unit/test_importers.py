@@ -178,8 +178,9 @@ def test_cli_writes_a_file_that_validate_accepts(tmp_path: Path) -> None:
     assert load_cluster_file(out).cluster.name == "prod"
     assert out.read_text().startswith("# Imported by `hakube import kubespray`")
     assert yaml.safe_load(out.read_text())["endpoint"]["port"] == 8443
-    res = runner.invoke(app, ["validate", "-f", str(out)])
-    assert res.exit_code == 0, res.output
+    for command in ("validate", "plan"):
+        res = runner.invoke(app, [command, "-f", str(out)])
+        assert res.exit_code == 0, res.output
 
 
 def test_cli_refuses_to_replace_a_file_without_force(tmp_path: Path) -> None:

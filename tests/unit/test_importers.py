@@ -7,6 +7,7 @@ example/hosts.* (3.x and 2.x group spellings); none is copied from those project
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -199,3 +200,27 @@ def test_cli_prints_to_stdout_with_dash(tmp_path: Path) -> None:
     res = runner.invoke(app, ["import", "kubeasz", str(DATA / "kubeasz-3x"), "-o", "-"])
     assert res.exit_code == 0, res.output
     assert yaml.safe_load(res.stdout)["name"] == "kubeasz-3x"
+
+
+def test_cli_json_report_lists_what_mapped_and_what_did_not(tmp_path: Path) -> None:
+    out = tmp_path / "c.yaml"
+    hosts = str(DATA / "kubeasz-2x")
+    res = runner.invoke(app, ["import", "kubeasz", hosts, "-o", str(out), "--output", "json"])
+    assert res.exit_code == 0, res.output
+    report = json.loads(res.stdout)
+    assert report["written"] is True
+    assert report["control_planes"] == [
+        "master-10-10-8-31",
+        "master-10-10-8-32",
+        "master-10-10-8-33",
+    ]
+    assert any(m.startswith("CLUSTER_CIDR=172.20.0.0/16") for m in report["mapped"])
+    assert any(n.startswith("PROXY_MODE=iptables") for n in report["not_mapped"])
+    assert "base_dir" in report["unused"]
+    bad = str(DATA / "broken" / "two-masters")
+    res = runner.invoke(app, ["import", "kubeasz", bad, "-o", str(tmp_path / "x.yaml"),
+                              "--output", "json"])  # fmt: skip
+    assert res.exit_code == 2
+    report = json.loads(res.stdout)
+    assert report["written"] is False
+    assert "even number" in report["problems"][0]["message"]

@@ -5,12 +5,12 @@ from __future__ import annotations
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, NoReturn
 
 import typer
 from rich.markup import escape
 
-from hakube.console import err
+from hakube.console import Output, err, print_json, problem_json
 from hakube.fileio import write_public_file
 from hakube.importers.common import Imported, render_and_check
 from hakube.importers.inventory import InventoryError
@@ -33,6 +33,12 @@ NameOpt = Annotated[
 ForceOpt = Annotated[bool, typer.Option("--force", help="Replace an existing output file.")]
 
 
+ReportOpt = Annotated[
+    Output,
+    typer.Option("--output", help="Report as text (stderr) or json (stdout; needs -o FILE)."),
+]
+
+
 def _run(
     importer: Callable[[Path, str | None], Imported],
     source: Path,
@@ -40,37 +46,51 @@ def _run(
     out: Path,
     name: str | None,
     force: bool,
+    output: Output,
 ) -> None:
-    if str(out) != "-" and out.exists() and not force:
-        _refuse(f"{out} exists", "pass --force to replace it, or choose another file with -o")
+    to_stdout = str(out) == "-"
+    if to_stdout and output is Output.JSON:
+        _refuse(
+            "--output json and -o - both want standard output",
+            "write to a file with -o FILE",
+            output,
+        )
+    if not to_stdout and out.exists() and not force:
+        _refuse(
+            f"{out} exists", "pass --force to replace it, or choose another file with -o", output
+        )
     try:
         imported = importer(source, name)
         text, loaded = render_and_check(imported, command)
     except InventoryError as e:
-        _refuse(str(e), "")
+        _refuse(str(e), "", output)
     except SpecError as e:
-        err.print(
-            f"[bold red]error:[/] the imported cluster does not validate ({source}):",
-            highlight=False,
-        )
-        for p in e.problems:
-            # Lines of the generated text would mean nothing to the reader: the field says it.
-            err.print(f"  {p.severity.value}: {p.path}: {p.message}", markup=False)
-            if p.hint:
-                err.print(f"    fix: {p.hint}", markup=False)
-        err.print("Fix this in the inventory and import again.")
-        err.print("Nothing was written.")
-        raise typer.Exit(2) from None
-    if str(out) == "-":
+        _invalid(source, e, output)
+    if to_stdout:
         sys.stdout.write(text)
     else:
         write_public_file(out, text)
+    c, notes = loaded.cluster, imported.notes
+    if output is Output.JSON:
+        print_json(
+            {
+                "written": True,
+                "file": str(out),
+                "cluster": c.name,
+                "control_planes": [h.name for h in c.control_planes],
+                "workers": [h.name for h in c.workers],
+                "endpoint": f"{c.endpoint.mode.value} {c.control_plane_endpoint}",
+                "mapped": notes.mapped,
+                "not_mapped": notes.not_mapped,
+                "unused": sorted(set(notes.unread)),
+                "warnings": [f"{w.path}: {w.message}" for w in loaded.warnings],
+            }
+        )
+        return
     for w in loaded.warnings:
         err.print(f"warning: {w.path}: {w.message}", markup=False, style="yellow")
-    c = loaded.cluster
-    notes = imported.notes
     err.print(
-        f"[green]{'wrote ' + str(out) if str(out) != '-' else 'cluster file'}[/]: "
+        f"[green]{'wrote ' + str(out) if not to_stdout else 'cluster file'}[/]: "
         f"{len(c.control_planes)} control-plane, {len(c.workers)} worker, endpoint "
         f"{c.endpoint.mode.value} {c.control_plane_endpoint}; {len(notes.mapped)} mapped, "
         f"{len(notes.not_mapped)} not mapped (see the comments at the top)",
@@ -79,7 +99,28 @@ def _run(
     )
 
 
-def _refuse(message: str, hint: str) -> None:
+def _invalid(source: Path, e: SpecError, output: Output) -> NoReturn:
+    if output is Output.JSON:
+        print_json({"written": False, "problems": [problem_json(p) for p in e.problems]})
+        raise typer.Exit(2)
+    err.print(
+        f"[bold red]error:[/] the imported cluster does not validate ({escape(str(source))}):",
+        highlight=False,
+    )
+    for p in e.problems:
+        # Lines of the generated text would mean nothing to the reader: the field says it.
+        err.print(f"  {p.severity.value}: {p.path}: {p.message}", markup=False)
+        if p.hint:
+            err.print(f"    fix: {p.hint}", markup=False)
+    err.print("Fix this in the inventory and import again.")
+    err.print("Nothing was written.")
+    raise typer.Exit(2)
+
+
+def _refuse(message: str, hint: str, output: Output) -> NoReturn:
+    if output is Output.JSON:
+        print_json({"written": False, "error": message, "hint": hint})
+        raise typer.Exit(2)
     err.print(f"[bold red]error:[/] {escape(message)}", highlight=False)
     if hint:
         err.print(f"  hint: {hint}", markup=False, highlight=False)
@@ -95,9 +136,10 @@ def kubespray(
     out: OutOpt = Path("cluster.yaml"),
     name: NameOpt = None,
     force: ForceOpt = False,
+    output: ReportOpt = Output.TEXT,
 ) -> None:
     """Read a kubespray inventory (and its group_vars/) and write a hakube cluster file."""
-    _run(import_kubespray, inventory, "hakube import kubespray", out, name, force)
+    _run(import_kubespray, inventory, "hakube import kubespray", out, name, force, output)
 
 
 @app.command()
@@ -106,6 +148,7 @@ def kubeasz(
     out: OutOpt = Path("cluster.yaml"),
     name: NameOpt = None,
     force: ForceOpt = False,
+    output: ReportOpt = Output.TEXT,
 ) -> None:
     """Read a kubeasz hosts file (and config.yml beside it) and write a hakube cluster file."""
-    _run(import_kubeasz, hosts, "hakube import kubeasz", out, name, force)
+    _run(import_kubeasz, hosts, "hakube import kubeasz", out, name, force, output)

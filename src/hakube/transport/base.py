@@ -7,9 +7,9 @@ Phases only ever see `Transport`; the asyncssh implementation (`ssh.py`) and the
 from __future__ import annotations
 
 import re
+from abc import ABC, abstractmethod
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Protocol, runtime_checkable
 
 __all__ = [
     "AuthFailed",
@@ -93,33 +93,51 @@ class CommandResult:
         return "\n".join(self.stderr.rstrip("\n").splitlines()[-lines:])
 
 
-@runtime_checkable
-class Transport(Protocol):
-    """One host, reached somehow. Everything a phase may do to a host goes through here."""
+class Transport(ABC):
+    """One host, reached somehow. Everything a phase may do to a host goes through here.
+
+    `run` is the same for every implementation (redact, run, raise if asked); each supplies
+    `_run`, `put`, `get` and `close`.
+    """
 
     host: str
+    redactor: Redactor
 
     async def run(
         self,
         command: str,
         *,
         check: bool = True,
+        # The per-command budget; a caller-side asyncio.timeout could not also close the
+        # remote channel, which is the point.
         timeout: float | None = None,
         stdin: str | bytes | None = None,
     ) -> CommandResult:
         """Run ``command`` under ``bash -c``; raise CommandFailed on non-zero exit if ``check``."""
-        ...
+        shown = self.redactor.redact(command)
+        data = stdin.encode() if isinstance(stdin, str) else stdin
+        result = await self._run(command, shown, data, timeout)
+        if check and not result.ok:
+            raise command_failed(result, self.redactor)
+        return result
 
+    @abstractmethod
+    async def _run(
+        self, command: str, shown: str, stdin: bytes | None, timeout: float | None
+    ) -> CommandResult:
+        """Run ``command`` (``shown``, redacted, in every message) and say how it ended."""
+
+    @abstractmethod
     async def put(
         self, path: str, content: bytes, *, mode: int = 0o644, owner: str | None = None
     ) -> None:
         """Atomically replace ``path``: temp file in the same directory, chmod/chown, rename."""
-        ...
 
+    @abstractmethod
     async def get(self, path: str) -> bytes:
         """Read ``path``; raise RemoteFileNotFound if it does not exist."""
-        ...
 
+    @abstractmethod
     async def close(self) -> None: ...
 
 

@@ -100,8 +100,9 @@ class Transport(ABC):
     `_run`, `put`, `get` and `close`.
     """
 
-    host: str
-    redactor: Redactor
+    def __init__(self, host: str, redactor: Redactor | None = None) -> None:
+        self.host = host
+        self.redactor = redactor or no_redaction()
 
     async def run(
         self,

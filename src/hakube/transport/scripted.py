@@ -27,7 +27,6 @@ from hakube.transport.base import (
     RemoteFileNotFound,
     Transport,
     TransportError,
-    no_redaction,
 )
 
 __all__ = ["Call", "FakeFile", "Reply", "Responder", "ScriptedTransport", "UnscriptedCommand"]
@@ -84,13 +83,12 @@ class ScriptedTransport(Transport):
         files: Mapping[str, bytes | FakeFile] | None = None,
         redactor: Redactor | None = None,
     ) -> None:
-        self.host = host
+        super().__init__(host, redactor)
         self.rules: list[tuple[Pattern, Responder]] = list(rules)
         self.files: dict[str, FakeFile] = {
             path: data if isinstance(data, FakeFile) else FakeFile(data)
             for path, data in (files or {}).items()
         }
-        self.redactor = redactor or no_redaction()
         self.calls: list[Call] = []
         self.closed = False
 

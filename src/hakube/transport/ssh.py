@@ -24,7 +24,6 @@ from hakube.transport.base import (
     Transport,
     TransportError,
     command_failed,
-    no_redaction,
 )
 from hakube.transport.sftp import SFTPFiles
 from hakube.transport.target import SSHTarget
@@ -96,11 +95,10 @@ class SSHTransport(Transport):
     ) -> None:
         if max_channels < 1:
             raise ValueError("max_channels must be at least 1")
-        self.host = target.name
+        super().__init__(target.name, redactor)
         self.target = target
         self._conn = connection
         self._channels = asyncio.Semaphore(max_channels)
-        self.redactor = redactor or no_redaction()
         self._closed = False
         # SFTP runs as the login user, so it can only replace files when no sudo is involved.
         self._use_sftp = use_sftp and not (target.sudo and target.user != "root")

@@ -5,7 +5,6 @@ state.json is written before anything else exists, so `down` finds what to remov
 
 from __future__ import annotations
 
-import fcntl
 import json
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -13,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from hakube.fileio import exclusive_lock
 from hakube_lab.addressing import LabError, LabPlan, validate_name
 
 STATE_ROOT = Path("/var/lib/hakube/lab")
@@ -67,17 +67,11 @@ def lab_lock(state_root: Path, name: str) -> Iterator[None]:
     # Outside the state dir so `down` can delete that while holding the lock.
     state_root.mkdir(parents=True, exist_ok=True)
     lock_path = state_root / f".{name}.lock"
-    with lock_path.open("a+") as f:
-        try:
-            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise LabError(
-                f"another hakube lab command is working on lab {name!r} right now"
-            ) from None
+    busy = f"another hakube lab command is working on lab {name!r} right now"
+    with exclusive_lock(lock_path, lambda: LabError(busy)):
         try:
             yield
         finally:
             # A failed first `up` must not leave its lock file behind.
             if not (state_root / name).exists():
                 lock_path.unlink(missing_ok=True)
-            fcntl.flock(f, fcntl.LOCK_UN)

@@ -19,6 +19,7 @@ __all__ = [
     "ConnectError",
     "ConnectTimeout",
     "ConnectionRefused",
+    "HostKeyError",
     "HostKeyMismatch",
     "HostKeyUnknown",
     "Redactor",
@@ -196,34 +197,42 @@ class AuthFailed(ConnectError):
         self.key_file = key_file
 
 
-class HostKeyUnknown(ConnectError):
+class HostKeyError(ConnectError):
+    """The host's key is not the pinned one (unknown or changed); says where it is pinned."""
+
     def __init__(self, host: str, host_entry: str, known_hosts: str, fingerprint: str) -> None:
-        seen = f" It presented {fingerprint}." if fingerprint else ""
-        super().__init__(
-            host,
-            f"host key for {host_entry} is not in {known_hosts}.{seen} Verify the fingerprint "
-            "out of band, then rerun with --trust-new-hosts to record it, or add it to the "
-            "known_hosts file yourself.",
-        )
+        super().__init__(host, self.explain(host_entry, known_hosts, fingerprint))
         self.host_entry = host_entry
         self.known_hosts = known_hosts
         self.fingerprint = fingerprint
 
+    @staticmethod
+    def explain(host_entry: str, known_hosts: str, fingerprint: str) -> str:
+        raise NotImplementedError
 
-class HostKeyMismatch(ConnectError):
-    def __init__(self, host: str, host_entry: str, known_hosts: str, fingerprint: str) -> None:
+
+class HostKeyUnknown(HostKeyError):
+    @staticmethod
+    def explain(host_entry: str, known_hosts: str, fingerprint: str) -> str:
+        seen = f" It presented {fingerprint}." if fingerprint else ""
+        return (
+            f"host key for {host_entry} is not in {known_hosts}.{seen} Verify the fingerprint "
+            "out of band, then rerun with --trust-new-hosts to record it, or add it to the "
+            "known_hosts file yourself."
+        )
+
+
+class HostKeyMismatch(HostKeyError):
+    @staticmethod
+    def explain(host_entry: str, known_hosts: str, fingerprint: str) -> str:
         seen = f" It now presents {fingerprint}." if fingerprint else ""
-        super().__init__(
-            host,
+        return (
             f"host key for {host_entry} does not match the one recorded in {known_hosts}: the "
             f"key CHANGED.{seen} Someone may be intercepting the connection (man in the "
             "middle), or the host was reinstalled. If you know it was rebuilt, remove the old "
             f"entry with `ssh-keygen -R '{host_entry}' -f {known_hosts}` and reconnect with "
-            "--trust-new-hosts; otherwise stop and investigate.",
+            "--trust-new-hosts; otherwise stop and investigate."
         )
-        self.host_entry = host_entry
-        self.known_hosts = known_hosts
-        self.fingerprint = fingerprint
 
 
 class CommandFailed(TransportError):

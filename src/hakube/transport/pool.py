@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from types import TracebackType
 
 from hakube.transport.base import Redactor, TransportError
 from hakube.transport.connect import KEEPALIVE_INTERVAL, ConnectOptions, connect
@@ -40,12 +39,7 @@ class SSHPool:
     async def __aenter__(self) -> SSHPool:
         return self
 
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    async def __aexit__(self, *exc_info: object) -> None:
         await self.close()
 
 

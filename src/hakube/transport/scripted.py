@@ -18,16 +18,18 @@ import asyncio
 import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from hakube.transport.base import (
     CommandResult,
     CommandTimeout,
-    Redactor,
     RemoteFileNotFound,
     Transport,
     TransportError,
 )
+
+if TYPE_CHECKING:
+    from hakube.transport.base import Redactor
 
 __all__ = ["Call", "FakeFile", "Reply", "Responder", "ScriptedTransport", "UnscriptedCommand"]
 

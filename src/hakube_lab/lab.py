@@ -27,7 +27,7 @@ from hakube_lab.addressing import (
 )
 from hakube_lab.image import CACHE_ROOT
 from hakube_lab.lifecycle import Log, destroy, quiet
-from hakube_lab.statefile import STATE_ROOT, read_shape
+from hakube_lab.statefile import STATE_ROOT, read_plan
 
 
 @dataclass(frozen=True)
@@ -67,8 +67,7 @@ class Lab:
 
     @classmethod
     def load(cls, name: str, state_root: Path = STATE_ROOT) -> Lab:
-        shape = read_shape(name, state_root)
-        return cls.create(name, shape.control_planes, shape.workers, shape.subnet, state_root)
+        return cls(read_plan(name, state_root), state_root)
 
     # ---- paths and views ----------------------------------------------------------------
 

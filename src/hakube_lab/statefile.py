@@ -8,35 +8,28 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from hakube.fileio import exclusive_lock
-from hakube_lab.addressing import LabError, LabPlan, validate_name
+from hakube_lab.addressing import LabError, LabPlan, plan_lab, validate_name
 
 STATE_ROOT = Path("/var/lib/hakube/lab")
-
-
-@dataclass(frozen=True)
-class Shape:
-    control_planes: int
-    workers: int
-    subnet: str
 
 
 def state_file(state_root: Path, name: str) -> Path:
     return state_root / name / "state.json"
 
 
-def read_shape(name: str, state_root: Path) -> Shape:
+def read_plan(name: str, state_root: Path) -> LabPlan:
+    """The plan of a lab that was brought up, from the shape its state file recorded."""
     validate_name(name)
     path = state_file(state_root, name)
     try:
         data = json.loads(path.read_text())
     except FileNotFoundError:
         raise LabError(f"no lab named {name!r} (no {path}); run `hakube lab up`") from None
-    return Shape(data["control_planes"], data["workers"], data["subnet"])
+    return plan_lab(name, data["control_planes"], data["workers"], data["subnet"])
 
 
 def shape_data(plan: LabPlan) -> dict[str, Any]:

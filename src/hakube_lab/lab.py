@@ -51,8 +51,14 @@ class Lab:
         self, plan: LabPlan, state_root: Path = STATE_ROOT, cache_root: Path = CACHE_ROOT
     ) -> None:
         self.plan = plan
+        self.name = plan.name
         self.state_root = state_root
         self.cache_root = cache_root
+        self.state_dir = state_root / plan.name
+        self.key_file = self.state_dir / "id_ed25519"
+        self.known_hosts = self.state_dir / "known_hosts"
+        self.cluster_file = self.state_dir / "cluster.yaml"
+        self.state_file = self.state_dir / "state.json"
 
     @classmethod
     def create(
@@ -70,30 +76,6 @@ class Lab:
         return cls(read_plan(name, state_root), state_root)
 
     # ---- paths and views ----------------------------------------------------------------
-
-    @property
-    def name(self) -> str:
-        return self.plan.name
-
-    @property
-    def state_dir(self) -> Path:
-        return self.state_root / self.name
-
-    @property
-    def key_file(self) -> Path:
-        return self.state_dir / "id_ed25519"
-
-    @property
-    def known_hosts(self) -> Path:
-        return self.state_dir / "known_hosts"
-
-    @property
-    def cluster_file(self) -> Path:
-        return self.state_dir / "cluster.yaml"
-
-    @property
-    def state_file(self) -> Path:
-        return self.state_dir / "state.json"
 
     @property
     def hosts(self) -> list[LabHost]:

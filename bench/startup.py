@@ -1,0 +1,44 @@
+"""Wall time of `hakube --help` and `hakube validate -f examples/tutorial.yaml`, each run 10 times
+as a fresh process (what a user waits for): `python bench/startup.py`. Target: median <= 0.25 s.
+"""
+
+from __future__ import annotations
+
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+RUNS = 10
+
+
+def hakube() -> str:
+    beside = Path(sys.executable).with_name("hakube")
+    found = str(beside) if beside.exists() else shutil.which("hakube")
+    if found is None:
+        sys.exit("hakube is not installed in this environment (make setup)")
+    return found
+
+
+def median_seconds(argv: list[str]) -> tuple[float, float, float]:
+    times = []
+    for _ in range(RUNS):
+        t0 = time.perf_counter()
+        subprocess.run(argv, cwd=ROOT, check=True, capture_output=True)
+        times.append(time.perf_counter() - t0)
+    return min(times), statistics.median(times), max(times)
+
+
+def main() -> None:
+    exe = hakube()
+    for argv in ([exe, "--help"], [exe, "validate", "-f", "examples/tutorial.yaml"]):
+        lo, med, hi = median_seconds(argv)
+        shown = " ".join(["hakube", *argv[1:]])
+        print(f"{shown:<48} median {med:.3f} s  (min {lo:.3f}, max {hi:.3f}, {RUNS} runs)")
+
+
+if __name__ == "__main__":
+    main()

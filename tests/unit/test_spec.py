@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+import re
 from pathlib import Path
 from typing import Any
 
@@ -311,18 +312,41 @@ def test_fuzzed_specs_either_load_or_fail_with_located_problems(
 
 
 BAD_SPECS = sorted((Path(__file__).resolve().parents[1] / "data" / "bad-specs").glob("*.yaml"))
+_EXPECT = re.compile(r"^# expect(-warning)?: (\S+?)(?: \(line (\d+)\))?: (.+)$")
+
+
+def expectations(raw: bytes) -> list[tuple[Severity, str, int | None, str]]:
+    """`# expect: PATH [(line N)]: TEXT` lines (and `# expect-warning:`), read from any file:
+    the corpus holds binary and UTF-16 files on purpose."""
+    text = raw.decode("utf-16") if raw[:2] in (b"\xff\xfe", b"\xfe\xff") else raw.decode("latin-1")
+    out = []
+    for line in text.splitlines():
+        m = _EXPECT.match(line)
+        if m:
+            sev = Severity.WARNING if m[1] else Severity.ERROR
+            out.append((sev, m[2], int(m[3]) if m[3] else None, m[4]))
+    return out
 
 
 @pytest.mark.parametrize("path", BAD_SPECS, ids=[p.stem for p in BAD_SPECS])
 def test_bad_file_is_refused_with_its_expected_message(path: Path) -> None:
-    """Each file in tests/data/bad-specs says what it expects in a `# expect: PATH: TEXT` line."""
-    expect = next(x for x in path.read_text().splitlines() if x.startswith("# expect: "))
-    want_path, _, want_text = expect.removeprefix("# expect: ").partition(": ")
+    """Each file in tests/data/bad-specs names what it expects in `# expect: PATH: TEXT` lines."""
+    expected = expectations(path.read_bytes())
+    assert any(sev is Severity.ERROR for sev, *_ in expected), "a bad file expects an error"
     with pytest.raises(SpecError) as e:
         load_cluster_file(path)
-    hits = [p for p in e.value.problems if p.path == want_path and p.severity is Severity.ERROR]
-    assert hits, [str(p) for p in e.value.problems]
-    assert any(want_text in str(p) for p in hits), [str(p) for p in hits]
-    top = want_path.split(".")[0].split("[")[0]
-    if f"\n{top}:" in path.read_text():  # a key the file has: its line is named
-        assert all(p.line is not None for p in hits)
+    problems = e.value.problems
+    for p in problems:
+        assert p.path, f"empty field path: {p}"
+        if p.severity is Severity.ERROR:
+            assert p.hint, f"an error without a fix: {p}"
+        assert "Input should be" not in p.message, p
+    for sev, want_path, want_line, want_text in expected:
+        hits = [p for p in problems if p.path == want_path and p.severity is sev]
+        assert hits, [str(p) for p in problems]
+        assert any(want_text in str(p) for p in hits), [str(p) for p in hits]
+        if want_line is not None:
+            assert any(p.line == want_line for p in hits if want_text in str(p)), hits
+        top = want_path.split(".")[0].split("[")[0]
+        if f"\n{top}:".encode() in path.read_bytes():  # a key the file has: its line is named
+            assert all(p.line is not None for p in hits)

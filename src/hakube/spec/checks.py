@@ -54,12 +54,30 @@ def check_cluster(c: Cluster, *, hosts_complete: bool = True) -> list[Problem]:
     """Every cross-field problem. With `hosts_complete` false (some host entries were unreadable
     and left out) the checks that count or place hosts are skipped: they would report the gap."""
     problems: list[Problem] = []
-    checks = [_unique_hosts, _kubernetes, _etcd_settings]
+    checks = [_unique_hosts, _kubernetes, _etcd_settings, missing_key_files]
     if hosts_complete:
         checks += [_control_plane_count, _endpoint, _vrrp, _subnets, _etcd]
     for check in checks:
         problems.extend(check(c))
     return problems
+
+
+def missing_key_files(c: Cluster) -> list[Problem]:
+    """SSH key files the file names that do not exist here (validate warns; apply refuses)."""
+    named = [("ssh.key_file", c.ssh.key_file)] + [
+        (f"hosts[{i}].ssh.key_file", h.ssh.key_file) for i, h in enumerate(c.hosts) if h.ssh
+    ]
+    return [
+        Problem(
+            path,
+            f"the SSH key file {key} does not exist on this machine",
+            f"correct the path, or create the key (ssh-keygen -t ed25519 -f {key}) and install "
+            "its .pub on the hosts; apply refuses to start without it",
+            Severity.WARNING,
+        )
+        for path, key in named
+        if key is not None and not key.is_file()
+    ]
 
 
 def _err(path: str, message: str, hint: str = "") -> Problem:

@@ -117,7 +117,7 @@ def dump_cluster(cluster: Cluster) -> dict[str, Any]:
 #: Required fields and a stand-in value that lets the rest be checked.
 _PLACEHOLDERS: dict[str, Any] = {"apiVersion": API_VERSION, "kind": "Cluster", "name": "unnamed"}
 #: Host fields that decide roles and placement: a host without a valid one is left out.
-_HOST_REQUIRED = ("name", "address", "roles")
+_HOST_REQUIRED = ("address", "roles")
 
 
 def _cross_field_despite(
@@ -131,6 +131,7 @@ def _cross_field_despite(
     removed: list[str] = []
     hosts_complete = True
     drop_hosts: set[int] = set()
+    names: dict[str, str] = {}
     for err in errors:
         loc = tuple(err["loc"])
         if not loc:
@@ -142,6 +143,13 @@ def _cross_field_despite(
         if head == "hosts":
             if len(loc) < 2 or not isinstance(loc[1], int):
                 return []
+            host = pruned["hosts"][loc[1]] if len(loc) > 2 else None
+            if loc[2:3] == ("name",) and isinstance(host, dict):
+                stand_in = f"unnamed-{loc[1]}"  # a name changes no count or address
+                names[stand_in] = str(host.get("name"))
+                host["name"] = stand_in
+                removed.append(_path(loc))
+                continue
             if len(loc) == 2 or loc[2] in _HOST_REQUIRED:
                 drop_hosts.add(loc[1])
                 hosts_complete = False
@@ -157,11 +165,15 @@ def _cross_field_despite(
         cluster = Cluster.model_validate(pruned, context={"warnings": []})
     except ValidationError:
         return []
-    return [
-        _with_line(p, lines)
-        for p in check_cluster(cluster, hosts_complete=hosts_complete)
-        if not any(p.path == r or p.path.startswith((r + ".", r + "[")) for r in removed)
-    ]
+    out = []
+    for p in check_cluster(cluster, hosts_complete=hosts_complete):
+        if any(p.path == r or p.path.startswith((r + ".", r + "[")) for r in removed):
+            continue
+        message, hint = p.message, p.hint
+        for stand_in, original in names.items():
+            message, hint = message.replace(stand_in, original), hint.replace(stand_in, original)
+        out.append(_with_line(Problem(p.path, message, hint, p.severity), lines))
+    return out
 
 
 def _remove(data: Any, loc: tuple[int | str, ...]) -> bool:

@@ -109,18 +109,18 @@ def _check_labels(v: dict[str, str]) -> dict[str, str]:
         prefix, slash, name = key.rpartition("/")
         if slash and (not prefix or _dns_name_problem(prefix)):
             raise invalid(f"label key {key!r}: the prefix {prefix!r} is not a DNS name", fix)
-        for what, text, empty_ok in (("key", name, False), ("value", value, True)):
+        for what, text in ((f"label key {key!r}", name), (f"the value of label {key!r}", value)):
             if not text:
-                if empty_ok:
+                if text is value:
                     continue
-                raise invalid(f"label {what} {key!r} has an empty name", fix)
+                raise invalid(f"{what} has an empty name", fix)
             bad = _bad_char(text, _K8S_LABEL_CHARS)
             if bad is None and not (text[0].isalnum() and text[-1].isalnum()):
                 bad = "does not start and end with a letter or digit"
             if bad is None and len(text) > 63:
                 bad = f"is {len(text)} characters long (at most 63)"
             if bad:
-                raise invalid(f"label {what} {text!r} (label {key!r}) {bad}", fix)
+                raise invalid(f"{what} {bad}" if text is name else f"{what} ({text!r}) {bad}", fix)
     return v
 
 

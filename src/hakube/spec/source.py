@@ -129,6 +129,8 @@ def parse(text: str) -> Parsed:
         return _Builder().run(yaml.parse(text, Loader=_EventLoader))
     except yaml.MarkedYAMLError as e:
         mark = e.problem_mark or e.context_mark
+        if "nesting depth" in str(e.problem):  # libyaml's own limit, far beyond ours
+            raise _too_deep(mark.line + 1 if mark is not None else None) from None
         raise _refuse(
             f"not valid YAML: {e.problem or e.context}",
             "fix the syntax at that line (indentation, a missing ':' or an unclosed bracket)",
@@ -136,6 +138,14 @@ def parse(text: str) -> Parsed:
         ) from None
     except yaml.YAMLError as e:
         raise _refuse(f"not valid YAML: {e}", "fix the syntax") from None
+
+
+def _too_deep(line: int | None) -> SourceError:
+    return _refuse(
+        f"the file nests more than {MAX_DEPTH} levels deep; a cluster file needs six",
+        "this is not a cluster file: point -f at one (e.g. examples/tutorial.yaml)",
+        line=line,
+    )
 
 
 class _Builder:
@@ -185,11 +195,7 @@ class _Builder:
             container: Any = {} if isinstance(ev, yaml.MappingStartEvent) else []
             path = self.add(container, line, ev)
             if len(self.stack) >= MAX_DEPTH:
-                raise _refuse(
-                    f"the file nests more than {MAX_DEPTH} levels deep; a cluster file needs six",
-                    "this is not a cluster file: point -f at one (e.g. examples/tutorial.yaml)",
-                    line=line,
-                )
+                raise _too_deep(line)
             self.stack.append([container, path, None, None])
             self.seen.append({})
         elif isinstance(ev, yaml.MappingEndEvent | yaml.SequenceEndEvent):
@@ -270,5 +276,5 @@ class _Builder:
     def note(self, path: str, line: int | None, ev: yaml.NodeEvent) -> None:
         if line is not None:
             self.out.lines.setdefault(path, line)
-        if isinstance(ev, yaml.ScalarEvent) and ev.style is None:
+        if isinstance(ev, yaml.ScalarEvent) and not ev.style:  # plain: None, or '' from libyaml
             self.out.raw[path] = ev.value

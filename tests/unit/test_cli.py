@@ -111,3 +111,18 @@ def test_apply_refuses_unknown_phase_selector() -> None:
     )
     assert res.exit_code == 2
     assert "unknown phase 'kubeam'" in res.stderr
+
+
+def test_apply_refuses_a_missing_ssh_key_before_creating_anything(tmp_path: Path) -> None:
+    doc = yaml.safe_load((EXAMPLES / "tutorial.yaml").read_text())
+    doc["ssh"]["key_file"] = str(tmp_path / "no-such-key")
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump(doc))
+    valid = runner.invoke(app, ["validate", "-f", str(path)])
+    assert valid.exit_code == 0, valid.output
+    assert "no-such-key does not exist" in "".join(valid.stderr.split("\n"))
+    res = runner.invoke(app, ["apply", "-f", str(path)])
+    assert res.exit_code == 2, res.output
+    said = " ".join(res.stderr.split())
+    assert "ssh.key_file" in said and "nothing was changed" in said
+    assert not (tmp_path / "state").exists()

@@ -350,3 +350,51 @@ def test_bad_file_is_refused_with_its_expected_message(path: Path) -> None:
         top = want_path.split(".")[0].split("[")[0]
         if f"\n{top}:".encode() in path.read_bytes():  # a key the file has: its line is named
             assert all(p.line is not None for p in hits)
+
+
+def test_a_file_of_several_megabytes_is_refused_by_its_size(tmp_path: Path) -> None:
+    big = tmp_path / "dump.yaml"
+    big.write_bytes(b"- not a cluster file\n" * 300_000)  # about 6 MB
+    with pytest.raises(SpecError) as e:
+        load_cluster_file(big)
+    (p,) = e.value.problems
+    assert p.path == "(file)"
+    assert "larger than 1024 KiB" in p.message
+    assert p.hint
+
+
+def test_the_problems_shown_are_capped_with_a_count_of_the_rest() -> None:
+    doc = base()
+    doc["hosts"] = [
+        {"name": f"h{i}", "address": f"10.0.{i // 250}.{i % 250 + 1}x", "roles": ["worker"]}
+        for i in range(120)
+    ]
+    with pytest.raises(SpecError) as e:
+        load_cluster_data(doc)
+    assert len(e.value.problems) == 120
+    assert len(e.value.shown) == 50
+    assert e.value.more == 70
+    assert str(e.value).endswith("and 70 more")
+
+
+def test_a_utf8_byte_order_mark_is_fine(tmp_path: Path) -> None:
+    f = tmp_path / "bom.yaml"
+    f.write_bytes(b"\xef\xbb\xbf" + (EXAMPLES / "local-lb.yaml").read_bytes())
+    assert load_cluster_file(f).cluster.name == "local-lb"
+
+
+def test_keys_stay_the_text_written_not_yaml_booleans() -> None:
+    doc = yaml.safe_dump(base()) + "colour: blue\n"
+    text = doc.replace("hosts:\n", "hosts:\n").replace(
+        "- address: 10.0.0.21", "- labels: {on: x}\n  address: 10.0.0.21"
+    )
+    loaded = load_cluster_text(text.replace("colour: blue\n", ""))
+    assert loaded.cluster.host("w1").labels == {"on": "x"}
+
+
+def test_a_missing_file_and_a_directory_are_problems_not_tracebacks(tmp_path: Path) -> None:
+    for path, text in ((tmp_path / "nope.yaml", "No such file"), (tmp_path, "is a directory")):
+        with pytest.raises(SpecError) as e:
+            load_cluster_file(path)
+        (p,) = e.value.problems
+        assert p.path == "(file)" and text in p.message and p.hint

@@ -124,5 +124,6 @@ def test_apply_refuses_a_missing_ssh_key_before_creating_anything(tmp_path: Path
     res = runner.invoke(app, ["apply", "-f", str(path)])
     assert res.exit_code == 2, res.output
     said = " ".join(res.stderr.split())
-    assert "ssh.key_file" in said and "nothing was changed" in said
+    assert "ssh.key_file" in said
+    assert "nothing was changed" in said
     assert not (tmp_path / "state").exists()

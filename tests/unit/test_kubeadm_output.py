@@ -338,10 +338,10 @@ def test_upload_certs_errors(text: str, problem: str) -> None:
         parse_upload_certs_output(text)
 
 
-def test_upload_certs_key_on_the_same_line() -> None:
-    assert parse_upload_certs_output(f"[upload-certs] Using certificate key: {TUTORIAL_KEY}") == (
-        TUTORIAL_KEY
-    )
+def test_upload_certs_key_on_the_banner_line_is_refused_as_edited() -> None:
+    with pytest.raises(KubeadmOutputError, match="edited output") as e:
+        parse_upload_certs_output(f"[upload-certs] Using certificate key: {TUTORIAL_KEY}")
+    assert TUTORIAL_KEY not in str(e.value)
 
 
 def test_token_create() -> None:

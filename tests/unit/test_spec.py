@@ -397,4 +397,6 @@ def test_a_missing_file_and_a_directory_are_problems_not_tracebacks(tmp_path: Pa
         with pytest.raises(SpecError) as e:
             load_cluster_file(path)
         (p,) = e.value.problems
-        assert p.path == "(file)" and text in p.message and p.hint
+        assert p.path == "(file)"
+        assert text in p.message
+        assert p.hint

@@ -263,6 +263,7 @@ class InitResult:
         )
 
 
+_ANNOUNCED_TOKEN_RE = re.compile(r"^\s*\[bootstrap-token\] Using token: (\S+)\s*$", re.MULTILINE)
 _INIT_DONE_RE = re.compile(
     r"Your Kubernetes (?:control-plane|master) has initialized successfully!"
 )
@@ -292,6 +293,15 @@ def parse_init_output(text: str) -> InitResult:
             f"expected at most one control-plane join command, found {len(control_planes)}"
         )
     worker = workers[0]
+    for announced in _ANNOUNCED_TOKEN_RE.findall(text):
+        if announced != worker.token:
+            # Real init output prints the same token in both places; a mismatch means the text
+            # was spliced from two runs or edited by hand, and its join command may be stale.
+            raise KubeadmOutputError(
+                "the join command's token differs from the one '[bootstrap-token] Using token:' "
+                "announced (output spliced from two runs, or edited)",
+                f"[bootstrap-token] Using token: {announced}",
+            )
     control_plane = control_planes[0] if control_planes else None
     if control_plane is not None and (
         control_plane.endpoint,
@@ -327,9 +337,14 @@ def parse_upload_certs_output(text: str) -> str:
     for index, line in enumerate(lines):
         if _UPLOAD_KEY_MARK not in line:
             continue
-        same_line = line.split(_UPLOAD_KEY_MARK, 1)[1].strip()
-        if same_line:
-            return _check_key(same_line, line)
+        if line.split(_UPLOAD_KEY_MARK, 1)[1].strip():
+            # Every kubeadm from 1.14 to 1.33 prints the key on the next line (see the real
+            # transcripts); text after the banner means the output was edited by hand.
+            raise KubeadmOutputError(
+                "the certificate key stands on the banner's own line, where kubeadm never puts "
+                "it (edited output)",
+                line,
+            )
         following = next((ln for ln in lines[index + 1 :] if ln.strip()), None)
         if following is None:
             raise KubeadmOutputError("output ends right after the certificate key banner", line)
@@ -564,7 +579,11 @@ _CERT_COLUMNS = (
     "CERTIFICATE AUTHORITY",
     "EXTERNALLY MANAGED",
 )
+#: 1.15 and 1.16 (`kubeadm alpha certs check-expiration`): no CA column, no CA table, and
+#: EXTERNALLY MANAGED printed as true/false.
+_CERT_COLUMNS_1_15 = ("CERTIFICATE", "EXPIRES", "RESIDUAL TIME", "EXTERNALLY MANAGED")
 _CA_COLUMNS = ("CERTIFICATE AUTHORITY", "EXPIRES", "RESIDUAL TIME", "EXTERNALLY MANAGED")
+_MANAGED = {"yes": True, "true": True, "no": False, "false": False}
 _MISSING = "!MISSING!"
 
 
@@ -582,22 +601,22 @@ def _parse_expiry_row(line: str, columns: list[tuple[str, int]], first: str) -> 
         )
     except ValueError:
         raise KubeadmOutputError("EXPIRES is not like 'Jan 02, 2006 15:04 UTC'", line) from None
-    managed = cells["EXTERNALLY MANAGED"]
-    if managed not in ("yes", "no"):
-        raise KubeadmOutputError("EXTERNALLY MANAGED is neither yes nor no", line)
+    managed = _MANAGED.get(cells["EXTERNALLY MANAGED"])
+    if managed is None:
+        raise KubeadmOutputError("EXTERNALLY MANAGED is not yes/no (or true/false)", line)
+    authority = cells.get("CERTIFICATE AUTHORITY") if first != "CERTIFICATE AUTHORITY" else None
     return CertExpiration(
         name=cells[first],
         expires=expires,
         residual_time=cells["RESIDUAL TIME"],
-        certificate_authority=(cells["CERTIFICATE AUTHORITY"] or None)
-        if first != "CERTIFICATE AUTHORITY"
-        else None,
-        externally_managed=managed == "yes",
+        certificate_authority=authority or None,
+        externally_managed=managed,
     )
 
 
 def parse_certs_check_expiration(text: str) -> CertsExpiration:
-    """Both tables of ``kubeadm certs check-expiration`` (also ``alpha certs``, pre-1.20)."""
+    """Both tables of ``kubeadm certs check-expiration`` (also ``alpha certs``, pre-1.20, and
+    the 1.15/1.16 single table without a CERTIFICATE AUTHORITY column)."""
     tables: dict[tuple[str, ...], list[CertExpiration]] = {}
     columns: list[tuple[str, int]] | None = None
     names: tuple[str, ...] = ()
@@ -607,8 +626,10 @@ def parse_certs_check_expiration(text: str) -> CertsExpiration:
             columns = None
             continue
         candidate = tuple(name for name, _ in _columns(line))
-        if candidate in (_CERT_COLUMNS, _CA_COLUMNS):
+        if candidate in (_CERT_COLUMNS, _CERT_COLUMNS_1_15, _CA_COLUMNS):
             columns, names = _columns(line), candidate
+            if names == _CERT_COLUMNS_1_15:
+                names = _CERT_COLUMNS  # same rows, one column fewer
             if names in tables:
                 raise KubeadmOutputError("table header repeated", line)
             tables[names] = []

@@ -61,15 +61,18 @@ def load_or_exit(path: Path, output: Output = Output.TEXT) -> Loaded:
                 {
                     "valid": False,
                     "file": str(path),
-                    "problems": [_problem_json(p) for p in e.problems],
+                    "problems": [_problem_json(p) for p in e.shown],
+                    "more": e.more,
                 }
             )
         else:
             errors = [p for p in e.problems if p.severity is Severity.ERROR]
             err.print(f"[bold red]{path}: {len(errors)} problem(s)[/]", highlight=False)
-            for p in e.problems:
+            for p in e.shown:
                 colour = "red" if p.severity is Severity.ERROR else "yellow"
                 err.print(f"[{colour}]{p}[/]", highlight=False)
+            if e.more:
+                err.print(f"and {e.more} more", highlight=False)
             err.print("Nothing was changed.")
         raise typer.Exit(2) from None
     if output is Output.TEXT:

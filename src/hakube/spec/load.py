@@ -157,6 +157,7 @@ def _cross_field_despite(
         if not _remove(pruned, loc):
             return []
         removed.append(_path(loc))
+    _compact(pruned)
     if drop_hosts and isinstance(pruned.get("hosts"), list):
         pruned["hosts"] = [h for i, h in enumerate(pruned["hosts"]) if i not in drop_hosts]
         if not pruned["hosts"]:
@@ -189,8 +190,7 @@ def _remove(data: Any, loc: tuple[int | str, ...]) -> bool:
         del parent[last]
         return True
     if isinstance(parent, list) and isinstance(last, int) and last < len(parent):
-        parent[last] = _Gone  # indexes of the other errors stay valid
-        _compact(data)
+        parent[last] = _Gone  # indexes of the other errors stay valid until `_compact`
         return True
     return False
 

@@ -21,8 +21,8 @@ from yaml.resolver import Resolver
 
 from hakube.spec.checks import FILE, Problem
 
-#: Far above any real cluster file (1000 hosts take about 100 KiB), far below what hurts.
-MAX_BYTES = 1 << 20
+#: Above any real cluster file (1000 hosts take about 100 KiB), below what costs a second to read.
+MAX_BYTES = 256 << 10
 #: A cluster file nests six levels deep at most; this leaves room without allowing a stack bomb.
 MAX_DEPTH = 32
 
@@ -31,6 +31,8 @@ _EventLoader: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 _STANDARD_TAGS = {
     f"tag:yaml.org,2002:{t}" for t in ("str", "int", "float", "bool", "null", "map", "seq")
 }
+
+_STR = "tag:yaml.org,2002:str"
 
 _UTF16_32_BOMS = (
     (codecs.BOM_UTF32_LE, "UTF-32"),
@@ -154,6 +156,7 @@ class _Builder:
     def __init__(self) -> None:
         self.out = Parsed(None)
         self.resolver = Resolver()
+        self.implicit_first = frozenset(k for k in Resolver.yaml_implicit_resolvers if k)
         self.constructor = SafeConstructor()
         # Each frame: [container, path, pending key or None, line of the pending key].
         self.stack: list[list[Any]] = []
@@ -172,8 +175,29 @@ class _Builder:
         return self.out
 
     def event(self, ev: yaml.Event) -> None:
+        kind = type(ev)
         line = ev.start_mark.line + 1 if ev.start_mark is not None else None
-        if isinstance(ev, yaml.DocumentStartEvent):
+        if kind is yaml.ScalarEvent:
+            self.add(self.scalar(ev, line), line, ev)  # type: ignore[arg-type]
+        elif kind is yaml.MappingStartEvent or kind is yaml.SequenceStartEvent:
+            self.check_tag(ev.tag, line)  # type: ignore[attr-defined]
+            container: Any = {} if kind is yaml.MappingStartEvent else []
+            path = self.add(container, line, ev)  # type: ignore[arg-type]
+            if len(self.stack) >= MAX_DEPTH:
+                raise _too_deep(line)
+            self.stack.append([container, path, None, None])
+            self.seen.append({})
+        elif kind is yaml.MappingEndEvent or kind is yaml.SequenceEndEvent:
+            self.stack.pop()
+            self.seen.pop()
+        elif kind is yaml.AliasEvent:
+            raise _refuse(
+                f"YAML aliases (*{ev.anchor}) are not allowed in a cluster file, so that a small "  # type: ignore[attr-defined]
+                "file cannot expand into a huge one",
+                "write the value out in full where the alias (or a `<<:` merge) stands",
+                line=line,
+            )
+        elif kind is yaml.DocumentStartEvent:
             self.documents += 1
             if self.documents > 1:
                 raise _refuse(
@@ -181,26 +205,6 @@ class _Builder:
                     "keep one cluster per file: remove the second document",
                     line=line,
                 )
-        elif isinstance(ev, yaml.AliasEvent):
-            raise _refuse(
-                f"YAML aliases (*{ev.anchor}) are not allowed in a cluster file, so that a small "
-                "file cannot expand into a huge one",
-                "write the value out in full where the alias (or a `<<:` merge) stands",
-                line=line,
-            )
-        elif isinstance(ev, yaml.ScalarEvent):
-            self.add(self.scalar(ev, line), line, ev)
-        elif isinstance(ev, yaml.MappingStartEvent | yaml.SequenceStartEvent):
-            self.check_tag(ev.tag, line)
-            container: Any = {} if isinstance(ev, yaml.MappingStartEvent) else []
-            path = self.add(container, line, ev)
-            if len(self.stack) >= MAX_DEPTH:
-                raise _too_deep(line)
-            self.stack.append([container, path, None, None])
-            self.seen.append({})
-        elif isinstance(ev, yaml.MappingEndEvent | yaml.SequenceEndEvent):
-            self.stack.pop()
-            self.seen.pop()
 
     def check_tag(self, tag: str | None, line: int | None) -> None:
         if tag is None or tag == "!":
@@ -213,19 +217,25 @@ class _Builder:
             )
 
     def scalar(self, ev: yaml.ScalarEvent, line: int | None) -> Any:
-        self.check_tag(ev.tag, line)
         tag = ev.tag
+        value = ev.value
         if tag is None or tag == "!":
+            if ev.style:  # quoted or block text is text
+                return value
+            if value and value[0] not in self.implicit_first:
+                return value  # no implicit type (int, bool, ...) starts with this character
             resolve: Any = self.resolver.resolve
-            tag = str(resolve(yaml.ScalarNode, ev.value, ev.implicit))
-        if tag not in _STANDARD_TAGS:  # an implicit timestamp, or binary: keep the text
-            return ev.value
-        node = yaml.ScalarNode(tag, ev.value, style=ev.style)
+            tag = str(resolve(yaml.ScalarNode, value, ev.implicit))
+        else:
+            self.check_tag(tag, line)
+        if tag == _STR or tag not in _STANDARD_TAGS:  # an implicit timestamp stays text
+            return value
+        node = yaml.ScalarNode(tag, value, style=ev.style)
         try:
             return self.constructor.construct_object(node)
         except (ConstructorError, ValueError) as e:
             raise _refuse(
-                f"{ev.value!r} cannot be read as {tag.rpartition(':')[2]}: {e}",
+                f"{value!r} cannot be read as {tag.rpartition(':')[2]}: {e}",
                 "write a plain value without the tag",
                 line=line,
             ) from None

@@ -47,8 +47,12 @@ def print_json(data: Any) -> None:
     sys.stdout.write(json.dumps(data, indent=2, default=str) + "\n")
 
 
-def fail(message: str, code: int = 1) -> NoReturn:
-    err.print(f"[bold red]error:[/] {message}", highlight=False)
+def fail(message: str, code: int = 1, output: Output = Output.TEXT) -> NoReturn:
+    """Stop with a message: on stderr, or as the one JSON document on stdout with --output json."""
+    if output is Output.JSON:
+        print_json({"ok": False, "error": message, "exit_code": code})
+    else:
+        err.print(f"[bold red]error:[/] {message}", highlight=False)
     raise typer.Exit(code)
 
 
@@ -125,14 +129,23 @@ def validate(
 def render(
     file: FileOpt = Path("cluster.yaml"),
     out_dir: Annotated[
-        Path, typer.Option("--out", "-o", help="Directory to write <host>/<path> into.")
+        Path, typer.Option("--out-dir", "-d", help="Directory to write <host>/<path> into.")
     ] = Path("render-out"),
+    output: OutputOpt = Output.TEXT,
 ) -> None:
     """Write every host's files under DIR/<host>/ (secrets from the state dir, 0600)."""
-    from hakube.workflows.plan import render_to_dir
+    from hakube.workflows.plan import RenderTargetError, render_to_dir
 
-    loaded = load_or_exit(file)
-    written = render_to_dir(loaded.cluster, out_dir)
+    loaded = load_or_exit(file, output)
+    try:
+        written = render_to_dir(loaded.cluster, out_dir)
+    except RenderTargetError as e:
+        fail(str(e), 2, output)
+    except OSError as e:
+        fail(f"writing under {out_dir} failed: {e.strerror or e}", 1, output)
+    if output is Output.JSON:
+        print_json({"ok": True, "out_dir": str(out_dir), "files": written})
+        return
     out.print(f"wrote {written} files under {out_dir}/", highlight=False)
 
 

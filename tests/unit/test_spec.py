@@ -359,7 +359,7 @@ def test_a_file_of_several_megabytes_is_refused_by_its_size(tmp_path: Path) -> N
         load_cluster_file(big)
     (p,) = e.value.problems
     assert p.path == "(file)"
-    assert "larger than 1024 KiB" in p.message
+    assert "larger than 256 KiB (at least 6,300,000 bytes)" in p.message
     assert p.hint
 
 

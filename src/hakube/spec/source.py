@@ -116,8 +116,8 @@ def decode(data: bytes) -> str:
 
 def _too_big(size: int) -> NoReturn:
     raise _refuse(
-        f"the file is larger than {MAX_BYTES >> 10} KiB ({size} bytes or more); a cluster file "
-        "is far smaller, so this is not one",
+        f"the file is larger than {MAX_BYTES >> 10} KiB (at least {size:,} bytes); a cluster "
+        "file is far smaller, so this is not one",
         "point -f at the cluster file (YAML, e.g. examples/tutorial.yaml)",
     )
 

@@ -15,18 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from hakube.facts.kubeadm import (
-    KubeadmOutputError,
-    parse_certs_check_expiration,
-    parse_init_output,
-    parse_join_command,
-    parse_phase_error,
-    parse_preflight_errors,
-    parse_preflight_warnings,
-    parse_token_create,
-    parse_token_list,
-    parse_upload_certs_output,
-)
+from hakube.facts import kubeadm
+from hakube.facts.kubeadm import KubeadmOutputError
 
 TRANSCRIPTS = (
     Path(__file__).resolve().parents[2] / ".." / "shared" / "reference" / "kubeadm-transcripts"
@@ -176,7 +166,7 @@ def test_every_transcript_with_a_parser_is_covered_here() -> None:
 def test_real_init_output_is_parsed(name: str) -> None:
     text = text_of(name)
     endpoint, token_id, cp_join = INIT_OK[name]
-    r = parse_init_output(text)
+    r = kubeadm.parse_init_output(text)
     assert r.endpoint == endpoint
     assert r.token.split(".")[0] == token_id
     assert r.token == (announced_token(text) or r.token)
@@ -192,7 +182,7 @@ def test_real_init_output_is_parsed(name: str) -> None:
 def test_failed_spliced_and_edited_init_output_is_refused(name: str) -> None:
     text = text_of(name)
     with pytest.raises(KubeadmOutputError) as e:
-        parse_init_output(text)
+        kubeadm.parse_init_output(text)
     assert INIT_REFUSED[name] in str(e.value)
     for token in re.findall(r"\b[a-z0-9]{6}\.([a-z0-9]{16})\b", text):
         assert token not in str(e.value)  # token secrets never reach the message
@@ -202,11 +192,11 @@ def test_failed_spliced_and_edited_init_output_is_refused(name: str) -> None:
 def test_preflight_failures_name_each_check_with_its_whole_message(name: str) -> None:
     text = text_of(name)
     checks, ending, warnings = PREFLIGHT_FAILED[name]
-    errors = parse_preflight_errors(text)
+    errors = kubeadm.parse_preflight_errors(text)
     assert [e.check for e in errors] == checks
     assert all(e.message.endswith(ending) for e in errors)
-    assert [w.check for w in parse_preflight_warnings(text)] == warnings
-    phase = parse_phase_error(text)
+    assert [w.check for w in kubeadm.parse_preflight_warnings(text)] == warnings
+    phase = kubeadm.parse_phase_error(text)
     assert phase is not None
     assert phase.phase == "preflight"
 
@@ -214,12 +204,12 @@ def test_preflight_failures_name_each_check_with_its_whole_message(name: str) ->
 @pytest.mark.parametrize("name", JOIN_OK)
 def test_successful_joins_report_no_failure(name: str) -> None:
     text = text_of(name)
-    assert parse_preflight_errors(text) == []
-    assert parse_phase_error(text) is None
+    assert kubeadm.parse_preflight_errors(text) == []
+    assert kubeadm.parse_phase_error(text) is None
 
 
 def test_expired_kubeadm_certs_secret_names_the_phase() -> None:
-    phase = parse_phase_error(text_of("1.32-join-fail-download-certs-1.txt"))
+    phase = kubeadm.parse_phase_error(text_of("1.32-join-fail-download-certs-1.txt"))
     assert phase is not None
     assert phase.phase == "control-plane-prepare/download-certs"
     assert 'Secret "kubeadm-certs" was not found' in phase.message
@@ -228,7 +218,7 @@ def test_expired_kubeadm_certs_secret_names_the_phase() -> None:
 @pytest.mark.parametrize("name", sorted(JOIN_COMMANDS))
 def test_real_join_commands_are_parsed(name: str) -> None:
     endpoint, token_id, control_plane, has_key = JOIN_COMMANDS[name]
-    j = parse_join_command(text_of(name))
+    j = kubeadm.parse_join_command(text_of(name))
     assert (j.endpoint, j.token.split(".")[0], j.control_plane) == (
         endpoint,
         token_id,
@@ -240,16 +230,16 @@ def test_real_join_commands_are_parsed(name: str) -> None:
 @pytest.mark.parametrize("name", UPLOAD_CERTS)
 def test_real_upload_certs_output_gives_the_key_below_the_banner(name: str) -> None:
     text = text_of(name)
-    assert parse_upload_certs_output(text) == key_below_banner(text)
+    assert kubeadm.parse_upload_certs_output(text) == key_below_banner(text)
 
 
 def test_real_token_create_output() -> None:
-    assert parse_token_create(text_of("1.14-token-create-1.txt")).startswith("wo512h.")
+    assert kubeadm.parse_token_create(text_of("1.14-token-create-1.txt")).startswith("wo512h.")
 
 
 @pytest.mark.parametrize("name", sorted(TOKEN_LISTS))
 def test_real_token_lists_are_parsed_with_time_zones(name: str) -> None:
-    rows = parse_token_list(text_of(name))
+    rows = kubeadm.parse_token_list(text_of(name))
     hour = dt.timedelta(hours=1)
     got = [
         (
@@ -266,7 +256,7 @@ def test_real_token_lists_are_parsed_with_time_zones(name: str) -> None:
 @pytest.mark.parametrize("name", sorted(CERTS))
 def test_real_check_expiration_tables_are_parsed(name: str) -> None:
     n_certs, n_cas, expired, missing = CERTS[name]
-    r = parse_certs_check_expiration(text_of(name))
+    r = kubeadm.parse_certs_check_expiration(text_of(name))
     assert (len(r.certificates), len(r.authorities)) == (n_certs, n_cas)
     every = (*r.certificates, *r.authorities)
     assert {c.name for c in every if c.expired} == expired

@@ -87,6 +87,13 @@ class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
 
+def _checked_dns_name(v: str, what: str, fix: str) -> str:
+    bad = _dns_name_problem(v)
+    if bad:
+        raise invalid(f"{v!r} {bad}: it is not a lower-case {what}", fix)
+    return v
+
+
 def _interface_name(v: str) -> str:
     fix = "use the NIC's name as `ip -br link` shows it on the host, e.g. eth0 or ens37"
     bad = "is empty" if not v else _bad_char(v, _IFACE_CHARS)
@@ -326,13 +333,10 @@ class Endpoint(Strict):
     @field_validator("name")
     @classmethod
     def _dns(cls, v: str | None) -> str | None:
-        bad = None if v is None else _dns_name_problem(v)
-        if bad:
-            raise invalid(
-                f"{v!r} {bad}: it is not a lower-case DNS name",
-                "use a name such as api.example.internal (a-z, 0-9, '-' and dots)",
-            )
-        return v
+        if v is None:
+            return v
+        fix = "use a name such as api.example.internal (a-z, 0-9, '-' and dots)"
+        return _checked_dns_name(v, "DNS name", fix)
 
     @field_validator("interface")
     @classmethod
@@ -426,13 +430,8 @@ class Kubernetes(Strict):
     @field_validator("dns_domain")
     @classmethod
     def _domain(cls, v: str) -> str:
-        bad = _dns_name_problem(v)
-        if bad:
-            raise invalid(
-                f"{v!r} {bad}: it is not a lower-case DNS domain",
-                "keep the default cluster.local unless you need another",
-            )
-        return v
+        fix = "keep the default cluster.local unless you need another"
+        return _checked_dns_name(v, "DNS domain", fix)
 
     @field_validator("image_repository")
     @classmethod

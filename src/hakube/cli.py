@@ -12,7 +12,6 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.table import Table
 
 from hakube.console import (
     FileOpt,
@@ -27,7 +26,6 @@ from hakube.console import (
     problem_json,
     split_list,
 )
-from hakube.spec.model import Cluster
 
 PLUGIN_GROUP = "hakube.cli_plugins"
 
@@ -42,6 +40,8 @@ app = typer.Typer(
 @app.command()
 def schema() -> None:
     """Print the JSON Schema of the cluster file (for editors and CI)."""
+    from hakube.spec.model import Cluster
+
     print_json(Cluster.model_json_schema(by_alias=True))
 
 
@@ -100,6 +100,8 @@ def plan(
 ) -> None:
     """Show, per host, the phases `apply` would run and the files it would write. No host is
     contacted."""
+    from rich.table import Table
+
     from hakube.workflows.plan import build_plan
 
     loaded = load_or_exit(file, output)

@@ -10,16 +10,18 @@ import json
 import sys
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, Any, NoReturn
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
 import typer
 from rich.console import Console
-from rich.table import Table
 
-from hakube.phases.base import Event, EventKind
-from hakube.phases.verify import VerifyReport
-from hakube.spec import Loaded, Severity, SpecError, load_cluster_file
-from hakube.workflows.apply import ApplyResult
+# Start-up time: `hakube --help` and `hakube validate` must not pay for the phases, asyncssh or
+# the PKI, so everything below is imported where it is used.
+if TYPE_CHECKING:
+    from hakube.phases.base import Event
+    from hakube.phases.verify import VerifyReport
+    from hakube.spec import Loaded
+    from hakube.workflows.apply import ApplyResult
 
 out = Console()
 err = Console(stderr=True)
@@ -50,6 +52,8 @@ def fail(message: str, code: int = 1, output: Output = Output.TEXT) -> NoReturn:
 
 
 def load_or_exit(path: Path, output: Output = Output.TEXT) -> Loaded:
+    from hakube.spec import Severity, SpecError, load_cluster_file
+
     try:
         loaded = load_cluster_file(path)
     except SpecError as e:
@@ -95,6 +99,8 @@ class Progress:
         self.output = output
 
     def __call__(self, e: Event) -> None:
+        from hakube.phases.base import EventKind
+
         if self.output is Output.JSON:
             sys.stdout.write(json.dumps(e.as_dict()) + "\n")
             sys.stdout.flush()
@@ -117,6 +123,8 @@ class Progress:
 
 
 def print_report(report: VerifyReport | None) -> None:
+    from rich.table import Table
+
     if report is None:
         return
     t = Table(title="verify", title_justify="left")

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from hakube_lab.addressing import LabError, LabPlan, validate_name
+from hakube_lab.addressing import LabError, LabInputError, LabPlan, validate_name
 
 STATE_ROOT = Path("/var/lib/hakube/lab")
 
@@ -35,7 +35,7 @@ def read_shape(name: str, state_root: Path) -> Shape:
     try:
         data = json.loads(path.read_text())
     except FileNotFoundError:
-        raise LabError(f"no lab named {name!r} (no {path}); run `hakube lab up`") from None
+        raise LabInputError(f"no lab named {name!r} (no {path}); run `hakube lab up`") from None
     return Shape(data["control_planes"], data["workers"], data["subnet"])
 
 

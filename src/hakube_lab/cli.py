@@ -31,7 +31,11 @@ from hakube_lab.addressing import DEFAULT_NAME, DEFAULT_SUBNET, LabError, LabInp
 if TYPE_CHECKING:
     from hakube_lab.lab import Lab
 
-app = typer.Typer(no_args_is_help=True, add_completion=False, help="A local lab of real hosts.")
+app = typer.Typer(
+    no_args_is_help=True,
+    add_completion=False,
+    help="A local lab of containers (systemd-nspawn) sharing this kernel.",
+)
 
 
 NameOpt = Annotated[str, typer.Option("--name", "-n", help="Lab name (1-8 chars a-z0-9).")]
@@ -262,6 +266,8 @@ def drill_cmd(
 
 def register(product: typer.Typer) -> None:
     """Mount `lab`, `demo` and `drill` on the product CLI (the `hakube.cli_plugins` hook)."""
-    product.add_typer(app, name="lab", help="A local lab of real Linux hosts (nspawn).")
+    product.add_typer(
+        app, name="lab", help="A local lab of containers (systemd-nspawn) sharing this kernel."
+    )
     product.command("demo")(demo)
     product.command("drill")(drill_cmd)

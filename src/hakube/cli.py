@@ -158,9 +158,9 @@ def apply_cmd(
             emit=Progress(output),
         )
     except ValueError as e:
-        fail(str(e), 2)
+        fail(str(e), 2, output)
     except ApplyLocked as e:
-        fail(str(e))
+        fail(str(e), 1, output)
     print_result(result, output)
     if not result.ok:
         raise typer.Exit(1)

@@ -173,3 +173,13 @@ def test_output_json_is_one_document_for_unreadable_files(
     assert p["path"] == "(file)"
     assert p["hint"]
     assert not (tmp_path / "state").exists()
+
+
+def test_apply_refusal_is_one_json_document_with_output_json() -> None:
+    res = runner.invoke(
+        app, ["apply", "-f", str(EXAMPLES / "tutorial.yaml"), "--only", "kubeam", "-o", "json"]
+    )
+    assert res.exit_code == 2
+    data = json.loads(res.stdout)
+    assert data["ok"] is False
+    assert "unknown phase 'kubeam'" in data["error"]

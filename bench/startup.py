@@ -39,12 +39,22 @@ def median_seconds(argv: list[str]) -> tuple[float, float, float, float]:
     return min(times), statistics.median(times), max(times), statistics.median(cpu)
 
 
+def command(src: str | None) -> list[str]:
+    """The installed `hakube`, or (`--src DIR`) the hakube package found in DIR, e.g. an older
+    checkout's src/, to measure before and after a change on the same machine."""
+    if src is None:
+        return [hakube()]
+    code = f"import sys; sys.path.insert(0, {src!r}); from hakube.cli import main; main()"
+    return [sys.executable, "-c", code]
+
+
 def main() -> None:
-    exe = hakube()
+    args = sys.argv[1:]
+    exe = command(args[1] if args[:1] == ["--src"] and len(args) > 1 else None)
     print(f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
-    for argv in ([exe, "--help"], [exe, "validate", "-f", "examples/tutorial.yaml"]):
+    for argv in ([*exe, "--help"], [*exe, "validate", "-f", "examples/tutorial.yaml"]):
         lo, med, hi, cpu = median_seconds(argv)
-        shown = " ".join(["hakube", *argv[1:]])
+        shown = " ".join(["hakube", *argv[len(exe) :]])
         print(
             f"{shown:<44} wall median {med:.3f} s (min {lo:.3f}, max {hi:.3f}), "
             f"CPU median {cpu:.3f} s, {RUNS} runs"

@@ -2,16 +2,20 @@
 
 Every command that reports something also offers `--output json`. Bad input exits 2 with every
 problem listed; a failed run exits 1. Command groups of other installed packages (the lab's
-`lab`, `demo` and `drill`) are mounted through the `hakube.cli_plugins` entry-point group.
+`lab`, `demo` and `drill`) are mounted through the `hakube.cli_plugins` entry-point group, on
+first need (`PluginGroup`).
 """
 
 from __future__ import annotations
 
-from importlib.metadata import entry_points
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
+from typer.core import TyperGroup
+
+if TYPE_CHECKING:
+    from typer._click import Command, Context  # typer vendors click; these are its types
 
 from hakube.console import (
     FileOpt,
@@ -29,7 +33,46 @@ from hakube.console import (
 
 PLUGIN_GROUP = "hakube.cli_plugins"
 
+
+class PluginGroup(TyperGroup):
+    """The product's commands, and the plugins' (`register(typer_app)` per entry point) mounted
+    on first need: `hakube validate` and the other product commands start without reading
+    entry points or importing any plugin; help and unknown command names load them."""
+
+    plugins_loaded = False
+
+    def load_plugins(self) -> None:
+        if self.plugins_loaded:
+            return
+        self.plugins_loaded = True
+        from importlib.metadata import entry_points
+
+        extra = typer.Typer()
+        for ep in entry_points(group=PLUGIN_GROUP):
+            try:
+                register = ep.load()
+            except ImportError:
+                # Its distribution's metadata is there but the package is not importable.
+                continue
+            register(extra)
+        if extra.registered_commands or extra.registered_groups:
+            for name, command in typer.main.get_group(extra).commands.items():
+                self.add_command(command, name)
+
+    def list_commands(self, ctx: Context) -> list[str]:
+        self.load_plugins()
+        return super().list_commands(ctx)
+
+    def get_command(self, ctx: Context, cmd_name: str) -> Command | None:
+        found = super().get_command(ctx, cmd_name)
+        if found is None and not self.plugins_loaded:
+            self.load_plugins()
+            found = super().get_command(ctx, cmd_name)
+        return found
+
+
 app = typer.Typer(
+    cls=PluginGroup,
     no_args_is_help=True,
     add_completion=False,
     help="Build and run highly available Kubernetes clusters on plain Linux hosts over SSH.",
@@ -164,20 +207,6 @@ def apply_cmd(
     print_result(result, output)
     if not result.ok:
         raise typer.Exit(1)
-
-
-def _mount_plugins() -> None:
-    """Mount every installed command plugin; a plugin whose package is missing is left out."""
-    for ep in entry_points(group=PLUGIN_GROUP):
-        try:
-            register = ep.load()
-        except ImportError:
-            # Its distribution's metadata is there but the package is not importable.
-            continue
-        register(app)
-
-
-_mount_plugins()
 
 
 def main() -> None:

@@ -59,8 +59,8 @@ INIT_REFUSED = {
     "1.17-init-handedited-1.txt": "differs from the one '[bootstrap-token] Using token:'",
     "1.25-init-aliyun-spliced-1.txt": "spliced from two runs",
     "1.20-init-preflight-fail-1.txt": "failed preflight: FileContent--proc-sys-net-bridge",
-    "1.25-init-preflight-fail-cri-aliyun-1.txt": "failed preflight: CRI",
-    "1.26-init-preflight-fail-cri-1.txt": "failed preflight: CRI",
+    "1.25-init-preflight-fail-cri-aliyun-1.txt": "not running: output: E1029 14:48:00.390255",
+    "1.26-init-preflight-fail-cri-1.txt": "failed preflight: CRI: container runtime is not running",
     "1.28-init-preflight-fail-cri-1.txt": "failed preflight: CRI",
 }
 
@@ -126,26 +126,6 @@ TOKEN_LISTS = {
     ],
 }
 
-# file → (certificates, authorities, expired, missing)
-CERTS = {
-    "1.15-certs-check-expiration-1.txt": (10, 0, set(), set()),
-    "1.18-certs-check-expiration-expired-missing-1.txt": (
-        10,
-        3,
-        {
-            "admin.conf",
-            "apiserver",
-            "apiserver-kubelet-client",
-            "controller-manager.conf",
-            "front-proxy-client",
-            "scheduler.conf",
-        },
-        {"apiserver-etcd-client", "etcd-healthcheck-client", "etcd-peer", "etcd-server", "etcd-ca"},
-    ),
-    "1.27-certs-check-expiration-1.txt": (10, 3, set(), set()),
-    "1.33-certs-check-expiration-1.txt": (11, 3, set(), set()),
-}
-
 
 def test_every_transcript_with_a_parser_is_covered_here() -> None:
     """A transcript added to the index without an expectation here fails instead of being
@@ -153,12 +133,16 @@ def test_every_transcript_with_a_parser_is_covered_here() -> None:
     rows = [ln for ln in text_of("index.md").splitlines() if ln.startswith("| `")]
     covered = (
         set(INIT_OK) | set(INIT_REFUSED) | set(PREFLIGHT_FAILED) | set(JOIN_OK)
-        | set(JOIN_COMMANDS) | set(UPLOAD_CERTS) | set(TOKEN_LISTS) | set(CERTS)
+        | set(JOIN_COMMANDS) | set(UPLOAD_CERTS) | set(TOKEN_LISTS)
         | {"1.14-token-create-1.txt", "1.32-join-fail-download-certs-1.txt"}
     )  # fmt: skip
     for row in rows:
         name, _, _, parser = (c.strip() for c in row.strip("|").split("|")[:4])
-        if "parse_" in parser:
+        # hakube reads certificate expiry with openssl, not kubeadm's table: that parser is gone.
+        parsers = [
+            p for p in re.findall(r"parse_\w+", parser) if p != "parse_certs_check_expiration"
+        ]
+        if parsers:
             assert name.strip("`") in covered, row
 
 
@@ -184,6 +168,8 @@ def test_failed_spliced_and_edited_init_output_is_refused(name: str) -> None:
     with pytest.raises(KubeadmOutputError) as e:
         kubeadm.parse_init_output(text)
     assert INIT_REFUSED[name] in str(e.value)
+    warned = PREFLIGHT_FAILED.get(name, ([], "", []))[2]
+    assert (f"(warnings: {', '.join(warned)})" in str(e.value)) == bool(warned)
     for token in re.findall(r"\b[a-z0-9]{6}\.([a-z0-9]{16})\b", text):
         assert token not in str(e.value)  # token secrets never reach the message
 
@@ -251,15 +237,3 @@ def test_real_token_lists_are_parsed_with_time_zones(name: str) -> None:
         for t in rows
     ]
     assert got == TOKEN_LISTS[name]
-
-
-@pytest.mark.parametrize("name", sorted(CERTS))
-def test_real_check_expiration_tables_are_parsed(name: str) -> None:
-    n_certs, n_cas, expired, missing = CERTS[name]
-    r = kubeadm.parse_certs_check_expiration(text_of(name))
-    assert (len(r.certificates), len(r.authorities)) == (n_certs, n_cas)
-    every = (*r.certificates, *r.authorities)
-    assert {c.name for c in every if c.expired} == expired
-    assert {c.name for c in every if c.missing} == missing
-    assert not any(c.externally_managed for c in every)
-    assert all(c.expires is not None for c in every if not c.missing)

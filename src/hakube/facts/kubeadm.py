@@ -1,4 +1,4 @@
-"""Parsers for what kubeadm prints: init, upload-certs, tokens, preflight failures, cert expiry.
+"""Parsers for what kubeadm prints: init, upload-certs, join commands, tokens, preflight failures.
 
 kubeadm has no machine-readable output for most of these, so hakube reads its human output.
 Each parser checks every secret against kubeadm's own format and raises
@@ -21,15 +21,12 @@ from hakube.secrets import BOOTSTRAP_TOKEN_RE, CA_CERT_HASH_RE, CERTIFICATE_KEY_
 
 __all__ = [
     "BootstrapTokenInfo",
-    "CertExpiration",
-    "CertsExpiration",
     "InitResult",
     "JoinCommand",
     "KubeadmOutputError",
     "KubeadmPhaseFailure",
     "PreflightIssue",
     "mask_secrets",
-    "parse_certs_check_expiration",
     "parse_init_output",
     "parse_join_command",
     "parse_phase_error",
@@ -275,8 +272,11 @@ def parse_init_output(text: str) -> InitResult:
     if not _INIT_DONE_RE.search(text):
         errors = parse_preflight_errors(text)
         if errors:
+            warnings = parse_preflight_warnings(text)
             raise KubeadmOutputError(
-                "kubeadm init failed preflight: " + "; ".join(e.check for e in errors)
+                "kubeadm init failed preflight: "
+                + "; ".join(f"{e.check}: {e.message.splitlines()[0]}" for e in errors)
+                + (f" (warnings: {', '.join(w.check for w in warnings)})" if warnings else "")
             )
         phase = parse_phase_error(text)
         if phase is not None:
@@ -544,105 +544,3 @@ def parse_phase_error(text: str) -> KubeadmPhaseFailure | None:
             phase=match.group(1), message=mask_secrets("\n".join(body).strip("\n"))
         )
     return None
-
-
-# --- certs check-expiration ----------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class CertExpiration:
-    """One row of ``kubeadm certs check-expiration`` (either table)."""
-
-    name: str
-    expires: dt.datetime | None  # None when missing
-    residual_time: str | None  # as printed: "364d", "9y", "<invalid>"
-    certificate_authority: str | None  # None in the CA table and for rows printed without one
-    externally_managed: bool
-    missing: bool = False
-
-    @property
-    def expired(self) -> bool:
-        return self.residual_time == "<invalid>"
-
-
-@dataclass(frozen=True)
-class CertsExpiration:
-    certificates: tuple[CertExpiration, ...]
-    authorities: tuple[CertExpiration, ...]
-
-    def by_name(self) -> dict[str, CertExpiration]:
-        return {c.name: c for c in (*self.certificates, *self.authorities)}
-
-
-_CERT_COLUMNS = (
-    "CERTIFICATE",
-    "EXPIRES",
-    "RESIDUAL TIME",
-    "CERTIFICATE AUTHORITY",
-    "EXTERNALLY MANAGED",
-)
-#: 1.15 and 1.16 (`kubeadm alpha certs check-expiration`): no CA column, no CA table, and
-#: EXTERNALLY MANAGED printed as true/false.
-_CERT_COLUMNS_1_15 = ("CERTIFICATE", "EXPIRES", "RESIDUAL TIME", "EXTERNALLY MANAGED")
-_CA_COLUMNS = ("CERTIFICATE AUTHORITY", "EXPIRES", "RESIDUAL TIME", "EXTERNALLY MANAGED")
-_MANAGED = {"yes": True, "true": True, "no": False, "false": False}
-_MISSING = "!MISSING!"
-
-
-def _parse_expiry_row(line: str, columns: list[tuple[str, int]], first: str) -> CertExpiration:
-    if line.startswith(_MISSING):
-        name = line[len(_MISSING) :].strip()
-        if not name:
-            raise KubeadmOutputError("!MISSING! row without a name", line)
-        return CertExpiration(name, None, None, None, externally_managed=False, missing=True)
-    _check_aligned(line, columns)
-    cells = _cells(line, columns)
-    try:
-        expires = dt.datetime.strptime(cells["EXPIRES"], "%b %d, %Y %H:%M UTC").replace(
-            tzinfo=dt.UTC
-        )
-    except ValueError:
-        raise KubeadmOutputError("EXPIRES is not like 'Jan 02, 2006 15:04 UTC'", line) from None
-    managed = _MANAGED.get(cells["EXTERNALLY MANAGED"])
-    if managed is None:
-        raise KubeadmOutputError("EXTERNALLY MANAGED is not yes/no (or true/false)", line)
-    authority = cells.get("CERTIFICATE AUTHORITY") if first != "CERTIFICATE AUTHORITY" else None
-    return CertExpiration(
-        name=cells[first],
-        expires=expires,
-        residual_time=cells["RESIDUAL TIME"],
-        certificate_authority=authority or None,
-        externally_managed=managed,
-    )
-
-
-def parse_certs_check_expiration(text: str) -> CertsExpiration:
-    """Both tables of ``kubeadm certs check-expiration`` (also ``alpha certs``, pre-1.20, and
-    the 1.15/1.16 single table without a CERTIFICATE AUTHORITY column)."""
-    tables: dict[tuple[str, ...], list[CertExpiration]] = {}
-    columns: list[tuple[str, int]] | None = None
-    names: tuple[str, ...] = ()
-    for raw in text.replace("\r\n", "\n").split("\n"):
-        line = raw.rstrip()
-        if not line.strip():
-            columns = None
-            continue
-        candidate = tuple(name for name, _ in _columns(line))
-        if candidate in (_CERT_COLUMNS, _CERT_COLUMNS_1_15, _CA_COLUMNS):
-            columns, names = _columns(line), candidate
-            if names == _CERT_COLUMNS_1_15:
-                names = _CERT_COLUMNS  # same rows, one column fewer
-            if names in tables:
-                raise KubeadmOutputError("table header repeated", line)
-            tables[names] = []
-            continue
-        if columns is None:
-            continue  # "[check-expiration] ..." chatter, deprecation notices, klog lines
-        tables[names].append(_parse_expiry_row(line, columns, names[0]))
-    if _CERT_COLUMNS not in tables:
-        first = next((ln for ln in text.splitlines() if ln.strip()), None)
-        raise KubeadmOutputError("no CERTIFICATE table in check-expiration output", first)
-    return CertsExpiration(
-        certificates=tuple(tables[_CERT_COLUMNS]),
-        authorities=tuple(tables.get(_CA_COLUMNS, [])),
-    )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import ipaddress
 import re
 from pathlib import Path
@@ -400,3 +401,59 @@ def test_a_missing_file_and_a_directory_are_problems_not_tracebacks(tmp_path: Pa
         assert p.path == "(file)"
         assert text in p.message
         assert p.hint
+
+
+_junk = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(-(2**40), 2**40),
+    st.floats(allow_nan=False),
+    st.text(max_size=12),
+    st.lists(st.integers(), max_size=2),
+    st.dictionaries(st.text(max_size=4), st.integers(), max_size=2),
+)
+
+
+def _paths(doc: Any, prefix: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+    out = [prefix] if prefix else []
+    if isinstance(doc, dict):
+        for k, v in doc.items():
+            out += _paths(v, (*prefix, k))
+    elif isinstance(doc, list):
+        for i, v in enumerate(doc):
+            out += _paths(v, (*prefix, i))
+    return out
+
+
+_FULL = base(
+    ssh={"user": "ops", "port": 22, "key_file": "/dev/null", "connect_timeout": 5},
+    kubernetes={"version": "1.30.4", "image_repository": "registry.k8s.io", "cni": {}},
+    network={"pod_subnet": "10.244.0.0/16", "service_subnet": "10.96.0.0/12"},
+    etcd={"topology": "external", "hosts": ["cp1", "cp2", "cp3"], "client_port": 2379},
+    packages={"manager": "apt"},
+)
+_FULL["hosts"][3]["labels"] = {"zone": "a"}
+_FULL["endpoint"]["vrrp"] = {"router_id": 51, "advert_interval": 0.1}
+
+
+@settings(max_examples=300, deadline=None)
+@given(data=st.data())
+def test_any_broken_value_gives_located_problems_with_a_fix(data: st.DataObject) -> None:
+    """Whatever value lands wherever, the result is a `SpecError` whose every error names a
+    field and a fix in hakube's words (or the file loads): never a crash, never pydantic's."""
+    doc = copy.deepcopy(_FULL)
+    for _ in range(data.draw(st.integers(1, 3))):
+        path = data.draw(st.sampled_from(_paths(doc)))
+        parent = doc
+        for part in path[:-1]:
+            parent = parent[part]
+        parent[path[-1]] = data.draw(_junk)
+    try:
+        load_cluster_data(doc)
+    except SpecError as e:
+        for p in e.problems:
+            assert p.path
+            assert "Input should" not in p.message
+            assert "Value error" not in p.message
+            if p.severity is Severity.ERROR:
+                assert p.hint, str(p)

@@ -86,9 +86,40 @@ def _dns_name_problem(v: str) -> str | None:
 
 
 class Strict(BaseModel):
-    """Unknown keys are errors: a typo must never be silently ignored."""
+    """Unknown keys are errors: a typo must never be silently ignored. Neither is a value that
+    pydantic would quietly convert: `true` is not the port 1, `10` is not the address 0.0.0.10."""
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _no_silent_conversion(cls, v: Any, info: ValidationInfo) -> Any:
+        if not isinstance(v, bool | int | float) or info.field_name is None:
+            return v
+        kinds = _annotation_types(cls.model_fields[info.field_name].annotation)
+        if isinstance(v, bool) and bool not in kinds and kinds & {int, float}:
+            raise invalid(
+                f"YAML reads this as the boolean {str(v).lower()}, where a number belongs",
+                "write the number itself (yes/no/on/off/true/false are booleans in YAML)",
+            )
+        if kinds & _IP_TYPES:
+            raise invalid(
+                f"the number {v} is not written as an IP address",
+                "write the address in dotted form, such as 10.0.0.11 (or 10.244.0.0/16 for a "
+                "subnet)",
+            )
+        return v
+
+
+_IP_TYPES = frozenset({ipaddress.IPv4Address, ipaddress.IPv4Network})
+
+
+def _annotation_types(annotation: Any) -> frozenset[Any]:
+    """The plain types in an annotation such as `int | None` or `IPv4Address`."""
+    args = getattr(annotation, "__args__", None)
+    if args is None or isinstance(annotation, type):
+        return frozenset({annotation})
+    return frozenset(t for a in args for t in _annotation_types(a))
 
 
 def _checked_dns_name(v: str, what: str, fix: str) -> str:

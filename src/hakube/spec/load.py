@@ -94,9 +94,10 @@ def load_cluster_data(
     try:
         cluster = Cluster.model_validate(dict(data), context=context)
     except ValidationError as e:
-        errors = e.errors()
+        errors = e.errors(include_url=False)
         problems += [_from_pydantic(err, parsed) for err in errors]
-        problems += _cross_field_despite(dict(data), errors, lines)
+        if len(errors) <= MAX_SHOWN:  # beyond a screenful of field errors, they come first
+            problems += _cross_field_despite(dict(data), errors, lines)
         problems += _warnings(context, lines)
         raise SpecError(source, problems) from None
     found = problems + [_with_line(p, lines) for p in check_cluster(cluster)]

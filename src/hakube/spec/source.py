@@ -251,7 +251,7 @@ class _Builder:
         if isinstance(container, list):
             path = f"{parent}[{len(container)}]"
             container.append(value)
-            self.note(path, line, ev)
+            self.note(path, line, ev, value)
             return path
         if frame[2] is None:  # this value is a key
             if not isinstance(ev, yaml.ScalarEvent):
@@ -280,11 +280,11 @@ class _Builder:
         else:
             self.seen[-1][key] = key_line
         container[key] = value
-        self.note(path, key_line, ev)
+        self.note(path, key_line, ev, value)
         return path
 
-    def note(self, path: str, line: int | None, ev: yaml.NodeEvent) -> None:
+    def note(self, path: str, line: int | None, ev: yaml.NodeEvent, value: Any) -> None:
         if line is not None:
             self.out.lines.setdefault(path, line)
-        if isinstance(ev, yaml.ScalarEvent) and not ev.style:  # plain: None, or '' from libyaml
-            self.out.raw[path] = ev.value
+        if isinstance(value, bool | int | float):  # YAML typed it: keep what was written
+            self.out.raw[path] = ev.value  # type: ignore[attr-defined]

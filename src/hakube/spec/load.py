@@ -81,6 +81,23 @@ def load_cluster_text(text: str, *, source: str = "<string>") -> Loaded:
                 )
             ],
         )
+    known = set(_known_keys(Cluster))
+    if parsed.data and not known & set(parsed.data):
+        # Some other YAML file (or /etc/passwd-like text): one problem, and none of its content
+        # echoed back as "unknown keys".
+        raise SpecError(
+            source,
+            [
+                Problem(
+                    FILE,
+                    f"this is not a hakube cluster file: none of its {len(parsed.data)} top-level "
+                    "keys is one of a cluster file's (apiVersion, kind, name, hosts, ...)",
+                    f"point -f at a cluster file; start from examples/tutorial.yaml "
+                    f"(apiVersion: {API_VERSION}, kind: Cluster)",
+                    line=1,
+                )
+            ],
+        )
     return load_cluster_data(parsed.data, source=source, parsed=parsed)
 
 

@@ -11,6 +11,7 @@ import copy
 import difflib
 import json
 import math
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -190,7 +191,9 @@ def _cross_field_despite(
             continue
         message, hint = p.message, p.hint
         for stand_in, original in names.items():
-            message, hint = message.replace(stand_in, original), hint.replace(stand_in, original)
+            # A message may name the host by its invalid name; a fix never suggests it.
+            message = message.replace(stand_in, original)
+            hint = re.sub(rf"(, )?\b{stand_in}\b(, )?", lambda m: m[1] and m[2] or "", hint)
         out.append(_with_line(Problem(p.path, message, hint, p.severity), lines))
     return out
 

@@ -193,7 +193,7 @@ def _cross_field_despite(
         for stand_in, original in names.items():
             # A message may name the host by its invalid name; a fix never suggests it.
             message = message.replace(stand_in, original)
-            hint = re.sub(rf"(, )?\b{stand_in}\b(, )?", lambda m: m[1] and m[2] or "", hint)
+            hint = re.sub(rf"(, )?\b{stand_in}\b(, )?", lambda m: (m[1] and m[2]) or "", hint)
         out.append(_with_line(Problem(p.path, message, hint, p.severity), lines))
     return out
 

@@ -67,8 +67,7 @@ def load_or_exit(path: Path, output: Output = Output.TEXT) -> Loaded:
                 }
             )
         else:
-            errors = [p for p in e.problems if p.severity is Severity.ERROR]
-            err.print(f"[bold red]{path}: {len(errors)} problem(s)[/]", highlight=False)
+            err.print(f"[bold red]{path}: {e.error_count} problem(s)[/]", highlight=False)
             for p in e.shown:
                 colour = "red" if p.severity is Severity.ERROR else "yellow"
                 err.print(f"[{colour}]{p}[/]", highlight=False)

@@ -457,3 +457,17 @@ def test_any_broken_value_gives_located_problems_with_a_fix(data: st.DataObject)
             assert "Value error" not in p.message
             if p.severity is Severity.ERROR:
                 assert p.hint, str(p)
+
+
+def test_thousands_of_field_errors_are_counted_past_the_first_thousand() -> None:
+    doc = base()
+    doc["hosts"] = [
+        {"name": f"h{i}", "address": f"10.{i // 250}.{i % 250}.1x", "roles": ["worker"]}
+        for i in range(1500)
+    ]
+    with pytest.raises(SpecError) as e:
+        load_cluster_data(doc)
+    assert len(e.value.problems) == 1000
+    assert e.value.error_count == 1500
+    assert e.value.more == 1450
+    assert [p.path for p in e.value.shown[:2]] == ["hosts[0].address", "hosts[1].address"]

@@ -25,6 +25,9 @@ from hakube.spec.source import Parsed, SourceError, parse, read_text
 
 #: Problems shown for one file; the rest are counted ("and N more").
 MAX_SHOWN = 50
+#: Field errors worded in full; past this many (a hostile or generated file) the rest, later in
+#: the file, are only counted.
+MAX_WORDED = 1000
 
 
 class SpecError(Exception):
@@ -34,18 +37,20 @@ class SpecError(Exception):
     problems left out of it.
     """
 
-    def __init__(self, source: str, problems: list[Problem]) -> None:
+    def __init__(self, source: str, problems: list[Problem], unworded: int = 0) -> None:
         self.source = source
         self.problems = sorted(
             problems,
             key=lambda p: (p.severity is not Severity.ERROR, p.line or math.inf),
         )
         self.shown = self.problems[:MAX_SHOWN]
-        self.more = len(self.problems) - len(self.shown)
-        errors = [p for p in problems if p.severity is Severity.ERROR]
+        self.more = len(self.problems) - len(self.shown) + unworded
+        self.error_count = unworded + sum(p.severity is Severity.ERROR for p in problems)
         tail = f"\nand {self.more} more" if self.more else ""
         super().__init__(
-            f"{source}: {len(errors)} problem(s)\n" + "\n".join(str(p) for p in self.shown) + tail
+            f"{source}: {self.error_count} problem(s)\n"
+            + "\n".join(str(p) for p in self.shown)
+            + tail
         )
 
 
@@ -113,11 +118,14 @@ def load_cluster_data(
         cluster = Cluster.model_validate(dict(data), context=context)
     except ValidationError as e:
         errors = e.errors(include_url=False)
-        problems += [_from_pydantic(err, parsed) for err in errors]
+        unworded = max(0, len(errors) - MAX_WORDED)
+        if unworded:
+            errors.sort(key=lambda err: _line_of(_path(tuple(err["loc"])), lines) or math.inf)
+        problems += [_from_pydantic(err, parsed) for err in errors[:MAX_WORDED]]
         if len(errors) <= MAX_SHOWN:  # beyond a screenful of field errors, they come first
             problems += _cross_field_despite(dict(data), errors, lines)
         problems += _warnings(context, lines)
-        raise SpecError(source, problems) from None
+        raise SpecError(source, problems, unworded) from None
     found = problems + [_with_line(p, lines) for p in check_cluster(cluster)]
     found += _warnings(context, lines)
     if any(p.severity is Severity.ERROR for p in found):
@@ -243,13 +251,18 @@ def _warnings(context: dict[str, Any], lines: dict[str, int]) -> list[Problem]:
 def _with_line(p: Problem, lines: dict[str, int]) -> Problem:
     if p.line is not None:
         return p
-    path = p.path
+    line = _line_of(p.path, lines)
+    return p if line is None else Problem(p.path, p.message, p.hint, p.severity, line)
+
+
+def _line_of(path: str, lines: dict[str, int]) -> int | None:
+    """The line of the path's key, or of the nearest enclosing one the file has."""
     while path:
         if path in lines:
-            return Problem(p.path, p.message, p.hint, p.severity, lines[path])
+            return lines[path]
         cut = max(path.rfind("."), path.rfind("["))
         path = path[:cut] if cut > 0 else ""
-    return p
+    return None
 
 
 def _path(loc: tuple[int | str, ...]) -> str:

@@ -21,13 +21,10 @@ from pydantic import BaseModel, ValidationError
 
 from hakube.spec.checks import FILE, Problem, Severity, check_cluster
 from hakube.spec.model import API_VERSION, Cluster
-from hakube.spec.source import Parsed, SourceError, parse, read_text
+from hakube.spec.source import MAX_WORDED, Parsed, SourceError, parse, read_text
 
 #: Problems shown for one file; the rest are counted ("and N more").
 MAX_SHOWN = 50
-#: Field errors worded in full; past this many (a hostile or generated file) the rest, later in
-#: the file, are only counted.
-MAX_WORDED = 1000
 
 
 class SpecError(Exception):
@@ -118,7 +115,7 @@ def load_cluster_data(
         cluster = Cluster.model_validate(dict(data), context=context)
     except ValidationError as e:
         errors = e.errors(include_url=False)
-        unworded = max(0, len(errors) - MAX_WORDED)
+        unworded = parsed.unworded + max(0, len(errors) - MAX_WORDED)
         if unworded:
             errors.sort(key=lambda err: _line_of(_path(tuple(err["loc"])), lines) or math.inf)
         problems += [_from_pydantic(err, parsed) for err in errors[:MAX_WORDED]]
@@ -129,7 +126,7 @@ def load_cluster_data(
     found = problems + [_with_line(p, lines) for p in check_cluster(cluster)]
     found += _warnings(context, lines)
     if any(p.severity is Severity.ERROR for p in found):
-        raise SpecError(source, found)
+        raise SpecError(source, found, parsed.unworded)
     return Loaded(cluster, found, source)
 
 

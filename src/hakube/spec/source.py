@@ -23,6 +23,8 @@ from hakube.spec.checks import FILE, Problem
 
 #: Above any real cluster file (1000 hosts take about 100 KiB), below what costs a second to read.
 MAX_BYTES = 256 << 10
+#: Problems worded in full; past this many (a generated or hostile file) the rest are counted.
+MAX_WORDED = 1000
 #: A cluster file nests six levels deep at most; this leaves room without allowing a stack bomb.
 MAX_DEPTH = 32
 
@@ -59,6 +61,8 @@ class Parsed:
     raw: dict[str, str] = field(default_factory=dict)
     #: Problems that still let the rest of the file be checked (duplicate keys).
     problems: list[Problem] = field(default_factory=list)
+    #: Further duplicate keys, past `MAX_WORDED`: only counted.
+    unworded: int = 0
 
 
 def _refuse(message: str, hint: str, line: int | None = None) -> SourceError:
@@ -267,7 +271,9 @@ class _Builder:
         frame[2] = frame[3] = None
         path = f"{parent}.{key}" if parent else key
         first = self.seen[-1].get(key)
-        if first is not None:
+        if first is not None and len(self.out.problems) >= MAX_WORDED:
+            self.out.unworded += 1
+        elif first is not None:
             self.out.problems.append(
                 Problem(
                     path,

@@ -364,18 +364,24 @@ def test_a_file_of_several_megabytes_is_refused_by_its_size(tmp_path: Path) -> N
     assert p.hint
 
 
-def test_the_problems_shown_are_capped_with_a_count_of_the_rest() -> None:
+def bad_addresses(n: int) -> SpecError:
+    """The error for a file of `n` workers whose addresses are all malformed."""
     doc = base()
     doc["hosts"] = [
-        {"name": f"h{i}", "address": f"10.0.{i // 250}.{i % 250 + 1}x", "roles": ["worker"]}
-        for i in range(120)
+        {"name": f"h{i}", "address": f"10.{i // 250}.{i % 250}.1x", "roles": ["worker"]}
+        for i in range(n)
     ]
     with pytest.raises(SpecError) as e:
         load_cluster_data(doc)
-    assert len(e.value.problems) == 120
-    assert len(e.value.shown) == 50
-    assert e.value.more == 70
-    assert str(e.value).endswith("and 70 more")
+    return e.value
+
+
+def test_the_problems_shown_are_capped_with_a_count_of_the_rest() -> None:
+    err = bad_addresses(120)
+    assert len(err.problems) == 120
+    assert len(err.shown) == 50
+    assert err.more == 70
+    assert str(err).endswith("and 70 more")
 
 
 def test_a_utf8_byte_order_mark_is_fine(tmp_path: Path) -> None:
@@ -460,14 +466,8 @@ def test_any_broken_value_gives_located_problems_with_a_fix(data: st.DataObject)
 
 
 def test_thousands_of_field_errors_are_counted_past_the_first_thousand() -> None:
-    doc = base()
-    doc["hosts"] = [
-        {"name": f"h{i}", "address": f"10.{i // 250}.{i % 250}.1x", "roles": ["worker"]}
-        for i in range(1500)
-    ]
-    with pytest.raises(SpecError) as e:
-        load_cluster_data(doc)
-    assert len(e.value.problems) == 1000
-    assert e.value.error_count == 1500
-    assert e.value.more == 1450
-    assert [p.path for p in e.value.shown[:2]] == ["hosts[0].address", "hosts[1].address"]
+    err = bad_addresses(1500)
+    assert len(err.problems) == 1000
+    assert err.error_count == 1500
+    assert err.more == 1450
+    assert [p.path for p in err.shown[:2]] == ["hosts[0].address", "hosts[1].address"]

@@ -9,12 +9,12 @@ import typer
 EXAMPLES: dict[str, str] = {
     "schema": "hakube schema > cluster.schema.json",
     "validate": "hakube validate -f examples/tutorial.yaml --output json",
-    "render": "hakube render -f cluster.yaml -o out/   # then read out/cp1/etc/haproxy/haproxy.cfg",
+    "render": "hakube render -f cluster.yaml -d out/   # then read out/cp1/etc/haproxy/haproxy.cfg",
     "plan": "hakube plan -f cluster.yaml",
     "apply": "hakube apply -f cluster.yaml --dry-run && hakube apply -f cluster.yaml",
     "version": "hakube version --output json",
-    "import kubespray": "hakube import kubespray inventory/mycluster -o cluster.yaml",
-    "import kubeasz": "hakube import kubeasz /etc/kubeasz/clusters/k8s-01/hosts -o cluster.yaml",
+    "import kubespray": "hakube import kubespray inventory/mycluster -f cluster.yaml",
+    "import kubeasz": "hakube import kubeasz /etc/kubeasz/clusters/k8s-01/hosts -f cluster.yaml",
 }
 
 

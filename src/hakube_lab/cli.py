@@ -12,7 +12,7 @@ import os
 import shlex
 import sys
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
@@ -28,21 +28,37 @@ from hakube.console import (
     print_result,
     split_list,
 )
-from hakube_lab.addressing import AUTO_RANGE, DEFAULT_NAME, LabError
-from hakube_lab.lab import Lab, destroy
-from hakube_lab.lifecycle import choose_subnet
-from hakube_lab.standin import UNIT as STANDIN_UNIT
+from hakube_lab.addressing import AUTO_RANGE, DEFAULT_NAME, LabError, LabInputError
 
-app = typer.Typer(no_args_is_help=True, add_completion=False, help="A local lab of real hosts.")
+if TYPE_CHECKING:
+    from hakube_lab.lab import Lab
+
+app = typer.Typer(
+    no_args_is_help=True,
+    add_completion=False,
+    help="A local lab of containers (systemd-nspawn) sharing this kernel.",
+)
 
 
 NameOpt = Annotated[str, typer.Option("--name", "-n", help="Lab name (1-8 chars a-z0-9).")]
 HostArg = Annotated[str, typer.Argument(help="Host name, e.g. cp1 or w2.")]
 
 
-def _fail(e: LabError) -> typer.Exit:
-    typer.secho(f"hakube lab: {e}", fg=typer.colors.RED, err=True)
-    return typer.Exit(1)
+def _fail(e: LabError, output: Output = Output.TEXT) -> typer.Exit:
+    """Exit 2 for a name that is not there or not allowed (nothing was touched), else 1."""
+    code = 2 if isinstance(e, LabInputError) else 1
+    if output is Output.JSON:
+        print_json({"ok": False, "error": str(e), "exit_code": code})
+    else:
+        typer.secho(f"hakube lab: {e}", fg=typer.colors.RED, err=True)
+    return typer.Exit(code)
+
+
+def _load(name: str) -> Lab:
+    # The lab modules load asyncio and friends: not needed for `hakube --help`.
+    from hakube_lab.lab import Lab
+
+    return Lab.load(name)
 
 
 def _emit(output: Output, data: dict[str, Any], text: str) -> None:
@@ -113,13 +129,17 @@ def up(
 ) -> None:
     """Start (or reuse) a lab, wait until every host answers SSH, and start the LAB-ONLY
     apiserver stand-ins on its control-plane hosts."""
+    from hakube_lab.lab import Lab
+    from hakube_lab.lifecycle import choose_subnet
+    from hakube_lab.standin import UNIT as STANDIN_UNIT
+
     try:
         lab = Lab.create(name, control_planes, workers, subnet or choose_subnet(name))
         seconds = lab.up(timeout=timeout, log=_log)
         standins = _standins(lab)
         st = lab.status()
     except LabError as e:
-        raise _fail(e) from None
+        raise _fail(e, output) from None
     apply_cmd = f"hakube apply -f {shlex.quote(str(lab.cluster_file))} --skip-phases {LAB_SKIPS}"
     st |= {"ssh_ready_seconds": round(seconds, 2), "standins": standins, "apply": apply_cmd}
     lines = [
@@ -145,9 +165,9 @@ def up(
 def status(name: NameOpt = DEFAULT_NAME, output: OutputOpt = Output.TEXT) -> None:
     """Show hosts, links and memory of a lab."""
     try:
-        st = Lab.load(name).status()
+        st = _load(name).status()
     except LabError as e:
-        raise _fail(e) from None
+        raise _fail(e, output) from None
     _emit(output, st, _status_text(st))
 
 
@@ -162,7 +182,7 @@ def ssh(
 ) -> None:
     """Open a shell on a host (or run a command) with the lab key, host keys pinned."""
     try:
-        lab = Lab.load(name)
+        lab = _load(name)
         argv = lab.ssh_command(host, command or [], tty=not command and sys.stdin.isatty())
     except LabError as e:
         raise _fail(e) from None
@@ -174,22 +194,24 @@ def ssh(
 @app.command(epilog="Example: hakube lab down --name demo")
 def down(name: NameOpt = DEFAULT_NAME, output: OutputOpt = Output.TEXT) -> None:
     """Remove every process, mount, link, namespace and file of a lab (safe to repeat)."""
+    from hakube_lab.lab import destroy
+
     try:
         removed = destroy(name)
     except LabError as e:
-        raise _fail(e) from None
+        raise _fail(e, output) from None
     text = f"lab {name}: removed {len(removed)} item(s)" + "".join(f"\n  {r}" for r in removed)
     _emit(output, {"name": name, "removed": removed}, text)
 
 
 def _fault(name: str, host: str, action: str, output: Output) -> None:
     try:
-        lab = Lab.load(name)
+        lab = _load(name)
         lab.host(host)
         getattr(lab, action)(host)
         st = next(h for h in lab.status()["hosts"] if h["name"] == host)
     except LabError as e:
-        raise _fail(e) from None
+        raise _fail(e, output) from None
     _emit(output, st, f"{host}: {action} done (running={st['running']}, link_up={st['link_up']})")
 
 
@@ -222,6 +244,7 @@ def demo(
 ) -> None:
     """The main job on the local lab: lab up, apply, verify (and a failover drill)."""
     from hakube_lab.demo import run_demo
+    from hakube_lab.lifecycle import choose_subnet
 
     try:
         chosen = subnet or choose_subnet(name)
@@ -254,15 +277,17 @@ def drill_cmd(
     output: OutputOpt = Output.TEXT,
 ) -> None:
     """Break the HA pieces on purpose, measure what a client sees, restore (lab only)."""
+    try:
+        the_lab = _load(lab)
+    except LabError as e:
+        raise _fail(e, output) from None
+    cluster = load_or_exit(file or the_lab.cluster_file, output).cluster
+    # Only now, with the lab and the file known good: the drill pulls in matplotlib, which
+    # writes its cache under the home directory.
     from hakube.state import StateDir
     from hakube_lab.drill.scenarios import ALL, DrillError
     from hakube_lab.drill.workflow import figures_table, run_comparison, run_drill
 
-    try:
-        the_lab = Lab.load(lab)
-    except LabError as e:
-        fail(str(e), 2)
-    cluster = load_or_exit(file or the_lab.cluster_file, output).cluster
     state = StateDir(cluster.name)
     names = list(ALL) if scenarios == "all" else split_list(scenarios)
     log = (lambda m: err.print(m, highlight=False)) if output is Output.JSON else out.print
@@ -275,7 +300,7 @@ def drill_cmd(
                                  repeat=repeat, soak_seconds=soak_seconds, state=state,
                                  allow_poweroff=allow_poweroff, log=log)]  # fmt: skip
     except DrillError as e:
-        fail(str(e), 2)
+        fail(str(e), 2, output)
     if output is Output.JSON:
         print_json({"ok": all(r.ok for r in reports), "output_dir": str(output_dir),
                     "reports": [r.as_dict() for r in reports]})  # fmt: skip
@@ -288,7 +313,9 @@ def drill_cmd(
 
 def register(product: typer.Typer) -> None:
     """Mount `lab`, `demo` and `drill` on the product CLI (the `hakube.cli_plugins` hook)."""
-    product.add_typer(app, name="lab", help="A local lab of real Linux hosts (nspawn).")
+    product.add_typer(
+        app, name="lab", help="A local lab of containers (systemd-nspawn) sharing this kernel."
+    )
     product.command("demo", epilog="Example: hakube demo --name demo --workers 2")(demo)
     product.command(
         "drill", epilog="Example: hakube drill --lab demo -s haproxy-down,host-down --repeat 3"

@@ -29,12 +29,15 @@ def leaf_commands() -> Iterator[tuple[str, Any]]:
         else:
             yield path, cmd
 
-    yield from walk(typer.main.get_command(app), "")
+    tree = typer.main.get_command(app)
+    getattr(tree, "load_plugins", lambda: None)()  # plugin commands are mounted on first need
+    yield from walk(tree, "")
 
 
 def test_every_command_help_ends_with_an_example_of_itself() -> None:
     paths = [p for p, _ in leaf_commands()]
     assert {"validate", "apply", "import kubespray", "import kubeasz", "version"} <= set(paths)
+    assert {"lab up", "demo", "drill"} <= set(paths)
     for path, cmd in leaf_commands():
         assert cmd.epilog, f"`hakube {path} --help` shows no example (add one to EXAMPLES)"
         assert cmd.epilog.startswith(f"Example: hakube {path} "), (path, cmd.epilog)

@@ -155,7 +155,7 @@ def test_broken_inventory_exits_2_names_the_problem_and_writes_nothing(
     tool: str, case: str, message: str, tmp_path: Path
 ) -> None:
     out = tmp_path / "cluster.yaml"
-    res = runner.invoke(app, ["import", tool, str(DATA / "broken" / case), "-o", str(out)])
+    res = runner.invoke(app, ["import", tool, str(DATA / "broken" / case), "-f", str(out)])
     assert res.exit_code == 2, res.output
     assert message in " ".join(res.stderr.split()), res.stderr
     assert "Nothing was written" in res.stderr
@@ -172,7 +172,7 @@ def test_importer_raises_inventory_error_for_a_missing_path(tmp_path: Path) -> N
 def test_cli_writes_a_file_that_validate_accepts(tmp_path: Path) -> None:
     out = tmp_path / "cluster.yaml"
     res = runner.invoke(
-        app, ["import", "kubespray", str(DATA / "kubespray-ini"), "-o", str(out), "--name", "prod"]
+        app, ["import", "kubespray", str(DATA / "kubespray-ini"), "-f", str(out), "--name", "prod"]
     )
     assert res.exit_code == 0, res.output
     assert "3 control-plane, 2 worker" in res.stderr
@@ -188,16 +188,16 @@ def test_cli_refuses_to_replace_a_file_without_force(tmp_path: Path) -> None:
     out = tmp_path / "cluster.yaml"
     out.write_text("mine\n")
     hosts = str(DATA / "kubeasz-3x" / "hosts")
-    res = runner.invoke(app, ["import", "kubeasz", hosts, "-o", str(out)])
+    res = runner.invoke(app, ["import", "kubeasz", hosts, "-f", str(out)])
     assert res.exit_code == 2
     assert out.read_text() == "mine\n"
-    res = runner.invoke(app, ["import", "kubeasz", hosts, "-o", str(out), "--force"])
+    res = runner.invoke(app, ["import", "kubeasz", hosts, "-f", str(out), "--force"])
     assert res.exit_code == 0, res.output
     assert load_cluster_file(out).cluster.endpoint.mode.value == "vip"
 
 
 def test_cli_prints_to_stdout_with_dash(tmp_path: Path) -> None:
-    res = runner.invoke(app, ["import", "kubeasz", str(DATA / "kubeasz-3x"), "-o", "-"])
+    res = runner.invoke(app, ["import", "kubeasz", str(DATA / "kubeasz-3x"), "-f", "-"])
     assert res.exit_code == 0, res.output
     assert yaml.safe_load(res.stdout)["name"] == "kubeasz-3x"
 
@@ -205,7 +205,7 @@ def test_cli_prints_to_stdout_with_dash(tmp_path: Path) -> None:
 def test_cli_json_report_lists_what_mapped_and_what_did_not(tmp_path: Path) -> None:
     out = tmp_path / "c.yaml"
     hosts = str(DATA / "kubeasz-2x")
-    res = runner.invoke(app, ["import", "kubeasz", hosts, "-o", str(out), "--output", "json"])
+    res = runner.invoke(app, ["import", "kubeasz", hosts, "-f", str(out), "--output", "json"])
     assert res.exit_code == 0, res.output
     report = json.loads(res.stdout)
     assert report["written"] is True
@@ -218,7 +218,7 @@ def test_cli_json_report_lists_what_mapped_and_what_did_not(tmp_path: Path) -> N
     assert any(n.startswith("PROXY_MODE=iptables") for n in report["not_mapped"])
     assert "base_dir" in report["unused"]
     bad = str(DATA / "broken" / "two-masters")
-    res = runner.invoke(app, ["import", "kubeasz", bad, "-o", str(tmp_path / "x.yaml"),
+    res = runner.invoke(app, ["import", "kubeasz", bad, "-f", str(tmp_path / "x.yaml"),
                               "--output", "json"])  # fmt: skip
     assert res.exit_code == 2
     report = json.loads(res.stdout)

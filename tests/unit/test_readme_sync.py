@@ -40,7 +40,10 @@ def all_hakube_mentions(path: Path) -> list[str]:
 
 @functools.cache
 def cli_tree() -> Any:
-    return typer.main.get_command(app)
+    tree = typer.main.get_command(app)
+    # Plugin commands (the lab's) are mounted on first need; the READMEs name them too.
+    getattr(tree, "load_plugins", lambda: None)()
+    return tree
 
 
 def command_path(line: str) -> str:

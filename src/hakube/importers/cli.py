@@ -25,7 +25,7 @@ app = typer.Typer(
 
 OutOpt = Annotated[
     Path,
-    typer.Option("--out", "-o", help="Cluster file to write ('-' for standard output)."),
+    typer.Option("--file", "-f", help="Cluster file to write ('-' for standard output)."),
 ]
 NameOpt = Annotated[
     str | None, typer.Option(help="Cluster name; default: the inventory's directory name.")
@@ -35,7 +35,7 @@ ForceOpt = Annotated[bool, typer.Option("--force", help="Replace an existing out
 
 ReportOpt = Annotated[
     Output,
-    typer.Option("--output", help="Report as text (stderr) or json (stdout; needs -o FILE)."),
+    typer.Option("--output", "-o", help="Report as text (stderr) or json (stdout; needs -f FILE)."),
 ]
 
 
@@ -51,13 +51,13 @@ def _run(
     to_stdout = str(out) == "-"
     if to_stdout and output is Output.JSON:
         _refuse(
-            "--output json and -o - both want standard output",
-            "write to a file with -o FILE",
+            "--output json and -f - both want standard output",
+            "write to a file with -f FILE",
             output,
         )
     if not to_stdout and out.exists() and not force:
         _refuse(
-            f"{out} exists", "pass --force to replace it, or choose another file with -o", output
+            f"{out} exists", "pass --force to replace it, or choose another file with -f", output
         )
     try:
         imported = importer(source, name)

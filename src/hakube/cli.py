@@ -8,17 +8,25 @@ from __future__ import annotations
 
 import json
 import sys
-from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, Any, NoReturn
+from typing import Annotated
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
-from hakube.phases.base import Event, EventKind
+from hakube.cli_base import (
+    FileOpt,
+    Output,
+    OutputOpt,
+    Progress,
+    err,
+    fail,
+    load_or_exit,
+    out,
+    print_json,
+    problem_json,
+)
 from hakube.phases.verify import VerifyReport
-from hakube.spec import Loaded, Severity, SpecError, load_cluster_file
 from hakube.spec.model import Cluster
 from hakube.workflows.apply import ApplyResult
 
@@ -28,64 +36,6 @@ app = typer.Typer(
     help="Build and run highly available Kubernetes clusters on plain Linux hosts over SSH.",
     pretty_exceptions_enable=False,
 )
-out = Console()
-err = Console(stderr=True)
-
-
-class Output(StrEnum):
-    TEXT = "text"
-    JSON = "json"
-
-
-FileOpt = Annotated[
-    Path, typer.Option("--file", "-f", help="Cluster file (YAML).", show_default=True)
-]
-OutputOpt = Annotated[Output, typer.Option("--output", "-o", help="text or json.")]
-
-
-def print_json(data: Any) -> None:
-    sys.stdout.write(json.dumps(data, indent=2, default=str) + "\n")
-
-
-def fail(message: str, code: int = 1) -> NoReturn:
-    err.print(f"[bold red]error:[/] {message}", highlight=False)
-    raise typer.Exit(code)
-
-
-def load_or_exit(path: Path, output: Output = Output.TEXT) -> Loaded:
-    try:
-        loaded = load_cluster_file(path)
-    except SpecError as e:
-        if output is Output.JSON:
-            print_json(
-                {
-                    "valid": False,
-                    "file": str(path),
-                    "problems": [_problem_json(p) for p in e.problems],
-                }
-            )
-        else:
-            errors = [p for p in e.problems if p.severity is Severity.ERROR]
-            err.print(f"[bold red]{path}: {len(errors)} problem(s)[/]", highlight=False)
-            for p in e.problems:
-                colour = "red" if p.severity is Severity.ERROR else "yellow"
-                err.print(f"[{colour}]{p}[/]", highlight=False)
-            err.print("Nothing was changed.")
-        raise typer.Exit(2) from None
-    if output is Output.TEXT:
-        for w in loaded.warnings:
-            err.print(f"[yellow]{w}[/]", highlight=False)
-    return loaded
-
-
-def _problem_json(p: Any) -> dict[str, Any]:
-    return {
-        "path": p.path,
-        "line": p.line,
-        "severity": p.severity.value,
-        "message": p.message,
-        "hint": p.hint,
-    }
 
 
 @app.command()
@@ -107,7 +57,7 @@ def validate(
             {
                 "valid": True,
                 "file": str(file),
-                "problems": [_problem_json(p) for p in loaded.warnings],
+                "problems": [problem_json(p) for p in loaded.warnings],
             }
         )
         return
@@ -164,34 +114,6 @@ def plan(
         out.print(t)
     if p.skipped:
         out.print(f"phases not applicable: {', '.join(p.skipped)}", highlight=False)
-
-
-class Progress:
-    """Live progress as text lines (host-prefixed, k0sctl style) or a JSON event stream."""
-
-    def __init__(self, output: Output) -> None:
-        self.output = output
-
-    def __call__(self, e: Event) -> None:
-        if self.output is Output.JSON:
-            sys.stdout.write(json.dumps(e.as_dict()) + "\n")
-            sys.stdout.flush()
-            return
-        k = e.kind
-        if k is EventKind.PHASE_START:
-            hosts = e.data.get("hosts")
-            suffix = f" on {', '.join(hosts)}" if hosts else ""
-            err.print(f"[bold cyan]==> {e.phase}[/]{suffix}", highlight=False)
-        elif k is EventKind.RESUME:
-            err.print(f"[yellow]{e.message}[/]", highlight=False)
-        elif k is EventKind.CHANGE:
-            err.print(f"    [green]{e.host}[/]: {e.message}", highlight=False)
-        elif k is EventKind.HOST_FAILED:
-            err.print(
-                f"    [bold red]{e.host} FAILED[/] in {e.phase}:\n{e.message}", highlight=False
-            )
-        elif k is EventKind.PHASE_DONE and e.data.get("changes") == 0:
-            err.print("    no change", style="dim")
 
 
 def print_report(report: VerifyReport | None) -> None:
@@ -355,6 +277,10 @@ def _mount_subcommands() -> None:
     from hakube.lab.cli import app as lab_app
 
     app.add_typer(lab_app, name="lab", help="A local lab of real Linux hosts (nspawn).")
+
+    from hakube.ops_cli import register
+
+    register(app)
 
 
 _mount_subcommands()

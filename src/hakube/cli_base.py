@@ -1,0 +1,103 @@
+"""What every hakube command shares: output modes, the cluster-file option, JSON printing,
+bad-input handling (exit 2, every problem listed) and host-prefixed progress."""
+
+from __future__ import annotations
+
+import json
+import sys
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated, Any, NoReturn
+
+import typer
+from rich.console import Console
+
+from hakube.phases.base import Event, EventKind
+from hakube.spec import Loaded, Severity, SpecError, load_cluster_file
+
+out = Console()
+err = Console(stderr=True)
+
+
+class Output(StrEnum):
+    TEXT = "text"
+    JSON = "json"
+
+
+FileOpt = Annotated[
+    Path, typer.Option("--file", "-f", help="Cluster file (YAML).", show_default=True)
+]
+OutputOpt = Annotated[Output, typer.Option("--output", "-o", help="text or json.")]
+
+
+def print_json(data: Any) -> None:
+    sys.stdout.write(json.dumps(data, indent=2, default=str) + "\n")
+
+
+def fail(message: str, code: int = 1) -> NoReturn:
+    err.print(f"[bold red]error:[/] {message}", highlight=False)
+    raise typer.Exit(code)
+
+
+def load_or_exit(path: Path, output: Output = Output.TEXT) -> Loaded:
+    try:
+        loaded = load_cluster_file(path)
+    except SpecError as e:
+        if output is Output.JSON:
+            print_json(
+                {
+                    "valid": False,
+                    "file": str(path),
+                    "problems": [problem_json(p) for p in e.problems],
+                }
+            )
+        else:
+            errors = [p for p in e.problems if p.severity is Severity.ERROR]
+            err.print(f"[bold red]{path}: {len(errors)} problem(s)[/]", highlight=False)
+            for p in e.problems:
+                colour = "red" if p.severity is Severity.ERROR else "yellow"
+                err.print(f"[{colour}]{p}[/]", highlight=False)
+            err.print("Nothing was changed.")
+        raise typer.Exit(2) from None
+    if output is Output.TEXT:
+        for w in loaded.warnings:
+            err.print(f"[yellow]{w}[/]", highlight=False)
+    return loaded
+
+
+def problem_json(p: Any) -> dict[str, Any]:
+    return {
+        "path": p.path,
+        "line": p.line,
+        "severity": p.severity.value,
+        "message": p.message,
+        "hint": p.hint,
+    }
+
+
+class Progress:
+    """Live progress as text lines (host-prefixed, k0sctl style) or a JSON event stream."""
+
+    def __init__(self, output: Output) -> None:
+        self.output = output
+
+    def __call__(self, e: Event) -> None:
+        if self.output is Output.JSON:
+            sys.stdout.write(json.dumps(e.as_dict()) + "\n")
+            sys.stdout.flush()
+            return
+        k = e.kind
+        if k is EventKind.PHASE_START:
+            hosts = e.data.get("hosts")
+            suffix = f" on {', '.join(hosts)}" if hosts else ""
+            err.print(f"[bold cyan]==> {e.phase}[/]{suffix}", highlight=False)
+        elif k is EventKind.RESUME:
+            err.print(f"[yellow]{e.message}[/]", highlight=False)
+        elif k is EventKind.CHANGE:
+            err.print(f"    [green]{e.host}[/]: {e.message}", highlight=False)
+        elif k is EventKind.HOST_FAILED:
+            err.print(
+                f"    [bold red]{e.host} FAILED[/] in {e.phase}:\n{e.message}", highlight=False
+            )
+        elif k is EventKind.PHASE_DONE and e.data.get("changes") == 0:
+            err.print("    no change", style="dim")

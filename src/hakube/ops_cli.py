@@ -6,6 +6,7 @@ Exit codes: 0 ok/healthy, 1 failed/degraded, 2 bad input (nothing changed).
 
 from __future__ import annotations
 
+import asyncio
 import time
 from pathlib import Path
 from typing import Annotated
@@ -32,8 +33,16 @@ WatchOpt = Annotated[
 ]
 
 
+token_app = typer.Typer(no_args_is_help=True, add_completion=False, help="Bootstrap tokens.")
+
+
 def register(app: typer.Typer) -> None:
     app.command("status")(status)
+    app.command("join-command")(join_command)
+    app.command("kubeconfig")(kubeconfig)
+    token_app.command("list")(token_list)
+    token_app.command("revoke")(token_revoke)
+    app.add_typer(token_app, name="token")
 
 
 def status(
@@ -136,12 +145,117 @@ def print_status(r: object) -> None:
     out.print(f"{verdict} in {r.seconds:.2f} s", highlight=False)
 
 
+def join_command(
+    file: FileOpt = Path("cluster.yaml"),
+    control_plane: Annotated[
+        bool, typer.Option("--control-plane", help="Also a certificate key (valid 2 h).")
+    ] = False,
+    ttl: Annotated[str, typer.Option(help="Token lifetime (Go duration; 0: never).")] = "2h",
+    output: OutputOpt = Output.TEXT,
+) -> None:
+    """Print a working `kubeadm join` command: a fresh token, the CA hash (cross-checked with
+    openssl on a control-plane node) and, with --control-plane, a certificate key."""
+    from hakube.workflows.credentials import run_join_command
+
+    cluster = load_or_exit(file, output).cluster
+    try:
+        r = asyncio.run(
+            run_join_command(cluster, StateDir(cluster.name), control_plane=control_plane,
+                             ttl=ttl, emit=progress(output))
+        )  # fmt: skip
+    except OpsError as e:
+        raise ops_failed(e) from None
+    if output is Output.JSON:
+        print_json(r.as_dict())
+        return
+    for n in r.notes:
+        err.print(f"[dim]note: {n}[/]", highlight=False)
+    # stdout carries the command alone, so that it can be piped or captured.
+    out.print(str(r.command), highlight=False, soft_wrap=True)
+
+
+def token_list(file: FileOpt = Path("cluster.yaml"), output: OutputOpt = Output.TEXT) -> None:
+    """Bootstrap tokens (ids only: the secret half is never printed), TTL and expiry."""
+    from hakube.workflows.credentials import run_list_tokens, token_json
+
+    cluster = load_or_exit(file, output).cluster
+    try:
+        tokens = asyncio.run(run_list_tokens(cluster, StateDir(cluster.name)))
+    except OpsError as e:
+        raise ops_failed(e) from None
+    rows = [token_json(t) for t in tokens]
+    if output is Output.JSON:
+        print_json({"tokens": rows})
+        return
+    t = Table(title="bootstrap tokens", title_justify="left")
+    for col in ("id", "ttl", "expires", "usages", "description"):
+        t.add_column(col)
+    for r in rows:
+        t.add_row(r["id"], r["ttl"], r["expires"] or "never", ",".join(r["usages"]),
+                  r["description"] or "")  # fmt: skip
+    out.print(t)
+
+
+def token_revoke(
+    token: Annotated[str, typer.Argument(help="Token id (as `token list` shows) or token.")],
+    file: FileOpt = Path("cluster.yaml"),
+    output: OutputOpt = Output.TEXT,
+) -> None:
+    """Delete a bootstrap token (kubeadm token delete)."""
+    from hakube.workflows.credentials import run_revoke_token
+
+    cluster = load_or_exit(file, output).cluster
+    try:
+        token_id = asyncio.run(
+            run_revoke_token(cluster, StateDir(cluster.name), token, emit=progress(output))
+        )
+    except OpsError as e:
+        raise ops_failed(e) from None
+    if output is Output.JSON:
+        print_json({"revoked": token_id})
+    else:
+        out.print(f"revoked bootstrap token {token_id}", highlight=False)
+
+
+def kubeconfig(
+    file: FileOpt = Path("cluster.yaml"),
+    out_file: Annotated[
+        Path | None, typer.Option("--out", help="Where to write it; default ./<cluster>.kubeconfig")
+    ] = None,
+    merge: Annotated[
+        bool, typer.Option("--merge", help="Merge into ~/.kube/config as context <cluster>.")
+    ] = False,
+    output: OutputOpt = Output.TEXT,
+) -> None:
+    """Write the admin kubeconfig pointing at the HA endpoint (0600), or merge it."""
+    from hakube.workflows.kubeconfig import DEFAULT_KUBECONFIG, write_kubeconfig
+
+    if merge and out_file is not None:
+        fail("--merge and --out exclude each other (--merge writes ~/.kube/config)", 2)
+    cluster = load_or_exit(file, output).cluster
+    try:
+        r = asyncio.run(
+            write_kubeconfig(cluster, StateDir(cluster.name), out=out_file,
+                             merge_into=DEFAULT_KUBECONFIG if merge else None)
+        )  # fmt: skip
+    except OpsError as e:
+        raise ops_failed(e) from None
+    if output is Output.JSON:
+        print_json(r.as_dict())
+        return
+    if r.note:
+        err.print(f"[yellow]note:[/] {r.note}", highlight=False)
+    verb = f"merged context {r.context!r} into" if r.merged else "wrote"
+    out.print(f"{verb} {r.path} (server {r.server}, mode 0600)", highlight=False)
+
+
+def progress(output: Output) -> Progress:
+    return Progress(output)
+
+
 def ops_failed(e: OpsError) -> typer.Exit:
     err.print(f"[bold red]error:[/] {e}", highlight=False)
     if isinstance(e, OpsInputError):
         err.print("Nothing was changed.")
         return typer.Exit(2)
     return typer.Exit(1)
-
-
-__all__ = ["Progress", "register"]

@@ -17,7 +17,7 @@ from hakube.transport.scripted import ScriptedTransport
 from hakube.workflows.kubeconfig import external_server, write_kubeconfig
 from hakube.workflows.ops import OpsError, OpsInputError
 
-ADMIN = {
+ADMIN: dict[str, Any] = {
     "apiVersion": "v1",
     "kind": "Config",
     "clusters": [
@@ -36,9 +36,11 @@ ADMIN = {
         }
     ],
     "contexts": [
-        {"name": "kubernetes-admin@kubernetes",
-         "context": {"cluster": "kubernetes", "user": "kubernetes-admin"}}
-    ],  # fmt: skip
+        {
+            "name": "kubernetes-admin@kubernetes",
+            "context": {"cluster": "kubernetes", "user": "kubernetes-admin"},
+        }
+    ],
     "current-context": "kubernetes-admin@kubernetes",
 }
 

@@ -15,6 +15,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from cryptography import x509
+
 from hakube.facts.host import MARK, _sections
 
 #: keepalived writes its state here on SIGUSR1 (`keepalived --signum=DATA`).
@@ -47,54 +49,67 @@ class OpsQuery:
     vip: str | None = None
 
 
-def ops_script(q: OpsQuery) -> str:
-    parts = [f"s() {{ printf '\\n{MARK}%s\\n' \"$1\"; }}"]
+CERT_MARK = "@@hakube-cert:"
+
+
+def ops_sections(q: OpsQuery) -> dict[str, str]:
+    """Section name → the shell that prints it (only what `q` asks for)."""
+    out: dict[str, str] = {}
     if q.vip:
-        parts.append(f"s vip; ip -o -4 addr show | grep -cF {shlex.quote(f'inet {q.vip}/')}")
+        out["vip"] = f"ip -o -4 addr show | grep -cF {shlex.quote(f'inet {q.vip}/')}"
     if q.vrrp:
         # SIGUSR1 makes keepalived dump its instances; the file appears a moment later.
-        parts.append(
-            f's vrrp; if p=$(cat {KEEPALIVED_PID} 2>/dev/null) && kill -0 "$p" 2>/dev/null; '
-            f'then rm -f {KEEPALIVED_DATA}; kill -USR1 "$p"; for i in $(seq 50); do '
+        out["vrrp"] = (
+            f'p=$(cat {KEEPALIVED_PID} 2>/dev/null) && kill -0 "$p" 2>/dev/null || exit 0; '
+            f'rm -f {KEEPALIVED_DATA}; kill -USR1 "$p"; for i in $(seq 100); do '
             f"grep -q 'Effective priority' {KEEPALIVED_DATA} 2>/dev/null && break; sleep 0.01; "
             f"done; grep -E '^ *(VRRP Instance|State|Effective priority|Priority) = ' "
-            f"{KEEPALIVED_DATA} 2>/dev/null; fi"
+            f"{KEEPALIVED_DATA}"
         )
     if q.haproxy_socket:
-        parts.append(
-            f"s haproxy; echo 'show stat' | socat -t 1 stdio "
-            f"unix-connect:{shlex.quote(q.haproxy_socket)} 2>/dev/null"
+        out["haproxy"] = (
+            f"echo 'show stat' | socat -t 1 stdio unix-connect:{shlex.quote(q.haproxy_socket)}"
         )
     if q.etcdctl:
         e = q.etcdctl
-        # Run side by side: a dead member costs one dial timeout, not four.
-        parts.append(
-            f"d=$(mktemp -d); ({e} endpoint status -w json >$d/st 2>$d/st.err &"
-            f" {e} endpoint health -w json >$d/he 2>&1 &"
-            f" {e} member list -w json >$d/ml 2>/dev/null &"
-            f" {e} alarm list >$d/al 2>/dev/null & wait);"
-            f" s etcd-status; cat $d/st; s etcd-status-error; tail -n 3 $d/st.err;"
-            f" s etcd-health; cat $d/he; s etcd-members; cat $d/ml; s etcd-alarms; cat $d/al;"
-            f" rm -rf $d"
-        )
+        out["etcd-status"] = f"{e} endpoint status -w json"
+        out["etcd-health"] = f"{e} endpoint health -w json"
+        out["etcd-members"] = f"{e} member list -w json"
+        out["etcd-alarms"] = f"{e} alarm list"
     if q.certs:
-        dirs = " ".join(CERT_DIRS)
-        confs = " ".join(KUBECONFIGS)
-        parts.append(
-            f"s certs; find {dirs} -name '*.crt' -type f 2>/dev/null | sort | while read -r f; do"
-            f' printf "%s|%s\\n" "$f" "$(openssl x509 -noout -enddate -subject -nameopt'
-            f' oneline -in "$f" 2>/dev/null | tr "\\n" "|")"; done;'
-            f' for f in {confs}; do [ -f "$f" ] || continue; c=$(sed -n'
-            f' \'s/^ *client-certificate-data: *//p\' "$f" | head -1); [ -n "$c" ] || continue;'
-            f' printf "%s|%s\\n" "$f" "$(echo "$c" | base64 -d | openssl x509 -noout -enddate'
-            f' -subject -nameopt oneline 2>/dev/null | tr "\\n" "|")"; done'
+        # Certificates are public: their PEM is read here, expiry parsed on our side (no
+        # openssl process per file). Private keys are never read.
+        out["certs"] = (
+            f"find {' '.join(CERT_DIRS)} -name '*.crt' -type f 2>/dev/null | sort | "
+            f'while read -r f; do echo "{CERT_MARK}$f"; cat "$f"; done; '
+            f'for f in {" ".join(KUBECONFIGS)}; do [ -f "$f" ] || continue; '
+            f'echo "{CERT_MARK}$f"; sed -n \'s/^ *client-certificate-data: *//p\' "$f" | '
+            "head -1 | base64 -d; done"
         )
     if q.kubeadm_tokens:
-        parts.append("s tokens; kubeadm token list 2>/dev/null")
+        out["tokens"] = "kubeadm token list"
     if q.kubectl:
-        parts.append(f"s nodes; {q.kubectl} get nodes -o json 2>/dev/null")
-    parts.append("s ops-end")
-    return "\n".join(parts) + "\n"
+        out["nodes"] = f"{q.kubectl} get nodes -o json"
+    return out
+
+
+def ops_script(q: OpsQuery, extra: str = "") -> str:
+    """Every section runs at the same time (a dead etcd member costs one dial timeout, not
+    four); the outputs are then printed in order under their marks, followed by `extra`'s
+    (another marked script, e.g. the host facts) run alongside."""
+    sections = ops_sections(q)
+    names = list(sections)
+    lines = ["d=$(mktemp -d) || exit 1"]
+    lines += [f"( {cmd} ) >$d/{i} 2>/dev/null &" for i, cmd in enumerate(sections.values())]
+    if extra:
+        lines.append(f"( {extra} ) >$d/extra 2>/dev/null &")
+    lines.append("wait")
+    lines += [f"printf '\\n{MARK}%s\\n' {n}; cat $d/{i}" for i, n in enumerate(names)]
+    lines.append(f"printf '\\n{MARK}ops-end\\n'")
+    if extra:
+        lines.append("cat $d/extra")
+    lines.append('rm -rf "$d"')
+    return "\n".join(lines) + "\n"
 
 
 @dataclass(frozen=True)
@@ -212,7 +227,7 @@ def _hex(v: object) -> str:
 def parse_etcd(sec: dict[str, list[str]]) -> EtcdLocal:
     status = _json(sec.get("etcd-status", []))
     health = _json(sec.get("etcd-health", []))
-    err = " ".join(line.strip() for line in sec.get("etcd-status-error", []) if line.strip())
+    err = ""
     healthy = False
     if isinstance(health, list) and health:
         healthy = health[0].get("health") is True
@@ -237,23 +252,30 @@ def parse_etcd(sec: dict[str, list[str]]) -> EtcdLocal:
     )
 
 
-def parse_cert_line(line: str) -> CertFact | None:
-    path, _, rest = line.partition("|")
-    if not path:
-        return None
-    not_after: dt.datetime | None = None
-    subject = ""
-    for part in rest.split("|"):
-        if part.startswith("notAfter="):
-            try:
-                not_after = dt.datetime.strptime(
-                    part.removeprefix("notAfter=").strip(), "%b %d %H:%M:%S %Y GMT"
-                ).replace(tzinfo=dt.UTC)
-            except ValueError:
-                not_after = None
-        elif part.startswith("subject="):
-            subject = part.removeprefix("subject=").strip()
-    return CertFact(path, subject, not_after)
+def parse_certs(lines: Sequence[str]) -> list[CertFact]:
+    out: list[CertFact] = []
+    path: str | None = None
+    body: list[str] = []
+
+    def flush() -> None:
+        if path is None:
+            return
+        pem = "\n".join(body).strip()
+        try:
+            cert = x509.load_pem_x509_certificate(pem.encode())
+        except ValueError:
+            out.append(CertFact(path, "", None))
+            return
+        out.append(CertFact(path, cert.subject.rfc4514_string(), cert.not_valid_after_utc))
+
+    for line in lines:
+        if line.startswith(CERT_MARK):
+            flush()
+            path, body = line[len(CERT_MARK) :].strip(), []
+        else:
+            body.append(line)
+    flush()
+    return out
 
 
 def parse_nodes(text: str) -> dict[str, str] | None:
@@ -267,7 +289,7 @@ def parse_nodes(text: str) -> dict[str, str] | None:
     return out
 
 
-def parse_ops(text: str, host: str) -> OpsFacts:
+def parse_ops(text: str) -> OpsFacts:
     sec = _sections(text)
     f = OpsFacts()
     if "vip" in sec:
@@ -284,10 +306,7 @@ def parse_ops(text: str, host: str) -> OpsFacts:
         if isinstance(members, dict):
             f.etcd_members = list(members.get("members", []))
         f.etcd_alarms = [line.strip() for line in sec.get("etcd-alarms", []) if line.strip()]
-    for line in sec.get("certs", []):
-        c = parse_cert_line(line.strip())
-        if c is not None:
-            f.certs.append(c)
+    f.certs = parse_certs(sec.get("certs", []))
     if "tokens" in sec:
         f.tokens_text = "\n".join(sec["tokens"])
     if "nodes" in sec:

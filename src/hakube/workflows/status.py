@@ -34,6 +34,7 @@ from hakube.workflows.apply import apply_phases
 from hakube.workflows.ops import ClusterView, known_cluster, session, stored_secrets
 
 CERT_WARN_DAYS = 30
+STATUS_FACTS = ("units", "files")
 #: Phases whose files do not depend on facts (OS family, CA hash), so drift is exact for them.
 DRIFT_PHASES = ("prepare", "runtime", "lb/haproxy", "lb/keepalived", "etcd")
 
@@ -146,13 +147,12 @@ async def read_host(
     ctx: Context, view: ClusterView, host: Host, expected: list[RenderedFile]
 ) -> tuple[OpsFacts, dict[str, FileState], dict[str, str]]:
     """One round trip: ops facts, checksums of the files apply manages, unit states."""
-    script = ops_script(host_query(ctx.cluster, view, host)) + facts_script(
-        [f.path for f in expected]
-    )
+    paths = [f.path for f in expected]
+    script = ops_script(host_query(ctx.cluster, view, host), facts_script(paths, STATUS_FACTS))
     res = await ctx.t(host).run(script, check=False, timeout=30)
     facts = parse_facts(res.stdout)
     units = {name: u.active for name, u in facts.units.items() if u.loaded}
-    return parse_ops(res.stdout, host.name), facts.files, units
+    return parse_ops(res.stdout), facts.files, units
 
 
 async def collect(

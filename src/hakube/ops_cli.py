@@ -7,6 +7,8 @@ Exit codes: 0 ok/healthy, 1 failed/degraded, 2 bad input (nothing changed).
 from __future__ import annotations
 
 import asyncio
+import json
+import sys
 import time
 from pathlib import Path
 from typing import Annotated
@@ -25,6 +27,7 @@ from hakube.cli_base import (
     out,
     print_json,
 )
+from hakube.phases.base import Event, EventSink
 from hakube.state import StateDir
 from hakube.workflows.ops import OpsError, OpsInputError
 
@@ -33,6 +36,8 @@ WatchOpt = Annotated[
 ]
 
 
+etcd_app = typer.Typer(no_args_is_help=True, add_completion=False, help="hakube's etcd.")
+snapshot_app = typer.Typer(no_args_is_help=True, add_completion=False, help="etcd snapshots.")
 token_app = typer.Typer(no_args_is_help=True, add_completion=False, help="Bootstrap tokens.")
 
 
@@ -43,6 +48,10 @@ def register(app: typer.Typer) -> None:
     token_app.command("list")(token_list)
     token_app.command("revoke")(token_revoke)
     app.add_typer(token_app, name="token")
+    snapshot_app.command("save")(snapshot_save)
+    snapshot_app.command("restore")(snapshot_restore)
+    etcd_app.add_typer(snapshot_app, name="snapshot")
+    app.add_typer(etcd_app, name="etcd")
 
 
 def status(
@@ -249,8 +258,82 @@ def kubeconfig(
     out.print(f"{verb} {r.path} (server {r.server}, mode 0600)", highlight=False)
 
 
-def progress(output: Output) -> Progress:
-    return Progress(output)
+def snapshot_save(
+    file: FileOpt = Path("cluster.yaml"),
+    out_file: Annotated[
+        Path | None,
+        typer.Option("--out", help="Where to write it; default: the state dir (pruned)."),
+    ] = None,
+    keep: Annotated[int, typer.Option(help="Snapshots kept in the state dir.")] = 10,
+    output: OutputOpt = Output.TEXT,
+) -> None:
+    """Take a snapshot from a healthy etcd member (checksum and revision recorded, 0600)."""
+    from hakube.workflows.snapshot import run_save
+
+    cluster = load_or_exit(file, output).cluster
+    try:
+        info = asyncio.run(run_save(cluster, StateDir(cluster.name), out=out_file, keep=keep,
+                                    emit=progress(output)))  # fmt: skip
+    except OpsError as e:
+        raise ops_failed(e) from None
+    if output is Output.JSON:
+        print_json(info.as_dict())
+        return
+    out.print(
+        f"snapshot of revision {info.revision} ({info.total_keys} keys, {info.size} bytes) "
+        f"from {info.member}: {info.path}\nsha256 {info.sha256}",
+        highlight=False,
+    )
+
+
+def snapshot_restore(
+    path: Annotated[Path, typer.Argument(help="Snapshot file (from `etcd snapshot save`).")],
+    file: FileOpt = Path("cluster.yaml"),
+    yes: Annotated[bool, typer.Option("--yes", help="Do not ask for confirmation.")] = False,
+    output: OutputOpt = Output.TEXT,
+) -> None:
+    """Restore every etcd member from a snapshot: check it, stop all members, rebuild each
+    data dir (old ones kept aside), start them together, verify health and revision."""
+    from hakube.workflows.snapshot import read_snapshot, run_restore
+
+    cluster = load_or_exit(file, output).cluster
+    try:
+        _, info = read_snapshot(path)
+    except OpsError as e:
+        raise ops_failed(e) from None
+    if not yes:
+        hosts = ", ".join(h.name for h in cluster.etcd_hosts)
+        typer.confirm(
+            f"Stop etcd on {hosts} and replace its data with {path} (revision "
+            f"{info.revision or 'unknown'})? Everything written after the snapshot is lost",
+            abort=True,
+            err=True,
+        )
+    try:
+        r = asyncio.run(run_restore(cluster, StateDir(cluster.name), path, emit=progress(output)))
+    except OpsError as e:
+        raise ops_failed(e) from None
+    if output is Output.JSON:
+        print_json(r.as_dict())
+        return
+    out.print(
+        f"[green]restored[/] {', '.join(r.members)} at revision {r.revision} in "
+        f"{r.seconds:.1f} s"
+        + "".join(f"\n  {h}: old data dir kept in {d}" for h, d in r.old_data_dirs.items()),
+        highlight=False,
+    )
+
+
+def progress(output: Output) -> EventSink:
+    """Host-prefixed progress on stderr; with --output json, JSON lines on stderr, so that
+    stdout carries the one result document."""
+    if output is Output.TEXT:
+        return Progress(output)
+
+    def to_stderr(e: Event) -> None:
+        sys.stderr.write(json.dumps(e.as_dict()) + "\n")
+
+    return to_stderr
 
 
 def ops_failed(e: OpsError) -> typer.Exit:

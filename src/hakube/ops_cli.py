@@ -29,7 +29,7 @@ from hakube.cli_base import (
 )
 from hakube.phases.base import Event, EventSink
 from hakube.state import StateDir
-from hakube.workflows.ops import OpsError, OpsInputError
+from hakube.workflows.ops import FAILURES, OpsInputError
 
 WatchOpt = Annotated[
     float, typer.Option("--watch", "-w", help="Repeat every SECONDS until interrupted (0: once).")
@@ -38,6 +38,7 @@ WatchOpt = Annotated[
 
 etcd_app = typer.Typer(no_args_is_help=True, add_completion=False, help="hakube's etcd.")
 snapshot_app = typer.Typer(no_args_is_help=True, add_completion=False, help="etcd snapshots.")
+certs_app = typer.Typer(no_args_is_help=True, add_completion=False, help="Certificates.")
 token_app = typer.Typer(no_args_is_help=True, add_completion=False, help="Bootstrap tokens.")
 
 
@@ -52,6 +53,9 @@ def register(app: typer.Typer) -> None:
     snapshot_app.command("restore")(snapshot_restore)
     etcd_app.add_typer(snapshot_app, name="snapshot")
     app.add_typer(etcd_app, name="etcd")
+    certs_app.command("check")(certs_check)
+    certs_app.command("renew")(certs_renew)
+    app.add_typer(certs_app, name="certs")
 
 
 def status(
@@ -172,7 +176,7 @@ def join_command(
             run_join_command(cluster, StateDir(cluster.name), control_plane=control_plane,
                              ttl=ttl, emit=progress(output))
         )  # fmt: skip
-    except OpsError as e:
+    except FAILURES as e:
         raise ops_failed(e) from None
     if output is Output.JSON:
         print_json(r.as_dict())
@@ -190,7 +194,7 @@ def token_list(file: FileOpt = Path("cluster.yaml"), output: OutputOpt = Output.
     cluster = load_or_exit(file, output).cluster
     try:
         tokens = asyncio.run(run_list_tokens(cluster, StateDir(cluster.name)))
-    except OpsError as e:
+    except FAILURES as e:
         raise ops_failed(e) from None
     rows = [token_json(t) for t in tokens]
     if output is Output.JSON:
@@ -218,7 +222,7 @@ def token_revoke(
         token_id = asyncio.run(
             run_revoke_token(cluster, StateDir(cluster.name), token, emit=progress(output))
         )
-    except OpsError as e:
+    except FAILURES as e:
         raise ops_failed(e) from None
     if output is Output.JSON:
         print_json({"revoked": token_id})
@@ -247,7 +251,7 @@ def kubeconfig(
             write_kubeconfig(cluster, StateDir(cluster.name), out=out_file,
                              merge_into=DEFAULT_KUBECONFIG if merge else None)
         )  # fmt: skip
-    except OpsError as e:
+    except FAILURES as e:
         raise ops_failed(e) from None
     if output is Output.JSON:
         print_json(r.as_dict())
@@ -274,7 +278,7 @@ def snapshot_save(
     try:
         info = asyncio.run(run_save(cluster, StateDir(cluster.name), out=out_file, keep=keep,
                                     emit=progress(output)))  # fmt: skip
-    except OpsError as e:
+    except FAILURES as e:
         raise ops_failed(e) from None
     if output is Output.JSON:
         print_json(info.as_dict())
@@ -299,7 +303,7 @@ def snapshot_restore(
     cluster = load_or_exit(file, output).cluster
     try:
         _, info = read_snapshot(path)
-    except OpsError as e:
+    except FAILURES as e:
         raise ops_failed(e) from None
     if not yes:
         hosts = ", ".join(h.name for h in cluster.etcd_hosts)
@@ -311,7 +315,7 @@ def snapshot_restore(
         )
     try:
         r = asyncio.run(run_restore(cluster, StateDir(cluster.name), path, emit=progress(output)))
-    except OpsError as e:
+    except FAILURES as e:
         raise ops_failed(e) from None
     if output is Output.JSON:
         print_json(r.as_dict())
@@ -322,6 +326,57 @@ def snapshot_restore(
         + "".join(f"\n  {h}: old data dir kept in {d}" for h, d in r.old_data_dirs.items()),
         highlight=False,
     )
+
+
+def certs_check(file: FileOpt = Path("cluster.yaml"), output: OutputOpt = Output.TEXT) -> None:
+    """Every certificate hakube or kubeadm manages on every host, with its expiry.
+    Exit 1 if one has expired or a host cannot be reached."""
+    from hakube.workflows.certs import check
+
+    cluster = load_or_exit(file, output).cluster
+    try:
+        r = asyncio.run(check(cluster, StateDir(cluster.name)))
+    except FAILURES as e:
+        raise ops_failed(e) from None
+    if output is Output.JSON:
+        print_json(r.as_dict())
+    else:
+        t = Table(title="certificates", title_justify="left")
+        for col in ("host", "path", "subject", "expires", "days left"):
+            t.add_column(col)
+        for c in r.certs:
+            days = "unreadable" if c.days_left is None else f"{c.days_left:.0f}"
+            ok = c.days_left is not None and c.days_left >= 30
+            t.add_row(c.host, c.path, c.subject, (c.expires or "")[:16], _colour(ok, days))
+        out.print(t)
+        for host, msg in r.unreachable.items():
+            err.print(f"[red]{host}: not reachable[/] ({msg})", highlight=False)
+    if r.expired or r.unreachable:
+        raise typer.Exit(1)
+
+
+def certs_renew(
+    file: FileOpt = Path("cluster.yaml"),
+    etcd: Annotated[bool, typer.Option(help="Renew hakube's external etcd certificates.")] = True,
+    kubeadm: Annotated[bool, typer.Option(help="Renew kubeadm's (certs renew all).")] = True,
+    output: OutputOpt = Output.TEXT,
+) -> None:
+    """Renew certificates one host at a time, keeping etcd quorum and the API serving."""
+    from hakube.workflows.certs import renew
+
+    cluster = load_or_exit(file, output).cluster
+    try:
+        r = asyncio.run(renew(cluster, StateDir(cluster.name), etcd=etcd, kubeadm=kubeadm,
+                              emit=progress(output)))  # fmt: skip
+    except FAILURES as e:
+        raise ops_failed(e) from None
+    if output is Output.JSON:
+        print_json(r.as_dict())
+        return
+    for line in r.renewed:
+        out.print(f"[green]renewed[/] {line}", highlight=False)
+    for line in r.skipped:
+        out.print(f"[dim]skipped {line}[/]", highlight=False)
 
 
 def progress(output: Output) -> EventSink:
@@ -336,7 +391,7 @@ def progress(output: Output) -> EventSink:
     return to_stderr
 
 
-def ops_failed(e: OpsError) -> typer.Exit:
+def ops_failed(e: Exception) -> typer.Exit:
     err.print(f"[bold red]error:[/] {e}", highlight=False)
     if isinstance(e, OpsInputError):
         err.print("Nothing was changed.")

@@ -11,12 +11,12 @@ import contextlib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
-from hakube.phases.base import Event, EventKind, EventSink
+from hakube.phases.base import Event, EventKind, EventSink, PhaseError
 from hakube.phases.context import Context
 from hakube.render.kubeadm import first_control_plane
 from hakube.spec.model import Cluster, EtcdTopology, Host
 from hakube.state import Secrets, StateDir
-from hakube.transport.base import Redactor, Transport
+from hakube.transport.base import Redactor, Transport, TransportError
 from hakube.workflows.apply import ssh_transports
 
 
@@ -26,6 +26,10 @@ class OpsError(Exception):
 
 class OpsInputError(OpsError):
     """Bad input for a day-2 command (exit 2): nothing was changed."""
+
+
+#: What a day-2 command may fail with; the CLI turns each into a message and exit 1 (or 2).
+FAILURES = (OpsError, PhaseError, TransportError)
 
 
 @dataclass(frozen=True)

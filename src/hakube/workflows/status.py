@@ -265,7 +265,7 @@ def _judge(
     if view.external_etcd:
         _judge_etcd(view, ops, r)
     for name, f in ops.items():
-        r.certs += [_cert(name, fact, now) for fact in f.certs]
+        r.certs += [cert_status(name, fact, now) for fact in f.certs]
     for c in r.certs:
         if c.days_left is None:
             r.warnings.append(f"{c.host}: {c.path} could not be read as a certificate")
@@ -346,7 +346,7 @@ def _member_alarms(lines: list[str], member_hex: str) -> list[str]:
     return out
 
 
-def _cert(host: str, c: CertFact, now: dt.datetime) -> CertStatus:
+def cert_status(host: str, c: CertFact, now: dt.datetime) -> CertStatus:
     days = c.days_left(now)
     return CertStatus(
         host=host,

@@ -56,6 +56,7 @@ def register(app: typer.Typer) -> None:
     certs_app.command("check")(certs_check)
     certs_app.command("renew")(certs_renew)
     app.add_typer(certs_app, name="certs")
+    app.command("reset")(reset)
 
 
 def status(
@@ -377,6 +378,46 @@ def certs_renew(
         out.print(f"[green]renewed[/] {line}", highlight=False)
     for line in r.skipped:
         out.print(f"[dim]skipped {line}[/]", highlight=False)
+
+
+def reset(
+    file: FileOpt = Path("cluster.yaml"),
+    host: Annotated[
+        str | None, typer.Option("--host", help="Only this host (it leaves etcd first).")
+    ] = None,
+    yes: Annotated[bool, typer.Option("--yes", help="Do not ask for confirmation.")] = False,
+    output: OutputOpt = Output.TEXT,
+) -> None:
+    """Tear down what hakube and kubeadm installed (units, packages, holds, files, hosts
+    block); the state directory is archived, not deleted."""
+    from hakube.workflows.reset import ROLE_PACKAGES
+    from hakube.workflows.reset import reset as run_reset
+
+    cluster = load_or_exit(file, output).cluster
+    if host is not None and host not in {h.name for h in cluster.hosts}:
+        fail(f"--host {host!r} is not in {file} (hosts: "
+             f"{', '.join(h.name for h in cluster.hosts)}). Nothing was changed.", 2)  # fmt: skip
+    if not yes:
+        names = host or ", ".join(h.name for h in cluster.hosts)
+        typer.confirm(
+            f"Reset {names}: kubeadm reset, stop hakube's units, purge "
+            f"{', '.join(ROLE_PACKAGES)} where installed, remove hakube's files and etcd data?",
+            abort=True,
+            err=True,
+        )
+    try:
+        r = asyncio.run(run_reset(cluster, StateDir(cluster.name), host=host,
+                                  emit=progress(output)))  # fmt: skip
+    except FAILURES as e:
+        raise ops_failed(e) from None
+    if output is Output.JSON:
+        print_json(r.as_dict())
+        return
+    out.print(f"[green]reset[/] {', '.join(h.host for h in r.hosts)}", highlight=False)
+    if r.archived_state:
+        out.print(f"state directory archived to {r.archived_state}", highlight=False)
+    for n in r.not_undone:
+        out.print(f"[dim]not undone: {n}[/]", highlight=False)
 
 
 def progress(output: Output) -> EventSink:

@@ -57,13 +57,16 @@ HELD = ("kubelet", "kubeadm", "kubectl")
 DIRS = (
     "/etc/hakube",
     "/var/lib/hakube",
-    "/etc/etcd/pki",
+    "/etc/etcd",
     TRACK_DIR,
     "/etc/kubernetes",
     "/var/lib/kubelet",
     "/etc/cni/net.d",
     "/root/.kube",
 )
+#: What the purged packages leave behind once hakube's files are gone (runtime files, empty
+#: directories); removed with them.
+PACKAGE_LEFTOVERS = ("/etc/keepalived", "/etc/haproxy", "/var/lib/haproxy")
 #: Links the CNI plugins hakube installs (flannel, calico) leave behind.
 CNI_LINKS = ("cni0", "flannel.1", "vxlan.calico", "tunl0")
 
@@ -133,6 +136,8 @@ async def reset_host(ctx: Context, host: Host) -> HostReset:
         await step(f"purge {', '.join(pkgs)}", purge)
     data = ctx.cluster.etcd.data_dir if ctx.cluster.is_etcd(host) else None
     dirs = [*DIRS, *([data, f"{data}.before-restore-*"] if data else [])]
+    if pkgs:
+        dirs += PACKAGE_LEFTOVERS
     present = [p for p in paths if p in f.files]
     await step(
         f"remove {len(present)} file(s) apply wrote and hakube's directories",

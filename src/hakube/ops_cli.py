@@ -16,7 +16,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from hakube.cli_base import (
+from hakube.console import (
     FileOpt,
     Output,
     OutputOpt,
@@ -64,8 +64,7 @@ def status(
     watch: WatchOpt = 0.0,
     output: OutputOpt = Output.TEXT,
 ) -> None:
-    """VIP owner and VRRP states, HAProxy backends, etcd members, certificate expiry, tokens,
-    nodes and drift. Changes nothing. Exit 0 healthy, 1 degraded."""
+    """Health of every HA piece, certificates, tokens, nodes, drift (exit 0 healthy, 1 not)."""
     from hakube.workflows.status import run_status
 
     if watch < 0:
@@ -167,8 +166,7 @@ def join_command(
     ttl: Annotated[str, typer.Option(help="Token lifetime (Go duration; 0: never).")] = "2h",
     output: OutputOpt = Output.TEXT,
 ) -> None:
-    """Print a working `kubeadm join` command: a fresh token, the CA hash (cross-checked with
-    openssl on a control-plane node) and, with --control-plane, a certificate key."""
+    """Print a `kubeadm join` command: new token, CA hash checked with openssl, cert key."""
     from hakube.workflows.credentials import run_join_command
 
     cluster = load_or_exit(file, output).cluster
@@ -297,8 +295,7 @@ def snapshot_restore(
     yes: Annotated[bool, typer.Option("--yes", help="Do not ask for confirmation.")] = False,
     output: OutputOpt = Output.TEXT,
 ) -> None:
-    """Restore every etcd member from a snapshot: check it, stop all members, rebuild each
-    data dir (old ones kept aside), start them together, verify health and revision."""
+    """Restore every etcd member from a snapshot (checked before anything stops)."""
     from hakube.workflows.snapshot import read_snapshot, run_restore
 
     cluster = load_or_exit(file, output).cluster
@@ -330,8 +327,7 @@ def snapshot_restore(
 
 
 def certs_check(file: FileOpt = Path("cluster.yaml"), output: OutputOpt = Output.TEXT) -> None:
-    """Every certificate hakube or kubeadm manages on every host, with its expiry.
-    Exit 1 if one has expired or a host cannot be reached."""
+    """Every certificate hakube or kubeadm manages, with its expiry (exit 1: one expired)."""
     from hakube.workflows.certs import check
 
     cluster = load_or_exit(file, output).cluster
@@ -388,8 +384,7 @@ def reset(
     yes: Annotated[bool, typer.Option("--yes", help="Do not ask for confirmation.")] = False,
     output: OutputOpt = Output.TEXT,
 ) -> None:
-    """Tear down what hakube and kubeadm installed (units, packages, holds, files, hosts
-    block); the state directory is archived, not deleted."""
+    """Tear down what hakube and kubeadm installed; the state directory is archived."""
     from hakube.workflows.reset import ROLE_PACKAGES
     from hakube.workflows.reset import reset as run_reset
 

@@ -18,12 +18,6 @@ from pathlib import Path
 
 import pytest
 
-from hakube.drill.scenarios import Probes, Settings
-from hakube.lab import Lab, running_lab
-from hakube.lab.standin import DIR as STANDIN_DIR
-from hakube.lab.standin import SCRIPT as STANDIN_SCRIPT
-from hakube.lab.standin import UNIT as STANDIN_UNIT
-from hakube.lab.standin import install_all
 from hakube.spec import load_cluster_file
 from hakube.spec.model import Cluster
 from hakube.state import StateDir
@@ -34,6 +28,13 @@ from hakube.workflows.credentials import CLUSTER_CA, checked_ca_hash
 from hakube.workflows.ops import OpsError, OpsInputError, session
 from hakube.workflows.reset import reset
 from hakube.workflows.snapshot import run_restore, run_save
+from hakube_lab import Lab, running_lab
+from hakube_lab.drill.probes import Probes
+from hakube_lab.drill.scenarios import Settings
+from hakube_lab.standin import DIR as STANDIN_DIR
+from hakube_lab.standin import SCRIPT as STANDIN_SCRIPT
+from hakube_lab.standin import UNIT as STANDIN_UNIT
+from hakube_lab.standin import install_all
 
 pytestmark = pytest.mark.lab
 

@@ -9,10 +9,11 @@ from typing import Any
 import pytest
 import yaml
 
+from hakube.fileio import write_private
 from hakube.phases.kubeadm import ADMIN_CONF
 from hakube.spec.load import load_cluster_data
 from hakube.spec.model import Cluster
-from hakube.state import StateDir, write_private
+from hakube.state import StateDir
 from hakube.transport.scripted import ScriptedTransport
 from hakube.workflows.kubeconfig import external_server, write_kubeconfig
 from hakube.workflows.ops import OpsError, OpsInputError

@@ -11,11 +11,12 @@ from typing import Any
 
 import pytest
 
+from hakube.fileio import write_private
 from hakube.phases.kubeadm import ADMIN_CONF
 from hakube.render.host import SWAP_MARK, remove_block, remove_swap, restore_swap
 from hakube.spec.load import load_cluster_data
 from hakube.spec.model import Cluster
-from hakube.state import StateDir, write_private
+from hakube.state import StateDir
 from hakube.transport.scripted import Call, Reply, ScriptedTransport
 from hakube.workflows.certs import renew
 from hakube.workflows.ops import OpsInputError

@@ -12,8 +12,9 @@ from typing import Any
 from hakube.facts.host import PACKAGES, FileState, HostFacts, Unit, facts_script, parse_facts
 from hakube.phases.base import Change, Event, EventKind, EventSink, PhaseError
 from hakube.render.base import RenderedFile
+from hakube.secrets import Secrets
 from hakube.spec.model import Cluster, Host
-from hakube.state import Secrets, StateDir
+from hakube.state import StateDir
 from hakube.transport.base import CommandResult, Redactor, Transport
 
 #: Blocks the package's postinst from starting a daemon with its stock configuration

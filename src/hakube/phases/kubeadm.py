@@ -1,4 +1,4 @@
-"""Kubernetes phases driven through kubeadm: packages, init, joins, CNI.
+"""Kubernetes phases driven through kubeadm: packages, init, joins.
 
 hakube pre-generates the cluster CA (so the discovery CA hash is known before init), the
 bootstrap token and the certificate key; kubeadm's output is still parsed and checked against
@@ -11,16 +11,16 @@ import shlex
 from pathlib import Path
 
 from hakube.facts.kubeadm import KubeadmOutputError, parse_init_output
-from hakube.phases.base import Change, Phase, PhaseError
+from hakube.fileio import write_private
+from hakube.phases.base import Change, PhaseError
 from hakube.phases.context import Context
-from hakube.phases.etcd import as_rendered, members
 from hakube.phases.files import RenderedPhase, files_for
+from hakube.pki.etcd import etcd_members
+from hakube.pki.layout import as_rendered
 from hakube.render.base import RenderedFile
-from hakube.render.cni import patch_manifest
 from hakube.render.host import APT_KEYRING, kubernetes_key_url, package_manager
 from hakube.render.kubeadm import INIT_CONFIG, JOIN_CONFIG, first_control_plane
-from hakube.spec.model import Cluster, CNIPlugin, EtcdTopology, Host, PackageManager, Role
-from hakube.state import write_private
+from hakube.spec.model import Cluster, EtcdTopology, Host, PackageManager, Role
 
 ADMIN_CONF = "/etc/kubernetes/admin.conf"
 KUBELET_CONF = "/etc/kubernetes/kubelet.conf"
@@ -98,7 +98,7 @@ class KubePackages(RenderedPhase):
 def _shared_pki(ctx: Context) -> list[RenderedFile]:
     files = as_rendered(ctx.state.cluster_pki().control_plane_files())
     if ctx.cluster.etcd.topology is EtcdTopology.EXTERNAL:
-        files += as_rendered(ctx.state.etcd_pki(members(ctx.cluster)).control_plane_files())
+        files += as_rendered(ctx.state.etcd_pki(etcd_members(ctx.cluster)).control_plane_files())
     return files
 
 
@@ -197,41 +197,3 @@ class JoinWorkers(_Join):
 
     def targets(self, cluster: Cluster) -> list[Host]:
         return [h for h in cluster.workers if not h.has(Role.CONTROL_PLANE)]
-
-
-class CNIPhase(Phase):
-    name = "cni"
-    summary = "pod network (flannel or calico) with the cluster's real pod subnet"
-
-    def targets(self, cluster: Cluster) -> list[Host]:
-        if cluster.kubernetes.cni.plugin is CNIPlugin.NONE:
-            return []
-        return [first_control_plane(cluster)]
-
-    async def run(self, ctx: Context, host: Host) -> None:
-        cni = ctx.cluster.kubernetes.cni
-        manifest = cni.resolved_manifest
-        assert manifest is not None
-        plugin = cni.plugin.value
-        ds = "kube-flannel/kube-flannel-ds" if plugin == "flannel" else "kube-system/calico-node"
-        ns, name = ds.split("/")
-        res = await ctx.read(host, f"{KUBECTL} -n {ns} get ds {name} -o name", check=False)
-        if res.ok:
-            return
-        path = f"/etc/hakube/cni/{plugin}-{cni.resolved_version}.yaml"
-        if ctx.dry_run:
-            await ctx.sh(host, f"apply {plugin} {cni.resolved_version}", ":")
-            return
-        if manifest.startswith(("http://", "https://")):
-            # Downloaded as data and patched here; nothing fetched is ever executed.
-            await ctx.t(host).run(
-                f"mkdir -p /etc/hakube/cni && curl -fsSL --retry 3 -o {path}.orig "
-                f"{shlex.quote(manifest)}",
-                timeout=120,
-            )
-            text = (await ctx.t(host).get(f"{path}.orig")).decode()
-        else:
-            text = Path(manifest).read_text()
-        patched = patch_manifest(cni.plugin, text, str(ctx.cluster.network.pod_subnet))
-        await ctx.t(host).put(path, patched.encode(), mode=0o644)
-        await ctx.sh(host, f"apply {plugin} {cni.resolved_version}", f"{KUBECTL} apply -f {path}")

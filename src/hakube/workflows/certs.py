@@ -15,12 +15,14 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from hakube.facts.ops import OpsQuery, ops_script, parse_ops
+from hakube.fileio import write_private
 from hakube.phases.context import Context
-from hakube.phases.etcd import as_rendered, members, wait_healthy
+from hakube.phases.etcd import wait_healthy
 from hakube.phases.kubeadm import ADMIN_CONF
-from hakube.pki.etcd import EtcdPKI
+from hakube.pki.etcd import EtcdPKI, etcd_members
+from hakube.pki.layout import as_rendered
 from hakube.spec.model import Cluster, Host
-from hakube.state import StateDir, write_private
+from hakube.state import StateDir
 from hakube.transport.base import Transport
 from hakube.workflows.apply import ApplyLocked, cluster_lock
 from hakube.workflows.ops import (
@@ -107,7 +109,7 @@ async def renew_etcd(ctx: Context, errors: dict[str, str], result: RenewResult) 
         )
     # Quorum is only kept by a rolling restart if every member is healthy to begin with.
     await wait_healthy(ctx, hosts[0], whole_cluster=True, timeout=10)
-    fresh = EtcdPKI.load(etcd_dir, members(c)).renewed()
+    fresh = EtcdPKI.load(etcd_dir, etcd_members(c)).renewed()
     fresh.save(etcd_dir)
     for h in hosts:
         files = as_rendered(fresh.etcd_host_files(h.name), owner="etcd")

@@ -9,9 +9,10 @@ from typing import Any
 
 import yaml
 
+from hakube.fileio import write_private
 from hakube.phases.kubeadm import ADMIN_CONF
 from hakube.spec.model import Cluster, EndpointMode
-from hakube.state import StateDir, write_private
+from hakube.state import StateDir
 from hakube.transport.base import Transport
 from hakube.workflows.ops import OpsError, OpsInputError, known_cluster, require_reachable, session
 

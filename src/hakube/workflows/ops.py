@@ -14,8 +14,9 @@ from dataclasses import dataclass
 from hakube.phases.base import Event, EventKind, EventSink, PhaseError
 from hakube.phases.context import Context
 from hakube.render.kubeadm import first_control_plane
+from hakube.secrets import Secrets
 from hakube.spec.model import Cluster, EtcdTopology, Host
-from hakube.state import Secrets, StateDir
+from hakube.state import StateDir
 from hakube.transport.base import Redactor, Transport, TransportError
 from hakube.workflows.apply import ssh_transports
 

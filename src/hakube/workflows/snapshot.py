@@ -17,12 +17,13 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from hakube.fileio import write_private
 from hakube.phases.base import Event, EventKind, EventSink
 from hakube.phases.context import Context
 from hakube.phases.etcd import endpoint_health, wait_healthy
 from hakube.render.etcd import etcd_initial_cluster, etcdctl
 from hakube.spec.model import Cluster, EtcdTopology, Host
-from hakube.state import StateDir, write_private
+from hakube.state import StateDir
 from hakube.transport.base import Transport
 from hakube.workflows.apply import ApplyLocked, cluster_lock
 from hakube.workflows.ops import OpsError, OpsInputError, require_reachable, session

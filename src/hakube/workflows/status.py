@@ -16,13 +16,15 @@ import time
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from hakube.facts.haproxy import Backend, parse_show_stat
 from hakube.facts.host import FileState, facts_script, parse_facts
 from hakube.facts.kubeadm import KubeadmOutputError, parse_token_list
 from hakube.facts.ops import CertFact, OpsFacts, OpsQuery, ops_script, parse_ops
 from hakube.phases.context import Context, sha256
-from hakube.phases.etcd import EtcdPhase, as_rendered, members
+from hakube.phases.etcd import EtcdPhase
 from hakube.phases.kubeadm import ADMIN_CONF, KUBECTL
-from hakube.phases.verify import Backend, parse_show_stat
+from hakube.pki.etcd import etcd_members
+from hakube.pki.layout import as_rendered
 from hakube.render.base import RenderedFile
 from hakube.render.etcd import etcdctl
 from hakube.render.haproxy import STATS_SOCKET
@@ -138,7 +140,7 @@ def expected_files(ctx: Context, host: Host) -> list[RenderedFile]:
         if p.name in DRIFT_PHASES and host.name in {t.name for t in p.targets(c)}:
             out += p.files(c, host, ctx.secrets)
             if isinstance(p, EtcdPhase) and (ctx.state.pki_dir / "etcd" / "ca.crt").exists():
-                pki = ctx.state.etcd_pki(members(c))
+                pki = ctx.state.etcd_pki(etcd_members(c))
                 out += as_rendered(pki.etcd_host_files(host.name))
     return out
 

@@ -1,5 +1,8 @@
-"""What every hakube command shares: output modes, the cluster-file option, JSON printing,
-bad-input handling (exit 2, every problem listed) and host-prefixed progress."""
+"""Terminal output shared by every command: the two consoles, `--output`, progress, results.
+
+Lives apart from `hakube.cli` so that command groups mounted from other packages (the lab's)
+print the same way without importing the CLI module that mounts them.
+"""
 
 from __future__ import annotations
 
@@ -11,9 +14,12 @@ from typing import Annotated, Any, NoReturn
 
 import typer
 from rich.console import Console
+from rich.table import Table
 
 from hakube.phases.base import Event, EventKind
+from hakube.phases.verify import VerifyReport
 from hakube.spec import Loaded, Severity, SpecError, load_cluster_file
+from hakube.workflows.apply import ApplyResult
 
 out = Console()
 err = Console(stderr=True)
@@ -101,3 +107,52 @@ class Progress:
             )
         elif k is EventKind.PHASE_DONE and e.data.get("changes") == 0:
             err.print("    no change", style="dim")
+
+
+def print_report(report: VerifyReport | None) -> None:
+    if report is None:
+        return
+    t = Table(title="verify", title_justify="left")
+    t.add_column("check", style="cyan")
+    t.add_column("result")
+    if report.vip:
+        owners = ", ".join(report.vip_owners) or "nobody"
+        t.add_row("VIP owner", f"{report.vip} on {owners}")
+    for b in report.backends:
+        colour = "green" if b.status.startswith("UP") else "red"
+        t.add_row(f"haproxy {b.lb} → {b.server}", f"[{colour}]{b.status}[/] ({b.check})")
+    if report.etcd_members:
+        t.add_row(
+            "etcd members",
+            f"{len(report.etcd_members)}: {', '.join(report.etcd_members)}; "
+            f"{len(report.etcd_healthy)} healthy",
+        )
+    t.add_row("kubernetes", report.kubernetes)
+    for node, st in sorted(report.nodes.items()):
+        t.add_row(f"node {node}", st)
+    for p in report.problems:
+        t.add_row("[red]problem[/]", p)
+    out.print(t)
+
+
+def print_result(result: ApplyResult, output: Output) -> None:
+    if output is Output.JSON:
+        # One line, like every event before it: the stream stays line-delimited JSON.
+        sys.stdout.write(json.dumps({"event": "result", **result.as_dict()}, default=str) + "\n")
+        return
+    print_report(result.report)
+    n = len(result.changes)
+    verb = "would change" if result.dry_run else "changed"
+    if result.failures:
+        for f in result.failures:
+            err.print(f"[bold red]{f.host}[/] failed in {f.phase}: {f.message}", highlight=False)
+        err.print(f"[red]apply failed[/] after {result.seconds:.1f} s ({n} changes made)")
+    elif n == 0:
+        out.print(f"[green]converged: 0 changes[/] in {result.seconds:.2f} s", highlight=False)
+    else:
+        out.print(f"[green]done:[/] {verb} {n} things in {result.seconds:.1f} s", highlight=False)
+
+
+def split_list(value: str) -> list[str]:
+    """A comma-separated option as a list, blanks dropped."""
+    return [v.strip() for v in value.split(",") if v.strip()]

@@ -10,8 +10,9 @@ import asyncio
 import json
 import sys
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, TypeVar
 
 import typer
 from rich.table import Table
@@ -28,8 +29,11 @@ from hakube.console import (
     print_json,
 )
 from hakube.phases.base import Event, EventSink
+from hakube.spec.model import Cluster
 from hakube.state import StateDir
 from hakube.workflows.ops import FAILURES, OpsInputError
+
+T = TypeVar("T")
 
 WatchOpt = Annotated[
     float, typer.Option("--watch", "-w", help="Repeat every SECONDS until interrupted (0: once).")
@@ -169,16 +173,14 @@ def join_command(
     """Print a `kubeadm join` command: new token, CA hash checked with openssl, cert key."""
     from hakube.workflows.credentials import run_join_command
 
-    cluster = load_or_exit(file, output).cluster
-    try:
-        r = asyncio.run(
-            run_join_command(cluster, StateDir(cluster.name), control_plane=control_plane,
-                             ttl=ttl, emit=progress(output))
-        )  # fmt: skip
-    except FAILURES as e:
-        raise ops_failed(e) from None
-    if output is Output.JSON:
-        print_json(r.as_dict())
+    r = run_op(
+        file,
+        output,
+        lambda c, s: run_join_command(
+            c, s, control_plane=control_plane, ttl=ttl, emit=progress(output)
+        ),
+    )
+    if json_out(output, r.as_dict()):
         return
     for n in r.notes:
         err.print(f"[dim]note: {n}[/]", highlight=False)
@@ -190,11 +192,7 @@ def token_list(file: FileOpt = Path("cluster.yaml"), output: OutputOpt = Output.
     """Bootstrap tokens (ids only: the secret half is never printed), TTL and expiry."""
     from hakube.workflows.credentials import run_list_tokens, token_json
 
-    cluster = load_or_exit(file, output).cluster
-    try:
-        tokens = asyncio.run(run_list_tokens(cluster, StateDir(cluster.name)))
-    except FAILURES as e:
-        raise ops_failed(e) from None
+    tokens = run_op(file, output, run_list_tokens)
     rows = [token_json(t) for t in tokens]
     if output is Output.JSON:
         print_json({"tokens": rows})
@@ -216,13 +214,9 @@ def token_revoke(
     """Delete a bootstrap token (kubeadm token delete)."""
     from hakube.workflows.credentials import run_revoke_token
 
-    cluster = load_or_exit(file, output).cluster
-    try:
-        token_id = asyncio.run(
-            run_revoke_token(cluster, StateDir(cluster.name), token, emit=progress(output))
-        )
-    except FAILURES as e:
-        raise ops_failed(e) from None
+    token_id = run_op(
+        file, output, lambda c, s: run_revoke_token(c, s, token, emit=progress(output))
+    )
     if output is Output.JSON:
         print_json({"revoked": token_id})
     else:
@@ -244,16 +238,14 @@ def kubeconfig(
 
     if merge and out_file is not None:
         fail("--merge and --out exclude each other (--merge writes ~/.kube/config)", 2)
-    cluster = load_or_exit(file, output).cluster
-    try:
-        r = asyncio.run(
-            write_kubeconfig(cluster, StateDir(cluster.name), out=out_file,
-                             merge_into=DEFAULT_KUBECONFIG if merge else None)
-        )  # fmt: skip
-    except FAILURES as e:
-        raise ops_failed(e) from None
-    if output is Output.JSON:
-        print_json(r.as_dict())
+    r = run_op(
+        file,
+        output,
+        lambda c, s: write_kubeconfig(
+            c, s, out=out_file, merge_into=DEFAULT_KUBECONFIG if merge else None
+        ),
+    )
+    if json_out(output, r.as_dict()):
         return
     if r.note:
         err.print(f"[yellow]note:[/] {r.note}", highlight=False)
@@ -273,14 +265,10 @@ def snapshot_save(
     """Take a snapshot from a healthy etcd member (checksum and revision recorded, 0600)."""
     from hakube.workflows.snapshot import run_save
 
-    cluster = load_or_exit(file, output).cluster
-    try:
-        info = asyncio.run(run_save(cluster, StateDir(cluster.name), out=out_file, keep=keep,
-                                    emit=progress(output)))  # fmt: skip
-    except FAILURES as e:
-        raise ops_failed(e) from None
-    if output is Output.JSON:
-        print_json(info.as_dict())
+    info = run_op(
+        file, output, lambda c, s: run_save(c, s, out=out_file, keep=keep, emit=progress(output))
+    )
+    if json_out(output, info.as_dict()):
         return
     out.print(
         f"snapshot of revision {info.revision} ({info.total_keys} keys, {info.size} bytes) "
@@ -311,12 +299,8 @@ def snapshot_restore(
             abort=True,
             err=True,
         )
-    try:
-        r = asyncio.run(run_restore(cluster, StateDir(cluster.name), path, emit=progress(output)))
-    except FAILURES as e:
-        raise ops_failed(e) from None
-    if output is Output.JSON:
-        print_json(r.as_dict())
+    r = run_loaded(cluster, lambda c, s: run_restore(c, s, path, emit=progress(output)))
+    if json_out(output, r.as_dict()):
         return
     out.print(
         f"[green]restored[/] {', '.join(r.members)} at revision {r.revision} in "
@@ -330,14 +314,8 @@ def certs_check(file: FileOpt = Path("cluster.yaml"), output: OutputOpt = Output
     """Every certificate hakube or kubeadm manages, with its expiry (exit 1: one expired)."""
     from hakube.workflows.certs import check
 
-    cluster = load_or_exit(file, output).cluster
-    try:
-        r = asyncio.run(check(cluster, StateDir(cluster.name)))
-    except FAILURES as e:
-        raise ops_failed(e) from None
-    if output is Output.JSON:
-        print_json(r.as_dict())
-    else:
+    r = run_op(file, output, check)
+    if not json_out(output, r.as_dict()):
         t = Table(title="certificates", title_justify="left")
         for col in ("host", "path", "subject", "expires", "days left"):
             t.add_column(col)
@@ -361,14 +339,10 @@ def certs_renew(
     """Renew certificates one host at a time, keeping etcd quorum and the API serving."""
     from hakube.workflows.certs import renew
 
-    cluster = load_or_exit(file, output).cluster
-    try:
-        r = asyncio.run(renew(cluster, StateDir(cluster.name), etcd=etcd, kubeadm=kubeadm,
-                              emit=progress(output)))  # fmt: skip
-    except FAILURES as e:
-        raise ops_failed(e) from None
-    if output is Output.JSON:
-        print_json(r.as_dict())
+    r = run_op(
+        file, output, lambda c, s: renew(c, s, etcd=etcd, kubeadm=kubeadm, emit=progress(output))
+    )
+    if json_out(output, r.as_dict()):
         return
     for line in r.renewed:
         out.print(f"[green]renewed[/] {line}", highlight=False)
@@ -400,13 +374,8 @@ def reset(
             abort=True,
             err=True,
         )
-    try:
-        r = asyncio.run(run_reset(cluster, StateDir(cluster.name), host=host,
-                                  emit=progress(output)))  # fmt: skip
-    except FAILURES as e:
-        raise ops_failed(e) from None
-    if output is Output.JSON:
-        print_json(r.as_dict())
+    r = run_loaded(cluster, lambda c, s: run_reset(c, s, host=host, emit=progress(output)))
+    if json_out(output, r.as_dict()):
         return
     out.print(f"[green]reset[/] {', '.join(h.host for h in r.hosts)}", highlight=False)
     if r.archived_state:
@@ -425,6 +394,30 @@ def progress(output: Output) -> EventSink:
         sys.stderr.write(json.dumps(e.as_dict()) + "\n")
 
     return to_stderr
+
+
+def json_out(output: Output, data: object) -> bool:
+    """With --output json, print `data` as the one result document and say so."""
+    if output is Output.JSON:
+        print_json(data)
+        return True
+    return False
+
+
+def run_op(file: Path, output: Output, op: Callable[[Cluster, StateDir], Awaitable[T]]) -> T:
+    """Load the cluster file (bad input: exit 2), run one day-2 operation, map its failures."""
+    cluster = load_or_exit(file, output).cluster
+    return run_loaded(cluster, op)
+
+
+def run_loaded(cluster: Cluster, op: Callable[[Cluster, StateDir], Awaitable[T]]) -> T:
+    async def go() -> T:
+        return await op(cluster, StateDir(cluster.name))
+
+    try:
+        return asyncio.run(go())
+    except FAILURES as e:
+        raise ops_failed(e) from None
 
 
 def ops_failed(e: Exception) -> typer.Exit:

@@ -75,18 +75,27 @@ def status(
         fail("--watch must be 0 (once) or a number of seconds", 2)
     cluster = load_or_exit(file, output).cluster
     state = StateDir(cluster.name)
-    while True:
-        report = run_status(cluster, state)
-        if output is Output.JSON:
-            print_json(report.as_dict())
-        else:
-            if watch:
-                out.clear()
-            print_status(report)
-        if not watch:
-            break
-        time.sleep(watch)
-    raise typer.Exit(0 if report.healthy else 1)
+    healthy = False
+    try:
+        while True:
+            report = run_status(cluster, state)
+            healthy = report.healthy
+            if output is Output.JSON and watch:
+                # One document a line, so that a watcher can read the stream line by line.
+                sys.stdout.write(json.dumps(report.as_dict(), default=str) + "\n")
+                sys.stdout.flush()
+            elif output is Output.JSON:
+                print_json(report.as_dict())
+            else:
+                if watch:
+                    out.clear()
+                print_status(report)
+            if not watch:
+                break
+            time.sleep(watch)
+    except KeyboardInterrupt:
+        pass  # --watch ends with Ctrl-C; the exit code is the last verdict
+    raise typer.Exit(0 if healthy else 1)
 
 
 def _colour(ok: bool, text: str) -> str:

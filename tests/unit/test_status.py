@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from hakube.facts.ops import OpsQuery, ops_script, parse_keepalived_data, parse_ops
 from hakube.spec.load import load_cluster_data
@@ -173,3 +174,17 @@ def test_ops_script_asks_only_for_what_the_host_runs() -> None:
     assert "etcdctl" not in worker
     assert "keepalived" not in worker
     assert parse_ops(captured("w1")).etcd is None
+
+
+def test_status_cli_bad_input_exits_2(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from hakube.cli import app
+
+    res = CliRunner().invoke(app, ["status", "-f", str(tmp_path / "missing.yaml")])
+    assert res.exit_code == 2, res.output
+    f = tmp_path / "c.yaml"
+    f.write_text(yaml.safe_dump(CLUSTER))
+    res = CliRunner().invoke(app, ["status", "-f", str(f), "--watch", "-1"])
+    assert res.exit_code == 2, res.output
+    assert "--watch" in res.stderr

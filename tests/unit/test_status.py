@@ -14,11 +14,13 @@ import pytest
 import yaml
 
 from hakube.facts.ops import OpsQuery, ops_script, parse_keepalived_data, parse_ops
+from hakube.fileio import write_private
+from hakube.phases.context import Context, sha256
 from hakube.spec.load import load_cluster_data
 from hakube.spec.model import Cluster
 from hakube.state import StateDir
 from hakube.transport.scripted import Reply, ScriptedTransport
-from hakube.workflows.status import StatusReport, collect
+from hakube.workflows.status import StatusReport, collect, expected_files
 
 DATA = Path(__file__).resolve().parent.parent / "data" / "ops"
 CAPTURED_AT = dt.datetime(2026, 11, 25, 22, 21, tzinfo=dt.UTC)
@@ -188,3 +190,69 @@ def test_status_cli_bad_input_exits_2(tmp_path: Path) -> None:
     res = CliRunner().invoke(app, ["status", "-f", str(f), "--watch", "-1"])
     assert res.exit_code == 2, res.output
     assert "--watch" in res.stderr
+
+
+TRANSCRIPTS = (
+    Path(__file__).resolve().parents[2] / ".." / "shared" / "reference" / "kubeadm-transcripts"
+)
+# Shaped like `kubectl get nodes -o json` (only the fields status reads): Kubernetes does not
+# run in the lab, so there is no captured one.
+NODES = (
+    '{"items": ['
+    + ",".join(
+        f'{{"metadata": {{"name": "{n}"}}, "status": {{"conditions": '
+        f'[{{"type": "Ready", "status": "{"False" if n == "w2" else "True"}"}}]}}}}'
+        for n in HOSTS
+    )
+    + "]}"
+)
+
+
+@pytest.mark.skipif(not TRANSCRIPTS.is_dir(), reason="kubeadm transcripts not available")
+def test_with_kubernetes_tokens_show_ids_and_a_node_not_ready_is_a_problem(
+    cluster: Cluster, tmp_path: Path
+) -> None:
+    state = StateDir(cluster.name, root=tmp_path)
+    write_private(state.path / "admin.conf", b"apiVersion: v1\n")  # kubeadm init ran
+    tokens = (TRANSCRIPTS / "1.27-token-list-1.txt").read_text()
+    out = healthy_outputs()
+    out["cp1"] = out["cp1"].replace(
+        "\n@@hakube:ops-end",
+        f"\n@@hakube:tokens\n{tokens}\n@@hakube:nodes\n{NODES}\n@@hakube:ops-end",
+    )
+    ts = {h: ScriptedTransport(h, [(SCRIPT, Reply(out[h]))]) for h in HOSTS}
+    r = asyncio.run(collect(cluster, state, transports=dict(ts), now=CAPTURED_AT))
+    script = ts["cp1"].commands[0]
+    assert "kubeadm token list" in script
+    assert "get nodes -o json" in script
+    assert "kubeadm token list" not in ts["cp2"].commands[0]
+    assert r.tokens is not None
+    assert [t.id for t in r.tokens] == ["4iwa6j"]
+    assert "ejrsfqm26jpcshz2" not in repr(r.as_dict())
+    assert r.nodes is not None
+    assert r.nodes["w2"] == "NotReady"
+    assert "nodes not Ready: w2" in r.problems
+
+
+def test_drift_names_the_file_that_differs_from_what_apply_would_write(
+    cluster: Cluster, tmp_path: Path
+) -> None:
+    state = StateDir(cluster.name, root=tmp_path)
+    secrets = state.secrets()
+    ctx = Context(cluster=cluster, secrets=secrets, state=state, transports={})
+    out = healthy_outputs()
+    for h in cluster.hosts:
+        lines = [f"{sha256(f.content)} {f.mode:o} {f.path}" for f in expected_files(ctx, h)]
+        if h.name == "cp2":  # a hand edit, and a file someone deleted
+            lines = [ln.replace(ln[:64], "0" * 64) if "haproxy.cfg" in ln else ln for ln in lines]
+            lines = [ln for ln in lines if "check_apiserver.sh" not in ln]
+        files = "\n".join(lines)
+        out[h.name] = section(out[h.name], "files", files)
+    ts = {h: ScriptedTransport(h, [(SCRIPT, Reply(out[h]))]) for h in HOSTS}
+    r = asyncio.run(collect(cluster, state, transports=dict(ts), now=CAPTURED_AT))
+    assert [(d.host, d.path, d.reason) for d in r.drift] == [
+        ("cp2", "/etc/haproxy/haproxy.cfg", "differs"),
+        ("cp2", "/etc/keepalived/check_apiserver.sh", "is missing"),
+    ]
+    assert r.healthy  # drift is a warning: the cluster still serves
+    assert any("haproxy.cfg differs" in w for w in r.warnings)

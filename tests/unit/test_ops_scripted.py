@@ -158,3 +158,65 @@ def test_reset_takes_the_hosts_block_out_and_puts_swap_back() -> None:
     off = remove_swap(fstab)
     assert SWAP_MARK in off
     assert restore_swap(off) == fstab
+
+
+FACTS = Path(__file__).resolve().parent.parent / "data" / "facts" / "debian12-container.txt"
+
+
+def test_resetting_one_etcd_host_removes_its_member_first_and_keeps_the_state_dir(
+    tmp_path: Path,
+) -> None:
+    external = load_cluster_data({**CLUSTER, "etcd": {"topology": "external"}}).cluster
+    state = StateDir("ops", root=tmp_path)
+    state.secrets()
+    log: list[str] = []
+
+    def note(host: str, reply: Reply | str = "") -> Any:
+        def answer(call: Call) -> Reply | str:
+            log.append(f"{host}: {call.target[:30]}")
+            return reply
+
+        return answer
+
+    members = (
+        '{"members": [{"ID": 11, "name": "cp1"}, {"ID": 12, "name": "cp2"},'
+        ' {"ID": 13, "name": "cp3"}]}'
+    )
+    cp1 = ScriptedTransport("cp1", [
+        (re.compile(r".*etcdctl .* member list -w json"), note("cp1", members)),
+        (re.compile(r".*etcdctl .* member remove d"), note("cp1")),
+    ])  # fmt: skip
+    cp3 = ScriptedTransport("cp3", [
+        (re.compile(r"\ns\(\) \{.*", re.S), note("cp3", FACTS.read_text())),
+        (re.compile(r".*"), note("cp3")),
+    ])  # fmt: skip
+    cp2 = ScriptedTransport("cp2")
+    from hakube.workflows.reset import reset
+
+    result = asyncio.run(
+        reset(external, state, host="cp3", transports={"cp1": cp1, "cp2": cp2, "cp3": cp3})
+    )
+    assert log[:2] == ["cp1: ETCDCTL_API=3 etcdctl --endpoi"] * 2
+    assert cp1.commands[1].endswith("member remove d")  # 13 in hex, from the member list
+    assert cp2.calls == []
+    (host,) = result.hosts
+    # The sample host runs etcd, HAProxy, keepalived and containerd; its one hold (containerd)
+    # is not hakube's; kubectl is only "rc" there (config left), so it is not purged again.
+    assert host.actions[:2] == [
+        "stop and disable keepalived, haproxy, etcd, containerd",
+        "purge keepalived, haproxy, etcd-server, containerd",
+    ]
+    assert host.actions[2].startswith("remove ")
+    assert host.actions[3:] == ["remove the hakube block from /etc/hosts"]
+    hosts_file = cp3.files["/etc/hosts"].content.decode()
+    assert "hakube" not in hosts_file
+    assert "127.0.1.1\tcp1" in hosts_file
+    assert result.archived_state is None
+    assert state.path.exists()
+
+
+def test_reset_of_an_unknown_host_is_bad_input(cluster: Cluster, tmp_path: Path) -> None:
+    from hakube.workflows.reset import reset
+
+    with pytest.raises(OpsInputError, match="--host 'cp9' is not in the cluster file"):
+        asyncio.run(reset(cluster, StateDir("ops", root=tmp_path), host="cp9", transports={}))

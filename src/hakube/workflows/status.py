@@ -23,7 +23,7 @@ from hakube.facts.ops import CertFact, OpsFacts, OpsQuery, ops_script, parse_ops
 from hakube.phases.context import Context, sha256
 from hakube.phases.etcd import EtcdPhase
 from hakube.phases.kubeadm import ADMIN_CONF, KUBECTL
-from hakube.pki.etcd import etcd_members
+from hakube.pki.etcd import EtcdPKI, etcd_members
 from hakube.pki.layout import as_rendered
 from hakube.render.base import RenderedFile
 from hakube.render.etcd import etcdctl
@@ -132,16 +132,24 @@ def host_query(cluster: Cluster, view: ClusterView, host: Host) -> OpsQuery:
     )
 
 
-def expected_files(ctx: Context, host: Host) -> list[RenderedFile]:
+def stored_etcd_pki(cluster: Cluster, state: StateDir) -> EtcdPKI | None:
+    """The etcd PKI as stored, for the members that have certificates; never generates."""
+    d = state.pki_dir / "etcd"
+    if not (d / "ca.crt").exists():
+        return None
+    have = [m for m in etcd_members(cluster) if (d / "members" / m.name / "server.crt").exists()]
+    return EtcdPKI.load(d, have)
+
+
+def expected_files(ctx: Context, host: Host, etcd_pki: EtcdPKI | None = None) -> list[RenderedFile]:
     """What `apply` would write on `host` for the phases drift can judge exactly."""
     c = ctx.cluster
     out: list[RenderedFile] = []
     for p in apply_phases():
         if p.name in DRIFT_PHASES and host.name in {t.name for t in p.targets(c)}:
             out += p.files(c, host, ctx.secrets)
-            if isinstance(p, EtcdPhase) and (ctx.state.pki_dir / "etcd" / "ca.crt").exists():
-                pki = ctx.state.etcd_pki(etcd_members(c))
-                out += as_rendered(pki.etcd_host_files(host.name))
+            if isinstance(p, EtcdPhase) and etcd_pki and host.name in etcd_pki.members:
+                out += as_rendered(etcd_pki.etcd_host_files(host.name))
     return out
 
 
@@ -171,7 +179,8 @@ async def collect(
         report.unreachable = dict(errors)
         secrets = stored_secrets(state)
         hosts = [h for h in cluster.hosts if h.name not in errors]
-        expected = {h.name: expected_files(ctx, h) if secrets else [] for h in hosts}
+        pki = stored_etcd_pki(cluster, state) if secrets else None
+        expected = {h.name: expected_files(ctx, h, pki) if secrets else [] for h in hosts}
 
         async def one(h: Host) -> tuple[Host, Any]:
             try:

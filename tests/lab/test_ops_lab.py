@@ -127,7 +127,9 @@ def test_openssl_pipeline_on_a_control_plane_agrees_with_hakubes_ca_hash(
         async with session(cluster, state) as (ctx, errors):
             assert not errors
             # Where kubeadm init puts the cluster CA hakube pre-generates.
-            await ctx.t(cp1).put(CLUSTER_CA, ca, mode=0o644)
+            await ctx.do.put(
+                cp1, "the cluster CA, as kubeadm init writes it", CLUSTER_CA, ca, 0o644
+            )
             return await checked_ca_hash(ctx, cp1)
 
     try:

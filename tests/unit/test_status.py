@@ -15,7 +15,7 @@ import yaml
 
 from hakube.facts.ops import OpsQuery, ops_script, parse_keepalived_data, parse_ops
 from hakube.fileio import write_private
-from hakube.phases.context import Context, sha256
+from hakube.phases.context import Context, RunData, sha256
 from hakube.spec.load import load_cluster_data
 from hakube.spec.model import Cluster
 from hakube.state import StateDir
@@ -239,7 +239,7 @@ def test_drift_names_the_file_that_differs_from_what_apply_would_write(
 ) -> None:
     state = StateDir(cluster.name, root=tmp_path)
     secrets = state.secrets()
-    ctx = Context(cluster=cluster, secrets=secrets, state=state, transports={})
+    ctx = Context.create(RunData(cluster=cluster, secrets=secrets, state=state), {})
     out = healthy_outputs()
     for h in cluster.hosts:
         lines = [f"{sha256(f.content)} {f.mode:o} {f.path}" for f in expected_files(ctx, h)]

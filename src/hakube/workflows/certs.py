@@ -78,7 +78,7 @@ async def check(
         report.unreachable = dict(errors)
         hosts = [h for h in cluster.hosts if h.name not in errors]
         results = await asyncio.gather(
-            *(ctx.t(h).run(script, check=False) for h in hosts), return_exceptions=True
+            *(ctx.facts.read(h, script, check=False) for h in hosts), return_exceptions=True
         )
     for h, res in zip(hosts, results, strict=True):
         if isinstance(res, BaseException):
@@ -98,10 +98,10 @@ class RenewResult:
 
 
 async def renew_etcd(ctx: Context, errors: dict[str, str], result: RenewResult) -> None:
-    c = ctx.cluster
+    c = ctx.run.cluster
     hosts = c.etcd_hosts
     require_reachable(errors, hosts)
-    etcd_dir = ctx.state.pki_dir / "etcd"
+    etcd_dir = ctx.run.state.pki_dir / "etcd"
     if not (etcd_dir / "ca.crt").exists():
         raise OpsInputError(
             f"no etcd CA in {etcd_dir}: renew runs from the machine (state dir) that applied "
@@ -114,25 +114,25 @@ async def renew_etcd(ctx: Context, errors: dict[str, str], result: RenewResult) 
     for h in hosts:
         files = as_rendered(fresh.etcd_host_files(h.name), owner="etcd")
 
-        async def put(h: Host = h, files: list[Any] = files) -> None:
+        async def put(t: Transport, files: list[Any] = files) -> None:
             for f in files:
-                await ctx.t(h).put(f.path, f.content.encode(), mode=f.mode, owner=f.owner)
+                await t.put(f.path, f.content.encode(), mode=f.mode, owner=f.owner)
 
-        await ctx.change(h, "write renewed etcd certificates (server, peer, client)", put)
-        await ctx.sh(h, "restart etcd on its renewed certificates", "systemctl restart etcd")
+        await ctx.do.change(h, "write renewed etcd certificates (server, peer, client)", put)
+        await ctx.do.sh(h, "restart etcd on its renewed certificates", "systemctl restart etcd")
         await wait_healthy(ctx, h, whole_cluster=True, timeout=60)
         result.renewed.append(f"{h.name}: etcd server, peer and healthcheck-client")
-    view = known_cluster(c, ctx.state)
+    view = known_cluster(c, ctx.run.state)
     if view.kubernetes:
         # kube-apiserver's etcd client certificate; it is picked up when the apiservers are
         # restarted one at a time by the kubeadm renewal that follows.
         for h in c.control_planes:
             for f in as_rendered(fresh.control_plane_files()):
 
-                async def put_cp(h: Host = h, f: Any = f) -> None:
-                    await ctx.t(h).put(f.path, f.content.encode(), mode=f.mode, owner=f.owner)
+                async def put_cp(t: Transport, f: Any = f) -> None:
+                    await t.put(f.path, f.content.encode(), mode=f.mode, owner=f.owner)
 
-                await ctx.change(h, f"write renewed {f.path}", put_cp)
+                await ctx.do.change(h, f"write renewed {f.path}", put_cp)
             result.renewed.append(f"{h.name}: apiserver-etcd-client")
 
 
@@ -141,14 +141,14 @@ async def _restart_static_pods(ctx: Context, host: Host, pods: tuple[str, ...]) 
     # manifests aside for a moment is kubeadm's documented way after `certs renew`.
     aside = "/etc/kubernetes/hakube-manifests-aside"
     names = " ".join(f"{p}.yaml" for p in pods)
-    await ctx.sh(
+    await ctx.do.sh(
         host,
         "restart the control-plane static pods",
         f"set -e; mkdir -p {aside}; cd {MANIFESTS}; for m in {names}; do "
         f'[ -f "$m" ] && mv "$m" {aside}/; done; sleep 20; mv {aside}/*.yaml {MANIFESTS}/; '
         f"rmdir {aside}",
     )
-    await ctx.sh(
+    await ctx.do.sh(
         host,
         "wait until the local apiserver answers /readyz",
         "for i in $(seq 120); do curl -sfk --max-time 2 https://127.0.0.1:6443/readyz "
@@ -157,19 +157,19 @@ async def _restart_static_pods(ctx: Context, host: Host, pods: tuple[str, ...]) 
 
 
 async def renew_kubeadm(ctx: Context, errors: dict[str, str], result: RenewResult) -> None:
-    c = ctx.cluster
+    c = ctx.run.cluster
     require_reachable(errors, c.control_planes)
-    view = known_cluster(c, ctx.state)
+    view = known_cluster(c, ctx.run.state)
     # Stacked etcd's certificates are kubeadm's too; one member restarts at a time.
     pods = STATIC_PODS if view.external_etcd else (*STATIC_PODS, "etcd")
     for h in c.control_planes:
-        await ctx.sh(h, "kubeadm certs renew all", "kubeadm certs renew all")
+        await ctx.do.sh(h, "kubeadm certs renew all", "kubeadm certs renew all")
         await _restart_static_pods(ctx, h, pods)
         result.renewed.append(f"{h.name}: kubeadm certificates and kubeconfigs")
-    if not ctx.dry_run:
+    if not ctx.run.dry_run:
         # admin.conf carries a client certificate that was just renewed.
-        data = await ctx.t(view.init_host).get(ADMIN_CONF)
-        write_private(ctx.state.path / "admin.conf", data)
+        data = await ctx.facts.get(view.init_host, ADMIN_CONF)
+        write_private(ctx.run.state.path / "admin.conf", data)
 
 
 async def renew(

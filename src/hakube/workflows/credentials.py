@@ -91,11 +91,11 @@ class JoinResult:
 
 def _control_plane(ctx: Context, errors: dict[str, str]) -> Host:
     """The init host if reachable, else any reachable control-plane node."""
-    view = known_cluster(ctx.cluster, ctx.state)
-    for h in [view.init_host, *ctx.cluster.control_planes]:
+    view = known_cluster(ctx.run.cluster, ctx.run.state)
+    for h in [view.init_host, *ctx.run.cluster.control_planes]:
         if h.name not in errors:
             return h
-    require_reachable(errors, ctx.cluster.control_planes)
+    require_reachable(errors, ctx.run.cluster.control_planes)
     raise AssertionError("unreachable")  # pragma: no cover - require_reachable raised
 
 
@@ -106,22 +106,22 @@ def local_ca_hash(state: StateDir) -> str | None:
 
 async def checked_ca_hash(ctx: Context, host: Host) -> str:
     """hakube's hash of the cluster CA, equal to the openssl pipeline's on `host` (or an error)."""
-    res = await ctx.read(host, openssl_ca_hash_command(), check=False)
+    res = await ctx.facts.read(host, openssl_ca_hash_command(), check=False)
     remote = res.stdout.strip()
     if not res.ok or not re.fullmatch(r"[0-9a-f]{64}", remote):
         raise OpsError(
             f"{host.name}: the openssl CA hash pipeline failed on {CLUSTER_CA} "
             f"(exit {res.exit_status}): {res.stderr_tail(3) or remote or 'no output'}"
         )
-    ours = local_ca_hash(ctx.state)
+    ours = local_ca_hash(ctx.run.state)
     if ours is None:
         # No state dir here: hakube hashes the host's CA itself, in Python, as a second opinion.
-        ours = ca_cert_hash(await ctx.t(host).get(CLUSTER_CA))
+        ours = ca_cert_hash(await ctx.facts.get(host, CLUSTER_CA))
     if ours != f"sha256:{remote}":
         raise OpsError(
             f"{host.name}: {CLUSTER_CA} hashes to sha256:{remote}, but the cluster CA in "
-            f"{ctx.state.pki_dir / 'kubernetes'} hashes to {ours}: this node does not carry the "
-            "cluster's CA (was it set up by another hakube state dir?). Nothing was created."
+            f"{ctx.run.state.pki_dir / 'kubernetes'} hashes to {ours}: this node does not carry "
+            "the cluster's CA (was it set up by another hakube state dir?). Nothing was created."
         )
     return ours
 
@@ -132,21 +132,20 @@ async def join_command(
     validate_ttl(ttl)
     host = _control_plane(ctx, errors)
     ca_hash = await checked_ca_hash(ctx, host)
-    t = ctx.t(host)
     out: dict[str, str] = {}
 
-    async def create_token() -> None:
+    async def create_token(t: Transport) -> None:
         res = await t.run(f"kubeadm token create --ttl {shlex.quote(ttl)}", check=False)
         if not res.ok:
             raise OpsError(f"{host.name}: kubeadm token create failed: {res.stderr_tail(5)}")
         out["token"] = parse_token_create(res.stdout)
-        ctx.redactor.register(out["token"])
+        ctx.report.redactor.register(out["token"])
 
-    await ctx.change(host, f"create a bootstrap token (ttl {ttl})", create_token)
+    await ctx.do.change(host, f"create a bootstrap token (ttl {ttl})", create_token)
     key = None
     if control_plane:
 
-        async def upload_certs() -> None:
+        async def upload_certs(t: Transport) -> None:
             res = await t.run(
                 f"kubeadm init phase upload-certs --upload-certs --config {INIT_CONFIG}",
                 check=False,
@@ -155,19 +154,19 @@ async def join_command(
             if not res.ok:
                 raise OpsError(
                     f"{host.name}: kubeadm init phase upload-certs failed: "
-                    f"{ctx.redactor.redact(res.stderr_tail(5))}"
+                    f"{ctx.report.redactor.redact(res.stderr_tail(5))}"
                 )
             out["key"] = parse_upload_certs_output(res.stdout + "\n" + res.stderr)
-            ctx.redactor.register(out["key"])
+            ctx.report.redactor.register(out["key"])
 
-        await ctx.change(
+        await ctx.do.change(
             host,
             f"re-upload the control-plane certificates (key valid {CERTIFICATE_KEY_HOURS} h)",
             upload_certs,
         )
         key = out.get("key")
     cmd = JoinCommand(
-        endpoint=ctx.cluster.control_plane_endpoint,
+        endpoint=ctx.run.cluster.control_plane_endpoint,
         token=out["token"],
         ca_cert_hashes=(ca_hash,),
         control_plane=control_plane,
@@ -188,7 +187,7 @@ async def join_command(
             "the kubeadm-certs Secret); run join-command --control-plane again after that"
         )
     result.notes.append(
-        f"{ctx.cluster.api_name} must resolve to the API endpoint on the joining node "
+        f"{ctx.run.cluster.api_name} must resolve to the API endpoint on the joining node "
         "(apply writes it into /etc/hosts of the cluster's hosts)"
     )
     return result
@@ -196,12 +195,12 @@ async def join_command(
 
 async def list_tokens(ctx: Context, errors: dict[str, str]) -> list[BootstrapTokenInfo]:
     host = _control_plane(ctx, errors)
-    res = await ctx.read(host, "kubeadm token list", check=False)
+    res = await ctx.facts.read(host, "kubeadm token list", check=False)
     if not res.ok:
         raise OpsError(f"{host.name}: kubeadm token list failed: {res.stderr_tail(5)}")
     tokens = parse_token_list(res.stdout)
     for tok in tokens:
-        ctx.redactor.register(tok.token)
+        ctx.report.redactor.register(tok.token)
     return tokens
 
 
@@ -229,7 +228,7 @@ async def revoke_token(ctx: Context, errors: dict[str, str], token: str) -> str:
         known = ", ".join(t.token_id for t in tokens) or "none"
         raise OpsInputError(f"no bootstrap token with id {token_id!r} (tokens: {known})")
     host = _control_plane(ctx, errors)
-    await ctx.sh(host, f"delete bootstrap token {token_id}", f"kubeadm token delete {token_id}")
+    await ctx.do.sh(host, f"delete bootstrap token {token_id}", f"kubeadm token delete {token_id}")
     return token_id
 
 

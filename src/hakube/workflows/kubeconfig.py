@@ -113,7 +113,7 @@ async def admin_conf(
     async with session(cluster, state, transports=transports) as (ctx, errors):
         require_reachable(errors, [view.init_host])
         try:
-            return await ctx.t(view.init_host).get(ADMIN_CONF)
+            return await ctx.facts.get(view.init_host, ADMIN_CONF)
         except Exception as e:
             raise OpsError(
                 f"no admin kubeconfig: {local} is missing and {view.init_host.name} has no "

@@ -12,7 +12,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 from hakube.phases.base import Event, EventKind, EventSink, PhaseError
-from hakube.phases.context import Context
+from hakube.phases.context import Context, RunData
 from hakube.render.kubeadm import first_control_plane
 from hakube.secrets import Secrets
 from hakube.spec.model import Cluster, EtcdTopology, Host
@@ -91,16 +91,9 @@ async def session(
             )
         for name, message in errors.items():
             sink(Event(EventKind.HOST_FAILED, "connect", name, redactor.redact(message)))
-        ctx = Context(
-            cluster=cluster,
-            secrets=secrets,
-            state=state,
-            transports=conns,
-            dry_run=dry_run,
-            emit=sink,
-            redactor=redactor,
-        )
-        ctx.phase = phase
+        run = RunData(cluster=cluster, secrets=secrets, state=state, dry_run=dry_run)
+        ctx = Context.create(run, conns, emit=sink, redactor=redactor)
+        ctx.report.phase = phase
         yield ctx, errors
 
 

@@ -89,11 +89,11 @@ class ResetResult:
 
 def managed_paths(ctx: Context, host: Host) -> list[str]:
     """Every file any apply phase writes or manages on `host`."""
-    c = ctx.cluster
+    c = ctx.run.cluster
     paths: set[str] = set()
     for p in apply_phases():
         if host.name in {t.name for t in p.targets(c)}:
-            paths.update(f.path for f in p.files(c, host, ctx.secrets))
+            paths.update(f.path for f in p.files(c, host, ctx.run.secrets))
             paths.update(path for path, _ in p.extra_paths(c, host))
     return sorted(paths)
 
@@ -102,11 +102,11 @@ async def reset_host(ctx: Context, host: Host) -> HostReset:
     q = shlex.quote
     out = HostReset(host.name)
     paths = managed_paths(ctx, host)
-    f: HostFacts = await ctx.gather_facts(host, paths)
+    f: HostFacts = await ctx.facts.gather(host, paths)
 
     async def step(description: str, command: str) -> None:
         out.actions.append(description)
-        await ctx.sh(host, description, command)
+        await ctx.do.sh(host, description, command)
 
     if "kubeadm" in f.packages:
         await step(
@@ -134,7 +134,7 @@ async def reset_host(ctx: Context, host: Host) -> HostReset:
             else f"yum remove -y {' '.join(pkgs)}"
         )
         await step(f"purge {', '.join(pkgs)}", purge)
-    data = ctx.cluster.etcd.data_dir if ctx.cluster.is_etcd(host) else None
+    data = ctx.run.cluster.etcd.data_dir if ctx.run.cluster.is_etcd(host) else None
     dirs = [*DIRS, *([data, f"{data}.before-restore-*"] if data else [])]
     if pkgs:
         dirs += PACKAGE_LEFTOVERS
@@ -152,34 +152,31 @@ async def reset_host(ctx: Context, host: Host) -> HostReset:
     if hosts.rstrip() != f.etc_hosts.rstrip():
         content = hosts.encode()
         out.actions.append("remove the hakube block from /etc/hosts")
-        await ctx.change(
-            host,
-            "remove the hakube block from /etc/hosts",
-            lambda: ctx.t(host).put("/etc/hosts", content, mode=0o644),
+        await ctx.do.put(
+            host, "remove the hakube block from /etc/hosts", "/etc/hosts", content, 0o644
         )
     if SWAP_MARK in f.fstab:
         content = restore_swap(f.fstab).encode()
         out.actions.append("put back the swap lines commented out in /etc/fstab")
-        await ctx.change(
-            host,
-            "put back the swap lines hakube commented out in /etc/fstab",
-            lambda: ctx.t(host).put("/etc/fstab", content, mode=0o644),
-        )
+        await ctx.do.put(
+            host, "put back the swap lines hakube commented out in /etc/fstab", "/etc/fstab",
+            content, 0o644,
+        )  # fmt: skip
     return out
 
 
 async def _leave_etcd(ctx: Context, errors: dict[str, str], host: Host) -> None:
     """Remove `host` from the external etcd cluster first, so the others keep their quorum."""
-    others = [h for h in ctx.cluster.etcd_hosts if h.name != host.name and h.name not in errors]
+    others = [h for h in ctx.run.cluster.etcd_hosts if h.name != host.name and h.name not in errors]
     if not others:
         raise OpsError(f"{host.name} is the last reachable etcd member: reset the whole cluster")
-    res = await ctx.read(others[0], etcdctl(ctx.cluster, "member", "list", "-w", "json"))
+    res = await ctx.facts.read(others[0], etcdctl(ctx.run.cluster, "member", "list", "-w", "json"))
     for m in json.loads(res.stdout).get("members", []):
         if m.get("name") == host.name:
-            await ctx.sh(
+            await ctx.do.sh(
                 others[0],
                 f"remove etcd member {host.name}",
-                etcdctl(ctx.cluster, "member", "remove", f"{int(m['ID']):x}"),
+                etcdctl(ctx.run.cluster, "member", "remove", f"{int(m['ID']):x}"),
             )
 
 
@@ -220,7 +217,7 @@ async def reset(
                 if host and view.external_etcd and cluster.is_etcd(targets[0]):
                     await _leave_etcd(ctx, errors, targets[0])
                 if host and view.kubernetes and targets[0].name != view.init_host.name:
-                    await ctx.sh(
+                    await ctx.do.sh(
                         view.init_host,
                         f"delete node {host}",
                         f"kubectl --kubeconfig /etc/kubernetes/admin.conf delete node {host} "

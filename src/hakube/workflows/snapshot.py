@@ -111,7 +111,7 @@ def _require_external(cluster: Cluster) -> None:
 
 
 async def _healthy_member(ctx: Context, errors: dict[str, str]) -> Host:
-    for h in ctx.cluster.etcd_hosts:
+    for h in ctx.run.cluster.etcd_hosts:
         if h.name in errors:
             continue
         health = await endpoint_health(ctx, h)
@@ -121,8 +121,8 @@ async def _healthy_member(ctx: Context, errors: dict[str, str]) -> Host:
 
 
 async def _status(ctx: Context, host: Host, path: str) -> dict[str, Any]:
-    res = await ctx.read(host, etcdctl(ctx.cluster, "snapshot", "status", shlex.quote(path),
-                                       "-w", "json"), check=False)  # fmt: skip
+    command = etcdctl(ctx.run.cluster, "snapshot", "status", shlex.quote(path), "-w", "json")
+    res = await ctx.facts.read(host, command, check=False)
     try:
         data = json.loads(res.stdout)
     except json.JSONDecodeError:
@@ -140,23 +140,30 @@ async def save(
 ) -> SnapshotInfo:
     host = await _healthy_member(ctx, errors)
     stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
-    remote = f"{REMOTE_DIR}/{ctx.cluster.name}-{stamp}.db"
-    t = ctx.t(host)
-    await t.run(f"install -d -m 700 {REMOTE_DIR}")
-    try:
-        res = await t.run(
-            etcdctl(ctx.cluster, "snapshot", "save", shlex.quote(remote)), check=False,
-            timeout=600,
-        )  # fmt: skip
-        if not res.ok:
-            raise OpsError(f"{host.name}: etcdctl snapshot save failed: {res.stderr_tail(5)}")
-        st = await _status(ctx, host, remote)
-        data = await t.get(remote)
-    finally:
-        await t.run(f"rm -f {shlex.quote(remote)}", check=False)
+    remote = f"{REMOTE_DIR}/{ctx.run.cluster.name}-{stamp}.db"
+    got: dict[str, Any] = {}
+
+    async def take(t: Transport) -> None:
+        # Staged on the member (root only), read back, removed: nothing stays on the host.
+        await t.run(f"install -d -m 700 {REMOTE_DIR}")
+        try:
+            res = await t.run(
+                etcdctl(ctx.run.cluster, "snapshot", "save", shlex.quote(remote)), check=False,
+                timeout=600,
+            )  # fmt: skip
+            if not res.ok:
+                raise OpsError(f"{host.name}: etcdctl snapshot save failed: {res.stderr_tail(5)}")
+            got["status"] = await _status(ctx, host, remote)
+            got["data"] = await t.get(remote)
+        finally:
+            await t.run(f"rm -f {shlex.quote(remote)}", check=False)
+
+    await ctx.do.change(host, "take an etcd snapshot", take)
+    st: dict[str, Any] = got["status"]
+    data: bytes = got["data"]
     check_snapshot_bytes(data, f"the snapshot from {host.name}")
     rev = int(st.get("revision", 0))
-    target = out or snapshot_dir(ctx.state) / f"{ctx.cluster.name}-{stamp}-rev{rev}.db"
+    target = out or snapshot_dir(ctx.run.state) / f"{ctx.run.cluster.name}-{stamp}-rev{rev}.db"
     write_private(target, data)
     info = SnapshotInfo(
         path=str(target),
@@ -169,9 +176,9 @@ async def save(
     )
     write_private(_meta_path(target), json.dumps(info.as_dict(), indent=2).encode())
     if out is None:
-        prune(snapshot_dir(ctx.state), keep)
-    ctx.emit(Event(EventKind.CHANGE, "etcd/snapshot", host.name,
-                   f"saved revision {rev} ({len(data)} bytes) to {target}"))  # fmt: skip
+        prune(snapshot_dir(ctx.run.state), keep)
+    ctx.report(Event(EventKind.CHANGE, "etcd/snapshot", host.name,
+                     f"saved revision {rev} ({len(data)} bytes) to {target}"))  # fmt: skip
     return info
 
 
@@ -195,16 +202,19 @@ def read_snapshot(path: Path) -> tuple[bytes, SnapshotInfo]:
 
 async def restore(ctx: Context, errors: dict[str, str], path: Path) -> RestoreResult:
     started = time.monotonic()
-    c = ctx.cluster
+    c = ctx.run.cluster
     hosts = c.etcd_hosts
     require_reachable(errors, hosts)
     data, info = read_snapshot(path)
     stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
     remote = f"{REMOTE_DIR}/restore-{stamp}.db"
 
+    async def put(t: Transport) -> None:
+        await t.run(f"install -d -m 700 {REMOTE_DIR}")
+        await t.put(remote, data, mode=0o600)
+
     async def stage(h: Host) -> dict[str, Any]:
-        await ctx.t(h).run(f"install -d -m 700 {REMOTE_DIR}")
-        await ctx.t(h).put(remote, data, mode=0o600)
+        await ctx.do.change(h, f"stage the snapshot in {remote}", put)
         return await _status(ctx, h, remote)
 
     # Every member gets the file and reads it BEFORE anything stops.
@@ -217,7 +227,7 @@ async def restore(ctx: Context, errors: dict[str, str], path: Path) -> RestoreRe
     initial = etcd_initial_cluster(c)
 
     async def stop(h: Host) -> None:
-        await ctx.sh(h, "stop etcd", "systemctl stop etcd")
+        await ctx.do.sh(h, "stop etcd", "systemctl stop etcd")
 
     kept: dict[str, str] = {}
 
@@ -229,11 +239,11 @@ async def restore(ctx: Context, errors: dict[str, str], path: Path) -> RestoreRe
             f"--initial-cluster-token {q(token)} --initial-advertise-peer-urls {q(peer)} "
             f"--data-dir {q(data_dir)}"
         )
-        existed = (await ctx.read(h, f"test -e {q(data_dir)}", check=False)).ok
+        existed = (await ctx.facts.read(h, f"test -e {q(data_dir)}", check=False)).ok
         if existed:
             kept[h.name] = old
         # etcd >= 3.5 moved offline restore to etcdutl; Debian 12's 3.4 has it in etcdctl.
-        await ctx.sh(
+        await ctx.do.sh(
             h,
             f"restore {data_dir} from the snapshot as member {h.name}"
             + (f" (old one kept as {old})" if existed else ""),
@@ -246,13 +256,15 @@ async def restore(ctx: Context, errors: dict[str, str], path: Path) -> RestoreRe
 
     async def start(h: Host) -> None:
         # --no-block: a member only reports ready once a quorum of its peers is up.
-        await ctx.sh(h, "start etcd", "systemctl start --no-block etcd")
+        await ctx.do.sh(h, "start etcd", "systemctl start --no-block etcd")
 
     await asyncio.gather(*(stop(h) for h in hosts))
     await asyncio.gather(*(rebuild(h) for h in hosts))
     await asyncio.gather(*(start(h) for h in hosts))
     await wait_healthy(ctx, hosts[0], whole_cluster=True, timeout=90)
-    res = await ctx.read(hosts[0], etcdctl(c, "endpoint", "status", "-w", "json"), check=False)
+    res = await ctx.facts.read(
+        hosts[0], etcdctl(c, "endpoint", "status", "-w", "json"), check=False
+    )
     try:
         now_rev = int(json.loads(res.stdout)[0]["Status"]["header"]["revision"])
     except (ValueError, LookupError, TypeError):

@@ -143,11 +143,11 @@ def stored_etcd_pki(cluster: Cluster, state: StateDir) -> EtcdPKI | None:
 
 def expected_files(ctx: Context, host: Host, etcd_pki: EtcdPKI | None = None) -> list[RenderedFile]:
     """What `apply` would write on `host` for the phases drift can judge exactly."""
-    c = ctx.cluster
+    c = ctx.run.cluster
     out: list[RenderedFile] = []
     for p in apply_phases():
         if p.name in DRIFT_PHASES and host.name in {t.name for t in p.targets(c)}:
-            out += p.files(c, host, ctx.secrets)
+            out += p.files(c, host, ctx.run.secrets)
             if isinstance(p, EtcdPhase) and etcd_pki and host.name in etcd_pki.members:
                 out += as_rendered(etcd_pki.etcd_host_files(host.name))
     return out
@@ -158,8 +158,8 @@ async def read_host(
 ) -> tuple[OpsFacts, dict[str, FileState], dict[str, str]]:
     """One round trip: ops facts, checksums of the files apply manages, unit states."""
     paths = [f.path for f in expected]
-    script = ops_script(host_query(ctx.cluster, view, host), facts_script(paths, STATUS_FACTS))
-    res = await ctx.t(host).run(script, check=False, timeout=30)
+    script = ops_script(host_query(ctx.run.cluster, view, host), facts_script(paths, STATUS_FACTS))
+    res = await ctx.facts.read(host, script, check=False, timeout=30)
     facts = parse_facts(res.stdout)
     units = {name: u.active for name, u in facts.units.items() if u.loaded}
     return parse_ops(res.stdout), facts.files, units
@@ -192,7 +192,7 @@ async def collect(
     read: dict[str, tuple[OpsFacts, dict[str, FileState], dict[str, str]]] = {}
     for h, r in results:
         if isinstance(r, BaseException):
-            report.unreachable[h.name] = ctx.redactor.redact(str(r))
+            report.unreachable[h.name] = ctx.report.redactor.redact(str(r))
         else:
             read[h.name] = r
     for name, msg in report.unreachable.items():

@@ -275,6 +275,8 @@ def _judge(
         )
     if view.external_etcd:
         _judge_etcd(view, ops, r)
+    else:
+        r.notes.append("etcd: stacked (kubeadm's static pods); status does not read it yet")
     for name, f in ops.items():
         r.certs += [cert_status(name, fact, now) for fact in f.certs]
     for c in r.certs:

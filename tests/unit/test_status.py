@@ -256,3 +256,20 @@ def test_drift_names_the_file_that_differs_from_what_apply_would_write(
     ]
     assert r.healthy  # drift is a warning: the cluster still serves
     assert any("haproxy.cfg differs" in w for w in r.warnings)
+
+
+def test_the_status_script_runs_for_real_and_keeps_the_facts_end_marker(tmp_path: Path) -> None:
+    import subprocess
+
+    from hakube.facts.host import facts_script, parse_facts
+    from hakube.workflows.status import STATUS_FACTS
+
+    probe = tmp_path / "with space.conf"
+    probe.write_text("x\n")
+    probe.chmod(0o640)
+    script = ops_script(OpsQuery(certs=True), facts_script([str(probe)], STATUS_FACTS))
+    res = subprocess.run(["bash", "-c", script], capture_output=True, text=True, check=False)
+    assert res.returncode == 0, res.stderr
+    facts = parse_facts(res.stdout)  # raises without the end marker
+    assert facts.files[str(probe)].mode == 0o640
+    assert parse_ops(res.stdout).vrrp == []

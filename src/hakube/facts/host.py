@@ -59,7 +59,9 @@ def facts_script(paths: Iterable[str] = (), only: Iterable[str] | None = None) -
     keep = {*only, "end"}
     chunks = re.split(r"(?m)^(?=s [a-z]+(?:;|$))", script)
     return "".join(
-        c for c in chunks if not c.startswith("s ") or c[2:].split(";")[0].strip() in keep
+        c
+        for c in chunks
+        if not c.startswith("s ") or c[2:].split("\n")[0].split(";")[0].strip() in keep
     )
 
 

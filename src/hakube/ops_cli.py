@@ -12,7 +12,7 @@ import sys
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Annotated, TypeVar
+from typing import TYPE_CHECKING, Annotated, TypeVar
 
 import typer
 from rich.table import Table
@@ -28,10 +28,12 @@ from hakube.console import (
     out,
     print_json,
 )
-from hakube.phases.base import Event, EventSink
-from hakube.spec.model import Cluster
-from hakube.state import StateDir
-from hakube.workflows.ops import FAILURES, OpsInputError
+
+if TYPE_CHECKING:
+    # Imported where used: `hakube validate` and `--help` must not load workflows or the PKI.
+    from hakube.phases.base import Event, EventSink
+    from hakube.spec.model import Cluster
+    from hakube.state import StateDir
 
 T = TypeVar("T")
 
@@ -74,6 +76,8 @@ def status(
     if watch < 0:
         fail("--watch must be 0 (once) or a number of seconds", 2)
     cluster = load_or_exit(file, output).cluster
+    from hakube.state import StateDir
+
     state = StateDir(cluster.name)
     healthy = False
     try:
@@ -293,12 +297,13 @@ def snapshot_restore(
     output: OutputOpt = Output.TEXT,
 ) -> None:
     """Restore every etcd member from a snapshot (checked before anything stops)."""
+    from hakube.workflows.ops import OpsError
     from hakube.workflows.snapshot import read_snapshot, run_restore
 
     cluster = load_or_exit(file, output).cluster
     try:
         _, info = read_snapshot(path)
-    except FAILURES as e:
+    except OpsError as e:
         raise ops_failed(e) from None
     if not yes:
         hosts = ", ".join(h.name for h in cluster.etcd_hosts)
@@ -420,6 +425,9 @@ def run_op(file: Path, output: Output, op: Callable[[Cluster, StateDir], Awaitab
 
 
 def run_loaded(cluster: Cluster, op: Callable[[Cluster, StateDir], Awaitable[T]]) -> T:
+    from hakube.state import StateDir
+    from hakube.workflows.ops import FAILURES
+
     async def go() -> T:
         return await op(cluster, StateDir(cluster.name))
 
@@ -431,6 +439,8 @@ def run_loaded(cluster: Cluster, op: Callable[[Cluster, StateDir], Awaitable[T]]
 
 def ops_failed(e: Exception) -> typer.Exit:
     err.print(f"[bold red]error:[/] {e}", highlight=False)
+    from hakube.workflows.ops import OpsInputError
+
     if isinstance(e, OpsInputError):
         err.print("Nothing was changed.")
         return typer.Exit(2)

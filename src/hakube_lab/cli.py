@@ -10,7 +10,7 @@ import json
 import os
 import sys
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
@@ -26,19 +26,37 @@ from hakube.console import (
     print_result,
     split_list,
 )
-from hakube_lab.addressing import DEFAULT_NAME, DEFAULT_SUBNET, LabError
-from hakube_lab.lab import Lab, destroy
+from hakube_lab.addressing import DEFAULT_NAME, DEFAULT_SUBNET, LabError, LabInputError
 
-app = typer.Typer(no_args_is_help=True, add_completion=False, help="A local lab of real hosts.")
+if TYPE_CHECKING:
+    from hakube_lab.lab import Lab
+
+app = typer.Typer(
+    no_args_is_help=True,
+    add_completion=False,
+    help="A local lab of containers (systemd-nspawn) sharing this kernel.",
+)
 
 
 NameOpt = Annotated[str, typer.Option("--name", "-n", help="Lab name (1-8 chars a-z0-9).")]
 HostArg = Annotated[str, typer.Argument(help="Host name, e.g. cp1 or w2.")]
 
 
-def _fail(e: LabError) -> typer.Exit:
-    typer.secho(f"hakube lab: {e}", fg=typer.colors.RED, err=True)
-    return typer.Exit(1)
+def _fail(e: LabError, output: Output = Output.TEXT) -> typer.Exit:
+    """Exit 2 for a name that is not there or not allowed (nothing was touched), else 1."""
+    code = 2 if isinstance(e, LabInputError) else 1
+    if output is Output.JSON:
+        print_json({"ok": False, "error": str(e), "exit_code": code})
+    else:
+        typer.secho(f"hakube lab: {e}", fg=typer.colors.RED, err=True)
+    return typer.Exit(code)
+
+
+def _load(name: str) -> Lab:
+    # The lab modules load asyncio and friends: not needed for `hakube --help`.
+    from hakube_lab.lab import Lab
+
+    return Lab.load(name)
 
 
 def _emit(output: Output, data: dict[str, Any], text: str) -> None:
@@ -81,12 +99,14 @@ def up(
     output: OutputOpt = Output.TEXT,
 ) -> None:
     """Start (or reuse) a lab and wait until every host answers SSH."""
+    from hakube_lab.lab import Lab
+
     try:
         lab = Lab.create(name, control_planes, workers, subnet)
         seconds = lab.up(timeout=timeout, log=_log)
         st = lab.status()
     except LabError as e:
-        raise _fail(e) from None
+        raise _fail(e, output) from None
     st["ssh_ready_seconds"] = round(seconds, 2)
     text = (
         _status_text(st)
@@ -103,9 +123,9 @@ def up(
 def status(name: NameOpt = DEFAULT_NAME, output: OutputOpt = Output.TEXT) -> None:
     """Show hosts, links and memory of a lab."""
     try:
-        st = Lab.load(name).status()
+        st = _load(name).status()
     except LabError as e:
-        raise _fail(e) from None
+        raise _fail(e, output) from None
     _emit(output, st, _status_text(st))
 
 
@@ -117,7 +137,7 @@ def ssh(
 ) -> None:
     """Open a shell on a host (or run a command) with the lab key, host keys pinned."""
     try:
-        lab = Lab.load(name)
+        lab = _load(name)
         argv = lab.ssh_command(host, command or [], tty=not command and sys.stdin.isatty())
     except LabError as e:
         raise _fail(e) from None
@@ -129,47 +149,45 @@ def ssh(
 @app.command()
 def down(name: NameOpt = DEFAULT_NAME, output: OutputOpt = Output.TEXT) -> None:
     """Remove every process, mount, link, namespace and file of a lab (safe to repeat)."""
+    from hakube_lab.lab import destroy
+
     try:
         removed = destroy(name)
     except LabError as e:
-        raise _fail(e) from None
+        raise _fail(e, output) from None
     text = f"lab {name}: removed {len(removed)} item(s)" + "".join(f"\n  {r}" for r in removed)
     _emit(output, {"name": name, "removed": removed}, text)
 
 
 def _fault(name: str, host: str, action: str, output: Output) -> None:
     try:
-        lab = Lab.load(name)
+        lab = _load(name)
         lab.host(host)
         getattr(lab, action)(host)
         st = next(h for h in lab.status()["hosts"] if h["name"] == host)
     except LabError as e:
-        raise _fail(e) from None
+        raise _fail(e, output) from None
     _emit(output, st, f"{host}: {action} done (running={st['running']}, link_up={st['link_up']})")
 
 
-@app.command()
-def stop(host: HostArg, name: NameOpt = DEFAULT_NAME, output: OutputOpt = Output.TEXT) -> None:
-    """Power a host off: link down and every process killed at once."""
-    _fault(name, host, "stop", output)
+def _fault_command(action: str, summary: str) -> None:
+    def command(
+        host: HostArg, name: NameOpt = DEFAULT_NAME, output: OutputOpt = Output.TEXT
+    ) -> None:
+        _fault(name, host, action, output)
+
+    command.__doc__ = summary
+    app.command(action)(command)
 
 
-@app.command()
-def start(host: HostArg, name: NameOpt = DEFAULT_NAME, output: OutputOpt = Output.TEXT) -> None:
-    """Boot a stopped host again (its files are kept) and wait for SSH."""
-    _fault(name, host, "start", output)
-
-
-@app.command()
-def isolate(host: HostArg, name: NameOpt = DEFAULT_NAME, output: OutputOpt = Output.TEXT) -> None:
-    """Cut a host's link; it keeps running."""
-    _fault(name, host, "isolate", output)
-
-
-@app.command()
-def heal(host: HostArg, name: NameOpt = DEFAULT_NAME, output: OutputOpt = Output.TEXT) -> None:
-    """Restore a host's link."""
-    _fault(name, host, "heal", output)
+#: The faults a drill injects, one command each.
+for _action, _summary in (
+    ("stop", "Power a host off: link down and every process killed at once."),
+    ("start", "Boot a stopped host again (its files are kept) and wait for SSH."),
+    ("isolate", "Cut a host's link; it keeps running."),
+    ("heal", "Restore a host's link."),
+):
+    _fault_command(_action, _summary)
 
 
 def demo(
@@ -208,15 +226,17 @@ def drill_cmd(
     output: OutputOpt = Output.TEXT,
 ) -> None:
     """Break the HA pieces on purpose, measure what a client sees, restore (lab only)."""
+    try:
+        the_lab = _load(lab)
+    except LabError as e:
+        raise _fail(e, output) from None
+    cluster = load_or_exit(file or the_lab.cluster_file, output).cluster
+    # Only now, with the lab and the file known good: the drill pulls in matplotlib, which
+    # writes its cache under the home directory.
     from hakube.state import StateDir
     from hakube_lab.drill.scenarios import ALL, DrillError
     from hakube_lab.drill.workflow import figures_table, run_comparison, run_drill
 
-    try:
-        the_lab = Lab.load(lab)
-    except LabError as e:
-        fail(str(e), 2)
-    cluster = load_or_exit(file or the_lab.cluster_file, output).cluster
     state = StateDir(cluster.name)
     names = list(ALL) if scenarios == "all" else split_list(scenarios)
     log = (lambda m: err.print(m, highlight=False)) if output is Output.JSON else out.print
@@ -229,7 +249,7 @@ def drill_cmd(
                                  repeat=repeat, soak_seconds=soak_seconds, state=state,
                                  allow_poweroff=allow_poweroff, log=log)]  # fmt: skip
     except DrillError as e:
-        fail(str(e), 2)
+        fail(str(e), 2, output)
     if output is Output.JSON:
         print_json({"ok": all(r.ok for r in reports), "output_dir": str(output_dir),
                     "reports": [r.as_dict() for r in reports]})  # fmt: skip
@@ -242,6 +262,8 @@ def drill_cmd(
 
 def register(product: typer.Typer) -> None:
     """Mount `lab`, `demo` and `drill` on the product CLI (the `hakube.cli_plugins` hook)."""
-    product.add_typer(app, name="lab", help="A local lab of real Linux hosts (nspawn).")
+    product.add_typer(
+        app, name="lab", help="A local lab of containers (systemd-nspawn) sharing this kernel."
+    )
     product.command("demo")(demo)
     product.command("drill")(drill_cmd)

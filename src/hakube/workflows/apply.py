@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import fcntl
 import functools
 import json
 import os
@@ -18,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from hakube.fileio import write_private
+from hakube.fileio import exclusive_lock, write_private
 from hakube.phases.base import (
     Change,
     Event,
@@ -41,6 +40,7 @@ from hakube.phases.kubeadm import (
 )
 from hakube.phases.lb import HAProxyPhase, KeepalivedPhase, WaitVIP
 from hakube.phases.verify import Verify, VerifyReport
+from hakube.spec.checks import missing_key_files
 from hakube.spec.model import Cluster, Host
 from hakube.state import StateDir
 from hakube.transport.base import Redactor, Transport, TransportError
@@ -110,17 +110,10 @@ class ApplyLocked(Exception):
 def cluster_lock(state: StateDir) -> Iterator[None]:
     """One apply per cluster at a time (flock: released by the kernel if we die)."""
     state.ensure()
-    fd = os.open(state.path / "lock", os.O_RDWR | os.O_CREAT, 0o600)
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise ApplyLocked(
-                f"another hakube run holds {state.path / 'lock'}; wait for it to finish"
-            ) from None
+    lock = state.path / "lock"
+    busy = f"another hakube run holds {lock}; wait for it to finish"
+    with exclusive_lock(lock, lambda: ApplyLocked(busy)):
         yield
-    finally:
-        os.close(fd)
 
 
 def ssh_targets(cluster: Cluster) -> list[SSHTarget]:
@@ -209,6 +202,8 @@ async def apply(
     started = time.monotonic()
     to_run, skipped = select_phases(phases(), only=only, skip=skip)
     result.phases_skipped = [p.name for p in skipped]
+    if transports is None:
+        _refuse_missing_keys(cluster)
     with cluster_lock(state):
         secrets = state.secrets()
         redactor = Redactor(secrets.values())
@@ -254,6 +249,16 @@ async def apply(
             result.report = next((p.result for p in to_run if isinstance(p, Verify)), None)
     result.seconds = time.monotonic() - started
     return result
+
+
+def _refuse_missing_keys(cluster: Cluster) -> None:
+    """Before anything is created or contacted: a key that is not there would fail every host."""
+    missing = missing_key_files(cluster)
+    if missing:
+        raise ValueError(
+            "; ".join(f"{p.path}: {p.message}" for p in missing)
+            + " (nothing was changed: create the key or correct the path)"
+        )
 
 
 async def _facts(ctx: Context, to_run: list[Phase], result: ApplyResult) -> None:

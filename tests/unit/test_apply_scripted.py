@@ -22,7 +22,7 @@ import pytest
 
 from hakube.facts.host import MARK, UNITS
 from hakube.phases.base import Change, Event, EventKind, select_phases
-from hakube.phases.context import AUTOSTART_BACK, NO_AUTOSTART
+from hakube.phases.context import AUTOSTART_BACK, HELD, NO_AUTOSTART, owner_of
 from hakube.phases.etcd import as_rendered, members
 from hakube.render import render_host
 from hakube.render.etcd import render_etcd
@@ -76,8 +76,8 @@ class FakeHost:
     uuid: str
     hostname: str
     packages: dict[str, str] = field(default_factory=dict)
-    #: path -> (sha256, mode), reported only for paths the facts script asks about.
-    files: dict[str, tuple[str, int]] = field(default_factory=dict)
+    #: path -> (sha256, mode[, user:group]), reported only for paths the facts script asks about.
+    files: dict[str, tuple[str, int] | tuple[str, int, str]] = field(default_factory=dict)
     #: unit -> (ActiveState, UnitFileState); other units are reported not-found.
     units: dict[str, tuple[str, str]] = field(default_factory=dict)
     listening: set[int] = field(default_factory=lambda: {22})
@@ -85,6 +85,8 @@ class FakeHost:
     sysctl: dict[str, str] = field(default_factory=dict)
     etc_hosts: str = "127.0.0.1\tlocalhost\n"
     fstab: str = "# UNCONFIGURED FSTAB FOR BASE SYSTEM\n"
+    held: set[str] = field(default_factory=set)
+    cluster_id: str = ""
 
 
 def _queried_paths(script: str) -> list[str]:
@@ -148,11 +150,15 @@ def render_facts(h: FakeHost, script: str) -> str:
     section("units", *blocks[:-1])
     asked = _queried_packages(script)
     section("pkgs", *(f"{p} {h.packages[p]} ii " for p in asked if p in h.packages))
-    section("holds")
-    section(
-        "files",
-        *(f"{h.files[p][0]} {h.files[p][1]:o} {p}" for p in _queried_paths(script) if p in h.files),
-    )
+    section("holds", *sorted(h.held))
+
+    def file_line(p: str) -> str:
+        digest, mode, *owner = h.files[p]
+        return f"{digest} {mode:o} {owner[0] if owner else 'root:root'} {p}"
+
+    section("files", *(file_line(p) for p in _queried_paths(script) if p in h.files))
+    section("clusterid", h.cluster_id)
+    section("policyrc")
     section("listen", *(f"0.0.0.0:{port}" for port in sorted(h.listening)))
     section("timesync", "yes")
     section("modules", *sorted(h.modules))
@@ -168,14 +174,16 @@ def sha(text: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
-def desired_files(cluster: Cluster, host: Host, state: StateDir) -> dict[str, tuple[str, int]]:
+def desired_files(
+    cluster: Cluster, host: Host, state: StateDir
+) -> dict[str, tuple[str, int] | tuple[str, int, str]]:
     """Every file hakube would write on `host`, as the renderers and the state dir produce it."""
     secrets = state.secrets()
     files = [*render_host(cluster, host, secrets), *render_etcd(cluster, host)]
     if host in cluster.etcd_hosts:
         pki = state.etcd_pki(members(cluster))
         files += as_rendered(pki.etcd_host_files(host.name), owner="etcd")
-    return {f.path: (sha(f.content), f.mode) for f in files}
+    return {f.path: (sha(f.content), f.mode, owner_of(f)) for f in files}
 
 
 def fresh_host(cluster: Cluster, host: Host) -> FakeHost:
@@ -222,6 +230,8 @@ def converged_host(cluster: Cluster, host: Host, state: StateDir) -> FakeHost:
         h.listening |= {8443, 2379, 2380}
         h.sysctl["net.ipv4.ip_nonlocal_bind"] = "1"
     h.files = desired_files(cluster, host, state)
+    h.held = {p for p in HELD if p in h.packages}
+    h.cluster_id = state.record().cluster_id
     h.etc_hosts = apply_block(h.etc_hosts, hosts_block(cluster, host))
     return h
 
@@ -230,7 +240,7 @@ ETCD_HEALTH = json.dumps(
     [{"endpoint": f"https://10.88.0.1{i}:2379", "health": True, "took": "2.1ms"} for i in (1, 2, 3)]
 )
 VALIDATE = re.compile(
-    r"if (?P<check>.+?) >/tmp/\.hakube-validate 2>&1; then mv -f (?P<rest>.*)", re.S
+    r'out=\$\(mktemp\) .*?; if (?P<check>.+?) >"\$out" 2>&1; then mv -f (?P<rest>.*)', re.S
 )
 
 
@@ -257,6 +267,7 @@ class FakeHostTransport(ScriptedTransport):
         self.on(re.compile(r"sysctl -qw .*"), Reply())
         self.on(re.compile(r"hostnamectl set-hostname .*"), Reply())
         self.on(re.compile(r"modprobe -a [a-z_ ]+"), Reply())
+        self.on(re.compile(r"apt-mark hold [a-z. -]+"), Reply())
         self.on(re.compile(r"mkdir -p /run/hakube && echo 0 > /run/hakube/haproxy-down"), Reply())
 
     def fail_check(self, command_prefix: str, reply: Reply) -> None:
@@ -392,17 +403,17 @@ def test_fresh_hosts_etcd_keys_are_0600_and_owned_by_etcd(fresh_run: Run) -> Non
         puts = {c.target: c for c in fresh_run.transports[name].calls if c.kind == "put"}
         for stem in ("server", "peer", "healthcheck-client"):
             key = puts[f"/etc/etcd/pki/{stem}.key"]
-            assert (key.mode, key.owner) == (0o600, "etcd")
+            assert (key.mode, key.owner) == (0o600, "etcd:etcd")
             crt = puts[f"/etc/etcd/pki/{stem}.crt"]
-            assert (crt.mode, crt.owner) == (0o644, "etcd")
+            assert (crt.mode, crt.owner) == (0o644, "etcd:etcd")
             assert key.content is not None
             assert key.content.startswith(b"-----BEGIN ")
         assert "/etc/etcd/pki/ca.key" not in puts  # the CA key never leaves the state dir
 
 
 def test_fresh_hosts_packages_are_installed_behind_the_policy_rc_guard(fresh_run: Run) -> None:
-    installs = [cmd for cmd in fresh_run.transports["cp1"].commands if "apt-get install" in cmd]
-    names = [re.findall(r"--no-install-recommends ([^|]*?) \|\|", c) for c in installs]
+    installs = [c for c in fresh_run.transports["cp1"].commands if "--no-install-recommends" in c]
+    names = [re.findall(r"--no-install-recommends ([^|]*?) \|\| \(", c) for c in installs]
     assert names == [
         ["curl"],
         ["containerd"],
@@ -412,7 +423,12 @@ def test_fresh_hosts_packages_are_installed_behind_the_policy_rc_guard(fresh_run
     ]
     for cmd in installs:
         assert cmd.startswith(NO_AUTOSTART + ";")
-        assert cmd.endswith(f"rc=$?; {AUTOSTART_BACK}; exit $rc")
+        assert cmd.endswith(f"{AUTOSTART_BACK}; exit $rc")
+        # A running unattended-upgrades makes apt wait for its lock instead of failing.
+        assert "apt-get -o DPkg::Lock::Timeout=300 install" in cmd
+    # Services whose upgrade restarts them are held in the same command that installs them.
+    holds = [re.findall(r"apt-mark hold ([a-z. -]+) >>", c) for c in installs]
+    assert holds == [[], ["containerd"], ["haproxy"], ["keepalived"], ["etcd-server etcd-client"]]
     # ca-certificates was already there: never reinstalled.
     assert not [c for c in installs if "ca-certificates" in c]
 
@@ -453,6 +469,8 @@ def test_dry_run_records_the_same_changes_and_mutates_nothing(
     assert triples(dry.result.changes) == triples(wet.result.changes)
     assert len(dry.result.changes) > 50
     assert not [c for c in dry.result.changes if c.applied]
+    # Nothing local either: no state directory, so no CA, secrets, record or logs were made.
+    assert not state.path.exists()
     for name, t in dry.transports.items():
         assert not [c for c in t.calls if c.kind != "run"], name
         for cmd in t.commands:

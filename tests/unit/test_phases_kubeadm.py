@@ -47,7 +47,7 @@ TRANSCRIPT_ENDPOINT = "k8s-api.lab.internal:8443"
 
 INIT_CMD = f"kubeadm init --config {INIT_CONFIG} --upload-certs"
 JOIN_CMD = f"kubeadm join --config {JOIN_CONFIG}"
-VALIDATE = re.compile(r"if kubeadm config validate --config \S+ >/tmp/\.hakube-validate .*", re.S)
+VALIDATE = re.compile(r'.*; if kubeadm config validate --config \S+ >"\$out" .*', re.S)
 TOKEN_ENSURE = re.compile(
     r"kubeadm token list \| grep -q \^[a-z0-9]{6} \|\| kubeadm token create .*"
 )

@@ -4,14 +4,18 @@ from __future__ import annotations
 
 import shlex
 
+from hakube.facts.host import HOST_ID_PATH, POLICY_RC
 from hakube.phases.base import Phase, PhaseError
-from hakube.phases.context import Context
+from hakube.phases.context import APT_GET, Context
 from hakube.phases.files import RenderedPhase, files_for
+from hakube.phases.kubeadm import KUBE_PACKAGES
+from hakube.record import upstream_version
 from hakube.render.host import apply_block, hosts_block, remove_swap
 from hakube.spec.model import APISERVER_PORT, Cluster, EndpointMode, Host, Role, Runtime
 
-#: Debian 11+, Ubuntu 20.04+, EL 7+ are what kubeadm's packages exist for.
-SUPPORTED_OS = {"debian", "ubuntu", "centos", "rhel", "rocky", "almalinux", "fedora"}
+#: What hakube converges: apt-based Debian and Ubuntu. Red Hat family hosts are refused rather
+#: than half-supported (their package names, paths and keepalived versions differ).
+SUPPORTED_OS = {"debian", "ubuntu"}
 
 #: Kernel modules Kubernetes networking needs (also written to modules-load.d).
 KERNEL_MODULES = ("overlay", "br_netfilter")
@@ -23,7 +27,10 @@ def _all(cluster: Cluster) -> list[Host]:
 
 class Preflight(Phase):
     name = "preflight"
-    summary = "check OS, CPUs, memory, unique hostname/MAC/product_uuid, ports, time, swap"
+    summary = (
+        "check cluster identity, OS (Debian/Ubuntu), CPUs, memory, unique MAC/product_uuid, "
+        "VIP interface, ports, time sync, installed Kubernetes version"
+    )
 
     def targets(self, cluster: Cluster) -> list[Host]:
         return _all(cluster)
@@ -39,9 +46,16 @@ def check_host(ctx: Context, host: Host) -> list[str]:
     c = ctx.cluster
     f = ctx.facts[host.name]
     problems: list[str] = []
-    if f.os_id not in SUPPORTED_OS and not set(f.os_like) & SUPPORTED_OS:
-        problems.append(f"unsupported OS {f.os_pretty or f.os_id!r}: use Debian, Ubuntu or EL")
+    if f.package_family == "yum":
+        problems.append(
+            f"{f.os_pretty or f.os_id!r} is a Red Hat family system: this hakube converges "
+            "Debian and Ubuntu hosts only (apt); use one of those for this host"
+        )
+    elif f.os_id not in SUPPORTED_OS and not set(f.os_like) & SUPPORTED_OS:
+        problems.append(f"unsupported OS {f.os_pretty or f.os_id!r}: use Debian or Ubuntu")
     kube = any(s.startswith("kubeadm") for s in ctx.selected)
+    if kube and (host.has(Role.CONTROL_PLANE) or host.has(Role.WORKER)):
+        problems.extend(version_problems(c.kubernetes.version, f.packages))
     if kube and c.is_control_plane(host):
         if f.cpus < 2:
             problems.append(f"{f.cpus} CPU: kubeadm needs at least 2 on a control-plane node")
@@ -76,6 +90,20 @@ def check_host(ctx: Context, host: Host) -> list[str]:
     return problems
 
 
+def version_problems(wanted: str, installed: dict[str, str]) -> list[str]:
+    """Installed Kubernetes packages at another version than the file's (exact match)."""
+    out = []
+    for p in KUBE_PACKAGES:
+        have = installed.get(p)
+        if have and upstream_version(have) != wanted:
+            out.append(
+                f"{p} {upstream_version(have)} is installed but kubernetes.version is {wanted}: "
+                "upgrade is not supported yet; set kubernetes.version back to "
+                f"{upstream_version(have)}"
+            )
+    return out
+
+
 def _port_problems(ctx: Context, host: Host) -> list[str]:
     c = ctx.cluster
     f = ctx.facts[host.name]
@@ -101,7 +129,10 @@ def _port_problems(ctx: Context, host: Host) -> list[str]:
 
 class Prepare(RenderedPhase):
     name = "prepare"
-    summary = "hostname, /etc/hosts block, swap off (and in fstab), SELinux, firewalld, sysctl"
+    summary = (
+        "cluster id, hostname, /etc/hosts block, swap off (and in fstab), SELinux, firewalld, "
+        "sysctl; a policy-rc.d left by a killed install is put back"
+    )
 
     def targets(self, cluster: Cluster) -> list[Host]:
         return _all(cluster)
@@ -109,6 +140,15 @@ class Prepare(RenderedPhase):
     async def run(self, ctx: Context, host: Host) -> None:
         f = ctx.facts[host.name]
         q = shlex.quote
+        await _repair_policy_rc(ctx, host)
+        if ctx.record is not None and f.cluster_id != ctx.record.cluster_id:
+            content = (ctx.record.cluster_id + "\n").encode()
+            await ctx.change(
+                host,
+                f"write {HOST_ID_PATH}",
+                lambda: ctx.t(host).put(HOST_ID_PATH, content, mode=0o644, owner="root:root"),
+            )
+            f.cluster_id = ctx.record.cluster_id
         if f.hostname != host.name:
             await ctx.sh(
                 host,
@@ -159,6 +199,28 @@ class Prepare(RenderedPhase):
                 await ctx.sh(host, f"set {', '.join(keys)}", cmd)
 
 
+async def _repair_policy_rc(ctx: Context, host: Host) -> None:
+    """A killed install (SIGKILL, power loss) cannot run its trap: put the old file back here."""
+    f = ctx.facts[host.name]
+    if not f.policy_rc_left and not f.policy_rc_saved:
+        return
+    q = shlex.quote
+    newest = f.policy_rc_saved[0] if f.policy_rc_saved else ""
+    steps = []
+    if f.policy_rc_left:
+        # An empty copy means there was no policy-rc.d before the install.
+        steps.append(
+            f"if [ -s {q(newest)} ]; then cp -p {q(newest)} {POLICY_RC}; else rm -f {POLICY_RC}; fi"
+            if newest
+            else f"rm -f {POLICY_RC}"
+        )
+    steps += [f"rm -f {q(p)}" for p in f.policy_rc_saved]
+    what = "put back the policy-rc.d" if f.policy_rc_left else "remove stale policy-rc.d copies"
+    await ctx.sh(host, f"{what} a killed install left behind", " && ".join(steps))
+    f.policy_rc_left = False
+    f.policy_rc_saved = []
+
+
 def _wanted_sysctls(ctx: Context, host: Host) -> dict[str, str]:
     f = ctx.facts[host.name]
     out = {"net.ipv4.ip_forward": "1"}
@@ -172,7 +234,7 @@ def _wanted_sysctls(ctx: Context, host: Host) -> dict[str, str]:
 
 class Packages(RenderedPhase):
     name = "packages"
-    summary = "package repository (mirror or offline) and base tools, pinned and held"
+    summary = "the OS package mirror (packages.repository) on every host, and base tools"
 
     def targets(self, cluster: Cluster) -> list[Host]:
         return _all(cluster)
@@ -190,11 +252,8 @@ class Packages(RenderedPhase):
             os_codename=f.os_codename,
         )
         changed = await ctx.ensure_files(host, repo_files)
-        if changed or any(
-            p.startswith(("/etc/apt/", "/etc/yum")) for p in _changed_paths(ctx, host)
-        ):
-            cmd = "apt-get update -q" if f.package_family == "apt" else "yum makecache -q"
-            await ctx.sh(host, "refresh package lists", cmd)
+        if changed or any(p.startswith("/etc/apt/") for p in _changed_paths(ctx, host)):
+            await ctx.sh(host, "refresh package lists", f"{APT_GET} update -q")
         await ctx.ensure_packages(host, ["curl", "ca-certificates"])
 
 

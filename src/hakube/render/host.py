@@ -251,21 +251,23 @@ def _refuse(placeholder: str) -> str:
 def render_packages(
     cluster: Cluster, host: Host, os_family: str | None = None, os_codename: str | None = None
 ) -> list[RenderedFile]:
-    """Repository files. A bare apt `packages.repository` URL is a distribution mirror and
-    needs the release codename (os-release VERSION_CODENAME); without it the file carries
-    `CODENAME_PLACEHOLDER` and a validate command that refuses to install it."""
-    if not _is_node(host):
-        return []
+    """Repository files. The OS mirror (`packages.repository`) goes to every host, since every
+    host installs packages (HAProxy, keepalived, etcd, containerd); the Kubernetes repository
+    only to nodes. A bare apt mirror URL needs the release codename (os-release
+    VERSION_CODENAME); without it the file carries `CODENAME_PLACEHOLDER` and a validate
+    command that refuses to install it."""
     p = cluster.packages
+    node = _is_node(host)
     manager = package_manager(cluster, os_family)
     k8s_repo = kubernetes_repository(cluster, manager)
     head = "# Managed by hakube.\n"
     files: list[RenderedFile] = []
     if manager is PackageManager.APT:
-        opts = f"signed-by={APT_KEYRING}" if p.gpg_check else "trusted=yes"
-        # A bare Kubernetes repository URL is flat, like pkgs.k8s.io.
-        line = _apt_line(k8s_repo, opts, "/")
-        files.append(RenderedFile(path=APT_KUBERNETES_LIST, content=head + line))
+        if node:
+            opts = f"signed-by={APT_KEYRING}" if p.gpg_check else "trusted=yes"
+            # A bare Kubernetes repository URL is flat, like pkgs.k8s.io.
+            line = _apt_line(k8s_repo, opts, "/")
+            files.append(RenderedFile(path=APT_KUBERNETES_LIST, content=head + line))
         if p.repository:
             mirror_opts = "" if p.gpg_check else "trusted=yes"
             suite = f"{os_codename or CODENAME_PLACEHOLDER} main"
@@ -281,17 +283,18 @@ def render_packages(
             )
         return files
     gpg = 1 if p.gpg_check else 0
-    files.append(
-        RenderedFile(
-            path=YUM_KUBERNETES_REPO,
-            content=render_template(
-                "kubernetes.repo.j2",
-                baseurl=k8s_repo,
-                gpgcheck=gpg,
-                gpgkey=kubernetes_key_url(cluster, manager),
-            ),
+    if node:
+        files.append(
+            RenderedFile(
+                path=YUM_KUBERNETES_REPO,
+                content=render_template(
+                    "kubernetes.repo.j2",
+                    baseurl=k8s_repo,
+                    gpgcheck=gpg,
+                    gpgkey=kubernetes_key_url(cluster, manager),
+                ),
+            )
         )
-    )
     if p.repository:
         files.append(
             RenderedFile(

@@ -40,6 +40,7 @@ from hakube.phases.kubeadm import (
 )
 from hakube.phases.lb import HAProxyPhase, KeepalivedPhase, WaitVIP
 from hakube.phases.verify import Verify, VerifyReport
+from hakube.record import RecordError
 from hakube.spec.model import Cluster, Host
 from hakube.state import StateDir, write_private
 from hakube.transport.base import Redactor, Transport, TransportError
@@ -106,7 +107,14 @@ class ApplyLocked(Exception):
 
 @contextlib.contextmanager
 def cluster_lock(state: StateDir) -> Iterator[None]:
-    """One apply per cluster at a time (flock: released by the kernel if we die)."""
+    """One apply per cluster at a time (flock: released by the kernel if we die).
+
+    A dry run against a cluster with no state directory yet has nothing to protect, and must
+    not create one.
+    """
+    if not state.persist and not (state.path / "lock").exists():
+        yield
+        return
     state.ensure()
     fd = os.open(state.path / "lock", os.O_RDWR | os.O_CREAT, 0o600)
     try:
@@ -145,13 +153,18 @@ class Journal:
 
     def __init__(self, state: StateDir, redactor: Redactor) -> None:
         self.dir = state.path / "logs"
-        self.dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        #: A dry run writes nothing locally: its events go to the caller only.
+        self.enabled = state.persist
+        if self.enabled:
+            self.dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         stamp = time.strftime("%Y%m%dT%H%M%S")
         self.log = self.dir / f"apply-{stamp}-{os.getpid()}.jsonl"
         self.redactor = redactor
         self.journal = state.path / "journal.json"
 
     def event(self, e: Event) -> None:
+        if not self.enabled:
+            return
         line = self.redactor.redact(json.dumps(e.as_dict()))
         fd = os.open(self.log, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
         try:
@@ -201,13 +214,23 @@ async def apply(
     transports: dict[str, Transport] | None = None,
     phases: Callable[[], list[Phase]] = apply_phases,
 ) -> ApplyResult:
-    """Converge the cluster. With `transports` given (tests), no SSH connection is made."""
+    """Converge the cluster. With `transports` given (tests), no SSH connection is made.
+
+    Raises RecordError (a ValueError) before contacting any host when the cluster file changes
+    a setting fixed at init.
+    """
     state = state or StateDir(cluster.name)
+    if dry_run:
+        state = state.read_only()
     result = ApplyResult(dry_run=dry_run)
     started = time.monotonic()
     to_run, skipped = select_phases(phases(), only=only, skip=skip)
     result.phases_skipped = [p.name for p in skipped]
     with cluster_lock(state):
+        record = state.record()
+        problems = record.check_settings(cluster)
+        if problems:
+            raise RecordError("\n".join(problems))
         secrets = state.secrets()
         redactor = Redactor(secrets.values())
         journal = Journal(state, redactor)
@@ -242,6 +265,7 @@ async def apply(
                 emit=both,
                 redactor=redactor,
                 selected=frozenset(p.name for p in to_run),
+                record=record,
             )
             for name, message in errors.items():
                 result.failures.append(HostFailure(name, "connect", message))
@@ -269,7 +293,11 @@ async def _facts(ctx: Context, to_run: list[Phase], result: ApplyResult) -> None
             if h.name in targets[p.name]:
                 paths += [f.path for f in p.files(cluster, h, ctx.secrets)]
                 paths += [path for path, _ in p.extra_paths(cluster, h)]
-        await ctx.gather_facts(h, paths)
+        facts = await ctx.gather_facts(h, paths)
+        assert ctx.record is not None
+        problem = ctx.record.check_host_id(h.name, facts.cluster_id)
+        if problem:
+            raise PhaseError(problem)
 
     failures = await gather_hosts(cluster.hosts, one)
     _record_failures(ctx, "facts", failures, result)

@@ -24,6 +24,7 @@ from hakube.pki.certs import write_secret_file
 from hakube.spec.model import Cluster
 
 RECORD_FILE = "cluster.json"
+KUBE_PACKAGES = ("kubelet", "kubeadm", "kubectl")
 
 #: Settings kubeadm bakes into certificates, kubeconfigs and running components at init, and
 #: why changing them in the file cannot be applied to a running cluster.
@@ -132,6 +133,20 @@ def upstream_version(package_version: str) -> str:
     both ``1.30.1`` (compared exactly, so that 1.30.1 never matches 1.30.10)."""
     v = package_version.split(":", 1)[-1]
     return v.split("-", 1)[0]
+
+
+def version_problems(wanted: str, installed: dict[str, str]) -> list[str]:
+    """Installed Kubernetes packages at another version than the file's (exact match)."""
+    out = []
+    for p in KUBE_PACKAGES:
+        have = installed.get(p)
+        if have and upstream_version(have) != wanted:
+            out.append(
+                f"{p} {upstream_version(have)} is installed but kubernetes.version is {wanted}: "
+                "upgrade is not supported yet; set kubernetes.version back to "
+                f"{upstream_version(have)}"
+            )
+    return out
 
 
 def load_record(path: Path) -> ClusterRecord | None:

@@ -28,6 +28,7 @@ from hakube.phases.kubeadm import (
     KubeadmInit,
     KubePackages,
 )
+from hakube.record import KUBE_PACKAGES, version_problems
 from hakube.render.host import APT_KEYRING, APT_KUBERNETES_LIST, kubernetes_key_url
 from hakube.render.kubeadm import CA_HASH_PLACEHOLDER, INIT_CONFIG, JOIN_CONFIG
 from hakube.spec.load import load_cluster_data
@@ -77,6 +78,10 @@ def cluster() -> Cluster:
     return load_cluster_data(CLUSTER_DATA).cluster
 
 
+def with_version(version: str) -> Cluster:
+    return load_cluster_data({**CLUSTER_DATA, "kubernetes": {"version": version}}).cluster
+
+
 @pytest.fixture
 def state(tmp_path: Path) -> StateDir:
     return StateDir("lab", root=tmp_path)
@@ -90,7 +95,13 @@ def make_ctx(
     cluster: Cluster, state: StateDir, transports: dict[str, ScriptedTransport], phase: str
 ) -> Context:
     given: dict[str, Transport] = dict(transports)
-    ctx = Context(cluster=cluster, secrets=state.secrets(), state=state, transports=given)
+    ctx = Context(
+        cluster=cluster,
+        secrets=state.secrets(),
+        state=state,
+        transports=given,
+        record=state.record(),
+    )
     ctx.facts = {h.name: debian_facts(h.name) for h in cluster.hosts}
     ctx.phase = phase
     return ctx
@@ -201,7 +212,9 @@ def test_init_on_an_initialised_host_only_fetches_admin_conf(
 
 # --- kubeadm/packages ----------------------------------------------------------------------------
 
-MADISON = re.compile(r"apt-get update -q >/dev/null 2>&1; apt-cache madison kubeadm")
+MADISON = re.compile(
+    r"apt-get -o DPkg::Lock::Timeout=300 update -q >/dev/null 2>&1; apt-cache madison kubeadm"
+)
 
 
 KEY_FETCH = re.compile(r"mkdir -p /etc/apt/keyrings && curl -fsSL .*Release\.key.*gpg --dearmor.*")
@@ -219,7 +232,7 @@ def test_packages_unavailable_fail_with_the_skip_phases_hint(
     assert msg.startswith(f"kubeadm {version} is not available on cp1 from the Kubernetes ")
     assert "https://pkgs.k8s.io/core:/stable:/v1.30/deb/" in msg
     assert msg.endswith("run with --skip-phases kubeadm,cni")
-    assert not [c for c in t.commands if "apt-get install" in c]
+    assert not [c for c in t.commands if " install " in c]
     assert [c.target for c in t.calls if c.kind == "put"] == [APT_KUBERNETES_LIST]
 
 
@@ -235,7 +248,10 @@ def test_packages_available_are_installed_pinned_and_held(
         [
             (MADISON, madison),
             (KEY_FETCH, Reply()),
-            (re.compile(r"export DEBIAN_FRONTEND=noninteractive; apt-mark unhold .*"), Reply()),
+            (
+                re.compile(r"export DEBIAN_FRONTEND=noninteractive; apt-get .* install .*"),
+                Reply(stdout="".join(f"{p} {version}-1.1\n" for p in KUBE_PACKAGES)),
+            ),
             ("systemctl enable -q kubelet", Reply()),
         ],
     )
@@ -244,8 +260,54 @@ def test_packages_available_are_installed_pinned_and_held(
     install = t.commands[2]
     for p in ("kubelet", "kubeadm", "kubectl"):
         assert f"{p}={version}-*" in install
-    assert install.endswith("apt-mark hold kubelet kubeadm kubectl")
+    assert "&& apt-mark hold kubelet kubeadm kubectl" in install
     assert t.commands[-1] == "systemctl enable -q kubelet"
+    # What the package manager reported is recorded as installed on that host.
+    assert state.record().versions["cp1"] == dict.fromkeys(KUBE_PACKAGES, f"{version}-1.1")
+
+
+def test_packages_match_the_version_exactly_not_as_a_prefix(
+    cluster: Cluster, state: StateDir
+) -> None:
+    """1.30.1 is not 1.30.10: a repository offering only 1.30.10 does not have 1.30.1."""
+    c = with_version("1.30.1")
+    madison = "   kubeadm | 1.30.10-1.1 | https://pkgs.k8s.io/core:/stable:/v1.30/deb  Packages\n"
+    t = ScriptedTransport("cp1", [(MADISON, madison), (KEY_FETCH, Reply())])
+    ctx = make_ctx(c, state, {"cp1": t}, "kubeadm/packages")
+    with pytest.raises(PhaseError, match=r"kubeadm 1\.30\.1 is not available"):
+        run(KubePackages().run(ctx, c.host("cp1")))
+    assert not [cmd for cmd in t.commands if " install " in cmd]
+
+
+@pytest.mark.parametrize("installed", ["1.30.10-1.1", "1.29.4-1.1"])
+def test_another_installed_version_is_refused_and_nothing_is_installed(
+    cluster: Cluster, state: StateDir, installed: str
+) -> None:
+    c = with_version("1.30.1")
+    t = ScriptedTransport("cp1")  # no rule: any command would fail the test
+    ctx = make_ctx(c, state, {"cp1": t}, "kubeadm/packages")
+    ctx.facts["cp1"].packages |= dict.fromkeys(KUBE_PACKAGES, installed)
+    with pytest.raises(PhaseError) as caught:
+        run(KubePackages().run(ctx, c.host("cp1")))
+    shown = installed.split("-", maxsplit=1)[0]
+    assert f"kubeadm {shown} is installed but kubernetes.version is 1.30.1" in str(caught.value)
+    assert "upgrade is not supported yet" in str(caught.value)
+    assert t.calls == []
+    # Preflight says the same before anything runs.
+    problems = version_problems("1.30.1", ctx.facts["cp1"].packages)
+    assert len(problems) == 3
+
+
+def test_the_installed_version_matching_exactly_needs_no_install(
+    cluster: Cluster, state: StateDir
+) -> None:
+    version = cluster.kubernetes.version
+    t = ScriptedTransport("cp1")
+    ctx = make_ctx(cluster, state, {"cp1": t}, "kubeadm/packages")
+    ctx.facts["cp1"].packages |= dict.fromkeys(KUBE_PACKAGES, f"{version}-1.1")
+    ctx.facts["cp1"].held |= set(KUBE_PACKAGES)
+    run(KubePackages().run(ctx, cluster.host("cp1")))
+    assert t.calls == []
 
 
 def test_packages_fetch_the_repository_key_before_probing(

@@ -72,6 +72,8 @@ class Phase(ABC):
     summary: ClassVar[str]
     #: Run the hosts one after another (e.g. rolling LB reloads, control-plane joins).
     serial: ClassVar[bool] = False
+    #: Managed paths the host itself creates (kubeadm's kubeconfigs): never sent from here.
+    made_on_host: ClassVar[tuple[str, ...]] = ()
 
     @abstractmethod
     def targets(self, cluster: Cluster) -> list[Host]:

@@ -8,8 +8,7 @@ from hakube.facts.host import HOST_ID_PATH, POLICY_RC
 from hakube.phases.base import Phase, PhaseError
 from hakube.phases.context import APT_GET, Context
 from hakube.phases.files import RenderedPhase, files_for
-from hakube.phases.kubeadm import KUBE_PACKAGES
-from hakube.record import upstream_version
+from hakube.record import version_problems
 from hakube.render.host import apply_block, hosts_block, remove_swap
 from hakube.spec.model import APISERVER_PORT, Cluster, EndpointMode, Host, Role, Runtime
 
@@ -88,20 +87,6 @@ def check_host(ctx: Context, host: Host) -> list[str]:
     if f.time_synced is False and not f.container:
         problems.append("the clock is not NTP-synchronised: TLS and etcd need agreeing clocks")
     return problems
-
-
-def version_problems(wanted: str, installed: dict[str, str]) -> list[str]:
-    """Installed Kubernetes packages at another version than the file's (exact match)."""
-    out = []
-    for p in KUBE_PACKAGES:
-        have = installed.get(p)
-        if have and upstream_version(have) != wanted:
-            out.append(
-                f"{p} {upstream_version(have)} is installed but kubernetes.version is {wanted}: "
-                "upgrade is not supported yet; set kubernetes.version back to "
-                f"{upstream_version(have)}"
-            )
-    return out
 
 
 def _port_problems(ctx: Context, host: Host) -> list[str]:

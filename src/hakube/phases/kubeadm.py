@@ -12,20 +12,21 @@ from pathlib import Path
 
 from hakube.facts.kubeadm import KubeadmOutputError, parse_init_output
 from hakube.phases.base import Change, Phase, PhaseError
-from hakube.phases.context import Context
+from hakube.phases.context import APT_GET, Context, Timeout
 from hakube.phases.etcd import as_rendered, members
 from hakube.phases.files import RenderedPhase, files_for
+from hakube.pki.layout import KUBERNETES_PKI_DIR
+from hakube.record import KUBE_PACKAGES, upstream_version, version_problems
 from hakube.render.base import RenderedFile
 from hakube.render.cni import patch_manifest
 from hakube.render.host import APT_KEYRING, kubernetes_key_url, package_manager
 from hakube.render.kubeadm import INIT_CONFIG, JOIN_CONFIG, first_control_plane
-from hakube.spec.model import Cluster, CNIPlugin, EtcdTopology, Host, PackageManager, Role
+from hakube.spec.model import Cluster, CNIPlugin, EtcdTopology, Host, Role
 from hakube.state import write_private
 
 ADMIN_CONF = "/etc/kubernetes/admin.conf"
 KUBELET_CONF = "/etc/kubernetes/kubelet.conf"
 KUBECTL = f"kubectl --kubeconfig {ADMIN_CONF}"
-KUBE_PACKAGES = ("kubelet", "kubeadm", "kubectl")
 
 
 def _nodes(cluster: Cluster) -> list[Host]:
@@ -46,7 +47,18 @@ class KubePackages(RenderedPhase):
         c = ctx.cluster
         f = ctx.facts[host.name]
         version = c.kubernetes.version
-        if all(f.packages.get(p, "").startswith(version) for p in KUBE_PACKAGES):
+        installed = {p: upstream_version(f.packages[p]) for p in KUBE_PACKAGES if p in f.packages}
+        other = {p: v for p, v in installed.items() if v != version}
+        if other:
+            # Never install a newer (or older) kubelet under a running node.
+            raise PhaseError(
+                "; ".join(version_problems(version, {p: f.packages[p] for p in other}))
+            )
+        if len(installed) == len(KUBE_PACKAGES):
+            if not set(KUBE_PACKAGES) <= f.held:
+                held = " ".join(KUBE_PACKAGES)
+                await ctx.sh(host, "hold kubelet/kubeadm/kubectl", f"apt-mark hold {held}")
+                f.held.update(KUBE_PACKAGES)
             return
         repo_files = files_for(
             self.name, c, host, ctx.secrets, os_family=f.os_id, os_codename=f.os_codename
@@ -56,43 +68,58 @@ class KubePackages(RenderedPhase):
             await ctx.sh(host, f"install kubelet/kubeadm/kubectl {version} and hold them", ":")
             return
         manager = package_manager(c, f.os_id)
-        apt = manager is PackageManager.APT
         key_url = kubernetes_key_url(c, manager)
-        if apt and key_url and APT_KEYRING not in f.files:
+        if key_url and APT_KEYRING not in f.files:
             # The repository file says signed-by=APT_KEYRING: without the key apt ignores it.
             # The key is data (dearmored into a keyring), never something that is executed.
             await ctx.sh(
                 host,
                 "fetch the Kubernetes repository signing key",
                 f"mkdir -p {shlex.quote(str(Path(APT_KEYRING).parent))} && curl -fsSL --retry 3 "
-                f"{shlex.quote(key_url)} | gpg --dearmor --yes -o {shlex.quote(APT_KEYRING)}",
+                f"--max-time 60 {shlex.quote(key_url)} | gpg --dearmor --yes -o "
+                f"{shlex.quote(APT_KEYRING)}",
             )
-        if apt:
-            probe = "apt-get update -q >/dev/null 2>&1; apt-cache madison kubeadm"
-        else:
-            probe = "yum list --showduplicates kubeadm 2>/dev/null"
-        res = await ctx.read(host, probe, check=False)
-        if version not in res.stdout:
+        probe = f"{APT_GET} update -q >/dev/null 2>&1; apt-cache madison kubeadm"
+        res = await ctx.read(host, probe, check=False, timeout=Timeout.INSTALL)
+        # madison prints "kubeadm | 1.30.1-1.1 | <repo>": match the upstream version exactly.
+        offered = {upstream_version(line.split("|")[1].strip()) for line in
+                   res.stdout.splitlines() if line.count("|") >= 2}  # fmt: skip
+        if version not in offered:
             repo = repo_files[0].content.strip().splitlines()[-1] if repo_files else "?"
             raise PhaseError(
                 f"kubeadm {version} is not available on {host.name} from the Kubernetes "
                 f"repository ({repo}). This host cannot install kubelet/kubeadm/kubectl: point "
-                "packages.kubernetes_repository at a mirror it reaches, or copy packages with "
-                "packages.offline_dir; to build the rest of the cluster without Kubernetes, "
-                "run with --skip-phases kubeadm,cni"
+                "packages.kubernetes_repository at a mirror it reaches; to build the rest of the "
+                "cluster without Kubernetes, run with --skip-phases kubeadm,cni"
             )
-        if apt:
-            pins = " ".join(f"{p}={version}-*" for p in KUBE_PACKAGES)
-            cmd = (
-                "export DEBIAN_FRONTEND=noninteractive; apt-mark unhold kubelet kubeadm kubectl "
-                f">/dev/null; apt-get install -y -q --allow-change-held-packages {pins} && "
-                "apt-mark hold kubelet kubeadm kubectl"
-            )
-        else:
-            pins = " ".join(f"{p}-{version}" for p in KUBE_PACKAGES)
-            cmd = f"yum install -y --disableexcludes=kubernetes {pins}"
-        await ctx.sh(host, f"install kubelet/kubeadm/kubectl {version} and hold them", cmd)
+        pins = " ".join(f"{p}={version}-*" for p in KUBE_PACKAGES)
+        names = " ".join(KUBE_PACKAGES)
+        cmd = (
+            f"export DEBIAN_FRONTEND=noninteractive; {APT_GET} install -y -q {pins} && "
+            f"apt-mark hold {names} >/dev/null && "
+            f"dpkg-query -W -f='${{Package}} ${{Version}}\\n' {names}"
+        )
+
+        async def install() -> None:
+            out = await ctx.t(host).run(cmd, timeout=Timeout.INSTALL)
+            versions = dict(line.split(" ", 1) for line in out.stdout.splitlines() if " " in line)
+            ctx.remember(lambda r: r.installed(host.name, versions))
+
+        await ctx.change(host, f"install kubelet/kubeadm/kubectl {version} and hold them", install)
         await ctx.sh(host, "enable kubelet", "systemctl enable -q kubelet")
+
+
+def shared_pki_paths(cluster: Cluster) -> list[tuple[str, int]]:
+    """Where `_shared_pki` puts the CA material on a control-plane node (for facts and plan)."""
+    root = KUBERNETES_PKI_DIR
+    out = [(str(root / "ca.crt"), 0o644), (str(root / "ca.key"), 0o600)]
+    out += [(str(root / "front-proxy-ca.crt"), 0o644), (str(root / "front-proxy-ca.key"), 0o600)]
+    out += [(str(root / "sa.key"), 0o600), (str(root / "sa.pub"), 0o644)]
+    if cluster.etcd.topology is EtcdTopology.EXTERNAL:
+        out += [(str(root / "etcd" / "ca.crt"), 0o644)]
+        out += [(str(root / "apiserver-etcd-client.crt"), 0o644)]
+        out += [(str(root / "apiserver-etcd-client.key"), 0o600)]
+    return out
 
 
 def _shared_pki(ctx: Context) -> list[RenderedFile]:
@@ -105,12 +132,13 @@ def _shared_pki(ctx: Context) -> list[RenderedFile]:
 class KubeadmInit(RenderedPhase):
     name = "kubeadm/init"
     summary = "kubeadm init on the first control-plane node with the shared CA; fetch admin.conf"
+    made_on_host = (ADMIN_CONF,)
 
     def targets(self, cluster: Cluster) -> list[Host]:
         return [first_control_plane(cluster)]
 
     def extra_paths(self, cluster: Cluster, host: Host) -> list[tuple[str, int]]:
-        return [(ADMIN_CONF, 0o600)]
+        return [*shared_pki_paths(cluster), (ADMIN_CONF, 0o600)]
 
     async def run(self, ctx: Context, host: Host) -> None:
         c = ctx.cluster
@@ -151,9 +179,11 @@ async def _fetch_admin_conf(ctx: Context, host: Host) -> None:
 
 class _Join(RenderedPhase):
     control_plane: bool
+    made_on_host = (KUBELET_CONF,)
 
     def extra_paths(self, cluster: Cluster, host: Host) -> list[tuple[str, int]]:
-        return [(KUBELET_CONF, 0o600)]
+        pki = shared_pki_paths(cluster) if self.control_plane else []
+        return [*pki, (KUBELET_CONF, 0o600)]
 
     async def run(self, ctx: Context, host: Host) -> None:
         if KUBELET_CONF in ctx.facts[host.name].files:

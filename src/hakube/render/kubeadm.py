@@ -65,13 +65,21 @@ def _args(api: KubeadmAPI, args: dict[str, str]) -> Any:
     return dict(args)
 
 
+def _kubelet_args(host: Host) -> dict[str, str]:
+    args = {"node-ip": str(host.address)}
+    if host.labels:
+        # kubelet registers the Node with these labels (the spec refuses keys it would reject).
+        args["node-labels"] = ",".join(f"{k}={v}" for k, v in sorted(host.labels.items()))
+    return args
+
+
 def _node_registration(cluster: Cluster, host: Host, api: KubeadmAPI) -> dict[str, Any]:
     docker = cluster.kubernetes.runtime is Runtime.DOCKER
     reg: dict[str, Any] = {
         "name": host.name,
         "criSocket": DOCKERSHIM_SOCKET if docker else CONTAINERD_SOCKET,
         # Without it kubelet picks the default-route address, wrong on multi-NIC hosts.
-        "kubeletExtraArgs": _args(api, {"node-ip": str(host.address)}),
+        "kubeletExtraArgs": _args(api, _kubelet_args(host)),
     }
     if host.has(Role.WORKER) and host.has(Role.CONTROL_PLANE):
         # An empty list (not an absent key) stops kubeadm adding its control-plane taint.

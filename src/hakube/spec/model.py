@@ -19,6 +19,7 @@ from pydantic import (
     Field,
     ValidationInfo,
     field_validator,
+    model_validator,
 )
 
 API_VERSION = "hakube/v1alpha1"
@@ -29,6 +30,46 @@ MAX_KUBERNETES = (1, 34)
 
 #: kube-apiserver's own port on every control-plane node; HAProxy must never take it there.
 APISERVER_PORT = 6443
+
+_LABEL_NAME_RE = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9._-]{0,61}[A-Za-z0-9])?$")
+_LABEL_PREFIX_RE = re.compile(r"^[a-z0-9]([a-z0-9-]*[a-z0-9])?(\.[a-z0-9]([a-z0-9-]*[a-z0-9])?)*$")
+#: Labels in the kubernetes.io / k8s.io namespaces a kubelet may set on its own Node; kubelet
+#: refuses to start with any other such label in --node-labels.
+_KUBELET_LABELS = {
+    "kubernetes.io/hostname",
+    "kubernetes.io/arch",
+    "kubernetes.io/os",
+    "beta.kubernetes.io/instance-type",
+    "node.kubernetes.io/instance-type",
+    "failure-domain.beta.kubernetes.io/region",
+    "failure-domain.beta.kubernetes.io/zone",
+    "topology.kubernetes.io/region",
+    "topology.kubernetes.io/zone",
+}
+_KUBELET_LABEL_PREFIXES = ("kubelet.kubernetes.io", "node.kubernetes.io")
+
+
+def _label_problem(key: str, value: str) -> str | None:
+    """Why kubelet would refuse this label, or None."""
+    prefix, _, name = key.rpartition("/")
+    if not _LABEL_NAME_RE.match(name):
+        return "the name part must be 1-63 of A-Z a-z 0-9 . _ -, alphanumeric at both ends"
+    if prefix and (len(prefix) > 253 or not _LABEL_PREFIX_RE.match(prefix)):
+        return "the prefix must be a lower-case DNS subdomain, e.g. example.com/name"
+    if value and not _LABEL_NAME_RE.match(value):
+        return "the value must be empty or 1-63 of A-Z a-z 0-9 . _ -, alphanumeric at both ends"
+    if any(prefix == d or prefix.endswith("." + d) for d in ("kubernetes.io", "k8s.io")):
+        allowed = key in _KUBELET_LABELS or any(
+            prefix == p or prefix.endswith("." + p) for p in _KUBELET_LABEL_PREFIXES
+        )
+        if not allowed:
+            return (
+                "kubelet may not set labels in the kubernetes.io/k8s.io namespaces other than "
+                f"{', '.join(_KUBELET_LABEL_PREFIXES)} (and a few well-known keys); use your "
+                "own prefix, or set it with `kubectl label node` after the node joined"
+            )
+    return None
+
 
 _HOSTNAME_RE = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
 _DNS_NAME_RE = re.compile(
@@ -135,7 +176,10 @@ class Host(Strict):
     interface: str | None = Field(
         None, description="NIC that carries `address` (for the VIP); default endpoint.interface."
     )
-    labels: dict[str, str] = Field(default_factory=dict)
+    labels: dict[str, str] = Field(
+        default_factory=dict,
+        description="Node labels kubelet registers the node with (kubelet --node-labels).",
+    )
 
     @field_validator("name")
     @classmethod
@@ -145,6 +189,15 @@ class Host(Strict):
                 "must be a lower-case RFC 1123 label (a-z, 0-9, '-', at most 63 characters), "
                 "because kubeadm uses it as the Node name"
             )
+        return v
+
+    @field_validator("labels")
+    @classmethod
+    def _labels(cls, v: dict[str, str]) -> dict[str, str]:
+        for key, value in v.items():
+            problem = _label_problem(key, value)
+            if problem:
+                raise ValueError(f"label {key!r}: {problem}")
         return v
 
     @field_validator("interface")
@@ -370,10 +423,18 @@ class Packages(Strict):
         None,
         description="Kubernetes package repository; default pkgs.k8s.io for the chosen minor.",
     )
-    offline_dir: Path | None = Field(
-        None, description="Directory of packages on the operator's machine, copied to hosts."
-    )
     gpg_check: bool = True
+
+    @model_validator(mode="before")
+    @classmethod
+    def _removed(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "offline_dir" in data:
+            raise ValueError(
+                "offline_dir was removed: no hakube version ever installed from it; point "
+                "packages.repository and packages.kubernetes_repository at mirrors the hosts "
+                "reach instead"
+            )
+        return data
 
 
 class EtcdTopology(StrEnum):

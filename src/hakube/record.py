@@ -60,6 +60,8 @@ class ClusterRecord:
     created_at: float = field(default_factory=time.time)
     #: The host that ran (or, for a cluster adopted from an older hakube, had run) kubeadm init.
     init_host: str | None = None
+    #: When kubeadm init succeeded (None: adopted from an older hakube, time unknown).
+    init_at: float | None = None
     #: Settings fixed when the first control plane was initialised (see IMMUTABLE_WHY).
     fixed: dict[str, str] = field(default_factory=dict)
     #: Node name -> "control-plane" or "worker", once the node object was seen.
@@ -112,8 +114,9 @@ class ClusterRecord:
 
     # Updates (callers save afterwards) ---------------------------------------------------------
 
-    def initialised(self, host: str, cluster: Cluster) -> None:
+    def initialised(self, host: str, cluster: Cluster, at: float | None) -> None:
         self.init_host = host
+        self.init_at = at
         self.fixed = immutable_settings(cluster)
 
     def joined(self, node: str, role: str) -> None:

@@ -12,6 +12,7 @@ import asyncio
 import functools
 import re
 import stat
+import time
 from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any
@@ -19,12 +20,13 @@ from typing import Any
 import pytest
 
 from hakube.facts.host import FileState, HostFacts
-from hakube.phases.base import PhaseError, gather_hosts
+from hakube.phases.base import Event, EventKind, PhaseError, gather_hosts
 from hakube.phases.context import Context
 from hakube.phases.kubeadm import (
     ADMIN_CONF,
     KUBELET_CONF,
     JoinControlPlanes,
+    JoinWorkers,
     KubeadmInit,
     KubePackages,
 )
@@ -49,9 +51,21 @@ TRANSCRIPT_ENDPOINT = "k8s-api.lab.internal:8443"
 INIT_CMD = f"kubeadm init --config {INIT_CONFIG} --upload-certs"
 JOIN_CMD = f"kubeadm join --config {JOIN_CONFIG}"
 VALIDATE = re.compile(r'.*; if kubeadm config validate --config \S+ >"\$out" .*', re.S)
-TOKEN_ENSURE = re.compile(
-    r"kubeadm token list \| grep -q \^[a-z0-9]{6} \|\| kubeadm token create .*"
+TOKEN_CREATE = re.compile(r"kubeadm token create --ttl 1h --description 'hakube kubeadm/join-.*'")
+TOKEN_DELETE = re.compile(r"kubeadm token delete [a-z0-9]{6} >/dev/null")
+API_PROBE = re.compile(
+    r"curl -sk --max-time 5 -o /dev/null -w '%\{http_code\}' https://\S+/version"
 )
+LEFTOVERS = re.compile(r"ls -d /etc/kubernetes/manifests/kube-apiserver.yaml .*")
+KUBEADM_CONFIG = re.compile(r"kubectl .* -n kube-system get configmap kubeadm-config -o name")
+NODE_GET = re.compile(r"(for i in .*)?kubectl --kubeconfig \S+ get node [a-z0-9-]+ -o name.*")
+UPLOAD_CERTS = re.compile(
+    r"kubeadm init phase upload-certs --upload-certs --config \S+ --certificate-key [0-9a-f]{64}"
+)
+RM_JOIN = f"rm -f {JOIN_CONFIG}"
+#: Real kubeadm output (read from ../shared; tests that need it skip when it is absent).
+SHARED = Path(__file__).resolve().parents[2] / ".." / "shared" / "reference" / "kubeadm-transcripts"
+JOIN_TOKEN = (DATA / "token-create-1.30.reconstructed.txt").read_text().strip()
 ADMIN_CONF_BODY = (
     b"apiVersion: v1\nkind: Config\nclusters:\n- cluster:\n"
     b"    server: https://api.lab.hakube.internal:8443\n  name: lab\n"
@@ -137,6 +151,10 @@ def init_transport(output: str, *, exit_status: int = 0) -> ScriptedTransport:
 
     t.on(VALIDATE, Reply())
     t.on(INIT_CMD, kubeadm_init)
+    t.on(API_PROBE, Reply(stdout="000", exit_status=7))  # nothing answers yet
+    t.on(LEFTOVERS, Reply(exit_status=2))  # no half-done files
+    t.on(KUBEADM_CONFIG, Reply(stdout="configmap/kubeadm-config\n"))
+    t.on(TOKEN_DELETE, Reply())
     return t
 
 
@@ -145,8 +163,20 @@ def test_init_uploads_the_shared_pki_then_runs_kubeadm_and_fetches_admin_conf(
 ) -> None:
     t = init_transport(transcript(state, cluster))
     ctx = make_ctx(cluster, state, {"cp1": t}, "kubeadm/init")
+    before = time.time()
     run(KubeadmInit().run(ctx, cluster.host("cp1")))
 
+    # Recorded only after kubeadm-config was read back, with the settings fixed at init.
+    rec = state.record()
+    assert rec.init_host == "cp1"
+    assert rec.init_at is not None
+    assert rec.init_at >= before
+    assert rec.fixed["control-plane endpoint"] == cluster.control_plane_endpoint
+    order = t.commands
+    assert order.index(INIT_CMD) < next(i for i, c in enumerate(order) if KUBEADM_CONFIG.match(c))
+    # kubeadm's own bootstrap token (in init.yaml) is deleted: joins create their own.
+    assert TOKEN_DELETE.fullmatch(order[-1])
+    assert ctx.secrets.bootstrap_token.split(".")[0] in order[-1]
     pki = state.cluster_pki()
     puts = {c.target: c for c in t.calls if c.kind == "put"}
     assert puts["/etc/kubernetes/pki/ca.crt"].content == pki.ca.cert_pem
@@ -184,6 +214,7 @@ def test_init_with_a_foreign_token_raises_and_fetches_nothing(
     with pytest.raises(PhaseError, match="CA hash or token other than the ones hakube provided"):
         run(KubeadmInit().run(ctx, cluster.host("cp1")))
     assert not (state.path / "admin.conf").exists()
+    assert state.record().init_host is None  # a failed init is not "done"
     assert [c for c in t.calls if c.kind == "get"] == []
 
 
@@ -196,11 +227,13 @@ def test_init_that_fails_preflight_says_which_checks(cluster: Cluster, state: St
     assert msg.startswith("kubeadm init failed (exit 1): kubeadm init failed preflight: ")
     assert "Port-6443" in msg
     assert "DirAvailable--var-lib-etcd" in msg
+    assert state.record().init_host is None
 
 
-def test_init_on_an_initialised_host_only_fetches_admin_conf(
+def test_init_on_a_recorded_init_host_only_fetches_admin_conf(
     cluster: Cluster, state: StateDir
 ) -> None:
+    state.record().initialised("cp1", cluster, at=time.time())
     t = ScriptedTransport("cp1", files={ADMIN_CONF: ADMIN_CONF_BODY})
     ctx = make_ctx(cluster, state, {"cp1": t}, "kubeadm/init")
     ctx.facts["cp1"].files[ADMIN_CONF] = FileState("0" * 64, 0o600)
@@ -208,6 +241,101 @@ def test_init_on_an_initialised_host_only_fetches_admin_conf(
     assert [(c.kind, c.target) for c in t.calls] == [("get", ADMIN_CONF)]
     assert ctx.changes == []
     assert (state.path / "admin.conf").read_bytes() == ADMIN_CONF_BODY
+
+
+def test_an_unrecorded_initialised_host_is_adopted_once_it_serves(
+    cluster: Cluster, state: StateDir
+) -> None:
+    """A cluster made by an older hakube (no record) is recorded, not initialised again."""
+    t = ScriptedTransport("cp1", [(KUBEADM_CONFIG, Reply())], files={ADMIN_CONF: ADMIN_CONF_BODY})
+    ctx = make_ctx(cluster, state, {"cp1": t}, "kubeadm/init")
+    ctx.facts["cp1"].files[ADMIN_CONF] = FileState("0" * 64, 0o600)
+    run(KubeadmInit().run(ctx, cluster.host("cp1")))
+    assert ctx.changes == []
+    assert not [c for c in t.commands if c.startswith("kubeadm")]
+    rec = StateDir("lab", root=state.path.parent).record()  # as saved on disk
+    assert (rec.init_host, rec.init_at) == ("cp1", None)
+    assert rec.fixed["pod subnet"] == str(cluster.network.pod_subnet)
+
+
+def test_an_unrecorded_admin_conf_whose_api_is_down_stops_with_the_reset_command(
+    cluster: Cluster, state: StateDir
+) -> None:
+    t = ScriptedTransport("cp1", [(KUBEADM_CONFIG, Reply(exit_status=1))])
+    ctx = make_ctx(cluster, state, {"cp1": t}, "kubeadm/init")
+    ctx.facts["cp1"].files[ADMIN_CONF] = FileState("0" * 64, 0o600)
+    with pytest.raises(PhaseError) as caught:
+        run(KubeadmInit().run(ctx, cluster.host("cp1")))
+    assert "`kubeadm reset -f` on cp1" in str(caught.value)
+    assert state.record().init_host is None
+    assert not [c for c in t.commands if c.startswith("kubeadm")]
+
+
+def test_a_recorded_init_host_that_lost_admin_conf_is_never_initialised_again(
+    cluster: Cluster, state: StateDir
+) -> None:
+    state.record().initialised("cp1", cluster, at=time.time())
+    t = ScriptedTransport("cp1")  # no rule: any command fails the test
+    ctx = make_ctx(cluster, state, {"cp1": t}, "kubeadm/init")
+    with pytest.raises(PhaseError, match="never runs kubeadm init twice"):
+        run(KubeadmInit().run(ctx, cluster.host("cp1")))
+    assert t.calls == []
+
+
+def test_init_is_refused_when_the_endpoint_already_answers(
+    cluster: Cluster, state: StateDir
+) -> None:
+    t = init_transport(transcript(state, cluster))
+    t.rules.insert(0, (API_PROBE, Reply(stdout="403")))
+    ctx = make_ctx(cluster, state, {"cp1": t}, "kubeadm/init")
+    with pytest.raises(PhaseError, match=r"already answers \(HTTP 403\)"):
+        run(KubeadmInit().run(ctx, cluster.host("cp1")))
+    assert INIT_CMD not in t.commands
+    assert not [c for c in t.calls if c.kind == "put"]
+
+
+def test_a_half_initialised_init_host_is_reset_then_initialised(
+    cluster: Cluster, state: StateDir
+) -> None:
+    t = init_transport(transcript(state, cluster))
+    t.rules.insert(0, (LEFTOVERS, Reply(stdout="/etc/kubernetes/manifests/kube-apiserver.yaml\n")))
+    t.on("kubeadm reset -f", Reply())
+    ctx = make_ctx(cluster, state, {"cp1": t}, "kubeadm/init")
+    run(KubeadmInit().run(ctx, cluster.host("cp1")))
+    assert t.commands.index("kubeadm reset -f") < t.commands.index(INIT_CMD)
+    said = [c.description for c in ctx.changes]
+    assert (
+        "kubeadm reset -f (a failed init left /etc/kubernetes/manifests/kube-apiserver.yaml)"
+        in said
+    )
+    assert state.record().init_host == "cp1"
+
+
+def test_reordering_hosts_never_moves_kubeadm_init(cluster: Cluster, state: StateDir) -> None:
+    state.record().initialised("cp1", cluster, at=time.time())
+    data = {**CLUSTER_DATA, "hosts": [CLUSTER_DATA["hosts"][i] for i in (2, 1, 0, 3)]}
+    moved = load_cluster_data(data).cluster
+    ctx = make_ctx(moved, state, {}, "kubeadm/init")
+    assert [h.name for h in KubeadmInit().hosts(ctx)] == ["cp1"]
+    assert [h.name for h in JoinControlPlanes().hosts(ctx)] == ["cp3", "cp2"]
+    # Before anything is recorded, the first control plane in the file is the one.
+    fresh = make_ctx(moved, StateDir("other", root=state.path.parent), {}, "kubeadm/init")
+    assert [h.name for h in KubeadmInit().hosts(fresh)] == ["cp3"]
+
+
+def test_init_in_a_dry_run_goes_through_the_gate_and_runs_nothing(
+    cluster: Cluster, state: StateDir
+) -> None:
+    t = ScriptedTransport("cp1")
+    ctx = make_ctx(cluster, state, {"cp1": t}, "kubeadm/init")
+    ctx.dry_run = True
+    events: list[Event] = []
+    ctx.emit = events.append
+    run(KubeadmInit().run(ctx, cluster.host("cp1")))
+    assert t.calls == []
+    assert ("kubeadm/init", "cp1", "kubeadm init --upload-certs") in [
+        (e.phase, e.host, e.message) for e in events if e.kind is EventKind.CHANGE
+    ]
 
 
 # --- kubeadm/packages ----------------------------------------------------------------------------
@@ -355,23 +483,39 @@ class SharedLogTransport(ScriptedTransport):
 
 
 def join_setup(
-    cluster: Cluster, state: StateDir, join_reply: Callable[[str], Reply]
+    cluster: Cluster,
+    state: StateDir,
+    join_reply: Callable[[str], Reply],
+    *,
+    phase: str = "kubeadm/join-control-planes",
+    init_at: float | None = None,
 ) -> tuple[Context, dict[str, SharedLogTransport], list[tuple[str, str]]]:
+    """cp1 ran kubeadm init (recorded `init_at`, default: just now); the others join."""
+    state.record().initialised("cp1", cluster, at=time.time() if init_at is None else init_at)
     log: list[tuple[str, str]] = []
     ts = {h.name: SharedLogTransport(h.name, log) for h in cluster.hosts}
-    ts["cp1"].on(TOKEN_ENSURE, Reply())
-    for name in ("cp2", "cp3"):
+    ts["cp1"].on(TOKEN_CREATE, Reply(stdout=JOIN_TOKEN + "\n", delay=0.001))
+    ts["cp1"].on(TOKEN_DELETE, Reply())
+    ts["cp1"].on(NODE_GET, Reply(stdout="node/x\n"))
+    for name in ("cp2", "cp3", "w1"):
         # A small delay makes every command an await point, so parallel hosts would interleave.
+        ts[name].on(LEFTOVERS, Reply(exit_status=2, delay=0.001))
         ts[name].on(VALIDATE, Reply(delay=0.001))
         ts[name].on(JOIN_CMD, join_reply(name))
-    ctx = make_ctx(cluster, state, dict(ts), "kubeadm/join-control-planes")
+        ts[name].on(RM_JOIN, Reply())
+    ctx = make_ctx(cluster, state, dict(ts), phase)
     return ctx, ts, log
 
 
-def run_phase(ctx: Context, serial: bool) -> dict[str, BaseException]:
-    phase = JoinControlPlanes()
+def run_phase(
+    ctx: Context, serial: bool, phase: JoinControlPlanes | JoinWorkers | None = None
+) -> dict[str, BaseException]:
+    phase = phase or JoinControlPlanes()
     body = functools.partial(phase.run, ctx)
-    return asyncio.run(gather_hosts(phase.targets(ctx.cluster), body, serial=serial))
+    failures = asyncio.run(gather_hosts(phase.hosts(ctx), body, serial=serial))
+    if not failures:
+        asyncio.run(phase.finish(ctx))
+    return failures
 
 
 def test_join_control_planes_runs_one_host_at_a_time(cluster: Cluster, state: StateDir) -> None:
@@ -387,8 +531,7 @@ def test_join_control_planes_runs_one_host_at_a_time(cluster: Cluster, state: St
     # cp2 had finished its join before cp3 did anything.
     assert log.index(("cp2", JOIN_CMD)) < log.index(next(e for e in log if e[0] == "cp3"))
     for name in ("cp2", "cp3"):
-        assert ts[name].commands[-1] == JOIN_CMD
-    assert len([c for c in ts["cp1"].commands if TOKEN_ENSURE.fullmatch(c)]) == 2
+        assert ts[name].commands[-2:] == [JOIN_CMD, RM_JOIN]
 
 
 def test_the_shared_log_would_show_parallel_joins(cluster: Cluster, state: StateDir) -> None:
@@ -399,9 +542,14 @@ def test_the_shared_log_would_show_parallel_joins(cluster: Cluster, state: State
     assert hosts != sorted(hosts)
 
 
-def test_join_uses_join_yaml_with_the_real_ca_hash(cluster: Cluster, state: StateDir) -> None:
+def test_join_uses_a_fresh_token_made_once_per_phase_and_deleted_after(
+    cluster: Cluster, state: StateDir
+) -> None:
     ctx, ts, _log = join_setup(cluster, state, lambda _n: Reply())
-    assert run_phase(ctx, serial=True) == {}
+    assert run_phase(ctx, serial=False) == {}  # parallel: still one `token create`
+    creates = [c for c in ts["cp1"].commands if TOKEN_CREATE.fullmatch(c)]
+    assert len(creates) == 1
+    assert ts["cp1"].commands[-1] == f"kubeadm token delete {JOIN_TOKEN.split('.')[0]} >/dev/null"
     ca_hash = state.cluster_pki().ca_cert_hash
     for name in ("cp2", "cp3"):
         puts = {c.target: c for c in ts[name].calls if c.kind == "put"}
@@ -411,13 +559,72 @@ def test_join_uses_join_yaml_with_the_real_ca_hash(cluster: Cluster, state: Stat
         text = join.content.decode()
         assert ca_hash in text
         assert CA_HASH_PLACEHOLDER not in text
-        assert ctx.secrets.bootstrap_token in text
+        assert JOIN_TOKEN in text
+        assert ctx.secrets.bootstrap_token not in text  # init's token was deleted after init
         assert ctx.secrets.certificate_key in text  # a control-plane join fetches the certs
         assert ts[name].commands.count(JOIN_CMD) == 1
-        # The shared CA went up too, before the join.
+        # The shared CA went up too, before the join; join.yaml is removed right after it.
         assert puts["/etc/kubernetes/pki/ca.key"].mode == 0o600
         ops = [c.target for c in ts[name].calls]
-        assert ops.index("/etc/kubernetes/pki/ca.key") < ops.index(JOIN_CMD)
+        assert ops.index("/etc/kubernetes/pki/ca.key") < ops.index(JOIN_CMD) < ops.index(RM_JOIN)
+        assert JOIN_CONFIG not in ts[name].files
+    # Recorded only once the Node object was seen.
+    assert state.record().nodes == {"cp2": "control-plane", "cp3": "control-plane"}
+    assert ctx.redactor.redact(JOIN_TOKEN) == "***"  # never in logs or events
+
+
+def test_parallel_worker_joins_share_one_token(cluster: Cluster, state: StateDir) -> None:
+    data = {**CLUSTER_DATA, "hosts": [*CLUSTER_DATA["hosts"]]}
+    data["hosts"].append({"name": "w2", "address": "10.88.0.22", "roles": ["worker"]})
+    big = load_cluster_data(data).cluster
+    ctx, ts, _log = join_setup(big, state, lambda _n: Reply(), phase="kubeadm/join-workers")
+    ts["w2"].on(LEFTOVERS, Reply(exit_status=2, delay=0.001)).on(VALIDATE, Reply())
+    ts["w2"].on(JOIN_CMD, Reply()).on(RM_JOIN, Reply())
+    assert run_phase(ctx, serial=False, phase=JoinWorkers()) == {}
+    assert len([c for c in ts["cp1"].commands if TOKEN_CREATE.fullmatch(c)]) == 1
+    assert state.record().nodes == {"w1": "worker", "w2": "worker"}
+
+
+def test_a_control_plane_join_two_hours_after_init_reuploads_the_certificates_first(
+    cluster: Cluster, state: StateDir
+) -> None:
+    """The kubeadm-certs Secret is gone 2 h after init: upload it again before joining."""
+    real = SHARED / "1.32-upload-certs-1.txt"
+    if not real.exists():
+        pytest.skip(f"{real} is absent")
+    key = state.secrets().certificate_key
+    output = real.read_text().replace(
+        "7531149107ebc3caf4990f94d19824aecf39d93b84ee1b9c86aee84c04e76656", key
+    )
+    three_hours_ago = time.time() - 3 * 3600
+    ctx, ts, log = join_setup(cluster, state, lambda _n: Reply(), init_at=three_hours_ago)
+    ts["cp1"].on(UPLOAD_CERTS, Reply(stdout=output))
+    assert run_phase(ctx, serial=True) == {}
+    uploads = [i for i, (h, c) in enumerate(log) if h == "cp1" and UPLOAD_CERTS.fullmatch(c)]
+    assert len(uploads) == 1  # once for the phase, not per host
+    assert uploads[0] < log.index(("cp2", JOIN_CMD))
+    assert "re-upload the control-plane certificates (kubeadm-certs, 2 h)" in [
+        c.description for c in ctx.changes
+    ]
+
+
+def test_a_control_plane_join_soon_after_init_uploads_nothing(
+    cluster: Cluster, state: StateDir
+) -> None:
+    ctx, ts, _log = join_setup(cluster, state, lambda _n: Reply(), init_at=time.time() - 600)
+    assert run_phase(ctx, serial=True) == {}
+    assert not [c for c in ts["cp1"].commands if "upload-certs" in c]
+
+
+def test_an_upload_with_another_key_fails_before_any_join(
+    cluster: Cluster, state: StateDir
+) -> None:
+    ctx, ts, _log = join_setup(cluster, state, lambda _n: Reply(), init_at=time.time() - 3 * 3600)
+    other = "[upload-certs] Using certificate key:\n" + "0" * 64 + "\n"
+    ts["cp1"].on(UPLOAD_CERTS, Reply(stdout=other))
+    failures = run_phase(ctx, serial=True)
+    assert "another certificate key" in str(failures["cp2"])
+    assert JOIN_CMD not in ts["cp2"].commands
 
 
 def test_a_failed_join_stops_before_the_next_control_plane(
@@ -432,13 +639,32 @@ def test_a_failed_join_stops_before_the_next_control_plane(
     failures = run_phase(ctx, serial=True)
     assert list(failures) == ["cp2"]
     assert ts["cp3"].calls == []
+    assert state.record().nodes == {}  # a failed join is not "done"
 
 
-def test_join_skips_a_host_that_already_has_a_kubelet_conf(
+def test_a_recorded_node_with_a_kubelet_conf_is_skipped(cluster: Cluster, state: StateDir) -> None:
+    ctx, ts, _log = join_setup(cluster, state, lambda _n: Reply())
+    state.record().joined("cp2", "control-plane")
+    ctx.facts["cp2"].files[KUBELET_CONF] = FileState("0" * 64, 0o600)
+    assert run_phase(ctx, serial=True) == {}
+    assert ts["cp2"].calls == []
+    assert ts["cp3"].commands[-2:] == [JOIN_CMD, RM_JOIN]
+
+
+def test_an_unrecorded_joined_node_is_recorded_once_its_node_object_is_seen(
     cluster: Cluster, state: StateDir
 ) -> None:
     ctx, ts, _log = join_setup(cluster, state, lambda _n: Reply())
     ctx.facts["cp2"].files[KUBELET_CONF] = FileState("0" * 64, 0o600)
     assert run_phase(ctx, serial=True) == {}
     assert ts["cp2"].calls == []
-    assert ts["cp3"].commands[-1] == JOIN_CMD
+    assert state.record().nodes["cp2"] == "control-plane"
+
+
+def test_a_half_joined_node_stops_with_the_reset_command(cluster: Cluster, state: StateDir) -> None:
+    ctx, ts, _log = join_setup(cluster, state, lambda _n: Reply())
+    ts["cp1"].rules.insert(0, (NODE_GET, Reply(exit_status=1)))
+    ctx.facts["cp2"].files[KUBELET_CONF] = FileState("0" * 64, 0o600)
+    failures = run_phase(ctx, serial=True)
+    assert "a join that failed half-way. Run `kubeadm reset -f` on cp2" in str(failures["cp2"])
+    assert "cp2" not in state.record().nodes

@@ -79,6 +79,11 @@ class Phase(ABC):
     def targets(self, cluster: Cluster) -> list[Host]:
         """Hosts this phase touches, in order."""
 
+    def hosts(self, ctx: Any) -> list[Host]:
+        """Hosts this run touches: `targets`, unless the recorded cluster says otherwise (the
+        host that ran kubeadm init stays that host whatever the order in the file)."""
+        return self.targets(ctx.cluster)
+
     def files(self, cluster: Cluster, host: Host, secrets: Secrets) -> list[RenderedFile]:
         """Files this phase writes on the host (for `plan`; pure)."""
         return []

@@ -7,11 +7,20 @@ them, so a kubeadm that did something else is caught rather than trusted.
 
 from __future__ import annotations
 
+import asyncio
+import dataclasses
+import functools
 import shlex
+import time
 from pathlib import Path
 
-from hakube.facts.kubeadm import KubeadmOutputError, parse_init_output
-from hakube.phases.base import Change, Phase, PhaseError
+from hakube.facts.kubeadm import (
+    KubeadmOutputError,
+    parse_init_output,
+    parse_token_create,
+    parse_upload_certs_output,
+)
+from hakube.phases.base import Phase, PhaseError
 from hakube.phases.context import APT_GET, Context, Timeout
 from hakube.phases.etcd import as_rendered, members
 from hakube.phases.files import RenderedPhase, files_for
@@ -20,9 +29,9 @@ from hakube.record import KUBE_PACKAGES, upstream_version, version_problems
 from hakube.render.base import RenderedFile
 from hakube.render.cni import patch_manifest
 from hakube.render.host import APT_KEYRING, kubernetes_key_url, package_manager
-from hakube.render.kubeadm import INIT_CONFIG, JOIN_CONFIG, first_control_plane
+from hakube.render.kubeadm import INIT_CONFIG, JOIN_CONFIG, first_control_plane, kubeadm_file
 from hakube.spec.model import Cluster, CNIPlugin, EtcdTopology, Host, Role
-from hakube.state import write_private
+from hakube.state import Secrets, write_private
 
 ADMIN_CONF = "/etc/kubernetes/admin.conf"
 KUBELET_CONF = "/etc/kubernetes/kubelet.conf"
@@ -129,42 +138,170 @@ def _shared_pki(ctx: Context) -> list[RenderedFile]:
     return files
 
 
+#: kubeadm deletes the kubeadm-certs Secret 2 h after it was uploaded; re-upload before a
+#: control-plane join when the last upload may be older than this.
+CERTS_FRESH_FOR = 2 * 3600 - 15 * 60
+#: Lifetime of the bootstrap token a join phase creates for itself (deleted when it ends).
+JOIN_TTL = "1h"
+#: Files a failed `kubeadm init` or `join` leaves behind, which the next attempt trips over.
+HALF_DONE = ("/etc/kubernetes/manifests/kube-apiserver.yaml", KUBELET_CONF)
+
+
+def clock() -> float:
+    """Wall-clock seconds (a function, so tests can move time past the 2-hour certs window)."""
+    return time.time()
+
+
+def init_host(ctx: Context) -> Host:
+    """The host that ran kubeadm init: the recorded one, else (before init) the first control
+    plane. Reordering or inserting hosts in the file never makes another host init."""
+    recorded = ctx.record.init_host if ctx.record else None
+    if recorded is None:
+        return first_control_plane(ctx.cluster)
+    for h in ctx.cluster.control_planes:
+        if h.name == recorded:
+            return h
+    raise PhaseError(
+        f"{recorded} ran kubeadm init (recorded in {ctx.state.path}) but is not a control-plane "
+        "host in the cluster file any more; removing it is not supported yet: put it back"
+    )
+
+
+async def _api_answers(ctx: Context, host: Host) -> str | None:
+    """The HTTP status the cluster endpoint answers with from `host`, None if nothing answers.
+
+    Any HTTP answer (even 401/403) means an API server is there; HAProxy alone with every
+    backend down closes the connection instead.
+    """
+    url = f"https://{ctx.cluster.control_plane_endpoint}/version"
+    res = await ctx.read(
+        host,
+        f"curl -sk --max-time 5 -o /dev/null -w '%{{http_code}}' {shlex.quote(url)}",
+        check=False,
+    )
+    code = res.stdout.strip()
+    return code if code.isdigit() and code != "000" else None
+
+
+async def _serves(ctx: Context, host: Host) -> bool:
+    """The API server behind `host`'s admin.conf answers and kubeadm-config exists."""
+    res = await ctx.read(
+        host, f"{KUBECTL} -n kube-system get configmap kubeadm-config -o name", check=False
+    )
+    return res.ok
+
+
+async def _half_done(ctx: Context, host: Host) -> list[str]:
+    q = " ".join(shlex.quote(p) for p in HALF_DONE)
+    res = await ctx.read(host, f"ls -d {q} 2>/dev/null", check=False)
+    return [line for line in res.stdout.split() if line]
+
+
+def _reset_hint(host: Host) -> str:
+    return f"`kubeadm reset -f` on {host.name} (it only resets that node), then re-apply"
+
+
 class KubeadmInit(RenderedPhase):
     name = "kubeadm/init"
-    summary = "kubeadm init on the first control-plane node with the shared CA; fetch admin.conf"
+    summary = (
+        "kubeadm init, once per cluster (recorded), on the first control-plane node with the "
+        "shared CA; fetch admin.conf"
+    )
     made_on_host = (ADMIN_CONF,)
 
     def targets(self, cluster: Cluster) -> list[Host]:
         return [first_control_plane(cluster)]
+
+    def hosts(self, ctx: Context) -> list[Host]:
+        return [init_host(ctx)]
+
+    def files(self, cluster: Cluster, host: Host, secrets: Secrets) -> list[RenderedFile]:
+        return [kubeadm_file(cluster, host, secrets, None, init=True)]
 
     def extra_paths(self, cluster: Cluster, host: Host) -> list[tuple[str, int]]:
         return [*shared_pki_paths(cluster), (ADMIN_CONF, 0o600)]
 
     async def run(self, ctx: Context, host: Host) -> None:
         c = ctx.cluster
+        rec = ctx.record
+        recorded = rec is not None and rec.init_host == host.name
         if ADMIN_CONF in ctx.facts[host.name].files:
+            if not recorded and not ctx.dry_run:
+                # Initialised by an older hakube or by a run that died before recording it:
+                # trust it only once it serves.
+                if not await _serves(ctx, host):
+                    raise PhaseError(
+                        f"{host.name} has {ADMIN_CONF} but its API server does not answer: a "
+                        "kubeadm init that failed half-way, or a control plane that is down. If "
+                        f"this node never served a cluster, run {_reset_hint(host)}; otherwise "
+                        "start it again (`journalctl -u kubelet` there says why it is down)"
+                    )
+                ctx.remember(lambda r: r.initialised(host.name, c, at=None))
             await _fetch_admin_conf(ctx, host)
             return
+        if recorded:
+            raise PhaseError(
+                f"{host.name} ran kubeadm init (recorded) but {ADMIN_CONF} is gone: the node was "
+                "reset or rebuilt. hakube never runs kubeadm init twice for one cluster; restore "
+                "the node, or start over with a new cluster (new name and state directory)"
+            )
+        if not ctx.dry_run:
+            code = await _api_answers(ctx, host)
+            if code is not None:
+                raise PhaseError(
+                    f"{c.control_plane_endpoint} already answers (HTTP {code}) but "
+                    f"{ctx.state.path} records no kubeadm init: a cluster this state directory "
+                    "does not know is behind that endpoint. Use that cluster's state directory, "
+                    "or another endpoint name"
+                )
+            leftovers = await _half_done(ctx, host)
+            if leftovers:
+                # Nothing was recorded and nothing answers: these come from an init that
+                # failed before it served, so resetting this one node loses nothing.
+                await ctx.sh(
+                    host,
+                    f"kubeadm reset -f (a failed init left {', '.join(leftovers)})",
+                    "kubeadm reset -f",
+                    timeout=Timeout.KUBEADM,
+                )
         await ctx.ensure_files(host, _shared_pki(ctx))
-        await ctx.ensure_files(host, files_for(self.name, c, host, ctx.secrets))
-        if ctx.dry_run:
-            await ctx.sh(host, "kubeadm init --upload-certs", ":")
-            return
+        await ctx.ensure_files(host, self.files(c, host, ctx.secrets))
+        await ctx.change(
+            host, "kubeadm init --upload-certs", functools.partial(self._init, ctx, host)
+        )
+
+    async def _init(self, ctx: Context, host: Host) -> None:
         res = await ctx.t(host).run(
-            f"kubeadm init --config {INIT_CONFIG} --upload-certs", check=False, timeout=900
+            f"kubeadm init --config {INIT_CONFIG} --upload-certs",
+            check=False,
+            timeout=Timeout.KUBEADM,
         )
         text = res.stdout + "\n" + res.stderr
         try:
             result = parse_init_output(text)
         except KubeadmOutputError as e:
-            raise PhaseError(f"kubeadm init failed (exit {res.exit_status}): {e}") from None
+            raise PhaseError(
+                f"kubeadm init failed (exit {res.exit_status}): {e}. The next apply resets "
+                f"{host.name} (nothing was recorded) and tries again"
+            ) from None
         expected = ctx.state.cluster_pki().ca_cert_hash
         if result.ca_cert_hash != expected or result.token != ctx.secrets.bootstrap_token:
             raise PhaseError(
                 "kubeadm init printed a CA hash or token other than the ones hakube provided: "
-                "the host had an older /etc/kubernetes; run `kubeadm reset` there and re-apply"
+                f"the host had an older /etc/kubernetes; run {_reset_hint(host)}"
             )
-        ctx.changes.append(Change(self.name, host.name, "kubeadm init --upload-certs", True))
+        if not await _serves(ctx, host):
+            raise PhaseError(
+                f"kubeadm init reported success but kubeadm-config cannot be read through "
+                f"{ADMIN_CONF}; see `journalctl -u kubelet` on {host.name}"
+            )
+        now = clock()
+        ctx.remember(lambda r: r.initialised(host.name, ctx.cluster, at=now))
+        # The token in init.yaml served kubeadm's own bootstrap; joins bring their own.
+        token_id = ctx.secrets.bootstrap_token.split(".")[0]
+        await ctx.t(host).run(
+            f"kubeadm token delete {token_id} >/dev/null", check=False, timeout=Timeout.READ
+        )
         await _fetch_admin_conf(ctx, host)
 
 
@@ -177,36 +314,152 @@ async def _fetch_admin_conf(ctx: Context, host: Host) -> None:
         write_private(target, data)
 
 
+async def _node_exists(ctx: Context, via: Host, name: str, *, wait: float = 0) -> bool:
+    """The Node object exists, looked up through the init host's admin.conf."""
+    cmd = f"{KUBECTL} get node {shlex.quote(name)} -o name"
+    if wait:
+        tries = max(1, int(wait / 2))
+        cmd = f"for i in $(seq {tries}); do {cmd} && exit 0; sleep 2; done; exit 1"
+    res = await ctx.read(via, cmd, check=False, timeout=Timeout.READ + wait)
+    return res.ok
+
+
 class _Join(RenderedPhase):
     control_plane: bool
     made_on_host = (KUBELET_CONF,)
+
+    def __init__(self) -> None:
+        # One token and one certificate upload per phase, shared by its hosts (parallel worker
+        # joins must not race on `kubeadm token create`).
+        self._once = asyncio.Lock()
+        self._token: str | None = None
+        self._certs_uploaded = False
+
+    def members(self, cluster: Cluster) -> list[Host]:
+        """Every host this phase joins, the init host included (it is filtered out)."""
+        if self.control_plane:
+            return list(cluster.control_planes)
+        return [h for h in cluster.workers if not h.has(Role.CONTROL_PLANE)]
+
+    def targets(self, cluster: Cluster) -> list[Host]:
+        first = first_control_plane(cluster)
+        return [h for h in self.members(cluster) if h.name != first.name]
+
+    def hosts(self, ctx: Context) -> list[Host]:
+        first = init_host(ctx)
+        return [h for h in self.members(ctx.cluster) if h.name != first.name]
+
+    def files(self, cluster: Cluster, host: Host, secrets: Secrets) -> list[RenderedFile]:
+        return [kubeadm_file(cluster, host, secrets, None, init=False)]
 
     def extra_paths(self, cluster: Cluster, host: Host) -> list[tuple[str, int]]:
         pki = shared_pki_paths(cluster) if self.control_plane else []
         return [*pki, (KUBELET_CONF, 0o600)]
 
     async def run(self, ctx: Context, host: Host) -> None:
+        first = init_host(ctx)
+        rec = ctx.record
         if KUBELET_CONF in ctx.facts[host.name].files:
+            if (rec is not None and host.name in rec.nodes) or ctx.dry_run:
+                return
+            # Joined before this hakube recorded joins, or a run died before recording it.
+            if not await _node_exists(ctx, first, host.name):
+                raise PhaseError(
+                    f"{host.name} has {KUBELET_CONF} but the cluster has no Node "
+                    f"{host.name}: a join that failed half-way. Run {_reset_hint(host)}"
+                )
+            ctx.remember(lambda r: r.joined(host.name, self._role))
             return
+        leftovers = [] if ctx.dry_run else await _half_done(ctx, host)
+        if leftovers:
+            raise PhaseError(
+                f"{host.name} is half-joined ({', '.join(leftovers)} exist): run "
+                f"{_reset_hint(host)}"
+            )
+        secrets = await self._credentials(ctx, first)
         pki = ctx.state.cluster_pki()
         if self.control_plane:
             await ctx.ensure_files(host, _shared_pki(ctx))
-        files = files_for(self.name, ctx.cluster, host, ctx.secrets, ca_cert_hash=pki.ca_cert_hash)
-        await ctx.ensure_files(host, files)
-        first = first_control_plane(ctx.cluster)
-        token = shlex.quote(ctx.secrets.bootstrap_token)
-        # The token hakube chose lives 24 h; re-create it (same value) when it has expired.
-        await ctx.sh(
-            first,
-            "make sure the bootstrap token exists",
-            f"kubeadm token list | grep -q ^{token.split('.')[0]} "
-            f"|| kubeadm token create {token} --ttl 2h",
+        join = kubeadm_file(ctx.cluster, host, secrets, pki.ca_cert_hash, init=False)
+        await ctx.ensure_files(host, [join])
+        what = "kubeadm join" + (" --control-plane" if self.control_plane else "")
+        await ctx.change(host, what, functools.partial(self._join, ctx, host, first))
+
+    @property
+    def _role(self) -> str:
+        return "control-plane" if self.control_plane else "worker"
+
+    async def _join(self, ctx: Context, host: Host, first: Host) -> None:
+        await ctx.t(host).run(f"kubeadm join --config {JOIN_CONFIG}", timeout=Timeout.KUBEADM)
+        # The token in join.yaml must not outlive the join on the node.
+        await ctx.t(host).run(f"rm -f {JOIN_CONFIG}", timeout=Timeout.READ)
+        ctx.facts[host.name].files.pop(JOIN_CONFIG, None)
+        if not await _node_exists(ctx, first, host.name, wait=60):
+            raise PhaseError(
+                f"kubeadm join succeeded on {host.name} but no Node {host.name} appeared "
+                f"within 60 s; see `journalctl -u kubelet` on {host.name}"
+            )
+        ctx.remember(lambda r: r.joined(host.name, self._role))
+
+    async def _credentials(self, ctx: Context, first: Host) -> Secrets:
+        """The phase's own fresh token (and, for control planes, certificates uploaded within
+        the last 2 hours), made once for every host of the phase."""
+        async with self._once:
+            if ctx.dry_run:
+                return ctx.secrets
+            if self.control_plane and not self._certs_uploaded:
+                await self._upload_certs(ctx, first)
+            if self._token is None:
+                res = await ctx.t(first).run(
+                    f"kubeadm token create --ttl {JOIN_TTL} "
+                    f"--description {shlex.quote('hakube ' + self.name)}",
+                    timeout=Timeout.READ,
+                )
+                try:
+                    token = parse_token_create(res.stdout)
+                except KubeadmOutputError as e:
+                    raise PhaseError(f"kubeadm token create on {first.name}: {e}") from None
+                ctx.redactor.register(token)
+                self._token = token
+            return dataclasses.replace(ctx.secrets, bootstrap_token=self._token)
+
+    async def _upload_certs(self, ctx: Context, first: Host) -> None:
+        at = ctx.record.init_at if ctx.record else None
+        if at is not None and clock() - at < CERTS_FRESH_FOR:
+            self._certs_uploaded = True
+            return
+        key = ctx.secrets.certificate_key
+
+        async def upload() -> None:
+            res = await ctx.t(first).run(
+                f"kubeadm init phase upload-certs --upload-certs --config {INIT_CONFIG} "
+                f"--certificate-key {shlex.quote(key)}",
+                timeout=Timeout.KUBEADM,
+            )
+            try:
+                printed = parse_upload_certs_output(res.stdout + "\n" + res.stderr)
+            except KubeadmOutputError as e:
+                raise PhaseError(f"kubeadm upload-certs on {first.name}: {e}") from None
+            if printed != key:
+                raise PhaseError(
+                    f"kubeadm upload-certs on {first.name} used another certificate key than "
+                    "the one hakube gave it"
+                )
+
+        await ctx.change(
+            first, "re-upload the control-plane certificates (kubeadm-certs, 2 h)", upload
         )
+        self._certs_uploaded = True
+
+    async def finish(self, ctx: Context) -> None:
+        if self._token is None or ctx.dry_run:
+            return
+        token_id = self._token.split(".")[0]
+        first = init_host(ctx)
         await ctx.sh(
-            host,
-            "kubeadm join" + (" --control-plane" if self.control_plane else ""),
-            f"kubeadm join --config {JOIN_CONFIG}",
+            first, "delete this run's join token", f"kubeadm token delete {token_id} >/dev/null"
         )
+        self._token = None
 
 
 class JoinControlPlanes(_Join):
@@ -215,18 +468,11 @@ class JoinControlPlanes(_Join):
     serial = True
     control_plane = True
 
-    def targets(self, cluster: Cluster) -> list[Host]:
-        first = first_control_plane(cluster)
-        return [h for h in cluster.control_planes if h.name != first.name]
-
 
 class JoinWorkers(_Join):
     name = "kubeadm/join-workers"
     summary = "join the workers in parallel"
     control_plane = False
-
-    def targets(self, cluster: Cluster) -> list[Host]:
-        return [h for h in cluster.workers if not h.has(Role.CONTROL_PLANE)]
 
 
 class CNIPhase(Phase):
@@ -237,6 +483,9 @@ class CNIPhase(Phase):
         if cluster.kubernetes.cni.plugin is CNIPlugin.NONE:
             return []
         return [first_control_plane(cluster)]
+
+    def hosts(self, ctx: Context) -> list[Host]:
+        return [init_host(ctx)] if self.targets(ctx.cluster) else []
 
     async def run(self, ctx: Context, host: Host) -> None:
         cni = ctx.cluster.kubernetes.cni
@@ -249,19 +498,23 @@ class CNIPhase(Phase):
         if res.ok:
             return
         path = f"/etc/hakube/cni/{plugin}-{cni.resolved_version}.yaml"
-        if ctx.dry_run:
-            await ctx.sh(host, f"apply {plugin} {cni.resolved_version}", ":")
-            return
         if manifest.startswith(("http://", "https://")):
             # Downloaded as data and patched here; nothing fetched is ever executed.
-            await ctx.t(host).run(
-                f"mkdir -p /etc/hakube/cni && curl -fsSL --retry 3 -o {path}.orig "
+            await ctx.sh(
+                host,
+                f"download the {plugin} manifest ({manifest})",
+                f"mkdir -p /etc/hakube/cni && curl -fsSL --retry 3 --max-time 60 -o {path}.orig "
                 f"{shlex.quote(manifest)}",
-                timeout=120,
             )
-            text = (await ctx.t(host).get(f"{path}.orig")).decode()
-        else:
-            text = Path(manifest).read_text()
-        patched = patch_manifest(cni.plugin, text, str(ctx.cluster.network.pod_subnet))
-        await ctx.t(host).put(path, patched.encode(), mode=0o644)
+        pod_subnet = str(ctx.cluster.network.pod_subnet)
+
+        async def upload() -> None:
+            if manifest.startswith(("http://", "https://")):
+                text = (await ctx.t(host).get(f"{path}.orig")).decode()
+            else:
+                text = Path(manifest).read_text()
+            patched = patch_manifest(cni.plugin, text, pod_subnet)
+            await ctx.t(host).put(path, patched.encode(), mode=0o644)
+
+        await ctx.change(host, f"write {path} (pod subnet {pod_subnet})", upload)
         await ctx.sh(host, f"apply {plugin} {cni.resolved_version}", f"{KUBECTL} apply -f {path}")

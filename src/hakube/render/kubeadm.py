@@ -207,17 +207,23 @@ def render_kubeadm(
     """
     if not (host.has(Role.CONTROL_PLANE) or host.has(Role.WORKER)):
         return []
-    if host.name == first_control_plane(cluster).name:
+    init = host.name == first_control_plane(cluster).name
+    return [kubeadm_file(cluster, host, secrets, ca_cert_hash, init=init)]
+
+
+def kubeadm_file(
+    cluster: Cluster, host: Host, secrets: Secrets, ca_cert_hash: str | None, *, init: bool
+) -> RenderedFile:
+    """init.yaml or join.yaml for `host`, whichever host the cluster was initialised on."""
+    if init:
         path, content = INIT_CONFIG, _dump(init_documents(cluster, host, secrets))
     else:
         path, content = JOIN_CONFIG, _dump([join_document(cluster, host, secrets, ca_cert_hash)])
     # kubeadm reads the file only when the apply layer runs `kubeadm init/join --config`.
-    return [
-        RenderedFile(
-            path=path,
-            content=content,
-            mode=0o600,
-            secret=True,
-            validate=_validate(cluster, content),
-        )
-    ]
+    return RenderedFile(
+        path=path,
+        content=content,
+        mode=0o600,
+        secret=True,
+        validate=_validate(cluster, content),
+    )

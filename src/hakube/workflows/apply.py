@@ -285,7 +285,13 @@ async def _facts(ctx: Context, to_run: list[Phase], result: ApplyResult) -> None
     ctx.emit(Event(EventKind.PHASE_START, "facts"))
     cluster = ctx.cluster
 
-    targets = {p.name: {t.name for t in p.targets(cluster)} for p in to_run}
+    targets: dict[str, set[str]] = {}
+    for p in to_run:
+        try:
+            targets[p.name] = {t.name for t in p.hosts(ctx)}
+        except PhaseError as e:  # e.g. the recorded init host left the file: nothing may run
+            _record_failures(ctx, p.name, {"*": e}, result)
+            return
 
     async def one(h: Host) -> None:
         paths: list[str] = []
@@ -320,7 +326,7 @@ async def _phases(ctx: Context, to_run: list[Phase], result: ApplyResult, journa
     if not ctx.dry_run:
         journal.record(done, finished=False)  # a run killed from here on is "unfinished"
     for phase in to_run:
-        targets = phase.targets(ctx.cluster)
+        targets = phase.hosts(ctx)
         ctx.phase = phase.name
         if not targets:
             ctx.emit(Event(EventKind.PHASE_SKIPPED, phase.name, message="no host needs it"))

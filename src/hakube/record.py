@@ -122,10 +122,8 @@ class ClusterRecord:
     def joined(self, node: str, role: str) -> None:
         self.nodes[node] = role
 
-    def etcd_member(self, name: str) -> None:
-        if name not in self.etcd_members:
-            self.etcd_members.append(name)
-            self.etcd_members.sort()
+    def etcd_seen(self, names: list[str]) -> None:
+        self.etcd_members = sorted(set(self.etcd_members) | set(names))
 
     def installed(self, host: str, versions: dict[str, str]) -> None:
         self.versions.setdefault(host, {}).update(versions)

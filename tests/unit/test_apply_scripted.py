@@ -239,6 +239,13 @@ def converged_host(cluster: Cluster, host: Host, state: StateDir) -> FakeHost:
 ETCD_HEALTH = json.dumps(
     [{"endpoint": f"https://10.88.0.1{i}:2379", "health": True, "took": "2.1ms"} for i in (1, 2, 3)]
 )
+ETCD_MEMBERS = json.dumps(
+    {
+        "members": [
+            {"name": f"cp{i}", "clientURLs": [f"https://10.88.0.1{i}:2379"]} for i in (1, 2, 3)
+        ]
+    }
+)
 VALIDATE = re.compile(
     r'out=\$\(mktemp\) .*?; if (?P<check>.+?) >"\$out" 2>&1; then mv -f (?P<rest>.*)', re.S
 )
@@ -249,6 +256,7 @@ def _read_only_rules(h: FakeHost, *, tracked: str) -> list[tuple[re.Pattern[str]
         (re.compile(r"\ns\(\) \{.*", re.S), lambda call: render_facts(h, call.target)),
         (re.compile(r"systemctl is-active -q haproxy && want=0 .*"), f"0 {tracked}\n"),
         (re.compile(r"ETCDCTL_API=3 etcdctl .* endpoint health --cluster -w json"), ETCD_HEALTH),
+        (re.compile(r"ETCDCTL_API=3 etcdctl .* member list -w json"), ETCD_MEMBERS),
         (re.compile(r"for i in \$\(seq \d+\); do ss -ltnH .*"), Reply()),
     ]
 
@@ -268,6 +276,7 @@ class FakeHostTransport(ScriptedTransport):
         self.on(re.compile(r"hostnamectl set-hostname .*"), Reply())
         self.on(re.compile(r"modprobe -a [a-z_ ]+"), Reply())
         self.on(re.compile(r"apt-mark hold [a-z. -]+"), Reply())
+        self.on(re.compile(r"chown [a-z]+:[a-z]+ /etc/\S+"), Reply())
         self.on(re.compile(r"mkdir -p /run/hakube && echo 0 > /run/hakube/haproxy-down"), Reply())
 
     def fail_check(self, command_prefix: str, reply: Reply) -> None:
@@ -381,6 +390,8 @@ def test_fresh_hosts_apply_succeeds_and_runs_the_expected_phases(fresh_run: Run)
         "verify",
     ]
     assert all(c.applied for c in r.changes)
+    # etcd members are recorded once the member list and their endpoints' health say so.
+    assert fresh_run.state.record().etcd_members == ["cp1", "cp2", "cp3"]
 
 
 def test_fresh_hosts_get_lb_and_etcd_files(fresh_run: Run) -> None:
@@ -518,6 +529,57 @@ def test_one_stale_file_is_the_only_change(cluster: Cluster, state: StateDir) ->
         ("lb/keepalived", "cp2", f"write {KEEPALIVED_CONF}"),
         ("lb/keepalived", "cp2", "reload keepalived"),
     ]
+
+
+def with_facts(ts: dict[str, FakeHostTransport], name: str, h: FakeHost) -> None:
+    rules = ts[name].rules
+    rules[0] = (rules[0][0], lambda call: render_facts(h, call.target))
+
+
+def test_an_etcd_key_owned_by_root_is_chowned_and_only_that_member_restarts(
+    cluster: Cluster, state: StateDir
+) -> None:
+    ts = make_transports(cluster, state, converged=True)
+    h = converged_host(cluster, cluster.host("cp2"), state)
+    key = "/etc/etcd/pki/server.key"
+    digest, mode, *_ = h.files[key]
+    h.files[key] = (digest, mode, "root:root")  # etcd could not read its own key
+    with_facts(ts, "cp2", h)
+    run = run_apply(cluster, state, ts)
+    assert run.result.ok, run.result.failures
+    assert triples(run.result.changes) == [
+        ("etcd", "cp2", f"chown etcd:etcd {key} (was root:root)"),
+        ("etcd", "cp2", "restart etcd (certificates or config changed)"),
+    ]
+    # The content was right: no rewrite, just the owner.
+    assert not [c for c in ts["cp2"].calls if c.kind == "put"]
+
+
+def test_etcd_members_restart_one_at_a_time_each_healthy_before_the_next(
+    cluster: Cluster, state: StateDir
+) -> None:
+    ts = make_transports(cluster, state, converged=True)
+    for name in LB:
+        h = converged_host(cluster, cluster.host(name), state)
+        h.files["/etc/default/etcd"] = (sha("ETCD_NAME=old\n"), 0o644)
+        with_facts(ts, name, h)
+    log: list[tuple[str, str]] = []
+    for name, t in ts.items():
+        original = t.run
+
+        async def logged(command: str, _run: Any = original, _n: str = name, **kw: Any) -> Any:
+            if "restart etcd" in command or "endpoint health" in command:
+                log.append((_n, "restart" if "restart" in command else "health"))
+            return await _run(command, **kw)
+
+        t.run = logged  # type: ignore[method-assign]
+    run = run_apply(cluster, state, ts)
+    assert run.result.ok, run.result.failures
+    rolled = log[: 2 * len(LB)]
+    # restart, its health wait, then the next member: never two restarts in a row.
+    assert [kind for _h, kind in rolled] == ["restart", "health"] * len(LB)
+    assert {h for h, _k in rolled[::2]} == set(LB)
+    assert all(rolled[i][0] == rolled[i + 1][0] for i in range(0, len(rolled), 2))
 
 
 # --- (d) failed validation -----------------------------------------------------------------------

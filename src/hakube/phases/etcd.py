@@ -54,17 +54,23 @@ class EtcdPhase(Phase):
         await ctx.ensure_packages(host, list(ETCD_PACKAGES))
         pki = ctx.state.etcd_pki(members(c))
         # etcd runs as its own user and must read its keys.
-        certs = as_rendered(pki.etcd_host_files(host.name), owner="etcd")
-        stale_certs = any(not ctx.file_is_current(host, f) for f in certs)
-        await ctx.ensure_files(host, certs)
-        units = await ctx.ensure_files(host, render_etcd(c, host))
+        files = [*as_rendered(pki.etcd_host_files(host.name), owner="etcd"), *render_etcd(c, host)]
+        stale = [f for f in files if not ctx.file_is_current(host, f)]
         u = ctx.facts[host.name].unit("etcd")
-        if u.running and (stale_certs or units):
+        if u.running and stale:
+            # A live member: its new certificates and config are written inside the roll, one
+            # member at a time, and the next waits until this one and the whole cluster are
+            # healthy again, so quorum is never at risk.
             async with self._restart:
-                await ctx.sh(host, "restart etcd (config changed)", "systemctl restart etcd")
+                await ctx.ensure_files(host, files)
+                await ctx.reload_units(host, {"daemon-reload"} & {f.reload for f in stale})
+                await ctx.sh(host, "restart etcd (certificates or config changed)",
+                             "systemctl restart etcd")  # fmt: skip
                 if not ctx.dry_run:
-                    await wait_healthy(ctx, host, whole_cluster=False)
-        elif not u.running or u.enabled != "enabled":
+                    await wait_healthy(ctx, host, whole_cluster=True, member=host)
+            return
+        await ctx.ensure_files(host, files)
+        if not u.running or u.enabled != "enabled":
             # --no-block: a new member only reports ready once a quorum of its peers is up,
             # so the first members must not wait for each other.
             await ctx.sh(
@@ -74,7 +80,21 @@ class EtcdPhase(Phase):
     async def finish(self, ctx: Context) -> None:
         if ctx.dry_run or not ctx.cluster.etcd_hosts:
             return
-        await wait_healthy(ctx, ctx.cluster.etcd_hosts[0], whole_cluster=True)
+        first = ctx.cluster.etcd_hosts[0]
+        health = await wait_healthy(ctx, first, whole_cluster=True)
+        healthy = {str(e.get("endpoint")) for e in health if e.get("health") is True}
+        found = await member_list(ctx, first)
+        # Recorded only as members seen in the member list whose endpoint is healthy.
+        names = [
+            str(m.get("name"))
+            for m in found
+            if m.get("name") and set(map(str, _list(m.get("clientURLs")))) & healthy
+        ]
+        ctx.remember(lambda r: r.etcd_seen(names))
+
+
+def _list(value: object) -> list[object]:
+    return list(value) if isinstance(value, list) else []
 
 
 async def endpoint_health(ctx: Context, host: Host) -> list[dict[str, object]]:
@@ -98,17 +118,24 @@ async def member_list(ctx: Context, host: Host) -> list[dict[str, object]]:
 
 
 async def wait_healthy(
-    ctx: Context, host: Host, *, whole_cluster: bool, timeout: float = 60
-) -> None:
+    ctx: Context,
+    host: Host,
+    *,
+    whole_cluster: bool,
+    member: Host | None = None,
+    timeout: float = 60,
+) -> list[dict[str, object]]:
+    """Wait until enough members are healthy (and `member`'s own endpoint among them)."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
     want = len(ctx.cluster.etcd_hosts) if whole_cluster else 1
+    own = f"https://{member.address}:{ctx.cluster.etcd.client_port}" if member else None
     last: list[dict[str, object]] = []
     while loop.time() < deadline:
         last = await endpoint_health(ctx, host)
-        healthy = [e for e in last if e.get("health") is True]
-        if len(healthy) >= want:
-            return
+        healthy = {str(e.get("endpoint")) for e in last if e.get("health") is True}
+        if len(healthy) >= want and (own is None or own in healthy):
+            return last
         await asyncio.sleep(1)
     detail = "; ".join(f"{e.get('endpoint')}: {e.get('error', 'unhealthy')}" for e in last)
     raise PhaseError(

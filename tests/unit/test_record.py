@@ -15,7 +15,7 @@ from hakube.spec.load import load_cluster_data
 from hakube.spec.model import Cluster
 from hakube.state import StateDir
 from hakube.transport.base import Transport
-from hakube.transport.scripted import ScriptedTransport
+from hakube.transport.scripted import Call, ScriptedTransport
 from hakube.workflows.apply import apply
 
 
@@ -83,9 +83,12 @@ def test_a_host_of_another_cluster_is_refused_and_nothing_changes(state: StateDi
     foreign = "0b0f5c1e-1111-4222-8333-944455556666"
     facts_rule = ts["cp2"].rules[0]
 
-    def other_cluster(call: object) -> str:
-        text = facts_rule[1](call)  # type: ignore[operator]
-        return str(text).replace("@@hakube:clusterid\n", f"@@hakube:clusterid\n{foreign}")
+    def other_cluster(call: Call) -> str:
+        responder = facts_rule[1]
+        assert callable(responder)
+        return str(responder(call)).replace(
+            "@@hakube:clusterid\n", f"@@hakube:clusterid\n{foreign}"
+        )
 
     ts["cp2"].rules[0] = (facts_rule[0], other_cluster)
     run = run_apply(cluster, state, ts)

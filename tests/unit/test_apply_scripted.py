@@ -425,13 +425,8 @@ def test_fresh_hosts_etcd_keys_are_0600_and_owned_by_etcd(fresh_run: Run) -> Non
 def test_fresh_hosts_packages_are_installed_behind_the_policy_rc_guard(fresh_run: Run) -> None:
     installs = [c for c in fresh_run.transports["cp1"].commands if "--no-install-recommends" in c]
     names = [re.findall(r"--no-install-recommends ([^|]*?) \|\| \(", c) for c in installs]
-    assert names == [
-        ["curl"],
-        ["containerd"],
-        ["haproxy socat"],
-        ["keepalived"],
-        ["etcd-server etcd-client"],
-    ]
+    # One apt transaction for everything the host needs, not one per phase.
+    assert names == [["curl containerd haproxy socat keepalived etcd-server etcd-client"]]
     for cmd in installs:
         assert cmd.startswith(NO_AUTOSTART + ";")
         assert cmd.endswith(f"{AUTOSTART_BACK}; exit $rc")
@@ -439,7 +434,7 @@ def test_fresh_hosts_packages_are_installed_behind_the_policy_rc_guard(fresh_run
         assert "apt-get -o DPkg::Lock::Timeout=300 install" in cmd
     # Services whose upgrade restarts them are held in the same command that installs them.
     holds = [re.findall(r"apt-mark hold ([a-z. -]+) >>", c) for c in installs]
-    assert holds == [[], ["containerd"], ["haproxy"], ["keepalived"], ["etcd-server etcd-client"]]
+    assert holds == [["containerd haproxy keepalived etcd-server etcd-client"]]
     # ca-certificates was already there: never reinstalled.
     assert not [c for c in installs if "ca-certificates" in c]
 
@@ -626,13 +621,28 @@ def test_failed_haproxy_validation_keeps_the_live_file_and_fails_that_host(
 def test_failed_validation_on_the_first_lb_host_stops_the_rolling_phase(
     cluster: Cluster, state: StateDir
 ) -> None:
-    ts = make_transports(cluster, state)
+    # A live front (HAProxy running everywhere) whose config changes on every LB host.
+    ts = make_transports(cluster, state, converged=True)
+    for name in LB:
+        h = converged_host(cluster, cluster.host(name), state)
+        h.files[HAPROXY_CFG] = (sha("global\n"), 0o644)
+        with_facts(ts, name, h)
     ts["cp1"].fail_check("haproxy -c", Reply(stderr=HAPROXY_ALERT, exit_status=1))
     run = run_apply(cluster, state, ts)
     assert run.result.failures == [HostFailure("cp1", "lb/haproxy", run.result.failures[0].message)]
     for name in ("cp2", "cp3"):
         touched = [c for c in ts[name].calls[1:] if "haproxy" in c.target]
         assert touched == [], name
+
+
+def test_a_first_install_sets_up_every_lb_host_at_once(cluster: Cluster, state: StateDir) -> None:
+    """Nothing serves yet: a failure on one LB host does not keep the others from installing."""
+    ts = make_transports(cluster, state)
+    ts["cp1"].fail_check("haproxy -c", Reply(stderr=HAPROXY_ALERT, exit_status=1))
+    run = run_apply(cluster, state, ts)
+    assert [(f.host, f.phase) for f in run.result.failures] == [("cp1", "lb/haproxy")]
+    for name in ("cp2", "cp3"):
+        assert HAPROXY_CFG in ts[name].files, name
 
 
 def test_failed_validation_in_a_parallel_phase_lets_the_other_hosts_finish(

@@ -79,10 +79,18 @@ class Phase(ABC):
     def targets(self, cluster: Cluster) -> list[Host]:
         """Hosts this phase touches, in order."""
 
+    def rolling(self, ctx: Any) -> bool:
+        """Run the hosts one after another this time (default: `serial`)."""
+        return self.serial
+
     def hosts(self, ctx: Any) -> list[Host]:
         """Hosts this run touches: `targets`, unless the recorded cluster says otherwise (the
         host that ran kubeadm init stays that host whatever the order in the file)."""
         return self.targets(ctx.cluster)
+
+    def packages(self, cluster: Cluster, host: Host) -> list[str]:
+        """Packages this phase needs on the host; `packages` installs them all in one go."""
+        return []
 
     def files(self, cluster: Cluster, host: Host, secrets: Secrets) -> list[RenderedFile]:
         """Files this phase writes on the host (for `plan`; pure)."""

@@ -89,6 +89,8 @@ class Context:
     phase: str = ""
     #: What `verify` found, for the caller to print.
     report: Any = None
+    #: Host -> packages the selected phases need there (installed together by `packages`).
+    wanted_packages: dict[str, list[str]] = field(default_factory=dict)
     #: The recorded cluster; changed only through `remember`.
     record: ClusterRecord | None = None
 
@@ -246,10 +248,10 @@ class Context:
             await self.change(host, what, go)
         elif hold:
             await self.sh(host, f"hold {' '.join(hold)}", f"apt-mark hold {' '.join(hold)}")
-        if not self.dry_run:
-            for p in missing:
-                facts.packages[p] = "installed"
-            facts.held.update(hold)
+        # A dry run plans on the host as it would be, so later phases do not plan it again.
+        for p in missing:
+            facts.packages[p] = "installed"
+        facts.held.update(hold)
 
     async def ensure_running(self, host: Host, unit: str) -> None:
         u = self.facts[host.name].unit(unit)

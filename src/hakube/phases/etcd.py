@@ -42,6 +42,9 @@ class EtcdPhase(Phase):
     def files(self, cluster: Cluster, host: Host, secrets: Secrets) -> list[RenderedFile]:
         return render_etcd(cluster, host)
 
+    def packages(self, cluster: Cluster, host: Host) -> list[str]:
+        return list(ETCD_PACKAGES)
+
     def extra_paths(self, cluster: Cluster, host: Host) -> list[tuple[str, int]]:
         root = "/etc/etcd/pki"
         out = [(f"{root}/ca.crt", 0o644)]

@@ -219,7 +219,10 @@ def _wanted_sysctls(ctx: Context, host: Host) -> dict[str, str]:
 
 class Packages(RenderedPhase):
     name = "packages"
-    summary = "the OS package mirror (packages.repository) on every host, and base tools"
+    summary = (
+        "the OS package mirror (packages.repository) on every host; base tools and every "
+        "package the selected phases need, in one apt transaction, service packages held"
+    )
 
     def targets(self, cluster: Cluster) -> list[Host]:
         return _all(cluster)
@@ -239,7 +242,9 @@ class Packages(RenderedPhase):
         changed = await ctx.ensure_files(host, repo_files)
         if changed or any(p.startswith("/etc/apt/") for p in _changed_paths(ctx, host)):
             await ctx.sh(host, "refresh package lists", f"{APT_GET} update -q")
-        await ctx.ensure_packages(host, ["curl", "ca-certificates"])
+        # Everything the selected phases need on this host, in one apt transaction.
+        wanted = ["curl", "ca-certificates", *ctx.wanted_packages.get(host.name, [])]
+        await ctx.ensure_packages(host, list(dict.fromkeys(wanted)))
 
 
 def _changed_paths(ctx: Context, host: Host) -> list[str]:
@@ -257,10 +262,12 @@ class RuntimePhase(RenderedPhase):
     def targets(self, cluster: Cluster) -> list[Host]:
         return [h for h in cluster.hosts if h.has(Role.CONTROL_PLANE) or h.has(Role.WORKER)]
 
+    def packages(self, cluster: Cluster, host: Host) -> list[str]:
+        return ["docker.io"] if cluster.kubernetes.runtime is Runtime.DOCKER else ["containerd"]
+
     async def run(self, ctx: Context, host: Host) -> None:
         unit = "docker" if ctx.cluster.kubernetes.runtime is Runtime.DOCKER else "containerd"
-        pkgs = ["docker.io"] if unit == "docker" else ["containerd"]
-        await ctx.ensure_packages(host, pkgs)
+        await ctx.ensure_packages(host, self.packages(ctx.cluster, host))
         units = await ctx.ensure_files(host, files_for(self.name, ctx.cluster, host, ctx.secrets))
         if unit in units:
             await ctx.reload_units(host, {unit})

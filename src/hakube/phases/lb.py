@@ -12,17 +12,32 @@ from hakube.render.keepalived import TRACK_DIR, TRACK_FILE
 from hakube.spec.model import Cluster, EndpointMode, Host
 
 
+def front_is_live(ctx: Context, unit: str) -> bool:
+    """Some LB host already runs `unit`: changes roll one host at a time so the others serve.
+    On a first install nothing serves yet, and every LB host is set up at once."""
+    return any(ctx.facts[h.name].unit(unit).running for h in ctx.cluster.lb_hosts)
+
+
 class HAProxyPhase(RenderedPhase):
     name = "lb/haproxy"
-    summary = "HAProxy installed, config validated on the host, reloaded if changed"
-    serial = True  # rolling: the other LB hosts keep serving while one reloads
+    summary = (
+        "HAProxy installed, config validated on the host, reloaded if changed; one host at a "
+        "time once the front serves, all at once on a first install"
+    )
+    serial = True
+
+    def rolling(self, ctx: Context) -> bool:
+        return front_is_live(ctx, "haproxy")
 
     def targets(self, cluster: Cluster) -> list[Host]:
         return cluster.lb_hosts
 
+    def packages(self, cluster: Cluster, host: Host) -> list[str]:
+        return ["haproxy", "socat"]
+
     async def run(self, ctx: Context, host: Host) -> None:
         c = ctx.cluster
-        await ctx.ensure_packages(host, ["haproxy", "socat"])
+        await ctx.ensure_packages(host, self.packages(c, host))
         units = await ctx.ensure_files(host, files_for(self.name, c, host, ctx.secrets))
         f = ctx.facts[host.name]
         running = f.unit("haproxy").running
@@ -67,14 +82,23 @@ async def _wait_listening(ctx: Context, host: Host, port: int, timeout: float = 
 
 class KeepalivedPhase(RenderedPhase):
     name = "lb/keepalived"
-    summary = "keepalived (VRRP VIP) installed, config validated on the host, reloaded if changed"
+    summary = (
+        "keepalived (VRRP VIP) installed, config validated on the host, reloaded if changed; "
+        "one host at a time once the front serves, all at once on a first install"
+    )
     serial = True
+
+    def rolling(self, ctx: Context) -> bool:
+        return front_is_live(ctx, "keepalived")
 
     def targets(self, cluster: Cluster) -> list[Host]:
         return cluster.lb_hosts if cluster.endpoint.mode is EndpointMode.VIP else []
 
+    def packages(self, cluster: Cluster, host: Host) -> list[str]:
+        return ["keepalived"]
+
     async def run(self, ctx: Context, host: Host) -> None:
-        await ctx.ensure_packages(host, ["keepalived"])
+        await ctx.ensure_packages(host, self.packages(ctx.cluster, host))
         units = await ctx.ensure_files(host, files_for(self.name, ctx.cluster, host, ctx.secrets))
         u = ctx.facts[host.name].unit("keepalived")
         if u.running and "keepalived" in units:

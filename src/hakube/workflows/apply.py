@@ -297,6 +297,7 @@ async def _facts(ctx: Context, to_run: list[Phase], result: ApplyResult) -> None
         paths: list[str] = []
         for p in to_run:
             if h.name in targets[p.name]:
+                ctx.wanted_packages.setdefault(h.name, []).extend(p.packages(cluster, h))
                 paths += [f.path for f in p.files(cluster, h, ctx.secrets)]
                 paths += [path for path, _ in p.extra_paths(cluster, h)]
         facts = await ctx.gather_facts(h, paths)
@@ -336,7 +337,7 @@ async def _phases(ctx: Context, to_run: list[Phase], result: ApplyResult, journa
         )
         before = len(ctx.changes)
         failures = await gather_hosts(
-            targets, functools.partial(_host, ctx, phase), serial=phase.serial
+            targets, functools.partial(_host, ctx, phase), serial=phase.rolling(ctx)
         )
         if not failures:
             try:

@@ -24,6 +24,7 @@ from hakube.phases.base import Phase, PhaseError
 from hakube.phases.context import APT_GET, Context, Timeout
 from hakube.phases.etcd import as_rendered, members
 from hakube.phases.files import RenderedPhase, files_for
+from hakube.phases.lb import mark_initialised
 from hakube.pki.layout import KUBERNETES_PKI_DIR
 from hakube.record import KUBE_PACKAGES, upstream_version, version_problems
 from hakube.render.base import RenderedFile
@@ -237,6 +238,8 @@ class KubeadmInit(RenderedPhase):
                         "start it again (`journalctl -u kubelet` there says why it is down)"
                     )
                 ctx.remember(lambda r: r.initialised(host.name, c, at=None))
+                for lb in c.lb_hosts:
+                    await mark_initialised(ctx, lb)
             await _fetch_admin_conf(ctx, host)
             return
         if recorded:
@@ -302,6 +305,8 @@ class KubeadmInit(RenderedPhase):
         await ctx.t(host).run(
             f"kubeadm token delete {token_id} >/dev/null", check=False, timeout=Timeout.READ
         )
+        for lb in ctx.cluster.lb_hosts:
+            await mark_initialised(ctx, lb)
         await _fetch_admin_conf(ctx, host)
 
 

@@ -5,11 +5,29 @@ from __future__ import annotations
 import asyncio
 import shlex
 
+from hakube.facts.host import FileState
 from hakube.phases.base import Phase, PhaseError
-from hakube.phases.context import Context
+from hakube.phases.context import Context, sha256
 from hakube.phases.files import RenderedPhase, files_for
-from hakube.render.keepalived import TRACK_DIR, TRACK_FILE
+from hakube.render.keepalived import INIT_MARKER, TRACK_DIR, TRACK_FILE
 from hakube.spec.model import Cluster, EndpointMode, Host
+
+
+async def mark_initialised(ctx: Context, host: Host) -> None:
+    """Once the init is recorded, end the health check's "every backend DOWN" exception."""
+    rec = ctx.record
+    if rec is None or rec.init_host is None or ctx.cluster.endpoint.mode is not EndpointMode.VIP:
+        return
+    content = f"{rec.cluster_id} initialised on {rec.init_host}\n"
+    want = FileState(sha256(content), 0o644, "root:root")
+    if ctx.facts[host.name].files.get(INIT_MARKER) == want:
+        return
+    await ctx.change(
+        host,
+        f"write {INIT_MARKER} (health check: all API servers DOWN now fails)",
+        lambda: ctx.t(host).put(INIT_MARKER, content.encode(), mode=0o644, owner="root:root"),
+    )
+    ctx.facts[host.name].files[INIT_MARKER] = want
 
 
 def front_is_live(ctx: Context, unit: str) -> bool:
@@ -97,8 +115,12 @@ class KeepalivedPhase(RenderedPhase):
     def packages(self, cluster: Cluster, host: Host) -> list[str]:
         return ["keepalived"]
 
+    def extra_paths(self, cluster: Cluster, host: Host) -> list[tuple[str, int]]:
+        return [(INIT_MARKER, 0o644)]
+
     async def run(self, ctx: Context, host: Host) -> None:
         await ctx.ensure_packages(host, self.packages(ctx.cluster, host))
+        await mark_initialised(ctx, host)
         units = await ctx.ensure_files(host, files_for(self.name, ctx.cluster, host, ctx.secrets))
         u = ctx.facts[host.name].unit("keepalived")
         if u.running and "keepalived" in units:

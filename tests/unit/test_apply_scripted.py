@@ -23,7 +23,8 @@ import pytest
 from hakube.facts.host import MARK, UNITS
 from hakube.phases.base import Change, Event, EventKind, select_phases
 from hakube.phases.context import AUTOSTART_BACK, HELD, NO_AUTOSTART, owner_of
-from hakube.phases.etcd import as_rendered, members
+from hakube.pki.etcd import etcd_members
+from hakube.pki.layout import as_rendered
 from hakube.render import render_host
 from hakube.render.etcd import render_etcd
 from hakube.render.host import apply_block, hosts_block
@@ -181,7 +182,7 @@ def desired_files(
     secrets = state.secrets()
     files = [*render_host(cluster, host, secrets), *render_etcd(cluster, host)]
     if host in cluster.etcd_hosts:
-        pki = state.etcd_pki(members(cluster))
+        pki = state.etcd_pki(etcd_members(cluster))
         files += as_rendered(pki.etcd_host_files(host.name), owner="etcd")
     return {f.path: (sha(f.content), f.mode, owner_of(f)) for f in files}
 

@@ -22,8 +22,9 @@ from hakube.facts.host import (
 from hakube.phases.base import Change, Event, EventKind, EventSink, PhaseError
 from hakube.record import ClusterRecord
 from hakube.render.base import RenderedFile
+from hakube.secrets import Secrets
 from hakube.spec.model import Cluster, Host
-from hakube.state import Secrets, StateDir
+from hakube.state import StateDir
 from hakube.transport.base import CommandResult, Redactor, Transport
 
 

@@ -18,12 +18,14 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from hakube.drill.report import FIGURES, RunMetrics, aggregate, fmt_spread
-from hakube.drill.scenarios import ALL, SCENARIOS, SOAK, Drill, DrillError, Settings, check_allowed
-from hakube.lab.lab import Lab
 from hakube.spec.model import Cluster
 from hakube.state import StateDir
 from hakube.workflows.apply import apply
+from hakube_lab.drill.policy import check_allowed
+from hakube_lab.drill.report import FIGURES, RunMetrics, aggregate, fmt_spread
+from hakube_lab.drill.runner import Drill
+from hakube_lab.drill.scenarios import ALL, SCENARIOS, SOAK, DrillError, Settings, slug
+from hakube_lab.lab import Lab
 
 Say = Callable[[str], None]
 
@@ -115,12 +117,8 @@ def run_drill(
                 continue
             report.runs.append(m)
             log(_one_line(m))
-    (out_dir / f"{_slug(config)}.json").write_text(json.dumps(report.as_dict(), indent=2) + "\n")
+    (out_dir / f"{slug(config)}.json").write_text(json.dumps(report.as_dict(), indent=2) + "\n")
     return report
-
-
-def _slug(text: str) -> str:
-    return "".join(c if c.isalnum() else "-" for c in text.lower()).strip("-")
 
 
 def _s(x: float | None) -> str:

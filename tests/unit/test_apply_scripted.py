@@ -286,7 +286,7 @@ class FakeHostTransport(ScriptedTransport):
         if read_only:
             return
         self.on(VALIDATE, self._validate)
-        self.on(re.compile(re.escape(NO_AUTOSTART) + r"; export DEBIAN_FRONTEND=.*"), Reply())
+        self.on(re.compile(r"o=\$\(mktemp\) .*; setsid -w bash -c .*", re.S), Reply())
         self.on(
             re.compile(r"systemctl (enable|daemon-reload|reload|restart|stop keepalived).*"),
             Reply(),
@@ -442,7 +442,9 @@ def test_fresh_hosts_etcd_keys_are_0600_and_owned_by_etcd(fresh_run: Run) -> Non
 
 
 def test_fresh_hosts_packages_are_installed_behind_the_policy_rc_guard(fresh_run: Run) -> None:
-    installs = [c for c in fresh_run.transports["cp1"].commands if "--no-install-recommends" in c]
+    # Each install runs detached from the SSH session (setsid): the script inside is the guard.
+    detached = [c for c in fresh_run.transports["cp1"].commands if " setsid -w bash -c " in c]
+    installs = [shlex.split(c.split(" setsid -w bash -c ", 1)[1])[0] for c in detached]
     names = [re.findall(r"--no-install-recommends ([^|]*?) \|\| \(", c) for c in installs]
     # One apt transaction for everything the host needs, not one per phase.
     assert names == [["curl containerd haproxy socat keepalived etcd-server etcd-client"]]

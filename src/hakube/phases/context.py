@@ -64,6 +64,18 @@ AUTOSTART_BACK = "restore_rc"
 HELD = ("haproxy", "keepalived", "etcd-server", "etcd-client", "containerd", "docker.io")
 
 
+def detached(script: str) -> str:
+    """`script` in a session of its own, so that a dropped SSH connection (SIGHUP to the
+    session) neither stops apt halfway nor lifts the autostart guard while apt still runs: the
+    install finishes, then its own trap puts policy-rc.d back. Output comes back through files.
+    """
+    return (
+        "o=$(mktemp) && e=$(mktemp) || exit 1; "
+        f'setsid -w bash -c {shlex.quote(script)} >"$o" 2>"$e" </dev/null; rc=$?; '
+        'cat "$o"; cat "$e" >&2; rm -f "$o" "$e"; exit $rc'
+    )
+
+
 def owner_of(rf: RenderedFile) -> str:
     """user:group the file must have (a bare user means the group of the same name)."""
     return rf.owner if ":" in rf.owner else f"{rf.owner}:{rf.owner}"
@@ -229,7 +241,7 @@ class Context:
             names = " ".join(q(p) for p in missing)
             holds = " ".join(q(p) for p in hold)
             install = f"{APT_GET} install -y -q --no-install-recommends {names}"
-            cmd = (
+            script = (
                 f"{NO_AUTOSTART}; export DEBIAN_FRONTEND=noninteractive; "
                 f'({install} || ({APT_GET} update -q && {install})) >"$log" 2>&1'
                 + (f' && apt-mark hold {holds} >>"$log"' if hold else "")
@@ -237,6 +249,7 @@ class Context:
                 f"dpkg-query -W -f='${{Package}} ${{Version}}\\n' {names} 2>/dev/null; "
                 f"{AUTOSTART_BACK}; exit $rc"
             )
+            cmd = detached(script)
             what = f"install {' '.join(missing)}" + (f", hold {' '.join(hold)}" if hold else "")
 
             async def go() -> None:

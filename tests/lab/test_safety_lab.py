@@ -14,15 +14,17 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from test_apply_lab import cluster_of, run_apply, state_root
 
 from hakube.facts.host import POLICY_MARK, POLICY_RC
 from hakube.phases.context import Context
-from hakube.spec import load_cluster_file
 from hakube.spec.model import Cluster
 from hakube.state import StateDir
 from hakube.transport.base import Redactor, TransportError
-from hakube.workflows.apply import ApplyResult, apply, ssh_transports
+from hakube.workflows.apply import ssh_transports
 from hakube_lab import Lab, running_lab
+
+__all__ = ["state_root"]  # a module-scoped fixture shared with the apply lab tests
 
 pytestmark = pytest.mark.lab
 
@@ -35,19 +37,6 @@ PHASES = ["preflight", "prepare", "packages", "etcd"]
 def lab() -> Iterator[Lab]:
     with running_lab("hks1", control_planes=3, workers=0, subnet="10.123.240.0/24") as lab:
         yield lab
-
-
-@pytest.fixture(scope="module")
-def state_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return tmp_path_factory.mktemp("state")
-
-
-def cluster_of(lab: Lab) -> Cluster:
-    return load_cluster_file(lab.cluster_file).cluster
-
-
-def run_apply(cluster: Cluster, root: Path, **kw: object) -> ApplyResult:
-    return asyncio.run(apply(cluster, state=StateDir(cluster.name, root=root), **kw))  # type: ignore[arg-type]
 
 
 def sh(lab: Lab, host: str, command: str) -> str:

@@ -533,12 +533,7 @@ def test_converged_hosts_run_no_mutating_command(cluster: Cluster, state: StateD
 
 
 def test_one_stale_file_is_the_only_change(cluster: Cluster, state: StateDir) -> None:
-    ts = make_transports(cluster, state, converged=True)
-    h = converged_host(cluster, cluster.host("cp2"), state)
-    old = rendered(cluster, "cp2", state, KEEPALIVED_CONF) + "# an older comment\n"
-    h.files[KEEPALIVED_CONF] = (sha(old), 0o600)
-    h.contents[KEEPALIVED_CONF] = old
-    with_facts(ts, "cp2", h)
+    ts = stale_keepalived(cluster, state, lambda conf: conf + "# an older comment\n", ["cp2"])
     run = run_apply(cluster, state, ts)
     assert run.result.ok, run.result.failures
     assert triples(run.result.changes) == [
@@ -552,18 +547,29 @@ def rendered(cluster: Cluster, name: str, state: StateDir, path: str) -> str:
     return next(f.content for f in files if f.path == path)
 
 
-def stale_keepalived(
-    cluster: Cluster, state: StateDir, edit: Callable[[str], str]
+def converged_but(
+    cluster: Cluster, state: StateDir, changes: dict[str, Callable[[FakeHost], None]]
 ) -> dict[str, FakeHostTransport]:
-    """A live, converged front whose keepalived.conf differs (by `edit`) on every LB host."""
+    """Converged hosts, except what `changes` does to some of them."""
     ts = make_transports(cluster, state, converged=True)
-    for name in LB:
+    for name, change in changes.items():
         h = converged_host(cluster, cluster.host(name), state)
-        old = edit(rendered(cluster, name, state, KEEPALIVED_CONF))
-        h.files[KEEPALIVED_CONF] = (sha(old), 0o600)
-        h.contents[KEEPALIVED_CONF] = old
+        change(h)
         with_facts(ts, name, h)
     return ts
+
+
+def stale_keepalived(
+    cluster: Cluster, state: StateDir, edit: Callable[[str], str], hosts: Iterable[str] = LB
+) -> dict[str, FakeHostTransport]:
+    """A live, converged front whose keepalived.conf differs (by `edit`) on `hosts`."""
+
+    def older(h: FakeHost) -> None:
+        old = edit(rendered(cluster, h.name, state, KEEPALIVED_CONF))
+        h.files[KEEPALIVED_CONF] = (sha(old), 0o600)
+        h.contents[KEEPALIVED_CONF] = old
+
+    return converged_but(cluster, state, dict.fromkeys(hosts, older))
 
 
 def lb_changes(run: Run) -> list[tuple[str, str]]:
@@ -629,12 +635,13 @@ def with_facts(ts: dict[str, FakeHostTransport], name: str, h: FakeHost) -> None
 def test_an_etcd_key_owned_by_root_is_chowned_and_only_that_member_restarts(
     cluster: Cluster, state: StateDir
 ) -> None:
-    ts = make_transports(cluster, state, converged=True)
-    h = converged_host(cluster, cluster.host("cp2"), state)
     key = "/etc/etcd/pki/server.key"
-    digest, mode, *_ = h.files[key]
-    h.files[key] = (digest, mode, "root:root")  # etcd could not read its own key
-    with_facts(ts, "cp2", h)
+
+    def root_owned(h: FakeHost) -> None:
+        digest, mode, *_ = h.files[key]
+        h.files[key] = (digest, mode, "root:root")  # etcd could not read its own key
+
+    ts = converged_but(cluster, state, {"cp2": root_owned})
     run = run_apply(cluster, state, ts)
     assert run.result.ok, run.result.failures
     assert triples(run.result.changes) == [
@@ -648,11 +655,10 @@ def test_an_etcd_key_owned_by_root_is_chowned_and_only_that_member_restarts(
 def test_etcd_members_restart_one_at_a_time_each_healthy_before_the_next(
     cluster: Cluster, state: StateDir
 ) -> None:
-    ts = make_transports(cluster, state, converged=True)
-    for name in LB:
-        h = converged_host(cluster, cluster.host(name), state)
+    def old_config(h: FakeHost) -> None:
         h.files["/etc/default/etcd"] = (sha("ETCD_NAME=old\n"), 0o644)
-        with_facts(ts, name, h)
+
+    ts = converged_but(cluster, state, dict.fromkeys(LB, old_config))
     log: list[tuple[str, str]] = []
     for name, t in ts.items():
         original = t.run

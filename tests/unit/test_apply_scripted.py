@@ -579,13 +579,29 @@ def lb_changes(run: Run) -> list[tuple[str, str]]:
 def test_a_live_front_rolls_one_lb_host_at_a_time_with_the_vip_owner_last(
     cluster: Cluster, state: StateDir
 ) -> None:
-    ts = stale_keepalived(cluster, state, lambda conf: conf + "# older\n")
+    """HAProxy and keepalived of one LB host change together, then the front must serve
+    again before the next host; the VIP owner (cp1) comes last."""
+
+    def older(h: FakeHost) -> None:
+        for path in (KEEPALIVED_CONF, HAPROXY_CFG):
+            old = rendered(cluster, h.name, state, path) + "# older\n"
+            h.files[path] = (sha(old), 0o600 if path == KEEPALIVED_CONF else 0o644)
+            h.contents[path] = old
+
+    ts = converged_but(cluster, state, dict.fromkeys(LB, older))
     run = run_apply(cluster, state, ts)
     assert run.result.ok, run.result.failures
-    assert lb_changes(run) == [
-        (name, what) for name in ("cp2", "cp3", "cp1")
-        for what in (f"write {KEEPALIVED_CONF}", "reload keepalived")
-    ]  # fmt: skip
+    lb = [(c.host, c.phase, c.description) for c in run.result.changes if c.phase.startswith("lb/")]
+    assert lb == [
+        (name, phase, what)
+        for name in ("cp2", "cp3", "cp1")
+        for phase, what in (
+            ("lb/haproxy", f"write {HAPROXY_CFG}"),
+            ("lb/haproxy", "reload haproxy"),
+            ("lb/keepalived", f"write {KEEPALIVED_CONF}"),
+            ("lb/keepalived", "reload keepalived"),
+        )
+    ]
     # Between two hosts the front was checked (one VIP holder) before the next host changed.
     cp3_first = next(i for i, c in enumerate(ts["cp3"].calls) if c.kind == "put")
     probes = [c for c in ts["cp3"].calls[:cp3_first] if "ip -o -4 addr show" in c.target]

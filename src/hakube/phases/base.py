@@ -72,12 +72,19 @@ class Phase(ABC):
     summary: ClassVar[str]
     #: Run the hosts one after another (e.g. rolling LB reloads, control-plane joins).
     serial: ClassVar[bool] = False
+    #: Rolling phases with the same `roll` name run host by host together: all of them on one
+    #: host, `between_hosts`, then the next host (HAProxy, keepalived and the check script of
+    #: one LB host are updated together).
+    roll: ClassVar[str] = ""
     #: Managed paths the host itself creates (kubeadm's kubeconfigs): never sent from here.
     made_on_host: ClassVar[tuple[str, ...]] = ()
 
     @abstractmethod
     def targets(self, cluster: Cluster) -> list[Host]:
         """Hosts this phase touches, in order."""
+
+    async def between_hosts(self, ctx: Any, host: Host) -> None:  # noqa: B027 - optional hook
+        """In a roll, after `host` changed and before the next host (e.g. wait for the front)."""
 
     def rolling(self, ctx: Any) -> bool:
         """Run the hosts one after another this time (default: `serial`)."""

@@ -89,11 +89,12 @@ async def settle(ctx: Context, after: Host) -> None:
 
 
 class _Rolling(RenderedPhase):
-    """An LB phase: all hosts at once on a first install; on a live front one host at a time,
-    the VIP owner last, and the front serving again (one VIP holder, every backend UP) before
-    the next host."""
+    """An LB phase: all hosts at once on a first install; on a live front the LB phases roll
+    together one host at a time, the VIP owner last, and the front serves again (one VIP
+    holder, every backend UP) before the next host."""
 
     serial = True
+    roll = "lb"
     unit: str
 
     def rolling(self, ctx: Context) -> bool:
@@ -102,16 +103,8 @@ class _Rolling(RenderedPhase):
     def hosts(self, ctx: Context) -> list[Host]:
         return owner_last(ctx, self.targets(ctx.cluster))
 
-    async def run(self, ctx: Context, host: Host) -> None:
-        live = front_is_live(ctx, self.unit)
-        before = len(ctx.changes)
-        await self.converge(ctx, host)
-        changed = any(c.host == host.name for c in ctx.changes[before:])
-        if live and changed and not ctx.dry_run:
-            await settle(ctx, host)
-
-    async def converge(self, ctx: Context, host: Host) -> None:
-        raise NotImplementedError
+    async def between_hosts(self, ctx: Context, host: Host) -> None:
+        await settle(ctx, host)
 
 
 def front_is_live(ctx: Context, unit: str) -> bool:
@@ -134,7 +127,7 @@ class HAProxyPhase(_Rolling):
     def packages(self, cluster: Cluster, host: Host) -> list[str]:
         return ["haproxy", "socat"]
 
-    async def converge(self, ctx: Context, host: Host) -> None:
+    async def run(self, ctx: Context, host: Host) -> None:
         c = ctx.cluster
         await ctx.ensure_packages(host, self.packages(c, host))
         units = await ctx.ensure_files(host, files_for(self.name, c, host, ctx.secrets))
@@ -201,7 +194,7 @@ class KeepalivedPhase(_Rolling):
     def extra_paths(self, cluster: Cluster, host: Host) -> list[tuple[str, int]]:
         return [(INIT_MARKER, 0o644)]
 
-    async def converge(self, ctx: Context, host: Host) -> None:
+    async def run(self, ctx: Context, host: Host) -> None:
         await ctx.ensure_packages(host, self.packages(ctx.cluster, host))
         async with self._planned:
             if not self._checked:

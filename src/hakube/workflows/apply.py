@@ -328,35 +328,87 @@ async def _phases(ctx: Context, to_run: list[Phase], result: ApplyResult, journa
     done: list[str] = []
     if not ctx.dry_run:
         journal.record(done, finished=False)  # a run killed from here on is "unfinished"
-    for phase in to_run:
-        targets = phase.hosts(ctx)
-        ctx.phase = phase.name
-        if not targets:
-            ctx.emit(Event(EventKind.PHASE_SKIPPED, phase.name, message="no host needs it"))
+    i = 0
+    while i < len(to_run):
+        group = _group(ctx, to_run, i)
+        i += len(group)
+        hosts = {p.name: p.hosts(ctx) for p in group}
+        for phase in group:
+            if not hosts[phase.name]:
+                ctx.emit(Event(EventKind.PHASE_SKIPPED, phase.name, message="no host needs it"))
+        group = [p for p in group if hosts[p.name]]
+        if not group:
             continue
-        ctx.emit(
-            Event(EventKind.PHASE_START, phase.name, data={"hosts": [h.name for h in targets]})
-        )
+        for phase in group:
+            names = [h.name for h in hosts[phase.name]]
+            ctx.emit(Event(EventKind.PHASE_START, phase.name, data={"hosts": names}))
         before = len(ctx.changes)
-        failures = await gather_hosts(
-            targets, functools.partial(_host, ctx, phase), serial=phase.rolling(ctx)
-        )
-        if not failures:
+        if not (group[0].roll and group[0].rolling(ctx)):
+            (phase,) = group
+            ctx.phase = phase.name
+            failures = await gather_hosts(
+                hosts[phase.name], functools.partial(_host, ctx, phase), serial=phase.rolling(ctx)
+            )
+            failed = {phase.name: failures} if failures else {}
+        else:
+            failed = await _roll(ctx, group, hosts)
+        for phase in group:
+            if failed:
+                break
             try:
                 await phase.finish(ctx)
             except Exception as e:  # a cluster-wide wait: blame the phase, not a host
-                failures = {"*": e}
-        _record_failures(ctx, phase.name, failures, result)
-        if failures:
+                failed = {phase.name: {"*": e}}
+        for name, failures in failed.items():
+            _record_failures(ctx, name, failures, result)
+        if failed:
             if not ctx.dry_run:  # the journal records what really ran
                 journal.record(done, finished=False)
             return
-        result.phases_run.append(phase.name)
-        done.append(phase.name)
-        changed = len(ctx.changes) - before
-        ctx.emit(Event(EventKind.PHASE_DONE, phase.name, data={"changes": changed}))
-        if not ctx.dry_run:
-            journal.record(done, finished=phase is to_run[-1])
+        for phase in group:
+            result.phases_run.append(phase.name)
+            done.append(phase.name)
+            changed = len([c for c in ctx.changes[before:] if c.phase == phase.name])
+            ctx.emit(Event(EventKind.PHASE_DONE, phase.name, data={"changes": changed}))
+            if not ctx.dry_run:
+                journal.record(done, finished=phase is to_run[-1])
+
+
+def _group(ctx: Context, to_run: list[Phase], start: int) -> list[Phase]:
+    """The phase at `start`, with the phases after it that roll together with it."""
+    first = to_run[start]
+    if not first.roll or not first.rolling(ctx):
+        return [first]
+    group = [first]
+    for p in to_run[start + 1 :]:
+        if p.roll != first.roll or not p.rolling(ctx):
+            break
+        group.append(p)
+    return group
+
+
+async def _roll(
+    ctx: Context, group: list[Phase], hosts: dict[str, list[Host]]
+) -> dict[str, dict[str, BaseException]]:
+    """One host at a time through every phase of the group; stop at the first failure."""
+    order = list({h.name: h for p in group for h in hosts[p.name]}.values())
+    for host in order:
+        before = len(ctx.changes)
+        for phase in group:
+            if host not in hosts[phase.name]:
+                continue
+            ctx.phase = phase.name
+            try:
+                await _host(ctx, phase, host)
+            except Exception as e:
+                return {phase.name: {host.name: e}}
+        changed = any(c.host == host.name for c in ctx.changes[before:])
+        if changed and not ctx.dry_run:
+            try:
+                await group[-1].between_hosts(ctx, host)
+            except Exception as e:
+                return {group[-1].name: {host.name: e}}
+    return {}
 
 
 async def _host(ctx: Context, phase: Phase, host: Host) -> None:

@@ -17,7 +17,7 @@ import pytest
 from test_apply_lab import cluster_of, run_apply, state_root
 
 from hakube.facts.host import POLICY_MARK, POLICY_RC
-from hakube.phases.context import Context
+from hakube.phases.context import Context, RunData
 from hakube.spec.model import Cluster
 from hakube.state import StateDir
 from hakube.transport.base import Redactor, TransportError
@@ -52,10 +52,10 @@ async def _install_and_drop(cluster: Cluster, root: Path, host_name: str) -> str
     host = cluster.host(host_name)
     async with ssh_transports(cluster, trust_new_hosts=False, redactor=Redactor()) as (ts, errs):
         assert not errs, errs
-        ctx = Context(cluster=cluster, secrets=state.secrets(), state=state, transports=ts)
-        await ctx.gather_facts(host)
-        assert "haproxy" not in ctx.facts[host_name].packages
-        install = asyncio.create_task(ctx.ensure_packages(host, ["haproxy", "socat"]))
+        ctx = Context.create(RunData(cluster, state.secrets(), state), ts)
+        await ctx.facts.gather(host)
+        assert "haproxy" not in ctx.facts[host].packages
+        install = asyncio.create_task(ctx.do.ensure_packages(host, ["haproxy", "socat"]))
         seen = ""
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline and not seen:

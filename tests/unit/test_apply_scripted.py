@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest
 
-from hakube.facts.host import MARK, UNITS
+from hakube.facts.host import MARK, PACKAGES, UNITS, asked_files
 from hakube.phases.base import Change, Event, EventKind, select_phases
 from hakube.phases.context import AUTOSTART_BACK, HELD, NO_AUTOSTART, owner_of
 from hakube.pki.etcd import etcd_members
@@ -95,18 +95,6 @@ class FakeHost:
     contents: dict[str, str] = field(default_factory=dict)
 
 
-def _queried_paths(script: str) -> list[str]:
-    m = re.search(r"^s files; for f in (.*?); do$", script, re.MULTILINE)
-    assert m is not None, "facts script has no files loop"
-    return shlex.split(m.group(1))
-
-
-def _queried_packages(script: str) -> list[str]:
-    m = re.search(r"dpkg-query -W -f='[^']*' ([a-z0-9. -]+?) +2>/dev/null", script)
-    assert m is not None, "facts script has no dpkg-query"
-    return m.group(1).split()
-
-
 def render_facts(h: FakeHost, script: str) -> str:
     """The facts script's output on `h`, as bash would print it (only what it asks for)."""
     out: list[str] = []
@@ -155,15 +143,14 @@ def render_facts(h: FakeHost, script: str) -> str:
             "",
         ]
     section("units", *blocks[:-1])
-    asked = _queried_packages(script)
-    section("pkgs", *(f"{p} {h.packages[p]} ii " for p in asked if p in h.packages))
+    section("pkgs", *(f"{p} {h.packages[p]} ii " for p in PACKAGES if p in h.packages))
     section("holds", *sorted(h.held))
 
     def file_line(p: str) -> str:
         digest, mode, *owner = h.files[p]
         return f"{digest} {mode:o} {owner[0] if owner else 'root:root'} {p}"
 
-    section("files", *(file_line(p) for p in _queried_paths(script) if p in h.files))
+    section("files", *(file_line(p) for p in asked_files(script) if p in h.files))
     section("clusterid", h.cluster_id)
     section("policyrc")
     section("listen", *(f"0.0.0.0:{port}" for port in sorted(h.listening)))

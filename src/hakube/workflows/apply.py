@@ -30,9 +30,9 @@ from hakube.phases.base import (
     select_phases,
 )
 from hakube.phases.cni import CNIPhase
-from hakube.phases.context import Context
+from hakube.phases.context import Context, RunData
 from hakube.phases.etcd import EtcdPhase
-from hakube.phases.host import Packages, Preflight, Prepare, RuntimePhase
+from hakube.phases.host import PackagesPhase, Preflight, Prepare, RuntimePhase
 from hakube.phases.kubeadm import (
     JoinControlPlanes,
     JoinWorkers,
@@ -54,7 +54,7 @@ def apply_phases() -> list[Phase]:
     return [
         Preflight(),
         Prepare(),
-        Packages(),
+        PackagesPhase(),
         RuntimePhase(),
         HAProxyPhase(),
         KeepalivedPhase(),
@@ -258,17 +258,15 @@ async def apply(
                     ssh_transports(cluster, trust_new_hosts=trust_new_hosts, redactor=redactor)
                 )
                 both(Event(EventKind.PHASE_DONE, "connect"))
-            ctx = Context(
+            run = RunData(
                 cluster=cluster,
                 secrets=secrets,
                 state=state,
-                transports=conns,
-                dry_run=dry_run,
-                emit=both,
-                redactor=redactor,
                 selected=frozenset(p.name for p in to_run),
+                dry_run=dry_run,
                 record=record,
             )
+            ctx = Context.create(run, conns, emit=both, redactor=redactor)
             for name, message in errors.items():
                 result.failures.append(HostFailure(name, "connect", message))
                 both(Event(EventKind.HOST_FAILED, "connect", name, message))
@@ -276,16 +274,16 @@ async def apply(
                 await _facts(ctx, to_run, result)
             if not result.failures:
                 await _phases(ctx, to_run, result, journal)
-            result.changes = ctx.changes
-            result.report = ctx.report
+            result.changes = ctx.do.changes
+            result.report = next((p.result for p in to_run if isinstance(p, Verify)), None)
     result.seconds = time.monotonic() - started
     return result
 
 
 async def _facts(ctx: Context, to_run: list[Phase], result: ApplyResult) -> None:
-    ctx.phase = "facts"
-    ctx.emit(Event(EventKind.PHASE_START, "facts"))
-    cluster = ctx.cluster
+    ctx.report.phase = "facts"
+    ctx.report(Event(EventKind.PHASE_START, "facts"))
+    cluster = ctx.run.cluster
 
     targets: dict[str, set[str]] = {}
     for p in to_run:
@@ -296,37 +294,38 @@ async def _facts(ctx: Context, to_run: list[Phase], result: ApplyResult) -> None
             return
 
     async def one(h: Host) -> None:
+        # Which files exist does not depend on the facts (only their content does).
         paths: list[str] = []
         for p in to_run:
             if h.name in targets[p.name]:
-                ctx.wanted_packages.setdefault(h.name, []).extend(p.packages(cluster, h))
-                paths += [f.path for f in p.files(cluster, h, ctx.secrets)]
+                ctx.run.wanted_packages.setdefault(h.name, []).extend(p.packages(cluster, h))
+                paths += [f.path for f in p.files(cluster, h, ctx.run.secrets)]
                 paths += [path for path, _ in p.extra_paths(cluster, h)]
-        facts = await ctx.gather_facts(h, paths)
-        assert ctx.record is not None
-        problem = ctx.record.check_host_id(h.name, facts.cluster_id)
+        facts = await ctx.facts.gather(h, paths)
+        assert ctx.run.record is not None
+        problem = ctx.run.record.check_host_id(h.name, facts.cluster_id)
         if problem:
             raise PhaseError(problem)
 
     failures = await gather_hosts(cluster.hosts, one)
     _record_failures(ctx, "facts", failures, result)
-    ctx.emit(Event(EventKind.PHASE_DONE, "facts"))
+    ctx.report(Event(EventKind.PHASE_DONE, "facts"))
 
 
 def _record_failures(
     ctx: Context, phase: str, failures: dict[str, BaseException], result: ApplyResult
 ) -> None:
     for host, exc in failures.items():
-        msg = ctx.redactor.redact(str(exc))
+        msg = ctx.report.redactor.redact(str(exc))
         if not isinstance(exc, (PhaseError, TransportError)):
             msg = f"{type(exc).__name__}: {msg}"  # a bug or an unexpected state: say what
         result.failures.append(HostFailure(host, phase, msg))
-        ctx.emit(Event(EventKind.HOST_FAILED, phase, host, msg))
+        ctx.report(Event(EventKind.HOST_FAILED, phase, host, msg))
 
 
 async def _phases(ctx: Context, to_run: list[Phase], result: ApplyResult, journal: Journal) -> None:
     done: list[str] = []
-    if not ctx.dry_run:
+    if not ctx.run.dry_run:
         journal.record(done, finished=False)  # a run killed from here on is "unfinished"
     i = 0
     while i < len(to_run):
@@ -335,17 +334,17 @@ async def _phases(ctx: Context, to_run: list[Phase], result: ApplyResult, journa
         hosts = {p.name: p.hosts(ctx) for p in group}
         for phase in group:
             if not hosts[phase.name]:
-                ctx.emit(Event(EventKind.PHASE_SKIPPED, phase.name, message="no host needs it"))
+                ctx.report(Event(EventKind.PHASE_SKIPPED, phase.name, message="no host needs it"))
         group = [p for p in group if hosts[p.name]]
         if not group:
             continue
         for phase in group:
             names = [h.name for h in hosts[phase.name]]
-            ctx.emit(Event(EventKind.PHASE_START, phase.name, data={"hosts": names}))
-        before = len(ctx.changes)
+            ctx.report(Event(EventKind.PHASE_START, phase.name, data={"hosts": names}))
+        before = len(ctx.do.changes)
         if not (group[0].roll and group[0].rolling(ctx)):
             (phase,) = group
-            ctx.phase = phase.name
+            ctx.report.phase = phase.name
             failures = await gather_hosts(
                 hosts[phase.name], functools.partial(_host, ctx, phase), serial=phase.rolling(ctx)
             )
@@ -362,15 +361,15 @@ async def _phases(ctx: Context, to_run: list[Phase], result: ApplyResult, journa
         for name, failures in failed.items():
             _record_failures(ctx, name, failures, result)
         if failed:
-            if not ctx.dry_run:  # the journal records what really ran
+            if not ctx.run.dry_run:  # the journal records what really ran
                 journal.record(done, finished=False)
             return
         for phase in group:
             result.phases_run.append(phase.name)
             done.append(phase.name)
-            changed = len([c for c in ctx.changes[before:] if c.phase == phase.name])
-            ctx.emit(Event(EventKind.PHASE_DONE, phase.name, data={"changes": changed}))
-            if not ctx.dry_run:
+            changed = len([c for c in ctx.do.changes[before:] if c.phase == phase.name])
+            ctx.report(Event(EventKind.PHASE_DONE, phase.name, data={"changes": changed}))
+            if not ctx.run.dry_run:
                 journal.record(done, finished=phase is to_run[-1])
 
 
@@ -393,17 +392,17 @@ async def _roll(
     """One host at a time through every phase of the group; stop at the first failure."""
     order = list({h.name: h for p in group for h in hosts[p.name]}.values())
     for host in order:
-        before = len(ctx.changes)
+        before = len(ctx.do.changes)
         for phase in group:
             if host not in hosts[phase.name]:
                 continue
-            ctx.phase = phase.name
+            ctx.report.phase = phase.name
             try:
                 await _host(ctx, phase, host)
             except Exception as e:
                 return {phase.name: {host.name: e}}
-        changed = any(c.host == host.name for c in ctx.changes[before:])
-        if changed and not ctx.dry_run:
+        changed = any(c.host == host.name for c in ctx.do.changes[before:])
+        if changed and not ctx.run.dry_run:
             try:
                 await group[-1].between_hosts(ctx, host)
             except Exception as e:
@@ -412,9 +411,9 @@ async def _roll(
 
 
 async def _host(ctx: Context, phase: Phase, host: Host) -> None:
-    ctx.emit(Event(EventKind.HOST_START, phase.name, host.name))
+    ctx.report(Event(EventKind.HOST_START, phase.name, host.name))
     await phase.run(ctx, host)
-    ctx.emit(Event(EventKind.HOST_DONE, phase.name, host.name))
+    ctx.report(Event(EventKind.HOST_DONE, phase.name, host.name))
 
 
 def run_apply(cluster: Cluster, **kwargs: Any) -> ApplyResult:

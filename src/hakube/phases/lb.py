@@ -303,7 +303,8 @@ class WaitVIP(Phase):
             f"{shlex.quote(f'exec 3<>/dev/tcp/{vip}/{port}')} 2>/dev/null && exit 0; "
             f"sleep 0.2; done; exit 1"
         )
-        res = await ctx.facts.read(probe, cmd, check=False)
+        # Up to 50 tries of at most 1.2 s: the command's own limit must be longer than that.
+        res = await ctx.facts.read(probe, cmd, check=False, timeout=90)
         if not res.ok:
             raise PhaseError(f"{vip}:{port} does not accept connections from {probe.name}")
 

@@ -171,6 +171,10 @@ def plan(
         for ph in hp.phases:
             t.add_row(ph.name, ph.summary, "\n".join(f"{f.path} ({f.mode:o})" for f in ph.files))
         out.print(t)
+        if hp.secrets_sent:
+            out.print(
+                f"  secret files sent to {hp.host}: {', '.join(hp.secrets_sent)}", highlight=False
+            )
     if p.skipped:
         out.print(f"phases not applicable: {', '.join(p.skipped)}", highlight=False)
 

@@ -10,11 +10,15 @@ import json
 import os
 from dataclasses import asdict, fields
 from pathlib import Path
+from typing import TypeVar
 
 from hakube.fileio import write_private
 from hakube.pki.cluster import ClusterPKI
 from hakube.pki.etcd import EtcdMember, EtcdPKI
+from hakube.record import ClusterRecord, load_record, save_record
 from hakube.secrets import Secrets
+
+_T = TypeVar("_T")
 
 #: Default home of state directories; HAKUBE_STATE_DIR overrides it.
 DEFAULT_STATE_ROOT = Path.home() / ".local" / "state" / "hakube"
@@ -26,8 +30,42 @@ def state_root() -> Path:
 
 
 class StateDir:
-    def __init__(self, cluster_name: str, root: Path | None = None) -> None:
+    """One cluster's state directory.
+
+    With ``persist=False`` (dry runs) nothing is ever written: what is missing is generated in
+    memory, kept for the run so that every phase sees the same values, and dropped at the end.
+    """
+
+    def __init__(
+        self, cluster_name: str, root: Path | None = None, *, persist: bool = True
+    ) -> None:
         self.path = (root or state_root()) / cluster_name
+        self.persist = persist
+        self._memory: dict[str, object] = {}
+
+    def read_only(self) -> StateDir:
+        """The same directory, for a run that must not create or change anything locally."""
+        return StateDir(self.path.name, self.path.parent, persist=False)
+
+    def record(self) -> ClusterRecord:
+        """The recorded cluster; a new one (new UUID) is saved on first use unless read-only."""
+        cached = self._memory.get("record")
+        if isinstance(cached, ClusterRecord):
+            return cached
+        found = load_record(self.path)
+        if found is None:
+            found = ClusterRecord.new(self.path.name)
+            self.save_record(found)
+        self._memory["record"] = found  # one object per run, whatever the mode
+        return found
+
+    def save_record(self, record: ClusterRecord) -> None:
+        if self.persist:
+            self.ensure()
+            save_record(self.path, record)
+
+    def exists(self) -> bool:
+        return self.path.is_dir()
 
     def ensure(self) -> Path:
         self.path.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -40,6 +78,10 @@ class StateDir:
 
     def secrets(self, *, create: bool = True) -> Secrets:
         """Load the cluster's secrets, generating them on first use."""
+        create = create and self.persist
+        cached = self._memory.get("secrets")
+        if isinstance(cached, Secrets):
+            return cached
         f = self.secrets_file
         if f.exists():
             data = json.loads(f.read_text())
@@ -47,14 +89,19 @@ class StateDir:
             fresh = asdict(Secrets.generate())
             # A secret added in a newer hakube is generated once and stored beside the old ones.
             merged = {k: data.get(k, fresh[k]) for k in known}
-            if merged != data:
+            if merged != data and self.persist:
                 write_private(f, json.dumps(merged, indent=2).encode())
-            return Secrets(**merged)
+            return self._remember("secrets", Secrets(**merged))
         s = Secrets.generate()
         if create:
             self.ensure()
             write_private(f, json.dumps(asdict(s), indent=2).encode())
-        return s
+        return self._remember("secrets", s)
+
+    def _remember(self, key: str, value: _T) -> _T:
+        if not self.persist:
+            self._memory[key] = value
+        return value
 
     # PKI: generated here once, on the operator's machine, then copied to the hosts.
 
@@ -63,24 +110,38 @@ class StateDir:
         return self.path / "pki"
 
     def cluster_pki(self) -> ClusterPKI:
+        cached = self._memory.get("cluster_pki")
+        if isinstance(cached, ClusterPKI):
+            return cached
+        d = self.pki_dir / "kubernetes"
+        if not self.persist:
+            found = (d / "ca.key").exists()
+            return self._remember(
+                "cluster_pki", ClusterPKI.load(d) if found else ClusterPKI.generate()
+            )
         self.ensure()
-        return ClusterPKI.load_or_generate(self.pki_dir / "kubernetes")
+        return ClusterPKI.load_or_generate(d)
 
     def etcd_pki(self, members: list[EtcdMember]) -> EtcdPKI:
         """The external etcd PKI, with certificates for any member that has none yet."""
         d = self.pki_dir / "etcd"
-        if not (d / "ca.crt").exists():
-            self.ensure()
+        cached = self._memory.get("etcd_pki")
+        if isinstance(cached, EtcdPKI):
+            pki = cached
+        elif not (d / "ca.crt").exists():
             pki = EtcdPKI.generate(members)
-            pki.save(d)
-            return pki
-        have = [m for m in members if (d / "members" / m.name / "server.crt").exists()]
-        pki = EtcdPKI.load(d, have)
+            if self.persist:
+                self.ensure()
+                pki.save(d)
+            return self._remember("etcd_pki", pki)
+        else:
+            have = [m for m in members if (d / "members" / m.name / "server.crt").exists()]
+            pki = EtcdPKI.load(d, have)
         changed = False
         for m in members:
-            if m not in have:
+            if m.name not in pki.members:
                 pki = pki.with_member(m)
                 changed = True
-        if changed:
+        if changed and self.persist:
             pki.save(d)
-        return pki
+        return self._remember("etcd_pki", pki)

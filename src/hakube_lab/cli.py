@@ -268,9 +268,6 @@ def drill_cmd(
     compare_tutorial: Annotated[
         bool, typer.Option(help="Also drill the tutorial's keepalived settings (apply --only lb).")
     ] = False,
-    allow_poweroff: Annotated[
-        bool, typer.Option(help="Allow host-down off the lab (it powers a host off).")
-    ] = False,
     output_dir: Annotated[Path, typer.Option(help="Timelines (PNG), raw probe logs, JSON.")] = Path(
         "drill-out"
     ),
@@ -298,7 +295,7 @@ def drill_cmd(
         else:
             reports = [run_drill(cluster, the_lab, scenarios=names, out_dir=output_dir,
                                  repeat=repeat, soak_seconds=soak_seconds, state=state,
-                                 allow_poweroff=allow_poweroff, log=log)]  # fmt: skip
+                                 log=log)]  # fmt: skip
     except DrillError as e:
         fail(str(e), 2, output)
     if output is Output.JSON:

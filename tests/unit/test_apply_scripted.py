@@ -24,9 +24,9 @@ from typing import Any
 
 import pytest
 
-from hakube.facts.host import MARK, PACKAGES, UNITS, asked_files
+from hakube.facts.host import HOST_ID_PATH, MARK, PACKAGES, UNITS, asked_files
 from hakube.phases.base import Change, Event, EventKind, select_phases
-from hakube.phases.context import AUTOSTART_BACK, NO_AUTOSTART
+from hakube.phases.context import AUTOSTART_BACK, HELD, NO_AUTOSTART, owner_of
 from hakube.pki.etcd import etcd_members
 from hakube.pki.layout import as_rendered
 from hakube.render import render_host
@@ -63,6 +63,7 @@ CLUSTER_DATA: dict[str, Any] = {
     "packages": {"manager": "apt"},
 }
 LB = ("cp1", "cp2", "cp3")
+VIP = "10.88.0.10"
 ALL = ("cp1", "cp2", "cp3", "w1")
 HAPROXY_CFG = "/etc/haproxy/haproxy.cfg"
 CANDIDATE = f"{HAPROXY_CFG}.hakube-new"
@@ -81,8 +82,8 @@ class FakeHost:
     uuid: str
     hostname: str
     packages: dict[str, str] = field(default_factory=dict)
-    #: path -> (sha256, mode), reported only for paths the facts script asks about.
-    files: dict[str, tuple[str, int]] = field(default_factory=dict)
+    #: path -> (sha256, mode[, user:group]), reported only for paths the facts script asks about.
+    files: dict[str, tuple[str, int] | tuple[str, int, str]] = field(default_factory=dict)
     #: unit -> (ActiveState, UnitFileState); other units are reported not-found.
     units: dict[str, tuple[str, str]] = field(default_factory=dict)
     listening: set[int] = field(default_factory=lambda: {22})
@@ -92,6 +93,12 @@ class FakeHost:
     fstab: str = "# UNCONFIGURED FSTAB FOR BASE SYSTEM\n"
     #: Content of /run/hakube/haproxy-down ("" when the file does not exist).
     tracked: str = ""
+    held: set[str] = field(default_factory=set)
+    cluster_id: str = ""
+    #: Holds the VIP (in its addresses and for `ip addr` probes).
+    vip: bool = False
+    #: Contents `cat` shows for files a test cares about.
+    contents: dict[str, str] = field(default_factory=dict)
 
 
 def render_facts(h: FakeHost, script: str) -> str:
@@ -127,6 +134,7 @@ def render_facts(h: FakeHost, script: str) -> str:
         "1: lo    inet 127.0.0.1/8 scope host lo\\       valid_lft forever preferred_lft forever",
         f"2: eth0    inet {h.address}/24 brd 10.88.0.255 scope global eth0\\       "
         "valid_lft forever preferred_lft forever",
+        *([f"2: eth0    inet {VIP}/32 scope global eth0"] if h.vip else []),
     )
     section("virt", "none")
     blocks: list[str] = []
@@ -142,11 +150,15 @@ def render_facts(h: FakeHost, script: str) -> str:
         ]
     section("units", *blocks[:-1])
     section("pkgs", *(f"{p} {h.packages[p]} ii " for p in PACKAGES if p in h.packages))
-    section("holds")
-    section(
-        "files",
-        *(f"{h.files[p][0]} {h.files[p][1]:o} {p}" for p in asked_files(script) if p in h.files),
-    )
+    section("holds", *sorted(h.held))
+
+    def file_line(p: str) -> str:
+        digest, mode, *owner = h.files[p]
+        return f"{digest} {mode:o} {owner[0] if owner else 'root:root'} {p}"
+
+    section("files", *(file_line(p) for p in asked_files(script) if p in h.files))
+    section("clusterid", h.cluster_id)
+    section("policyrc")
     section("listen", *(f"0.0.0.0:{port}" for port in sorted(h.listening)))
     section("timesync", "yes")
     section("modules", *sorted(h.modules))
@@ -162,14 +174,16 @@ def sha(text: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
-def desired_files(cluster: Cluster, host: Host, state: StateDir) -> dict[str, tuple[str, int]]:
+def desired_files(
+    cluster: Cluster, host: Host, state: StateDir
+) -> dict[str, tuple[str, int] | tuple[str, int, str]]:
     """Every file hakube would write on `host`, as the renderers and the state dir produce it."""
     secrets = state.secrets()
     files = [*render_host(cluster, host, secrets), *render_etcd(cluster, host)]
     if host in cluster.etcd_hosts:
         pki = state.etcd_pki(etcd_members(cluster))
         files += as_rendered(pki.etcd_host_files(host.name), owner="etcd")
-    return {f.path: (sha(f.content), f.mode) for f in files}
+    return {f.path: (sha(f.content), f.mode, owner_of(f)) for f in files}
 
 
 def fresh_host(cluster: Cluster, host: Host) -> FakeHost:
@@ -216,6 +230,9 @@ def converged_host(cluster: Cluster, host: Host, state: StateDir) -> FakeHost:
         h.listening |= {8443, 2379, 2380}
         h.sysctl["net.ipv4.ip_nonlocal_bind"] = "1"
     h.files = desired_files(cluster, host, state)
+    h.vip = host.name == "cp1"
+    h.held = {p for p in HELD if p in h.packages}
+    h.cluster_id = state.record().cluster_id
     h.etc_hosts = apply_block(h.etc_hosts, hosts_block(cluster, host))
     h.tracked = "0" if host.name in LB else ""
     return h
@@ -224,8 +241,15 @@ def converged_host(cluster: Cluster, host: Host, state: StateDir) -> FakeHost:
 ETCD_HEALTH = json.dumps(
     [{"endpoint": f"https://10.88.0.1{i}:2379", "health": True, "took": "2.1ms"} for i in (1, 2, 3)]
 )
+ETCD_MEMBERS = json.dumps(
+    {
+        "members": [
+            {"name": f"cp{i}", "clientURLs": [f"https://10.88.0.1{i}:2379"]} for i in (1, 2, 3)
+        ]
+    }
+)
 VALIDATE = re.compile(
-    r"if (?P<check>.+?) >/tmp/\.hakube-validate 2>&1; then mv -f (?P<rest>.*)", re.S
+    r'out=\$\(mktemp\) .*?; if (?P<check>.+?) >"\$out" 2>&1; then mv -f (?P<rest>.*)', re.S
 )
 
 
@@ -244,36 +268,42 @@ FAKE_VERSION = "1.0-1+hakube-test"
 BR_NETFILTER_SYSCTLS = ("net.bridge.bridge-nf-call-iptables", "net.bridge.bridge-nf-call-ip6tables")
 
 
+def _read_only_rules(t: FakeHostTransport) -> list[tuple[re.Pattern[str], Any]]:
+    """What only looks at the host; each rule reads `t.fake` when it runs."""
+    return [
+        (re.compile(r"\ns\(\) \{.*", re.S), t._facts),
+        (re.compile(r"systemctl is-active -q haproxy && want=0 .*"),
+         lambda _call: _haproxy_state(t.fake)),
+        (re.compile(r"ETCDCTL_API=3 etcdctl .* endpoint health --cluster -w json"), ETCD_HEALTH),
+        (re.compile(r"ETCDCTL_API=3 etcdctl .* member list -w json"), ETCD_MEMBERS),
+        (re.compile(r"for i in \$\(seq \d+\); do ss -ltnH .*"), Reply()),
+        (re.compile(rf"ip -o -4 addr show \| grep -qF 'inet {re.escape(VIP)}/'"),
+         lambda _call: Reply(exit_status=0 if t.fake.vip else 1)),
+        (re.compile(r"cat (/\S+)"),
+         lambda call: t.fake.contents.get(call.target.split(" ", 1)[1], "")),
+    ]  # fmt: skip
+
+
 class FakeHostTransport(ScriptedTransport):
     """ScriptedTransport over a `FakeHost` that mutating commands change as they would change
     the host; its validation rule behaves like the shell: mv on success only."""
 
     def __init__(self, h: FakeHost, *, read_only: bool = False) -> None:
         self.fake = h
-        super().__init__(
-            h.name,
-            [
-                (re.compile(r"\ns\(\) \{.*", re.S), self._facts),
-                (
-                    re.compile(r"systemctl is-active -q haproxy && want=0 .*"),
-                    lambda _call: _haproxy_state(h),
-                ),
-                (
-                    re.compile(r"ETCDCTL_API=3 etcdctl .* endpoint health --cluster -w json"),
-                    ETCD_HEALTH,
-                ),
-                (re.compile(r"for i in \$\(seq \d+\); do ss -ltnH .*"), Reply()),
-            ],
-        )
+        super().__init__(h.name, [])
+        self.rules[:0] = _read_only_rules(self)
         self.failing_checks: dict[str, Reply] = {}
         if read_only:
             return
         self.on(VALIDATE, self._validate)
-        self.on(re.compile(re.escape(NO_AUTOSTART) + r"; export DEBIAN_FRONTEND=.*"), self._install)
-        self.on(re.compile(r"systemctl (enable|daemon-reload|reload|restart).*"), self._systemctl)
+        self.on(re.compile(r"o=\$\(mktemp\) .*; setsid -w bash -c .*", re.S), self._install)
+        self.on(re.compile(r"systemctl (enable|daemon-reload|reload|restart|stop|start).*"),
+                self._systemctl)  # fmt: skip
         self.on(re.compile(r"sysctl -qw .*"), self._sysctl)
         self.on(re.compile(r"hostnamectl set-hostname (\S+) .*"), self._hostname)
         self.on(re.compile(r"modprobe -a [a-z_ ]+"), self._modprobe)
+        self.on(re.compile(r"apt-mark hold [a-z. -]+"), self._hold)
+        self.on(re.compile(r"chown [a-z]+:[a-z]+ /etc/\S+"), self._chown)
         self.on(re.compile(r"mkdir -p /run/hakube && echo 0 > /run/hakube/haproxy-down"),
                 self._track)  # fmt: skip
 
@@ -283,9 +313,13 @@ class FakeHostTransport(ScriptedTransport):
     def _facts(self, call: Call) -> str:
         h = self.fake
         for path, f in self.files.items():  # what puts and validated moves left
-            h.files[path] = (hashlib.sha256(f.content).hexdigest(), f.mode)
+            owner = f.owner or "root"
+            owner = owner if ":" in owner else f"{owner}:{owner}"
+            h.files[path] = (hashlib.sha256(f.content).hexdigest(), f.mode, owner)
             if path == "/etc/hosts":
                 h.etc_hosts = f.content.decode()
+            if path == HOST_ID_PATH:
+                h.cluster_id = f.content.decode().strip()
         return render_facts(h, call.target)
 
     def _validate(self, call: Call) -> Reply:
@@ -300,7 +334,11 @@ class FakeHostTransport(ScriptedTransport):
         return Reply()
 
     def _install(self, call: Call) -> Reply:
-        (names,) = set(re.findall(r"--no-install-recommends ([^|]*?) \|\|", call.target))
+        (names,) = set(
+            re.findall(r"--no-install-recommends ([a-z0-9. -]+?)(?: \|\||\))", call.target)
+        )
+        for held in re.findall(r"apt-mark hold ([a-z0-9. -]+?) >>", call.target):
+            self.fake.held |= set(held.split())
         for name in names.split():
             self.fake.packages[name] = FAKE_VERSION
             unit = PACKAGE_UNITS.get(name)
@@ -316,10 +354,24 @@ class FakeHostTransport(ScriptedTransport):
                 active, enabled = self.fake.units[unit]  # a unit no package brought: KeyError
                 if verb == "enable":
                     enabled = "enabled"
+                if verb == "stop":
+                    active = "inactive"
                 if verb in ("start", "restart", "reload-or-restart") or "--now" in part:
                     active = "active"
                     self.fake.listening |= UNIT_PORTS.get(unit, set())
                 self.fake.units[unit] = (active, enabled)
+        return Reply()
+
+    def _hold(self, call: Call) -> Reply:
+        self.fake.held |= set(call.target.split()[2:])
+        return Reply()
+
+    def _chown(self, call: Call) -> Reply:
+        _, owner, path = call.target.split()
+        digest, mode, *_ = self.fake.files[path]
+        self.fake.files[path] = (digest, mode, owner)
+        if path in self.files:
+            self.files[path].owner = owner
         return Reply()
 
     def _sysctl(self, call: Call) -> Reply:
@@ -440,6 +492,8 @@ def test_fresh_hosts_apply_succeeds_and_runs_the_expected_phases(fresh_run: Run)
         "verify",
     ]
     assert all(c.applied for c in r.changes)
+    # etcd members are recorded once the member list and their endpoints' health say so.
+    assert fresh_run.state.record().etcd_members == ["cp1", "cp2", "cp3"]
 
 
 def test_fresh_hosts_get_lb_and_etcd_files(fresh_run: Run) -> None:
@@ -462,27 +516,29 @@ def test_fresh_hosts_etcd_keys_are_0600_and_owned_by_etcd(fresh_run: Run) -> Non
         puts = {c.target: c for c in fresh_run.transports[name].calls if c.kind == "put"}
         for stem in ("server", "peer", "healthcheck-client"):
             key = puts[f"/etc/etcd/pki/{stem}.key"]
-            assert (key.mode, key.owner) == (0o600, "etcd")
+            assert (key.mode, key.owner) == (0o600, "etcd:etcd")
             crt = puts[f"/etc/etcd/pki/{stem}.crt"]
-            assert (crt.mode, crt.owner) == (0o644, "etcd")
+            assert (crt.mode, crt.owner) == (0o644, "etcd:etcd")
             assert key.content is not None
             assert key.content.startswith(b"-----BEGIN ")
         assert "/etc/etcd/pki/ca.key" not in puts  # the CA key never leaves the state dir
 
 
 def test_fresh_hosts_packages_are_installed_behind_the_policy_rc_guard(fresh_run: Run) -> None:
-    installs = [cmd for cmd in fresh_run.transports["cp1"].commands if "apt-get install" in cmd]
-    names = [re.findall(r"--no-install-recommends ([^|]*?) \|\|", c) for c in installs]
-    assert names == [
-        ["curl"],
-        ["containerd"],
-        ["haproxy socat"],
-        ["keepalived"],
-        ["etcd-server etcd-client"],
-    ]
+    # Each install runs detached from the SSH session (setsid): the script inside is the guard.
+    detached = [c for c in fresh_run.transports["cp1"].commands if " setsid -w bash -c " in c]
+    installs = [shlex.split(c.split(" setsid -w bash -c ", 1)[1])[0] for c in detached]
+    names = [re.findall(r"--no-install-recommends ([^|]*?) \|\| \(", c) for c in installs]
+    # One apt transaction for everything the host needs, not one per phase.
+    assert names == [["curl containerd haproxy socat keepalived etcd-server etcd-client"]]
     for cmd in installs:
         assert cmd.startswith(NO_AUTOSTART + ";")
-        assert cmd.endswith(f"rc=$?; {AUTOSTART_BACK}; exit $rc")
+        assert cmd.endswith(f"{AUTOSTART_BACK}; exit $rc")
+        # A running unattended-upgrades makes apt wait for its lock instead of failing.
+        assert "apt-get -o DPkg::Lock::Timeout=300 install" in cmd
+    # Services whose upgrade restarts them are held in the same command that installs them.
+    holds = [re.findall(r"apt-mark hold ([a-z. -]+) >>", c) for c in installs]
+    assert holds == [["containerd haproxy keepalived etcd-server etcd-client"]]
     # ca-certificates was already there: never reinstalled.
     assert not [c for c in installs if "ca-certificates" in c]
 
@@ -528,6 +584,8 @@ def test_dry_run_records_the_same_changes_and_mutates_nothing(
     assert triples(dry.result.changes) == predicted
     assert len(dry.result.changes) > 50
     assert not [c for c in dry.result.changes if c.applied]
+    # Nothing local either: no state directory, so no CA, secrets, record or logs were made.
+    assert not state.path.exists()
     for name, t in dry.transports.items():
         assert not [c for c in t.calls if c.kind != "run"], name
         for cmd in t.commands:
@@ -594,7 +652,9 @@ def test_the_converged_fixture_is_what_a_first_apply_leaves(
             want.hostname, want.etc_hosts, want.tracked
         )  # fmt: skip
         # The fixture also holds the files of the phases these runs skip (kubeadm's).
-        written = {p: v for p, v in left.files.items() if p != "/etc/hosts"}
+        written = {p: v for p, v in left.files.items() if p not in ("/etc/hosts", HOST_ID_PATH)}
+        assert left.cluster_id == want.cluster_id
+        assert left.held == want.held
         assert written == {p: want.files[p] for p in written}
         assert set(left.packages) == set(want.packages)
         assert left.units == want.units
@@ -603,18 +663,165 @@ def test_the_converged_fixture_is_what_a_first_apply_leaves(
         assert left.sysctl == want.sysctl
 
 
-def test_one_stale_file_after_a_first_apply_is_the_only_change(
-    cluster: Cluster, state: StateDir
-) -> None:
-    ts = make_transports(cluster, state)
-    assert run_apply(cluster, state, ts).result.ok
-    ts["cp2"].files[KEEPALIVED_CONF] = FakeFile(b"vrrp_instance old {}\n", 0o600, "root")
+def test_one_stale_file_is_the_only_change(cluster: Cluster, state: StateDir) -> None:
+    ts = stale_keepalived(cluster, state, lambda conf: conf + "# an older comment\n", ["cp2"])
     run = run_apply(cluster, state, ts)
     assert run.result.ok, run.result.failures
     assert triples(run.result.changes) == [
         ("lb/keepalived", "cp2", f"write {KEEPALIVED_CONF}"),
         ("lb/keepalived", "cp2", "reload keepalived"),
     ]
+
+
+def rendered(cluster: Cluster, name: str, state: StateDir, path: str) -> str:
+    files = render_host(cluster, cluster.host(name), state.secrets())
+    return next(f.content for f in files if f.path == path)
+
+
+def converged_but(
+    cluster: Cluster, state: StateDir, changes: dict[str, Callable[[FakeHost], None]]
+) -> dict[str, FakeHostTransport]:
+    """Converged hosts, except what `changes` does to some of them."""
+    ts = make_transports(cluster, state, converged=True)
+    for name, change in changes.items():
+        h = converged_host(cluster, cluster.host(name), state)
+        change(h)
+        with_facts(ts, name, h)
+    return ts
+
+
+def stale_keepalived(
+    cluster: Cluster, state: StateDir, edit: Callable[[str], str], hosts: Iterable[str] = LB
+) -> dict[str, FakeHostTransport]:
+    """A live, converged front whose keepalived.conf differs (by `edit`) on `hosts`."""
+
+    def older(h: FakeHost) -> None:
+        old = edit(rendered(cluster, h.name, state, KEEPALIVED_CONF))
+        h.files[KEEPALIVED_CONF] = (sha(old), 0o600)
+        h.contents[KEEPALIVED_CONF] = old
+
+    return converged_but(cluster, state, dict.fromkeys(hosts, older))
+
+
+def lb_changes(run: Run) -> list[tuple[str, str]]:
+    return [(c.host, c.description) for c in run.result.changes if c.phase == "lb/keepalived"]
+
+
+def test_a_live_front_rolls_one_lb_host_at_a_time_with_the_vip_owner_last(
+    cluster: Cluster, state: StateDir
+) -> None:
+    """HAProxy and keepalived of one LB host change together, then the front must serve
+    again before the next host; the VIP owner (cp1) comes last."""
+
+    def older(h: FakeHost) -> None:
+        for path in (KEEPALIVED_CONF, HAPROXY_CFG):
+            old = rendered(cluster, h.name, state, path) + "# older\n"
+            h.files[path] = (sha(old), 0o600 if path == KEEPALIVED_CONF else 0o644)
+            h.contents[path] = old
+
+    ts = converged_but(cluster, state, dict.fromkeys(LB, older))
+    run = run_apply(cluster, state, ts)
+    assert run.result.ok, run.result.failures
+    lb = [(c.host, c.phase, c.description) for c in run.result.changes if c.phase.startswith("lb/")]
+    assert lb == [
+        (name, phase, what)
+        for name in ("cp2", "cp3", "cp1")
+        for phase, what in (
+            ("lb/haproxy", f"write {HAPROXY_CFG}"),
+            ("lb/haproxy", "reload haproxy"),
+            ("lb/keepalived", f"write {KEEPALIVED_CONF}"),
+            ("lb/keepalived", "reload keepalived"),
+        )
+    ]
+    # Between two hosts the front was checked (one VIP holder) before the next host changed.
+    cp3_first = next(i for i, c in enumerate(ts["cp3"].calls) if c.kind == "put")
+    probes = [c for c in ts["cp3"].calls[:cp3_first] if "ip -o -4 addr show" in c.target]
+    assert probes
+
+
+def test_a_vrrp_incompatible_change_stops_every_lb_host_first_then_starts_them(
+    cluster: Cluster, state: StateDir
+) -> None:
+    ts = stale_keepalived(
+        cluster, state, lambda conf: conf.replace("vrrp_version 3", "vrrp_version 2")
+    )
+    run = run_apply(cluster, state, ts)
+    assert run.result.ok, run.result.failures
+    changes = lb_changes(run)
+    stops = [i for i, (_h, what) in enumerate(changes) if what.startswith("stop keepalived")]
+    writes = [i for i, (_h, what) in enumerate(changes) if what.startswith("write")]
+    assert len(stops) == 3
+    assert max(stops) < min(writes)  # nobody runs old and new side by side
+    assert "VRRP version 2 → 3" in changes[stops[0]][1]
+    assert [(h, w) for h, w in changes if w == "start keepalived"] == [
+        ("cp2", "start keepalived"),
+        ("cp3", "start keepalived"),
+        ("cp1", "start keepalived"),
+    ]
+
+
+def test_a_roll_stops_when_the_front_does_not_settle(
+    cluster: Cluster, state: StateDir, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("hakube.phases.lb.SETTLE_SECONDS", 0.2)
+    ts = stale_keepalived(cluster, state, lambda conf: conf + "# older\n")
+    ts["cp2"].rules.insert(0, (re.compile(r"ip -o -4 addr show .*"), Reply(exit_status=0)))
+    run = run_apply(cluster, state, ts)  # cp1 and cp2 both claim the VIP after cp2's reload
+    assert [(f.host, f.phase) for f in run.result.failures] == [("cp2", "lb/keepalived")]
+    assert "held by 2 hosts" in run.result.failures[0].message
+    assert not [c for c in ts["cp3"].calls if c.kind == "put"]
+    assert not [c for c in ts["cp1"].calls if c.kind == "put"]
+
+
+def with_facts(ts: dict[str, FakeHostTransport], name: str, h: FakeHost) -> None:
+    """Make host `name` look like `h` (the read-only rules come first in every fake)."""
+    ts[name].fake = h
+
+
+def test_an_etcd_key_owned_by_root_is_chowned_and_only_that_member_restarts(
+    cluster: Cluster, state: StateDir
+) -> None:
+    key = "/etc/etcd/pki/server.key"
+
+    def root_owned(h: FakeHost) -> None:
+        digest, mode, *_ = h.files[key]
+        h.files[key] = (digest, mode, "root:root")  # etcd could not read its own key
+
+    ts = converged_but(cluster, state, {"cp2": root_owned})
+    run = run_apply(cluster, state, ts)
+    assert run.result.ok, run.result.failures
+    assert triples(run.result.changes) == [
+        ("etcd", "cp2", f"chown etcd:etcd {key} (was root:root)"),
+        ("etcd", "cp2", "restart etcd (certificates or config changed)"),
+    ]
+    # The content was right: no rewrite, just the owner.
+    assert not [c for c in ts["cp2"].calls if c.kind == "put"]
+
+
+def test_etcd_members_restart_one_at_a_time_each_healthy_before_the_next(
+    cluster: Cluster, state: StateDir
+) -> None:
+    def old_config(h: FakeHost) -> None:
+        h.files["/etc/default/etcd"] = (sha("ETCD_NAME=old\n"), 0o644)
+
+    ts = converged_but(cluster, state, dict.fromkeys(LB, old_config))
+    log: list[tuple[str, str]] = []
+    for name, t in ts.items():
+        original = t.run
+
+        async def logged(command: str, _run: Any = original, _n: str = name, **kw: Any) -> Any:
+            if "restart etcd" in command or "endpoint health" in command:
+                log.append((_n, "restart" if "restart" in command else "health"))
+            return await _run(command, **kw)
+
+        t.run = logged  # type: ignore[method-assign]
+    run = run_apply(cluster, state, ts)
+    assert run.result.ok, run.result.failures
+    rolled = log[: 2 * len(LB)]
+    # restart, its health wait, then the next member: never two restarts in a row.
+    assert [kind for _h, kind in rolled] == ["restart", "health"] * len(LB)
+    assert {h for h, _k in rolled[::2]} == set(LB)
+    assert all(rolled[i][0] == rolled[i + 1][0] for i in range(0, len(rolled), 2))
 
 
 # --- (d) failed validation -----------------------------------------------------------------------
@@ -661,13 +868,29 @@ def test_failed_haproxy_validation_keeps_the_live_file_and_fails_that_host(
 def test_failed_validation_on_the_first_lb_host_stops_the_rolling_phase(
     cluster: Cluster, state: StateDir
 ) -> None:
+    # A live front (HAProxy running everywhere) whose config changes on every LB host.
+    ts = make_transports(cluster, state, converged=True)
+    for name in LB:
+        h = converged_host(cluster, cluster.host(name), state)
+        h.files[HAPROXY_CFG] = (sha("global\n"), 0o644)
+        with_facts(ts, name, h)
+    # cp1 holds the VIP, so the roll is cp2, cp3, cp1: the first one fails.
+    ts["cp2"].fail_check("haproxy -c", Reply(stderr=HAPROXY_ALERT, exit_status=1))
+    run = run_apply(cluster, state, ts)
+    assert run.result.failures == [HostFailure("cp2", "lb/haproxy", run.result.failures[0].message)]
+    for name in ("cp3", "cp1"):
+        touched = [c for c in ts[name].calls[1:] if "haproxy" in c.target]
+        assert touched == [], name
+
+
+def test_a_first_install_sets_up_every_lb_host_at_once(cluster: Cluster, state: StateDir) -> None:
+    """Nothing serves yet: a failure on one LB host does not keep the others from installing."""
     ts = make_transports(cluster, state)
     ts["cp1"].fail_check("haproxy -c", Reply(stderr=HAPROXY_ALERT, exit_status=1))
     run = run_apply(cluster, state, ts)
-    assert run.result.failures == [HostFailure("cp1", "lb/haproxy", run.result.failures[0].message)]
+    assert [(f.host, f.phase) for f in run.result.failures] == [("cp1", "lb/haproxy")]
     for name in ("cp2", "cp3"):
-        touched = [c for c in ts[name].calls[1:] if "haproxy" in c.target]
-        assert touched == [], name
+        assert HAPROXY_CFG in ts[name].files, name
 
 
 def test_failed_validation_in_a_parallel_phase_lets_the_other_hosts_finish(

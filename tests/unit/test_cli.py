@@ -74,6 +74,28 @@ def test_plan_json_lists_phases_and_files_per_host() -> None:
     assert not (Path.cwd() / "render-out").exists()
 
 
+def test_plan_lists_every_secret_file_that_leaves_the_workstation_per_host() -> None:
+    # local-lb: external etcd on the three control-plane nodes, three workers.
+    res = runner.invoke(app, ["plan", "-f", str(EXAMPLES / "local-lb.yaml"), "-o", "json"])
+    assert res.exit_code == 0, res.output
+    sent = {h["host"]: set(h["secrets_sent"]) for h in json.loads(res.stdout)["hosts"]}
+    pki = "/etc/kubernetes/pki/"
+    cp_keys = {f"{pki}ca.key", f"{pki}front-proxy-ca.key", f"{pki}sa.key"}
+    etcd_keys = {f"/etc/etcd/pki/{s}.key" for s in ("server", "peer", "healthcheck-client")}
+    for host in ("cp1", "cp2", "cp3"):
+        assert cp_keys | etcd_keys | {f"{pki}apiserver-etcd-client.key"} <= sent[host], host
+    for host in ("worker1", "worker2", "worker3"):
+        assert not sent[host] & (cp_keys | etcd_keys), host
+        assert "/etc/hakube/kubeadm/join.yaml" in sent[host]  # carries the bootstrap token
+    # kubeadm writes the kubeconfigs on the host: they never leave this machine.
+    assert not any(
+        f.startswith("/etc/kubernetes/") and f.endswith(".conf")
+        for f in set().union(*sent.values())
+    )
+    text = runner.invoke(app, ["plan", "-f", str(EXAMPLES / "local-lb.yaml")]).stdout
+    assert "secret files sent to cp1:" in text
+
+
 def test_plan_text_shows_every_host() -> None:
     res = runner.invoke(app, ["plan", "-f", str(EXAMPLES / "local-lb.yaml")])
     assert res.exit_code == 0, res.output

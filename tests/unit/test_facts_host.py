@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import grp
 import hashlib
 import os
+import pwd
 import shutil
 import socket
 import subprocess
@@ -89,7 +91,8 @@ def test_facts_script_runs_for_real_and_parses(
     assert set(f.units) <= set(UNITS)
     assert all(isinstance(u, Unit) for u in f.units.values())
     # Only the files that exist are reported, with the same digest and mode as seen locally.
-    assert f.files == {str(probe): FileState(hashlib.sha256(content).hexdigest(), 0o640)}
+    owner = f"{pwd.getpwuid(os.getuid()).pw_name}:{grp.getgrgid(os.getgid()).gr_name}"
+    assert f.files == {str(probe): FileState(hashlib.sha256(content).hexdigest(), 0o640, owner)}
     if shutil.which("ss"):
         assert listening_port in f.listening
     assert f.etc_hosts == Path("/etc/hosts").read_text().rstrip("\n") + "\n"
@@ -150,15 +153,19 @@ def test_sample_debian12_container_packages_and_files() -> None:
     assert f.held == {"containerd"}
     assert f.files == {
         "/etc/haproxy/haproxy.cfg": FileState(
-            "5f2b0c47e7d0b43a6b4f2a6a1e7c6f9b9a3f0e7d2c1b4a5968778695a4b3c2d1", 0o644
+            "5f2b0c47e7d0b43a6b4f2a6a1e7c6f9b9a3f0e7d2c1b4a5968778695a4b3c2d1", 0o644, "root:root"
         ),
         "/etc/keepalived/keepalived.conf": FileState(
-            "0b7e1a4c9d2f3e5a6b8c7d9e0f1a2b3c4d5e6f708192a3b4c5d6e7f8091a2b3c", 0o600
+            "0b7e1a4c9d2f3e5a6b8c7d9e0f1a2b3c4d5e6f708192a3b4c5d6e7f8091a2b3c", 0o600, "root:root"
         ),
         "/etc/etcd/pki/server.key": FileState(
-            "9e8d7c6b5a4f3e2d1c0b9a8f7e6d5c4b3a29180f7e6d5c4b3a2918f7e6d5c4b3", 0o600
+            "9e8d7c6b5a4f3e2d1c0b9a8f7e6d5c4b3a29180f7e6d5c4b3a2918f7e6d5c4b3", 0o600, "root:etcd"
         ),
     }
+    # The cluster the host belongs to, and what a killed install left behind.
+    assert f.cluster_id == "4d6f0b1e-8a52-4c1b-9d0e-2f7a3c9b5e11"
+    assert f.policy_rc_left
+    assert f.policy_rc_saved == ["/usr/sbin/policy-rc.d.hakube-saved.Xy12ab"]
 
 
 def test_sample_debian12_container_kernel_and_system_files() -> None:

@@ -23,7 +23,7 @@ from fakes import ROOT, SECRETS
 
 from hakube.facts.host import FileState, HostFacts, Unit
 from hakube.phases.base import Phase
-from hakube.phases.context import Context, RunData, sha256
+from hakube.phases.context import Context, RunData, owner_of, sha256
 from hakube.pki.etcd import etcd_members
 from hakube.pki.layout import as_rendered
 from hakube.spec.load import load_cluster_file
@@ -41,7 +41,10 @@ def host_facts(doc: dict[str, Any]) -> HostFacts:
     units = {
         name: Unit(name, True, state[0], state[1]) for name, state in data.pop("units", {}).items()
     }
-    files = {p: FileState(v["sha256"], v["mode"]) for p, v in data.pop("files", {}).items()}
+    files = {
+        p: FileState(v["sha256"], v["mode"], v.get("owner", "root:root"))
+        for p, v in data.pop("files", {}).items()
+    }
     for key in ("modules", "listening", "held"):
         if key in data:
             data[key] = set(data[key])
@@ -78,14 +81,15 @@ def run_case(doc: dict[str, Any], tmp_path: Path) -> tuple[Context, ScriptedTran
     current = set(doc.get("current", []))
     rendered = phase.files(cluster, host, SECRETS, facts)
     if "etcd-pki" in current:
-        certs = as_rendered(state.etcd_pki(etcd_members(cluster)).etcd_host_files(host.name))
+        pki = state.etcd_pki(etcd_members(cluster))
+        certs = as_rendered(pki.etcd_host_files(host.name), owner="etcd")
         current |= {f.path for f in certs}
         rendered += certs
     unknown = current - {"etcd-pki"} - {f.path for f in rendered}
     assert not unknown, f"not files of {phase.name}: {sorted(unknown)}"
     for rf in rendered:
         if rf.path in current:
-            facts.files[rf.path] = FileState(sha256(rf.content), rf.mode)
+            facts.files[rf.path] = FileState(sha256(rf.content), rf.mode, owner_of(rf))
     ctx.facts.set(host, facts)
     ctx.report.phase = phase.name
     asyncio.run(phase.run(ctx, host))

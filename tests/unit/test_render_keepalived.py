@@ -4,13 +4,17 @@ from __future__ import annotations
 
 import copy
 import re
+import subprocess
+from pathlib import Path
 from typing import Any
 
+import pytest
 import yaml
 from fakes import ROOT, SECRETS
 from hypothesis import given
 from hypothesis import strategies as st
 
+from hakube.render.base import render_template
 from hakube.render.keepalived import (
     CHECK_SCRIPT,
     HAPROXY_DROPIN,
@@ -178,3 +182,32 @@ def test_only_lb_hosts_in_vip_mode() -> None:
     data["endpoint"] = {"mode": "local-lb", "port": 8443}
     c = load_cluster_data(data).cluster
     assert all(render_keepalived(c, h, SECRETS) == [] for h in c.hosts)
+
+
+@pytest.mark.parametrize(
+    ("initialised", "backend", "passes"),
+    [(False, "DOWN", True), (False, "UP", False), (True, "DOWN", False)],
+)
+def test_check_script_passes_on_all_backends_down_only_before_init(
+    tmp_path: Path, initialised: bool, backend: str, passes: bool
+) -> None:
+    """Run the real script: /readyz unanswered, HAProxy's socket says the backend's state."""
+    marker = tmp_path / "initialised"
+    if initialised:
+        marker.write_text("x\n")
+    script = tmp_path / "check.sh"
+    script.write_text(
+        render_template(
+            "check_apiserver.sh.j2", port=8443, stats_socket="/nonexistent", init_marker=marker
+        )
+    )
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "curl").write_text("#!/bin/sh\nexit 7\n")  # nothing answers /readyz
+    stat_line = "kube-apiserver,BACKEND," + ",".join(["0"] * 15) + f",{backend},"
+    (bin_dir / "socat").write_text(f"#!/bin/sh\ncat >/dev/null\necho '{stat_line}'\n")
+    for f in bin_dir.iterdir():
+        f.chmod(0o755)
+    env = {"PATH": f"{bin_dir}:/usr/bin:/bin"}
+    res = subprocess.run(["sh", str(script)], env=env, check=False)
+    assert (res.returncode == 0) is passes

@@ -134,3 +134,19 @@ def test_cloud_lb_sans_and_external_etcd() -> None:
     assert etcd["caFile"] == "/etc/kubernetes/pki/etcd/ca.crt"
     assert etcd["certFile"] == "/etc/kubernetes/pki/apiserver-etcd-client.crt"
     assert etcd["keyFile"] == "/etc/kubernetes/pki/apiserver-etcd-client.key"
+
+
+def test_host_labels_become_kubelet_node_labels_on_init_and_join() -> None:
+    data = yaml.safe_load((ROOT / "examples/tutorial.yaml").read_text())
+    data["hosts"][0]["labels"] = {"example.com/rack": "r1", "tier": "front"}
+    data["hosts"].append(
+        {"name": "w1", "address": "192.168.2.220", "roles": ["worker"], "labels": {"gpu": "yes"}}
+    )
+    c = load_cluster_data(data).cluster
+    init = docs(c, "server7-master")["InitConfiguration"]["nodeRegistration"]["kubeletExtraArgs"]
+    assert init["node-labels"] == "example.com/rack=r1,tier=front"
+    join = docs(c, "w1")["JoinConfiguration"]["nodeRegistration"]["kubeletExtraArgs"]
+    assert join["node-labels"] == "gpu=yes"
+    # A host without labels gets no flag at all (kubelet would reject an empty one).
+    other = docs(c, "server8-node1")["JoinConfiguration"]["nodeRegistration"]
+    assert "node-labels" not in other["kubeletExtraArgs"]

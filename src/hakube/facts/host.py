@@ -13,6 +13,10 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
 MARK = "@@hakube:"
+#: Kept here (not in phases) so that facts never import phases.
+HOST_ID_PATH = "/etc/hakube/cluster-id"
+POLICY_RC = "/usr/sbin/policy-rc.d"
+POLICY_MARK = "# hakube: no daemon autostart during install"
 
 #: Units whose state phases and `verify` look at.
 UNITS = ("haproxy", "keepalived", "etcd", "containerd", "docker", "kubelet", "firewalld")
@@ -89,9 +93,12 @@ s pkgs; (dpkg-query -W -f='${{Package}} ${{Version}} ${{db:Status-Abbrev}}\\n' {
 s holds; apt-mark showhold 2>/dev/null
 s files; for f in {files}; do
   [ -f "$f" ] && fs+=("$f")
-done; [ -n "${{fs[*]}}" ] && awk 'NR==FNR {{m[substr($0, length($1) + 2)]=$1; next}}
-  {{p=substr($0, 67); print $1, m[p], p}}' <(stat -c '%a %n' -- "${{fs[@]}}") \
-  <(sha256sum -- "${{fs[@]}}")
+done; [ -n "${{fs[*]}}" ] && awk 'NR==FNR {{k=length($1) + length($2) + 3;
+  m[substr($0, k)]=$1 " " $2; next}} {{p=substr($0, 67); print $1, m[p], p}}' \
+  <(stat -c '%a %U:%G %n' -- "${{fs[@]}}") <(sha256sum -- "${{fs[@]}}")
+s clusterid; cat {HOST_ID_PATH} 2>/dev/null
+s policyrc; grep -qF {shlex.quote(POLICY_MARK)} {POLICY_RC} 2>/dev/null && echo left-behind; \
+  ls -t {POLICY_RC}.hakube-saved.* 2>/dev/null
 s listen; ss -ltnH 2>/dev/null | awk '{{print $4}}'
 s timesync; timedatectl show -p NTPSynchronized --value 2>/dev/null
 s modules; cut -d' ' -f1 /proc/modules 2>/dev/null
@@ -120,6 +127,7 @@ class Unit:
 class FileState:
     sha256: str
     mode: int
+    owner: str = ""  # user:group
 
 
 @dataclass
@@ -149,6 +157,12 @@ class HostFacts:
     selinux: str = ""
     etc_hosts: str = ""
     fstab: str = ""
+    #: /etc/hakube/cluster-id: the cluster this host belongs to ("" if none yet).
+    cluster_id: str = ""
+    #: A policy-rc.d hakube wrote was left behind (a killed install), and the copies it saved of
+    #: the one that was there before, newest first.
+    policy_rc_left: bool = False
+    policy_rc_saved: list[str] = field(default_factory=list)
 
     @property
     def package_family(self) -> str:
@@ -261,8 +275,8 @@ def parse_facts(text: str) -> HostFacts:
             f.packages[parts[0]] = parts[1]
     f.held = {line.strip() for line in sec.get("holds", []) if line.strip()}
     for line in filter(None, sec.get("files", [])):
-        digest, mode, path = line.split(" ", 2)
-        f.files[path] = FileState(digest, int(mode, 8))
+        digest, mode, owner, path = line.split(" ", 3)
+        f.files[path] = FileState(digest, int(mode, 8), owner)
     for line in sec.get("listen", []):
         port = line.rsplit(":", 1)[-1]
         if port.isdigit():
@@ -274,4 +288,8 @@ def parse_facts(text: str) -> HostFacts:
     f.selinux = (sec.get("selinux") or [""])[0].strip()
     f.etc_hosts = "\n".join(sec.get("etchosts", [])) + "\n"
     f.fstab = "\n".join(sec.get("fstab", [])) + "\n"
+    f.cluster_id = (sec.get("clusterid") or [""])[0].strip()
+    policy = [line.strip() for line in sec.get("policyrc", []) if line.strip()]
+    f.policy_rc_left = "left-behind" in policy
+    f.policy_rc_saved = [line for line in policy if line != "left-behind"]
     return f

@@ -76,10 +76,32 @@ class Phase(ABC):
     summary: ClassVar[str]
     #: Run the hosts one after another (e.g. rolling LB reloads, control-plane joins).
     serial: ClassVar[bool] = False
+    #: Rolling phases with the same `roll` name run host by host together: all of them on one
+    #: host, `between_hosts`, then the next host (HAProxy, keepalived and the check script of
+    #: one LB host are updated together).
+    roll: ClassVar[str] = ""
+    #: Managed paths the host itself creates (kubeadm's kubeconfigs): never sent from here.
+    made_on_host: ClassVar[tuple[str, ...]] = ()
 
     @abstractmethod
     def targets(self, cluster: Cluster) -> list[Host]:
         """Hosts this phase touches, in order."""
+
+    async def between_hosts(self, ctx: Context, host: Host) -> None:  # noqa: B027 - optional
+        """In a roll, after `host` changed and before the next host (e.g. wait for the front)."""
+
+    def rolling(self, ctx: Context) -> bool:
+        """Run the hosts one after another this time (default: `serial`)."""
+        return self.serial
+
+    def hosts(self, ctx: Context) -> list[Host]:
+        """Hosts this run touches: `targets`, unless the recorded cluster says otherwise (the
+        host that ran kubeadm init stays that host whatever the order in the file)."""
+        return self.targets(ctx.run.cluster)
+
+    def packages(self, cluster: Cluster, host: Host) -> list[str]:
+        """Packages this phase needs on the host; `packages` installs them all in one go."""
+        return []
 
     def files(
         self, cluster: Cluster, host: Host, secrets: Secrets, facts: HostFacts | None = None

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from hakube.phases.base import Phase
 from hakube.phases.context import Context
-from hakube.phases.kubeadm import KUBECTL
+from hakube.phases.kubeadm import KUBECTL, init_host
 from hakube.render.cni import patch_manifest
 from hakube.render.kubeadm import first_control_plane
 from hakube.spec.model import Cluster, CNIPlugin, Host
@@ -23,6 +23,9 @@ class CNIPhase(Phase):
             return []
         return [first_control_plane(cluster)]
 
+    def hosts(self, ctx: Context) -> list[Host]:
+        return [init_host(ctx)] if self.targets(ctx.run.cluster) else []
+
     async def run(self, ctx: Context, host: Host) -> None:
         cni = ctx.run.cluster.kubernetes.cni
         manifest = cni.resolved_manifest
@@ -36,19 +39,22 @@ class CNIPhase(Phase):
         path = f"/etc/hakube/cni/{plugin}-{cni.resolved_version}.yaml"
         pod_subnet = str(ctx.run.cluster.network.pod_subnet)
 
-        async def apply(t: Transport) -> None:
-            if manifest.startswith(("http://", "https://")):
-                # Downloaded as data and patched here; nothing fetched is ever executed.
-                await t.run(
-                    f"mkdir -p /etc/hakube/cni && curl -fsSL --retry 3 -o {path}.orig "
-                    f"{shlex.quote(manifest)}",
-                    timeout=120,
-                )
-                text = (await t.get(f"{path}.orig")).decode()
-            else:
-                text = Path(manifest).read_text()
+        remote = manifest.startswith(("http://", "https://"))
+        if remote:
+            # Downloaded as data and patched here; nothing fetched is ever executed.
+            await ctx.do.sh(
+                host,
+                f"download the {plugin} manifest ({manifest})",
+                f"mkdir -p /etc/hakube/cni && curl -fsSL --retry 3 --max-time 60 -o {path}.orig "
+                f"{shlex.quote(manifest)}",
+            )
+
+        async def upload(t: Transport) -> None:
+            text = (await t.get(f"{path}.orig")).decode() if remote else Path(manifest).read_text()
             patched = patch_manifest(cni.plugin, text, pod_subnet)
             await t.put(path, patched.encode(), mode=0o644)
-            await t.run(f"{KUBECTL} apply -f {path}")
 
-        await ctx.do.change(host, f"apply {plugin} {cni.resolved_version}", apply)
+        await ctx.do.change(host, f"write {path} (pod subnet {pod_subnet})", upload)
+        await ctx.do.sh(
+            host, f"apply {plugin} {cni.resolved_version}", f"{KUBECTL} apply -f {path}"
+        )

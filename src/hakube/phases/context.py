@@ -15,8 +15,18 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from hakube.facts.host import PACKAGES, FileState, HostFacts, Unit, facts_script, parse_facts
+from hakube.facts.host import (
+    PACKAGES,
+    POLICY_MARK,
+    POLICY_RC,
+    FileState,
+    HostFacts,
+    Unit,
+    facts_script,
+    parse_facts,
+)
 from hakube.phases.base import Change, Event, EventKind, EventSink, PhaseError
+from hakube.record import ClusterRecord
 from hakube.render.base import RenderedFile
 from hakube.secrets import Secrets
 from hakube.spec.model import Cluster, Host
@@ -26,12 +36,58 @@ from hakube.transport.base import CommandResult, Redactor, Transport
 if TYPE_CHECKING:
     from hakube.pki.cluster import ClusterPKI
 
-#: Blocks the package's postinst from starting a daemon with its stock configuration
-#: (a stock etcd would create a single-node data dir; a stock keepalived could grab an address).
+
+class Timeout:
+    """Seconds a remote command may take, by kind; none runs without a limit."""
+
+    READ = 60.0
+    CHANGE = 300.0
+    #: apt waits up to APT_LOCK_WAIT for a running unattended-upgrades, then installs.
+    INSTALL = 1200.0
+    KUBEADM = 900.0
+
+
+#: Seconds apt waits for the dpkg lock instead of failing while unattended-upgrades runs.
+APT_LOCK_WAIT = 300
+APT_GET = f"apt-get -o DPkg::Lock::Timeout={APT_LOCK_WAIT}"
+
+#: Blocks the package's postinst from starting a daemon with its stock configuration (a stock
+#: etcd would create a single-node data dir; a stock keepalived could grab an address). An
+#: existing policy-rc.d is kept aside and put back by `restore_rc`, which the EXIT trap runs
+#: too, so a dropped SSH session (HUP/PIPE) or a timeout never leaves services unable to start.
+#: Install output goes to a mktemp log so that a closed session does not stop apt midway.
 NO_AUTOSTART = (
-    "printf '#!/bin/sh\\nexit 101\\n' > /usr/sbin/policy-rc.d && chmod 755 /usr/sbin/policy-rc.d"
+    f"p={POLICY_RC}; b=$(mktemp {POLICY_RC}.hakube-saved.XXXXXX) || exit 1; "
+    "log=$(mktemp) || exit 1; restored=; "
+    'restore_rc() { [ -n "$restored" ] && return 0; restored=1; '
+    'if [ -s "$b" ]; then mv -f "$b" "$p"; else rm -f "$b" "$p"; fi; rm -f "$log"; }; '
+    "trap restore_rc EXIT; trap 'exit 129' HUP; trap 'exit 130' INT; trap 'exit 141' PIPE; "
+    "trap 'exit 143' TERM; "
+    'if [ -e "$p" ]; then cat "$p" > "$b"; fi; '
+    f"printf '#!/bin/sh\\n{POLICY_MARK}\\nexit 101\\n' > \"$p.new\" && "
+    'chmod 755 "$p.new" && mv -f "$p.new" "$p"'
 )
-AUTOSTART_BACK = "rm -f /usr/sbin/policy-rc.d"
+AUTOSTART_BACK = "restore_rc"
+#: Packages that restart a service when upgraded: held, so that an unattended upgrade never
+#: restarts them on every host at once.
+HELD = ("haproxy", "keepalived", "etcd-server", "etcd-client", "containerd", "docker.io")
+
+
+def detached(script: str) -> str:
+    """`script` in a session of its own, so that a dropped SSH connection (SIGHUP to the
+    session) neither stops apt halfway nor lifts the autostart guard while apt still runs: the
+    install finishes, then its own trap puts policy-rc.d back. Output comes back through files.
+    """
+    return (
+        "o=$(mktemp) && e=$(mktemp) || exit 1; "
+        f'setsid -w bash -c {shlex.quote(script)} >"$o" 2>"$e" </dev/null; rc=$?; '
+        'cat "$o"; cat "$e" >&2; rm -f "$o" "$e"; exit $rc'
+    )
+
+
+def owner_of(rf: RenderedFile) -> str:
+    """user:group the file must have (a bare user means the group of the same name)."""
+    return rf.owner if ":" in rf.owner else f"{rf.owner}:{rf.owner}"
 
 
 def sha256(text: str | bytes) -> str:
@@ -49,9 +105,20 @@ class RunData:
     #: Phase names selected for this run (preflight only checks what will be used).
     selected: frozenset[str] = frozenset()
     dry_run: bool = False
+    #: The recorded cluster; changed only through `remember`, after verification.
+    record: ClusterRecord | None = None
+    #: Host -> packages the selected phases need there (installed together by `packages`).
+    wanted_packages: dict[str, list[str]] = field(default_factory=dict)
 
     def cluster_pki(self) -> ClusterPKI:
         return self.state.cluster_pki()
+
+    def remember(self, update: Callable[[ClusterRecord], None]) -> None:
+        """Change the recorded cluster and save it; never in a dry run."""
+        if self.record is None or self.dry_run:
+            return
+        update(self.record)
+        self.state.save_record(self.record)
 
 
 class Reporter:
@@ -86,13 +153,13 @@ class FactsView:
         self._facts[host if isinstance(host, str) else host.name] = facts
 
     async def gather(self, host: Host, paths: Sequence[str] = ()) -> HostFacts:
-        result = await self._transports[host.name].run(facts_script(paths))
+        result = await self._transports[host.name].run(facts_script(paths), timeout=Timeout.READ)
         f = parse_facts(result.stdout)
         self._facts[host.name] = f
         return f
 
     async def read(
-        self, host: Host, command: str, *, check: bool = True, timeout: float | None = None
+        self, host: Host, command: str, *, check: bool = True, timeout: float = Timeout.READ
     ) -> CommandResult:
         """A command that only looks: it runs in dry-run mode too."""
         return await self._transports[host.name].run(command, check=check, timeout=timeout)
@@ -102,7 +169,12 @@ class FactsView:
 
     def file_is_current(self, host: Host, rf: RenderedFile) -> bool:
         cur = self[host].files.get(rf.path)
-        return cur is not None and cur.sha256 == sha256(rf.content) and cur.mode == rf.mode
+        return (
+            cur is not None
+            and cur.sha256 == sha256(rf.content)
+            and cur.mode == rf.mode
+            and cur.owner == owner_of(rf)
+        )
 
 
 @dataclass
@@ -150,7 +222,7 @@ class Executor:
             await action(self._transports[host.name])
 
     async def sh(
-        self, host: Host, description: str, command: str, *, timeout: float | None = None
+        self, host: Host, description: str, command: str, *, timeout: float = Timeout.CHANGE
     ) -> None:
         """A mutating shell command behind the gate."""
 
@@ -161,7 +233,7 @@ class Executor:
 
     async def put(self, host: Host, description: str, path: str, content: bytes, mode: int) -> None:
         async def go(t: Transport) -> None:
-            await t.put(path, content, mode=mode)
+            await t.put(path, content, mode=mode, owner="root:root")
 
         await self.change(host, description, go)
 
@@ -175,8 +247,18 @@ class Executor:
         for rf in files:
             if self._facts.file_is_current(host, rf):
                 continue
-            await self.change(host, f"write {rf.path}", _installer(rf, self._reporter.redactor))
-            self._facts[host].files[rf.path] = FileState(sha256(rf.content), rf.mode)
+            cur = self._facts[host].files.get(rf.path)
+            want = FileState(sha256(rf.content), rf.mode, owner_of(rf))
+            if cur is not None and (cur.sha256, cur.mode) == (want.sha256, want.mode):
+                q = shlex.quote
+                await self.sh(
+                    host,
+                    f"chown {want.owner} {rf.path} (was {cur.owner or 'unknown'})",
+                    f"chown {q(want.owner)} {q(rf.path)}",
+                )
+            else:
+                await self.change(host, f"write {rf.path}", _installer(rf, self._reporter.redactor))
+            self._facts[host].files[rf.path] = want
             written.paths.append(rf.path)
             if rf.reload:
                 written.units.add(rf.reload)
@@ -197,29 +279,51 @@ class Executor:
             )
             self._facts[host].units[unit] = Unit(unit, True, "active", "enabled")
 
-    async def ensure_packages(self, host: Host, packages: Sequence[str]) -> None:
-        """Install what is missing (never upgrade what is there), without autostarting it."""
+    async def ensure_packages(
+        self,
+        host: Host,
+        packages: Sequence[str],
+        remember: Callable[[dict[str, str]], None] = lambda _v: None,
+    ) -> None:
+        """Install what is missing (never upgrade what is there) in one apt transaction,
+        without autostarting it; hold the ones whose upgrade would restart a service.
+        `remember` gets the versions the package manager reports for what it installed."""
         unknown = set(packages) - set(PACKAGES)
         if unknown:  # the facts script would never see them installed: never idempotent
             raise ValueError(f"add {sorted(unknown)} to hakube.facts.host.PACKAGES")
         facts = self._facts[host]
+        if facts.package_family != "apt":  # preflight refuses these hosts with the reason
+            raise PhaseError(f"{facts.os_pretty or facts.os_id!r} has no apt: not supported")
         missing = [p for p in packages if p not in facts.packages]
-        if not missing:
-            return
-        names = " ".join(shlex.quote(p) for p in missing)
-        if facts.package_family == "yum":
-            cmd = f"yum install -y {names}"
-        else:
-            cmd = (
+        hold = [p for p in packages if p in HELD and p not in facts.held]
+        q = shlex.quote
+        if missing:
+            names = " ".join(q(p) for p in missing)
+            holds = " ".join(q(p) for p in hold)
+            install = f"{APT_GET} install -y -q --no-install-recommends {names}"
+            script = (
                 f"{NO_AUTOSTART}; export DEBIAN_FRONTEND=noninteractive; "
-                f"(apt-get install -y -q --no-install-recommends {names} || "
-                f"(apt-get update -q && apt-get install -y -q --no-install-recommends {names})); "
-                f"rc=$?; {AUTOSTART_BACK}; exit $rc"
+                f'({install} || ({APT_GET} update -q && {install})) >"$log" 2>&1'
+                + (f' && apt-mark hold {holds} >>"$log"' if hold else "")
+                + '; rc=$?; [ $rc = 0 ] || tail -n 20 "$log" >&2; '
+                f"dpkg-query -W -f='${{Package}} ${{Version}}\\n' {names} 2>/dev/null; "
+                f"{AUTOSTART_BACK}; exit $rc"
             )
-        await self.sh(host, f"install {' '.join(missing)}", cmd)
-        if not self.dry_run:
-            for p in missing:
-                facts.packages[p] = "installed"
+            what = f"install {' '.join(missing)}" + (f", hold {' '.join(hold)}" if hold else "")
+
+            async def go(t: Transport) -> None:
+                res = await t.run(detached(script), timeout=Timeout.INSTALL)
+                remember(
+                    dict(line.split(" ", 1) for line in res.stdout.splitlines() if " " in line)
+                )
+
+            await self.change(host, what, go)
+        elif hold:
+            await self.sh(host, f"hold {' '.join(hold)}", f"apt-mark hold {' '.join(hold)}")
+        # A dry run plans on the host as it would be, so later phases do not plan it again.
+        for p in missing:
+            facts.packages[p] = "installed"
+        facts.held.update(hold)
 
     async def ensure_running(self, host: Host, unit: str) -> None:
         u = self._facts[host].unit(unit)
@@ -232,16 +336,18 @@ class Executor:
 def _installer(rf: RenderedFile, redactor: Redactor) -> Action:
     async def install(t: Transport) -> None:
         if rf.validate is None:
-            await t.put(rf.path, rf.content.encode(), mode=rf.mode, owner=rf.owner)
+            await t.put(rf.path, rf.content.encode(), mode=rf.mode, owner=owner_of(rf))
             return
         candidate = f"{rf.path}.hakube-new"
-        await t.put(candidate, rf.content.encode(), mode=rf.mode, owner=rf.owner)
+        await t.put(candidate, rf.content.encode(), mode=rf.mode, owner=owner_of(rf))
         q = shlex.quote
         res = await t.run(
-            f"if {rf.validate.command(candidate)} >/tmp/.hakube-validate 2>&1; then "
+            f"out=$(mktemp) || exit 1; trap 'rm -f \"$out\"' EXIT; "
+            f'if {rf.validate.command(candidate)} >"$out" 2>&1; then '
             f"mv -f {q(candidate)} {q(rf.path)}; "
-            f"else rc=$?; cat /tmp/.hakube-validate >&2; rm -f {q(candidate)}; exit $rc; fi",
+            f'else rc=$?; cat "$out" >&2; rm -f {q(candidate)}; exit $rc; fi',
             check=False,
+            timeout=Timeout.CHANGE,
         )
         if not res.ok:
             raise PhaseError(

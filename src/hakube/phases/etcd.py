@@ -7,7 +7,7 @@ import json
 
 from hakube.facts.host import HostFacts
 from hakube.phases.base import Phase, PhaseError
-from hakube.phases.context import Context
+from hakube.phases.context import Context, Timeout
 from hakube.pki.etcd import etcd_members
 from hakube.pki.layout import as_rendered
 from hakube.render.base import RenderedFile
@@ -35,6 +35,9 @@ class EtcdPhase(Phase):
     ) -> list[RenderedFile]:
         return render_etcd(cluster, host)
 
+    def packages(self, cluster: Cluster, host: Host) -> list[str]:
+        return list(ETCD_PACKAGES)
+
     def extra_paths(self, cluster: Cluster, host: Host) -> list[tuple[str, int]]:
         root = "/etc/etcd/pki"
         out = [(f"{root}/ca.crt", 0o644)]
@@ -47,20 +50,29 @@ class EtcdPhase(Phase):
         await ctx.do.ensure_packages(host, list(ETCD_PACKAGES))
         pki = ctx.run.state.etcd_pki(etcd_members(c))
         # etcd runs as its own user and must read its keys.
-        certs = as_rendered(pki.etcd_host_files(host.name), owner="etcd")
-        stale_certs = any(not ctx.facts.file_is_current(host, f) for f in certs)
-        await ctx.do.ensure_files(host, certs)
-        written = await ctx.do.ensure_files(host, self.files_for(ctx, host))
+        files = [
+            *as_rendered(pki.etcd_host_files(host.name), owner="etcd"),
+            *self.files_for(ctx, host),
+        ]
+        stale = [f for f in files if not ctx.facts.file_is_current(host, f)]
         u = ctx.facts[host].unit("etcd")
-        if u.running and (stale_certs or written):
+        if u.running and stale:
+            # A live member: its new certificates and config are written inside the roll, one
+            # member at a time, and the next waits until this one and the whole cluster are
+            # healthy again, so quorum is never at risk.
 
             async def restart(t: Transport) -> None:
-                await t.run("systemctl restart etcd")
-                await wait_healthy(ctx, host, whole_cluster=False)
+                await t.run("systemctl restart etcd", timeout=Timeout.CHANGE)
+                await wait_healthy(ctx, host, whole_cluster=True, member=host)
 
             async with self._restart:
-                await ctx.do.change(host, "restart etcd (config changed)", restart)
-        elif not u.running or u.enabled != "enabled":
+                written = await ctx.do.ensure_files(host, files)
+                if written.daemon_reload:
+                    await ctx.do.daemon_reload(host)
+                await ctx.do.change(host, "restart etcd (certificates or config changed)", restart)
+            return
+        await ctx.do.ensure_files(host, files)
+        if not u.running or u.enabled != "enabled":
             # --no-block: a new member only reports ready once a quorum of its peers is up,
             # so the first members must not wait for each other.
             await ctx.do.sh(
@@ -70,7 +82,21 @@ class EtcdPhase(Phase):
     async def finish(self, ctx: Context) -> None:
         if ctx.run.dry_run or not ctx.run.cluster.etcd_hosts:
             return
-        await wait_healthy(ctx, ctx.run.cluster.etcd_hosts[0], whole_cluster=True)
+        first = ctx.run.cluster.etcd_hosts[0]
+        health = await wait_healthy(ctx, first, whole_cluster=True)
+        healthy = {str(e.get("endpoint")) for e in health if e.get("health") is True}
+        found = await member_list(ctx, first)
+        # Recorded only as members seen in the member list whose endpoint is healthy.
+        names = [
+            str(m.get("name"))
+            for m in found
+            if m.get("name") and set(map(str, _list(m.get("clientURLs")))) & healthy
+        ]
+        ctx.run.remember(lambda r: r.etcd_seen(names))
+
+
+def _list(value: object) -> list[object]:
+    return list(value) if isinstance(value, list) else []
 
 
 async def endpoint_health(ctx: Context, host: Host) -> list[dict[str, object]]:
@@ -96,17 +122,24 @@ async def member_list(ctx: Context, host: Host) -> list[dict[str, object]]:
 
 
 async def wait_healthy(
-    ctx: Context, host: Host, *, whole_cluster: bool, timeout: float = 60
-) -> None:
+    ctx: Context,
+    host: Host,
+    *,
+    whole_cluster: bool,
+    member: Host | None = None,
+    timeout: float = 60,
+) -> list[dict[str, object]]:
+    """Wait until enough members are healthy (and `member`'s own endpoint among them)."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
     want = len(ctx.run.cluster.etcd_hosts) if whole_cluster else 1
+    own = f"https://{member.address}:{ctx.run.cluster.etcd.client_port}" if member else None
     last: list[dict[str, object]] = []
     while loop.time() < deadline:
         last = await endpoint_health(ctx, host)
-        healthy = [e for e in last if e.get("health") is True]
-        if len(healthy) >= want:
-            return
+        healthy = {str(e.get("endpoint")) for e in last if e.get("health") is True}
+        if len(healthy) >= want and (own is None or own in healthy):
+            return last
         await asyncio.sleep(1)
     detail = "; ".join(f"{e.get('endpoint')}: {e.get('error', 'unhealthy')}" for e in last)
     raise PhaseError(

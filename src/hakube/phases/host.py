@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import shlex
+from collections.abc import Callable
 
-from hakube.facts.host import HostFacts
+from hakube.facts.host import HOST_ID_PATH, POLICY_RC, HostFacts
 from hakube.phases.base import Phase, PhaseError
-from hakube.phases.context import Context
+from hakube.phases.context import APT_GET, Context
+from hakube.record import version_problems
 from hakube.render.base import RenderedFile
 from hakube.render.host import (
     apply_block,
@@ -17,10 +19,11 @@ from hakube.render.host import (
     render_runtime,
 )
 from hakube.secrets import Secrets
-from hakube.spec.model import APISERVER_PORT, Cluster, EndpointMode, Host, Runtime
+from hakube.spec.model import APISERVER_PORT, Cluster, EndpointMode, Host, Role, Runtime
 
-#: Debian 11+, Ubuntu 20.04+, EL 7+ are what kubeadm's packages exist for.
-SUPPORTED_OS = {"debian", "ubuntu", "centos", "rhel", "rocky", "almalinux", "fedora"}
+#: What hakube converges: apt-based Debian and Ubuntu. Red Hat family hosts are refused rather
+#: than half-supported (their package names, paths and keepalived versions differ).
+SUPPORTED_OS = {"debian", "ubuntu"}
 
 #: Kernel modules Kubernetes networking needs (also written to modules-load.d).
 KERNEL_MODULES = ("overlay", "br_netfilter")
@@ -32,7 +35,10 @@ def _all(cluster: Cluster) -> list[Host]:
 
 class Preflight(Phase):
     name = "preflight"
-    summary = "check OS, CPUs, memory, unique hostname/MAC/product_uuid, ports, time, swap"
+    summary = (
+        "check cluster identity, OS (Debian/Ubuntu), CPUs, memory, unique MAC/product_uuid, "
+        "VIP interface, ports, time sync, installed Kubernetes version"
+    )
 
     def targets(self, cluster: Cluster) -> list[Host]:
         return _all(cluster)
@@ -48,9 +54,16 @@ def check_host(ctx: Context, host: Host) -> list[str]:
     c = ctx.run.cluster
     f = ctx.facts[host]
     problems: list[str] = []
-    if f.os_id not in SUPPORTED_OS and not set(f.os_like) & SUPPORTED_OS:
-        problems.append(f"unsupported OS {f.os_pretty or f.os_id!r}: use Debian, Ubuntu or EL")
+    if f.package_family == "yum":
+        problems.append(
+            f"{f.os_pretty or f.os_id!r} is a Red Hat family system: this hakube converges "
+            "Debian and Ubuntu hosts only (apt); use one of those for this host"
+        )
+    elif f.os_id not in SUPPORTED_OS and not set(f.os_like) & SUPPORTED_OS:
+        problems.append(f"unsupported OS {f.os_pretty or f.os_id!r}: use Debian or Ubuntu")
     kube = any(s.startswith("kubeadm") for s in ctx.run.selected)
+    if kube and (host.has(Role.CONTROL_PLANE) or host.has(Role.WORKER)):
+        problems.extend(version_problems(c.kubernetes.version, f.packages))
     if kube and c.is_control_plane(host):
         if f.cpus < 2:
             problems.append(f"{f.cpus} CPU: kubeadm needs at least 2 on a control-plane node")
@@ -110,7 +123,10 @@ def _port_problems(ctx: Context, host: Host) -> list[str]:
 
 class Prepare(Phase):
     name = "prepare"
-    summary = "hostname, /etc/hosts block, swap off (and in fstab), SELinux, firewalld, sysctl"
+    summary = (
+        "cluster id, hostname, /etc/hosts block, swap off (and in fstab), SELinux, firewalld, "
+        "sysctl; a policy-rc.d left by a killed install is put back"
+    )
 
     def targets(self, cluster: Cluster) -> list[Host]:
         return _all(cluster)
@@ -123,6 +139,12 @@ class Prepare(Phase):
     async def run(self, ctx: Context, host: Host) -> None:
         f = ctx.facts[host]
         q = shlex.quote
+        await repair_policy_rc(ctx, host)
+        rec = ctx.run.record
+        if rec is not None and f.cluster_id != rec.cluster_id:
+            content = (rec.cluster_id + "\n").encode()
+            await ctx.do.put(host, f"write {HOST_ID_PATH}", HOST_ID_PATH, content, 0o644)
+            f.cluster_id = rec.cluster_id
         if f.hostname != host.name:
             await ctx.do.sh(
                 host,
@@ -173,6 +195,33 @@ class Prepare(Phase):
                 await ctx.do.sh(host, f"set {', '.join(keys)}", cmd)
 
 
+def remember(ctx: Context, host: Host) -> Callable[[dict[str, str]], None]:
+    """Record the versions the package manager reports for what it installed on `host`."""
+    return lambda versions: ctx.run.remember(lambda r: r.installed(host.name, versions))
+
+
+async def repair_policy_rc(ctx: Context, host: Host) -> None:
+    """A killed install (SIGKILL, power loss) cannot run its trap: put the old file back here."""
+    f = ctx.facts[host]
+    if not f.policy_rc_left and not f.policy_rc_saved:
+        return
+    q = shlex.quote
+    newest = f.policy_rc_saved[0] if f.policy_rc_saved else ""
+    steps = []
+    if f.policy_rc_left:
+        # An empty copy means there was no policy-rc.d before the install.
+        steps.append(
+            f"if [ -s {q(newest)} ]; then cp -p {q(newest)} {POLICY_RC}; else rm -f {POLICY_RC}; fi"
+            if newest
+            else f"rm -f {POLICY_RC}"
+        )
+    steps += [f"rm -f {q(p)}" for p in f.policy_rc_saved]
+    what = "put back the policy-rc.d" if f.policy_rc_left else "remove stale policy-rc.d copies"
+    await ctx.do.sh(host, f"{what} a killed install left behind", " && ".join(steps))
+    f.policy_rc_left = False
+    f.policy_rc_saved = []
+
+
 def _wanted_sysctls(ctx: Context, host: Host) -> dict[str, str]:
     f = ctx.facts[host]
     out = {"net.ipv4.ip_forward": "1"}
@@ -186,7 +235,10 @@ def _wanted_sysctls(ctx: Context, host: Host) -> dict[str, str]:
 
 class PackagesPhase(Phase):
     name = "packages"
-    summary = "package repository (mirror or offline) and base tools, pinned and held"
+    summary = (
+        "the OS package mirror (packages.repository) on every host; base tools and every "
+        "package the selected phases need, in one apt transaction, service packages held"
+    )
 
     def targets(self, cluster: Cluster) -> list[Host]:
         return _all(cluster)
@@ -204,9 +256,10 @@ class PackagesPhase(Phase):
             raise PhaseError(f"no known package manager on {f.os_pretty or f.os_id!r}")
         written = await ctx.do.ensure_files(host, self.files_for(ctx, host))
         if written.package_sources:
-            cmd = "apt-get update -q" if f.package_family == "apt" else "yum makecache -q"
-            await ctx.do.sh(host, "refresh package lists", cmd)
-        await ctx.do.ensure_packages(host, ["curl", "ca-certificates"])
+            await ctx.do.sh(host, "refresh package lists", f"{APT_GET} update -q")
+        # Everything the selected phases need on this host, in one apt transaction.
+        wanted = ["curl", "ca-certificates", *ctx.run.wanted_packages.get(host.name, [])]
+        await ctx.do.ensure_packages(host, list(dict.fromkeys(wanted)), remember(ctx, host))
 
 
 class RuntimePhase(Phase):
@@ -221,10 +274,12 @@ class RuntimePhase(Phase):
     ) -> list[RenderedFile]:
         return render_runtime(cluster, host)
 
+    def packages(self, cluster: Cluster, host: Host) -> list[str]:
+        return ["docker.io"] if cluster.kubernetes.runtime is Runtime.DOCKER else ["containerd"]
+
     async def run(self, ctx: Context, host: Host) -> None:
         unit = "docker" if ctx.run.cluster.kubernetes.runtime is Runtime.DOCKER else "containerd"
-        pkgs = ["docker.io"] if unit == "docker" else ["containerd"]
-        await ctx.do.ensure_packages(host, pkgs)
+        await ctx.do.ensure_packages(host, self.packages(ctx.run.cluster, host))
         written = await ctx.do.ensure_files(host, self.files_for(ctx, host))
         if unit in written.units:
             await ctx.do.reload_units(host, {unit})

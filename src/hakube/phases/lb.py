@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import asyncio
+import re
 import shlex
 
-from hakube.facts.host import HostFacts
+from hakube.facts.haproxy import SHOW_STAT, parse_show_stat
+from hakube.facts.host import FileState, HostFacts, Unit
 from hakube.phases.base import Phase, PhaseError
-from hakube.phases.context import Context
+from hakube.phases.context import Context, sha256
 from hakube.render.base import RenderedFile
 from hakube.render.haproxy import render_haproxy
 from hakube.render.keepalived import (
+    INIT_MARKER,
+    KEEPALIVED_CONF,
     TRACK_DIR,
     TRACK_FILE,
     render_haproxy_tracking,
@@ -20,13 +24,122 @@ from hakube.secrets import Secrets
 from hakube.spec.model import Cluster, EndpointMode, Host
 
 
-class HAProxyPhase(Phase):
+async def mark_initialised(ctx: Context, host: Host) -> None:
+    """Once the init is recorded, end the health check's "every backend DOWN" exception."""
+    rec = ctx.run.record
+    vip_mode = ctx.run.cluster.endpoint.mode is EndpointMode.VIP
+    if rec is None or rec.init_host is None or not vip_mode:
+        return
+    content = f"{rec.cluster_id} initialised on {rec.init_host}\n"
+    want = FileState(sha256(content), 0o644, "root:root")
+    if host in ctx.facts and ctx.facts[host].files.get(INIT_MARKER) == want:
+        return
+    await ctx.do.put(
+        host,
+        f"write {INIT_MARKER} (health check: all API servers DOWN now fails)",
+        INIT_MARKER,
+        content.encode(),
+        0o644,
+    )
+    if host in ctx.facts:
+        ctx.facts[host].files[INIT_MARKER] = want
+
+
+def vip_holder(ctx: Context) -> str | None:
+    """The LB host holding the VIP when the facts were read (None before facts or without)."""
+    vip = ctx.run.cluster.endpoint.vip
+    for h in ctx.run.cluster.lb_hosts:
+        if vip is not None and h in ctx.facts and ctx.facts[h].has_address(str(vip)):
+            return h.name
+    return None
+
+
+def owner_last(ctx: Context, hosts: list[Host]) -> list[Host]:
+    """The VIP owner is updated last, so the VIP moves at most once during a roll."""
+    owner = vip_holder(ctx)
+    return sorted(hosts, key=lambda h: h.name == owner)
+
+
+async def front_problems(ctx: Context) -> list[str]:
+    """What keeps the front from serving now: not exactly one VIP holder; once the cluster is
+    initialised (recorded), any API server backend not UP on any LB host."""
+    c = ctx.run.cluster
+    problems: list[str] = []
+    if c.endpoint.mode is EndpointMode.VIP:
+        owners = await vip_owners(ctx)
+        if len(owners) != 1:
+            problems.append(f"the VIP is held by {len(owners)} hosts ({', '.join(owners)})")
+    rec = ctx.run.record
+    if rec is not None and rec.init_host is not None:
+        for lb in c.lb_hosts:
+            res = await ctx.facts.read(lb, SHOW_STAT, check=False)
+            backends = parse_show_stat(res.stdout, lb.name)
+            down = [f"{b.server} {b.status}" for b in backends if not b.status.startswith("UP")]
+            if not backends or down:
+                problems.append(f"{lb.name}: backends {', '.join(down) or 'unreadable'}")
+    return problems
+
+
+#: How long a roll waits for the front to serve again before it stops.
+SETTLE_SECONDS = 60.0
+
+
+async def settle(ctx: Context, after: Host) -> None:
+    """Between two LB hosts of a roll: wait until the front serves again, or stop the roll."""
+    timeout = SETTLE_SECONDS
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    problems = await front_problems(ctx)
+    while problems and loop.time() < deadline:
+        await asyncio.sleep(1)
+        problems = await front_problems(ctx)
+    if problems:
+        raise PhaseError(
+            f"after updating {after.name} the front did not settle within {timeout:.0f} s: "
+            f"{'; '.join(problems)}. The roll stops here, so the LB hosts not yet updated keep "
+            "their working config"
+        )
+
+
+def front_is_live(ctx: Context, unit: str) -> bool:
+    """Some LB host already runs `unit`: changes roll one host at a time so the others serve.
+    On a first install nothing serves yet, and every LB host is set up at once."""
+    return any(h in ctx.facts and ctx.facts[h].unit(unit).running for h in ctx.run.cluster.lb_hosts)
+
+
+class _Rolling(Phase):
+    """An LB phase: all hosts at once on a first install; on a live front the LB phases roll
+    together one host at a time, the VIP owner last, and the front serves again (one VIP
+    holder, every backend UP) before the next host."""
+
+    serial = True
+    roll = "lb"
+    unit: str
+
+    def rolling(self, ctx: Context) -> bool:
+        return front_is_live(ctx, self.unit)
+
+    def hosts(self, ctx: Context) -> list[Host]:
+        return owner_last(ctx, self.targets(ctx.run.cluster))
+
+    async def between_hosts(self, ctx: Context, host: Host) -> None:
+        await settle(ctx, host)
+
+
+class HAProxyPhase(_Rolling):
     name = "lb/haproxy"
-    summary = "HAProxy installed, config validated on the host, reloaded if changed"
-    serial = True  # rolling: the other LB hosts keep serving while one reloads
+    summary = (
+        "HAProxy installed, config validated on the host, reloaded if changed; on a live front "
+        "one host at a time together with keepalived, VIP owner last, front serving again "
+        "before the next"
+    )
+    unit = "haproxy"
 
     def targets(self, cluster: Cluster) -> list[Host]:
         return cluster.lb_hosts
+
+    def packages(self, cluster: Cluster, host: Host) -> list[str]:
+        return ["haproxy", "socat"]
 
     def files(
         self, cluster: Cluster, host: Host, secrets: Secrets, facts: HostFacts | None = None
@@ -35,7 +148,7 @@ class HAProxyPhase(Phase):
 
     async def run(self, ctx: Context, host: Host) -> None:
         c = ctx.run.cluster
-        await ctx.do.ensure_packages(host, ["haproxy", "socat"])
+        await ctx.do.ensure_packages(host, self.packages(c, host))
         written = await ctx.do.ensure_files(host, self.files_for(ctx, host))
         f = ctx.facts[host]
         running = f.unit("haproxy").running
@@ -78,13 +191,27 @@ async def _wait_listening(ctx: Context, host: Host, port: int, timeout: float = 
         raise PhaseError(f"HAProxy does not listen on port {port} after {timeout:.0f} s")
 
 
-class KeepalivedPhase(Phase):
+class KeepalivedPhase(_Rolling):
     name = "lb/keepalived"
-    summary = "keepalived (VRRP VIP) installed, config validated on the host, reloaded if changed"
-    serial = True
+    summary = (
+        "keepalived (VRRP VIP) installed, config validated on the host, reloaded if changed; on "
+        "a live front one host at a time together with HAProxy, VIP owner last; "
+        "VRRP-incompatible changes as a planned stop of every LB host, then start"
+    )
+    unit = "keepalived"
+
+    def __init__(self) -> None:
+        self._planned = asyncio.Lock()
+        self._checked = False
 
     def targets(self, cluster: Cluster) -> list[Host]:
         return cluster.lb_hosts if cluster.endpoint.mode is EndpointMode.VIP else []
+
+    def packages(self, cluster: Cluster, host: Host) -> list[str]:
+        return ["keepalived"]
+
+    def extra_paths(self, cluster: Cluster, host: Host) -> list[tuple[str, int]]:
+        return [(INIT_MARKER, 0o644)]
 
     def files(
         self, cluster: Cluster, host: Host, secrets: Secrets, facts: HostFacts | None = None
@@ -92,7 +219,12 @@ class KeepalivedPhase(Phase):
         return render_keepalived(cluster, host, secrets)
 
     async def run(self, ctx: Context, host: Host) -> None:
-        await ctx.do.ensure_packages(host, ["keepalived"])
+        await ctx.do.ensure_packages(host, self.packages(ctx.run.cluster, host))
+        async with self._planned:
+            if not self._checked:
+                self._checked = True
+                await self._stop_all_if_incompatible(ctx)
+        await mark_initialised(ctx, host)
         written = await ctx.do.ensure_files(host, self.files_for(ctx, host))
         u = ctx.facts[host].unit("keepalived")
         if u.running and "keepalived" in written.units:
@@ -100,6 +232,47 @@ class KeepalivedPhase(Phase):
             await ctx.do.sh(host, "reload keepalived", "systemctl reload keepalived")
         elif not u.running or u.enabled != "enabled":
             await ctx.do.sh(host, "start keepalived", "systemctl enable -q --now keepalived")
+
+    async def _stop_all_if_incompatible(self, ctx: Context) -> None:
+        """Hosts with the old and the new VRRP settings cannot share a VRRP group: each would
+        see no peer and become MASTER (two VIP holders mid-roll). Such a change stops keepalived
+        on every LB host first; the roll then starts them one at a time."""
+        reasons: set[str] = set()
+        lbs = ctx.run.cluster.lb_hosts
+        running = [h for h in lbs if h in ctx.facts and ctx.facts[h].unit(self.unit).running]
+        for h in running:
+            new = next(f for f in self.files_for(ctx, h) if f.path == KEEPALIVED_CONF)
+            if ctx.facts.file_is_current(h, new):
+                continue
+            old = await ctx.facts.read(h, f"cat {KEEPALIVED_CONF}", check=False)
+            reasons.update(vrrp_incompatible(old.stdout, new.content))
+        if not reasons:
+            return
+        why = "; ".join(sorted(reasons))
+        for h in running:
+            await ctx.do.sh(
+                h,
+                f"stop keepalived (planned: {why} cannot run beside the old settings; every "
+                "LB host stops, then each starts with the new config)",
+                "systemctl stop keepalived",
+            )
+            f = ctx.facts[h]
+            f.units[self.unit] = Unit(self.unit, True, "inactive", f.unit(self.unit).enabled)
+
+
+def _vrrp_settings(conf: str) -> dict[str, str]:
+    out = {"unicast": "unicast" if re.search(r"^\s*unicast_peer\b", conf, re.M) else "multicast"}
+    for key in ("vrrp_version", "virtual_router_id"):
+        m = re.search(rf"^\s*{key}\s+(\S+)", conf, re.M)
+        out[key] = m.group(1) if m else "default"
+    return out
+
+
+def vrrp_incompatible(old: str, new: str) -> list[str]:
+    """The VRRP settings whose change splits one VRRP group in two (old → new)."""
+    a, b = _vrrp_settings(old), _vrrp_settings(new)
+    names = {"vrrp_version": "VRRP version", "virtual_router_id": "router id", "unicast": "mode"}
+    return [f"{names[k]} {a[k]} → {b[k]}" for k in names if a[k] != b[k]]
 
 
 class WaitVIP(Phase):
@@ -130,7 +303,8 @@ class WaitVIP(Phase):
             f"{shlex.quote(f'exec 3<>/dev/tcp/{vip}/{port}')} 2>/dev/null && exit 0; "
             f"sleep 0.2; done; exit 1"
         )
-        res = await ctx.facts.read(probe, cmd, check=False)
+        # Up to 50 tries of at most 1.2 s: the command's own limit must be longer than that.
+        res = await ctx.facts.read(probe, cmd, check=False, timeout=90)
         if not res.ok:
             raise PhaseError(f"{vip}:{port} does not accept connections from {probe.name}")
 

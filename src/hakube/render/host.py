@@ -284,11 +284,12 @@ def render_kubernetes_repo(
 def render_mirror_repo(
     cluster: Cluster, host: Host, os_family: str | None = None, os_codename: str | None = None
 ) -> list[RenderedFile]:
-    """The distribution mirror (`packages.repository`). A bare apt URL needs the release
+    """The distribution mirror (`packages.repository`), on every host: every host installs
+    packages (HAProxy, keepalived, etcd, containerd). A bare apt URL needs the release
     codename (os-release VERSION_CODENAME); without it the file carries `CODENAME_PLACEHOLDER`
     and a validation that refuses to install it."""
     p = cluster.packages
-    if not _is_node(host) or not p.repository:
+    if not p.repository:
         return []
     if package_manager(cluster, os_family) is PackageManager.APT:
         mirror_opts = "" if p.gpg_check else "trusted=yes"

@@ -12,6 +12,9 @@ CHECK_SCRIPT = "/etc/keepalived/check_apiserver.sh"
 HAPROXY_DROPIN = "/etc/systemd/system/haproxy.service.d/hakube-vrrp.conf"
 TMPFILES_CONF = "/etc/tmpfiles.d/hakube.conf"
 TRACK_DIR = "/run/hakube"
+#: Written on every LB host once the first control plane is initialised (recorded): from then
+#: on "every backend DOWN" means this host lost its API servers, and the check must fail.
+INIT_MARKER = "/etc/hakube/initialised"
 #: "1" while HAProxy is stopped, "0" while it runs; tracked with weight 0 (FAULT when nonzero).
 TRACK_FILE = f"{TRACK_DIR}/haproxy-down"
 
@@ -123,7 +126,10 @@ def render_keepalived(cluster: Cluster, host: Host, secrets: Secrets) -> list[Re
         RenderedFile(
             path=CHECK_SCRIPT,
             content=render_template(
-                "check_apiserver.sh.j2", port=ep.port, stats_socket=STATS_SOCKET
+                "check_apiserver.sh.j2",
+                port=ep.port,
+                stats_socket=STATS_SOCKET,
+                init_marker=INIT_MARKER,
             ),
             # keepalived runs the script afresh every interval: a change needs no reload.
             mode=0o700,

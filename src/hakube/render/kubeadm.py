@@ -65,13 +65,21 @@ def _args(api: KubeadmAPI, args: dict[str, str]) -> Any:
     return dict(args)
 
 
+def _kubelet_args(host: Host) -> dict[str, str]:
+    args = {"node-ip": str(host.address)}
+    if host.labels:
+        # kubelet registers the Node with these labels (the spec refuses keys it would reject).
+        args["node-labels"] = ",".join(f"{k}={v}" for k, v in sorted(host.labels.items()))
+    return args
+
+
 def _node_registration(cluster: Cluster, host: Host, api: KubeadmAPI) -> dict[str, Any]:
     docker = cluster.kubernetes.runtime is Runtime.DOCKER
     reg: dict[str, Any] = {
         "name": host.name,
         "criSocket": DOCKERSHIM_SOCKET if docker else CONTAINERD_SOCKET,
         # Without it kubelet picks the default-route address, wrong on multi-NIC hosts.
-        "kubeletExtraArgs": _args(api, {"node-ip": str(host.address)}),
+        "kubeletExtraArgs": _args(api, _kubelet_args(host)),
     }
     if host.has(Role.WORKER) and host.has(Role.CONTROL_PLANE):
         # An empty list (not an absent key) stops kubeadm adding its control-plane taint.
@@ -199,17 +207,23 @@ def render_kubeadm(
     """
     if not (host.has(Role.CONTROL_PLANE) or host.has(Role.WORKER)):
         return []
-    if host.name == first_control_plane(cluster).name:
+    init = host.name == first_control_plane(cluster).name
+    return [kubeadm_file(cluster, host, secrets, ca_cert_hash, init=init)]
+
+
+def kubeadm_file(
+    cluster: Cluster, host: Host, secrets: Secrets, ca_cert_hash: str | None, *, init: bool
+) -> RenderedFile:
+    """init.yaml or join.yaml for `host`, whichever host the cluster was initialised on."""
+    if init:
         path, content = INIT_CONFIG, _dump(init_documents(cluster, host, secrets))
     else:
         path, content = JOIN_CONFIG, _dump([join_document(cluster, host, secrets, ca_cert_hash)])
     # kubeadm reads the file only when the apply layer runs `kubeadm init/join --config`.
-    return [
-        RenderedFile(
-            path=path,
-            content=content,
-            mode=0o600,
-            secret=True,
-            validate=_validate(cluster, content),
-        )
-    ]
+    return RenderedFile(
+        path=path,
+        content=content,
+        mode=0o600,
+        secret=True,
+        validate=_validate(cluster, content),
+    )

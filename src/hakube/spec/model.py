@@ -19,6 +19,7 @@ from pydantic import (
     Field,
     ValidationInfo,
     field_validator,
+    model_validator,
 )
 from pydantic_core import PydanticCustomError
 
@@ -35,6 +36,20 @@ MAX_KUBERNETES = (1, 34)
 #: kube-apiserver's own port on every control-plane node; HAProxy must never take it there.
 APISERVER_PORT = 6443
 
+#: Labels in the kubernetes.io / k8s.io namespaces a kubelet may set on its own Node; kubelet
+#: refuses to start with any other such label in --node-labels.
+_KUBELET_LABELS = {
+    "kubernetes.io/hostname",
+    "kubernetes.io/arch",
+    "kubernetes.io/os",
+    "beta.kubernetes.io/instance-type",
+    "node.kubernetes.io/instance-type",
+    "failure-domain.beta.kubernetes.io/region",
+    "failure-domain.beta.kubernetes.io/zone",
+    "topology.kubernetes.io/region",
+    "topology.kubernetes.io/zone",
+}
+_KUBELET_LABEL_PREFIXES = ("kubelet.kubernetes.io", "node.kubernetes.io")
 _VERSION_RE = re.compile(r"^v?(\d+)\.(\d+)\.(\d+)$")
 _LABEL_CHARS = frozenset("abcdefghijklmnopqrstuvwxyz0123456789-")
 _IFACE_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_.:@-")
@@ -163,6 +178,17 @@ def _check_labels(v: dict[str, str]) -> dict[str, str]:
                 bad = f"is {len(text)} characters long (at most 63)"
             if bad:
                 raise invalid(f"{what} {bad}" if text is name else f"{what} ({text!r}) {bad}", fix)
+        if any(prefix == d or prefix.endswith("." + d) for d in ("kubernetes.io", "k8s.io")):
+            allowed = key in _KUBELET_LABELS or any(
+                prefix == p or prefix.endswith("." + p) for p in _KUBELET_LABEL_PREFIXES
+            )
+            if not allowed:
+                raise invalid(
+                    f"label key {key!r}: kubelet may not set labels in the kubernetes.io/k8s.io "
+                    f"namespaces other than {', '.join(_KUBELET_LABEL_PREFIXES)} and a few "
+                    "well-known keys",
+                    "use your own prefix, or `kubectl label node` once the node joined",
+                )
     return v
 
 
@@ -264,7 +290,10 @@ class Host(Strict):
     interface: str | None = Field(
         None, description="NIC that carries `address` (for the VIP); default endpoint.interface."
     )
-    labels: dict[str, str] = Field(default_factory=dict)
+    labels: dict[str, str] = Field(
+        default_factory=dict,
+        description="Node labels kubelet registers the node with (kubelet --node-labels).",
+    )
 
     @field_validator("name")
     @classmethod
@@ -530,10 +559,18 @@ class Packages(Strict):
         None,
         description="Kubernetes package repository; default pkgs.k8s.io for the chosen minor.",
     )
-    offline_dir: Path | None = Field(
-        None, description="Directory of packages on the operator's machine, copied to hosts."
-    )
     gpg_check: bool = True
+
+    @model_validator(mode="before")
+    @classmethod
+    def _removed(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "offline_dir" in data:
+            raise ValueError(
+                "offline_dir was removed: no hakube version ever installed from it; point "
+                "packages.repository and packages.kubernetes_repository at mirrors the hosts "
+                "reach instead"
+            )
+        return data
 
 
 class EtcdTopology(StrEnum):

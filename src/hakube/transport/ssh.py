@@ -13,6 +13,8 @@ import posixpath
 import shlex
 import time
 import uuid
+from collections.abc import Awaitable
+from typing import TypeVar
 
 import asyncssh
 
@@ -29,11 +31,14 @@ from hakube.transport.sftp import SFTPFiles
 from hakube.transport.target import SSHTarget
 
 log = logging.getLogger("hakube.transport")
+_R = TypeVar("_R")
 
 # OpenSSH's default MaxSessions is 10; staying under it leaves room for an operator's own shell.
 DEFAULT_MAX_CHANNELS = 8
 # cat never exits with this, so it tells "no such file" apart from a read error.
 _MISSING_EXIT = 66
+#: Seconds a file transfer may take (put or get, SFTP or shell): no remote step runs unbounded.
+FILE_TIMEOUT = 120.0
 
 
 def remote_command(command: str, *, sudo: bool, user: str) -> str:
@@ -123,11 +128,13 @@ class SSHTransport(Transport):
         # SFTP on the connection's long-lived channel measured ~3x faster than the shell
         # pipeline (bench/transport_roundtrip.py: no channel open, no forks on the host), but
         # it runs as the login user and cannot chown by name, so those cases use the shell.
-        if self._use_sftp and owner is None and await self._files.put(path, content, mode):
-            return
+        if self._use_sftp and owner is None:
+            shown = f"put {path} (sftp)"
+            if await self._bounded(self._files.put(path, content, mode), shown):
+                return
         shown = f"put {path} (mode {mode:o}{', owner ' + owner if owner else ''})"
         status, out, err, duration = await self._exec(
-            _put_script(path, mode, owner), shown, content, None
+            _put_script(path, mode, owner), shown, content, FILE_TIMEOUT
         )
         if status != 0:
             raise command_failed(
@@ -144,9 +151,9 @@ class SSHTransport(Transport):
 
     async def get(self, path: str) -> bytes:
         if self._use_sftp:
-            return await self._files.get(path)
+            return await self._bounded(self._files.get(path), f"get {path} (sftp)")
         shown = f"get {path}"
-        status, out, err, duration = await self._exec(_get_script(path), shown, None, None)
+        status, out, err, duration = await self._exec(_get_script(path), shown, None, FILE_TIMEOUT)
         if status == _MISSING_EXIT:
             raise RemoteFileNotFound(self.host, path)
         if status != 0:
@@ -155,6 +162,12 @@ class SSHTransport(Transport):
                 self.redactor,
             )
         return out
+
+    async def _bounded(self, op: Awaitable[_R], shown: str) -> _R:
+        try:
+            return await asyncio.wait_for(op, FILE_TIMEOUT)
+        except TimeoutError:
+            raise CommandTimeout(self.host, shown, FILE_TIMEOUT) from None
 
     async def close(self) -> None:
         if self._closed:

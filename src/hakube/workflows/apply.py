@@ -40,6 +40,7 @@ from hakube.phases.kubeadm import (
 )
 from hakube.phases.lb import HAProxyPhase, KeepalivedPhase, WaitVIP
 from hakube.phases.verify import Verify, VerifyReport
+from hakube.record import RecordError
 from hakube.spec.checks import missing_key_files
 from hakube.spec.model import Cluster, Host
 from hakube.state import StateDir
@@ -108,7 +109,14 @@ class ApplyLocked(Exception):
 
 @contextlib.contextmanager
 def cluster_lock(state: StateDir) -> Iterator[None]:
-    """One apply per cluster at a time (flock: released by the kernel if we die)."""
+    """One apply per cluster at a time (flock: released by the kernel if we die).
+
+    A dry run against a cluster with no state directory yet has nothing to protect, and must
+    not create one.
+    """
+    if not state.persist and not (state.path / "lock").exists():
+        yield
+        return
     state.ensure()
     lock = state.path / "lock"
     busy = f"another hakube run holds {lock}; wait for it to finish"
@@ -140,13 +148,18 @@ class Journal:
 
     def __init__(self, state: StateDir, redactor: Redactor) -> None:
         self.dir = state.path / "logs"
-        self.dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        #: A dry run writes nothing locally: its events go to the caller only.
+        self.enabled = state.persist
+        if self.enabled:
+            self.dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         stamp = time.strftime("%Y%m%dT%H%M%S")
         self.log = self.dir / f"apply-{stamp}-{os.getpid()}.jsonl"
         self.redactor = redactor
         self.journal = state.path / "journal.json"
 
     def event(self, e: Event) -> None:
+        if not self.enabled:
+            return
         line = self.redactor.redact(json.dumps(e.as_dict()))
         fd = os.open(self.log, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
         try:
@@ -196,8 +209,14 @@ async def apply(
     transports: dict[str, Transport] | None = None,
     phases: Callable[[], list[Phase]] = apply_phases,
 ) -> ApplyResult:
-    """Converge the cluster. With `transports` given (tests), no SSH connection is made."""
+    """Converge the cluster. With `transports` given (tests), no SSH connection is made.
+
+    Raises RecordError (a ValueError) before contacting any host when the cluster file changes
+    a setting fixed at init.
+    """
     state = state or StateDir(cluster.name)
+    if dry_run:
+        state = state.read_only()
     result = ApplyResult(dry_run=dry_run)
     started = time.monotonic()
     to_run, skipped = select_phases(phases(), only=only, skip=skip)
@@ -205,6 +224,10 @@ async def apply(
     if transports is None:
         _refuse_missing_keys(cluster)
     with cluster_lock(state):
+        record = state.record()
+        problems = record.check_settings(cluster)
+        if problems:
+            raise RecordError("\n".join(problems))
         secrets = state.secrets()
         redactor = Redactor(secrets.values())
         journal = Journal(state, redactor)
@@ -236,6 +259,7 @@ async def apply(
                 state=state,
                 selected=frozenset(p.name for p in to_run),
                 dry_run=dry_run,
+                record=record,
             )
             ctx = Context.create(run, conns, emit=both, redactor=redactor)
             for name, message in errors.items():
@@ -266,16 +290,27 @@ async def _facts(ctx: Context, to_run: list[Phase], result: ApplyResult) -> None
     ctx.report(Event(EventKind.PHASE_START, "facts"))
     cluster = ctx.run.cluster
 
-    targets = {p.name: {t.name for t in p.targets(cluster)} for p in to_run}
+    targets: dict[str, set[str]] = {}
+    for p in to_run:
+        try:
+            targets[p.name] = {t.name for t in p.hosts(ctx)}
+        except PhaseError as e:  # e.g. the recorded init host left the file: nothing may run
+            _record_failures(ctx, p.name, {"*": e}, result)
+            return
 
     async def one(h: Host) -> None:
         # Which files exist does not depend on the facts (only their content does).
         paths: list[str] = []
         for p in to_run:
             if h.name in targets[p.name]:
+                ctx.run.wanted_packages.setdefault(h.name, []).extend(p.packages(cluster, h))
                 paths += [f.path for f in p.files(cluster, h, ctx.run.secrets)]
                 paths += [path for path, _ in p.extra_paths(cluster, h)]
-        await ctx.facts.gather(h, paths)
+        facts = await ctx.facts.gather(h, paths)
+        assert ctx.run.record is not None
+        problem = ctx.run.record.check_host_id(h.name, facts.cluster_id)
+        if problem:
+            raise PhaseError(problem)
 
     failures = await gather_hosts(cluster.hosts, one)
     _record_failures(ctx, "facts", failures, result)
@@ -297,35 +332,87 @@ async def _phases(ctx: Context, to_run: list[Phase], result: ApplyResult, journa
     done: list[str] = []
     if not ctx.run.dry_run:
         journal.record(done, finished=False)  # a run killed from here on is "unfinished"
-    for phase in to_run:
-        targets = phase.targets(ctx.run.cluster)
-        ctx.report.phase = phase.name
-        if not targets:
-            ctx.report(Event(EventKind.PHASE_SKIPPED, phase.name, message="no host needs it"))
+    i = 0
+    while i < len(to_run):
+        group = _group(ctx, to_run, i)
+        i += len(group)
+        hosts = {p.name: p.hosts(ctx) for p in group}
+        for phase in group:
+            if not hosts[phase.name]:
+                ctx.report(Event(EventKind.PHASE_SKIPPED, phase.name, message="no host needs it"))
+        group = [p for p in group if hosts[p.name]]
+        if not group:
             continue
-        ctx.report(
-            Event(EventKind.PHASE_START, phase.name, data={"hosts": [h.name for h in targets]})
-        )
+        for phase in group:
+            names = [h.name for h in hosts[phase.name]]
+            ctx.report(Event(EventKind.PHASE_START, phase.name, data={"hosts": names}))
         before = len(ctx.do.changes)
-        failures = await gather_hosts(
-            targets, functools.partial(_host, ctx, phase), serial=phase.serial
-        )
-        if not failures:
+        if not (group[0].roll and group[0].rolling(ctx)):
+            (phase,) = group
+            ctx.report.phase = phase.name
+            failures = await gather_hosts(
+                hosts[phase.name], functools.partial(_host, ctx, phase), serial=phase.rolling(ctx)
+            )
+            failed = {phase.name: failures} if failures else {}
+        else:
+            failed = await _roll(ctx, group, hosts)
+        for phase in group:
+            if failed:
+                break
             try:
                 await phase.finish(ctx)
             except Exception as e:  # a cluster-wide wait: blame the phase, not a host
-                failures = {"*": e}
-        _record_failures(ctx, phase.name, failures, result)
-        if failures:
+                failed = {phase.name: {"*": e}}
+        for name, failures in failed.items():
+            _record_failures(ctx, name, failures, result)
+        if failed:
             if not ctx.run.dry_run:  # the journal records what really ran
                 journal.record(done, finished=False)
             return
-        result.phases_run.append(phase.name)
-        done.append(phase.name)
-        changed = len(ctx.do.changes) - before
-        ctx.report(Event(EventKind.PHASE_DONE, phase.name, data={"changes": changed}))
-        if not ctx.run.dry_run:
-            journal.record(done, finished=phase is to_run[-1])
+        for phase in group:
+            result.phases_run.append(phase.name)
+            done.append(phase.name)
+            changed = len([c for c in ctx.do.changes[before:] if c.phase == phase.name])
+            ctx.report(Event(EventKind.PHASE_DONE, phase.name, data={"changes": changed}))
+            if not ctx.run.dry_run:
+                journal.record(done, finished=phase is to_run[-1])
+
+
+def _group(ctx: Context, to_run: list[Phase], start: int) -> list[Phase]:
+    """The phase at `start`, with the phases after it that roll together with it."""
+    first = to_run[start]
+    if not first.roll or not first.rolling(ctx):
+        return [first]
+    group = [first]
+    for p in to_run[start + 1 :]:
+        if p.roll != first.roll or not p.rolling(ctx):
+            break
+        group.append(p)
+    return group
+
+
+async def _roll(
+    ctx: Context, group: list[Phase], hosts: dict[str, list[Host]]
+) -> dict[str, dict[str, BaseException]]:
+    """One host at a time through every phase of the group; stop at the first failure."""
+    order = list({h.name: h for p in group for h in hosts[p.name]}.values())
+    for host in order:
+        before = len(ctx.do.changes)
+        for phase in group:
+            if host not in hosts[phase.name]:
+                continue
+            ctx.report.phase = phase.name
+            try:
+                await _host(ctx, phase, host)
+            except Exception as e:
+                return {phase.name: {host.name: e}}
+        changed = any(c.host == host.name for c in ctx.do.changes[before:])
+        if changed and not ctx.run.dry_run:
+            try:
+                await group[-1].between_hosts(ctx, host)
+            except Exception as e:
+                return {group[-1].name: {host.name: e}}
+    return {}
 
 
 async def _host(ctx: Context, phase: Phase, host: Host) -> None:

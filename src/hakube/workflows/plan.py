@@ -22,6 +22,8 @@ class PlannedFile:
     path: str
     mode: int
     secret: bool
+    #: Sent from this workstation (False: the host makes it, e.g. kubeadm's admin.conf).
+    sent: bool = True
 
 
 @dataclass
@@ -37,6 +39,13 @@ class PlannedHost:
     address: str
     roles: list[str]
     phases: list[PlannedPhase] = field(default_factory=list)
+
+    @property
+    def secrets_sent(self) -> list[str]:
+        """Every secret file that leaves the workstation for this host (keys, passwords,
+        tokens), in phase order."""
+        out = [f.path for p in self.phases for f in p.files if f.secret and f.sent]
+        return list(dict.fromkeys(out))
 
 
 @dataclass
@@ -55,12 +64,18 @@ class Plan:
                     "host": h.host,
                     "address": h.address,
                     "roles": h.roles,
+                    "secrets_sent": h.secrets_sent,
                     "phases": [
                         {
                             "name": p.name,
                             "summary": p.summary,
                             "files": [
-                                {"path": f.path, "mode": f"{f.mode:04o}", "secret": f.secret}
+                                {
+                                    "path": f.path,
+                                    "mode": f"{f.mode:04o}",
+                                    "secret": f.secret,
+                                    "sent": f.sent,
+                                }
                                 for f in p.files
                             ],
                         }
@@ -95,7 +110,7 @@ def build_plan(
             rendered = sorted(phase.files(cluster, host, secrets), key=lambda f: f.path)
             files = [PlannedFile(f.path, f.mode, f.secret) for f in rendered]
             files += [
-                PlannedFile(path, mode, not mode & 0o077)
+                PlannedFile(path, mode, not mode & 0o077, path not in phase.made_on_host)
                 for path, mode in phase.extra_paths(cluster, host)
             ]
             hp.phases.append(PlannedPhase(phase.name, phase.summary, files))

@@ -21,9 +21,6 @@ class Scenario:
     expect_move: bool = False
     #: Requests must fail during the break (readiness lost), then recover.
     expect_failures: bool = False
-    #: Lab only (isolate); host-down also needs --allow-poweroff off the lab.
-    lab_only: bool = False
-    poweroff: bool = False
 
 
 SCENARIOS: dict[str, Scenario] = {
@@ -35,9 +32,8 @@ SCENARIOS: dict[str, Scenario] = {
             "host-down",
             "power the VIP owner off (cable out, every process killed)",
             expect_move=True,
-            poweroff=True,
         ),
-        Scenario("isolate", "cut the VIP owner off the network", expect_move=True, lab_only=True),
+        Scenario("isolate", "cut the VIP owner off the network", expect_move=True),
         Scenario("apiserver-down", "stop one apiserver backend (the owner's stand-in unit)"),
         Scenario("etcd-member-down", "stop one etcd member (the owner's): quorum kept"),
         Scenario(

@@ -107,10 +107,9 @@ def run_drill(
     config: str = DEFAULTS,
     state: StateDir | None = None,
     settings: Settings | None = None,
-    allow_poweroff: bool = False,
     log: Say = lambda _m: None,
 ) -> DrillReport:
-    check_allowed(scenarios, lab=lab, allow_poweroff=allow_poweroff)
+    check_allowed(scenarios)
     cafile = write_ca(state, out_dir) if state is not None else None
     drill = Drill(cluster, lab, out_dir, config=config, settings=settings, cafile=cafile, log=log)
     report = DrillReport(config)

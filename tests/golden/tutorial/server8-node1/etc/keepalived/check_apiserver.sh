@@ -3,10 +3,12 @@
 # Managed by hakube. keepalived health check: succeeds when the API answers /readyz through
 # this host's HAProxy frontend, i.e. when the VIP would actually serve requests here.
 curl -sfk --max-time 1 -o /dev/null https://127.0.0.1:16443/readyz && exit 0
-# No answer. If HAProxy itself reports every apiserver DOWN (before `kubeadm init`, or the whole
-# control plane down), all LB hosts see the same: moving the VIP cannot help, and failing would
-# leave nobody holding it (a FAULT with nopreempt), so `kubeadm init` through the VIP could never
-# start. A hung or stopped HAProxy does not answer its socket, and that still fails here.
+# No answer. Before the first `kubeadm init` HAProxy sees every apiserver DOWN on all LB hosts
+# alike: failing would leave nobody holding the VIP (a FAULT with nopreempt), so `kubeadm init`
+# through it could never start. That exception ends once hakube recorded the init (marker file):
+# afterwards every backend DOWN means this host lost its way to the API servers, so the VIP must
+# move. A hung or stopped HAProxy does not answer its socket, and that always fails here.
+[ -e /etc/hakube/initialised ] && exit 1
 state=$(echo "show stat" | socat -t 1 stdio unix-connect:/run/haproxy/admin.sock 2>/dev/null \
   | awk -F, '$1 == "kube-apiserver" && $2 == "BACKEND" { print $18 }')
 [ "$state" = "DOWN" ]

@@ -20,10 +20,11 @@ from typing import Any
 
 import pytest
 
-from hakube.facts.host import MARK, UNITS
+from hakube.facts.host import MARK, PACKAGES, UNITS, asked_files
 from hakube.phases.base import Change, Event, EventKind, select_phases
 from hakube.phases.context import AUTOSTART_BACK, NO_AUTOSTART
-from hakube.phases.etcd import as_rendered, members
+from hakube.pki.etcd import etcd_members
+from hakube.pki.layout import as_rendered
 from hakube.render import render_host
 from hakube.render.etcd import render_etcd
 from hakube.render.host import apply_block, hosts_block
@@ -87,18 +88,6 @@ class FakeHost:
     fstab: str = "# UNCONFIGURED FSTAB FOR BASE SYSTEM\n"
 
 
-def _queried_paths(script: str) -> list[str]:
-    m = re.search(r"^s files; for f in (.*?); do$", script, re.MULTILINE)
-    assert m is not None, "facts script has no files loop"
-    return shlex.split(m.group(1))
-
-
-def _queried_packages(script: str) -> list[str]:
-    m = re.search(r"dpkg-query -W -f='[^']*' ([a-z0-9. -]+?) +2>/dev/null", script)
-    assert m is not None, "facts script has no dpkg-query"
-    return m.group(1).split()
-
-
 def render_facts(h: FakeHost, script: str) -> str:
     """The facts script's output on `h`, as bash would print it (only what it asks for)."""
     out: list[str] = []
@@ -146,12 +135,11 @@ def render_facts(h: FakeHost, script: str) -> str:
             "",
         ]
     section("units", *blocks[:-1])
-    asked = _queried_packages(script)
-    section("pkgs", *(f"{p} {h.packages[p]} ii " for p in asked if p in h.packages))
+    section("pkgs", *(f"{p} {h.packages[p]} ii " for p in PACKAGES if p in h.packages))
     section("holds")
     section(
         "files",
-        *(f"{h.files[p][0]} {h.files[p][1]:o} {p}" for p in _queried_paths(script) if p in h.files),
+        *(f"{h.files[p][0]} {h.files[p][1]:o} {p}" for p in asked_files(script) if p in h.files),
     )
     section("listen", *(f"0.0.0.0:{port}" for port in sorted(h.listening)))
     section("timesync", "yes")
@@ -173,7 +161,7 @@ def desired_files(cluster: Cluster, host: Host, state: StateDir) -> dict[str, tu
     secrets = state.secrets()
     files = [*render_host(cluster, host, secrets), *render_etcd(cluster, host)]
     if host in cluster.etcd_hosts:
-        pki = state.etcd_pki(members(cluster))
+        pki = state.etcd_pki(etcd_members(cluster))
         files += as_rendered(pki.etcd_host_files(host.name), owner="etcd")
     return {f.path: (sha(f.content), f.mode) for f in files}
 

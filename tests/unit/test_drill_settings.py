@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import pytest
 
-from hakube.drill.scenarios import ALL, DrillError, check_allowed
 from hakube.render.keepalived import render_keepalived
+from hakube.secrets import Secrets
 from hakube.spec.model import Cluster
-from hakube.state import Secrets
-from hakube.workflows.drill import tutorial_settings
+from hakube_lab.drill.policy import check_allowed
+from hakube_lab.drill.scenarios import ALL, DrillError
+from hakube_lab.drill.workflow import tutorial_settings
 
 
 def cluster() -> Cluster:

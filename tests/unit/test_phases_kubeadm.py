@@ -20,7 +20,7 @@ import pytest
 
 from hakube.facts.host import FileState, HostFacts
 from hakube.phases.base import PhaseError, gather_hosts
-from hakube.phases.context import Context
+from hakube.phases.context import Context, RunData
 from hakube.phases.kubeadm import (
     ADMIN_CONF,
     KUBELET_CONF,
@@ -90,9 +90,10 @@ def make_ctx(
     cluster: Cluster, state: StateDir, transports: dict[str, ScriptedTransport], phase: str
 ) -> Context:
     given: dict[str, Transport] = dict(transports)
-    ctx = Context(cluster=cluster, secrets=state.secrets(), state=state, transports=given)
-    ctx.facts = {h.name: debian_facts(h.name) for h in cluster.hosts}
-    ctx.phase = phase
+    ctx = Context.create(RunData(cluster, state.secrets(), state), given)
+    for h in cluster.hosts:
+        ctx.facts.set(h, debian_facts(h.name))
+    ctx.report.phase = phase
     return ctx
 
 
@@ -148,7 +149,7 @@ def test_init_uploads_the_shared_pki_then_runs_kubeadm_and_fetches_admin_conf(
     assert puts[f"{INIT_CONFIG}.hakube-new"].mode == 0o600
     init_yaml = puts[f"{INIT_CONFIG}.hakube-new"].content
     assert init_yaml is not None
-    assert ctx.secrets.bootstrap_token.encode() in init_yaml
+    assert ctx.run.secrets.bootstrap_token.encode() in init_yaml
     order = [c.target for c in t.calls]
     validate_at = next(i for i, c in enumerate(order) if VALIDATE.fullmatch(c))
     assert order.index("/etc/kubernetes/pki/ca.key") < order.index(INIT_CMD)
@@ -159,7 +160,7 @@ def test_init_uploads_the_shared_pki_then_runs_kubeadm_and_fetches_admin_conf(
     assert admin.read_bytes() == ADMIN_CONF_BODY
     assert stat.S_IMODE(admin.stat().st_mode) == 0o600
     assert ("kubeadm/init", "cp1", "kubeadm init --upload-certs") in [
-        (c.phase, c.host, c.description) for c in ctx.changes
+        (c.phase, c.host, c.description) for c in ctx.do.changes
     ]
 
 
@@ -195,7 +196,7 @@ def test_init_on_an_initialised_host_only_fetches_admin_conf(
     ctx.facts["cp1"].files[ADMIN_CONF] = FileState("0" * 64, 0o600)
     run(KubeadmInit().run(ctx, cluster.host("cp1")))
     assert [(c.kind, c.target) for c in t.calls] == [("get", ADMIN_CONF)]
-    assert ctx.changes == []
+    assert ctx.do.changes == []
     assert (state.path / "admin.conf").read_bytes() == ADMIN_CONF_BODY
 
 
@@ -309,7 +310,7 @@ def join_setup(
 def run_phase(ctx: Context, serial: bool) -> dict[str, BaseException]:
     phase = JoinControlPlanes()
     body = functools.partial(phase.run, ctx)
-    return asyncio.run(gather_hosts(phase.targets(ctx.cluster), body, serial=serial))
+    return asyncio.run(gather_hosts(phase.targets(ctx.run.cluster), body, serial=serial))
 
 
 def test_join_control_planes_runs_one_host_at_a_time(cluster: Cluster, state: StateDir) -> None:
@@ -349,8 +350,8 @@ def test_join_uses_join_yaml_with_the_real_ca_hash(cluster: Cluster, state: Stat
         text = join.content.decode()
         assert ca_hash in text
         assert CA_HASH_PLACEHOLDER not in text
-        assert ctx.secrets.bootstrap_token in text
-        assert ctx.secrets.certificate_key in text  # a control-plane join fetches the certs
+        assert ctx.run.secrets.bootstrap_token in text
+        assert ctx.run.secrets.certificate_key in text  # a control-plane join fetches the certs
         assert ts[name].commands.count(JOIN_CMD) == 1
         # The shared CA went up too, before the join.
         assert puts["/etc/kubernetes/pki/ca.key"].mode == 0o600

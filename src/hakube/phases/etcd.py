@@ -5,27 +5,18 @@ from __future__ import annotations
 import asyncio
 import json
 
+from hakube.facts.host import HostFacts
 from hakube.phases.base import Phase, PhaseError
 from hakube.phases.context import Context
-from hakube.pki.etcd import EtcdMember
-from hakube.pki.layout import PKIFile
+from hakube.pki.etcd import etcd_members
+from hakube.pki.layout import as_rendered
 from hakube.render.base import RenderedFile
 from hakube.render.etcd import etcdctl, render_etcd
+from hakube.secrets import Secrets
 from hakube.spec.model import Cluster, Host
-from hakube.state import Secrets
+from hakube.transport.base import Transport
 
 ETCD_PACKAGES = ("etcd-server", "etcd-client")
-
-
-def members(cluster: Cluster) -> list[EtcdMember]:
-    return [EtcdMember(h.name, str(h.address)) for h in cluster.etcd_hosts]
-
-
-def as_rendered(files: list[PKIFile], owner: str = "root") -> list[RenderedFile]:
-    return [
-        RenderedFile(str(f.path), f.content.decode(), mode=f.mode, secret=f.is_secret, owner=owner)
-        for f in files
-    ]
 
 
 class EtcdPhase(Phase):
@@ -39,7 +30,9 @@ class EtcdPhase(Phase):
     def targets(self, cluster: Cluster) -> list[Host]:
         return cluster.etcd_hosts
 
-    def files(self, cluster: Cluster, host: Host, secrets: Secrets) -> list[RenderedFile]:
+    def files(
+        self, cluster: Cluster, host: Host, secrets: Secrets, facts: HostFacts | None = None
+    ) -> list[RenderedFile]:
         return render_etcd(cluster, host)
 
     def extra_paths(self, cluster: Cluster, host: Host) -> list[tuple[str, int]]:
@@ -50,36 +43,39 @@ class EtcdPhase(Phase):
         return out
 
     async def run(self, ctx: Context, host: Host) -> None:
-        c = ctx.cluster
-        await ctx.ensure_packages(host, list(ETCD_PACKAGES))
-        pki = ctx.state.etcd_pki(members(c))
+        c = ctx.run.cluster
+        await ctx.do.ensure_packages(host, list(ETCD_PACKAGES))
+        pki = ctx.run.state.etcd_pki(etcd_members(c))
         # etcd runs as its own user and must read its keys.
         certs = as_rendered(pki.etcd_host_files(host.name), owner="etcd")
-        stale_certs = any(not ctx.file_is_current(host, f) for f in certs)
-        await ctx.ensure_files(host, certs)
-        units = await ctx.ensure_files(host, render_etcd(c, host))
-        u = ctx.facts[host.name].unit("etcd")
-        if u.running and (stale_certs or units):
+        stale_certs = any(not ctx.facts.file_is_current(host, f) for f in certs)
+        await ctx.do.ensure_files(host, certs)
+        written = await ctx.do.ensure_files(host, self.files_for(ctx, host))
+        u = ctx.facts[host].unit("etcd")
+        if u.running and (stale_certs or written):
+
+            async def restart(t: Transport) -> None:
+                await t.run("systemctl restart etcd")
+                await wait_healthy(ctx, host, whole_cluster=False)
+
             async with self._restart:
-                await ctx.sh(host, "restart etcd (config changed)", "systemctl restart etcd")
-                if not ctx.dry_run:
-                    await wait_healthy(ctx, host, whole_cluster=False)
+                await ctx.do.change(host, "restart etcd (config changed)", restart)
         elif not u.running or u.enabled != "enabled":
             # --no-block: a new member only reports ready once a quorum of its peers is up,
             # so the first members must not wait for each other.
-            await ctx.sh(
+            await ctx.do.sh(
                 host, "start etcd", "systemctl enable -q etcd && systemctl start --no-block etcd"
             )
 
     async def finish(self, ctx: Context) -> None:
-        if ctx.dry_run or not ctx.cluster.etcd_hosts:
+        if ctx.run.dry_run or not ctx.run.cluster.etcd_hosts:
             return
-        await wait_healthy(ctx, ctx.cluster.etcd_hosts[0], whole_cluster=True)
+        await wait_healthy(ctx, ctx.run.cluster.etcd_hosts[0], whole_cluster=True)
 
 
 async def endpoint_health(ctx: Context, host: Host) -> list[dict[str, object]]:
-    res = await ctx.read(
-        host, etcdctl(ctx.cluster, "endpoint", "health", "--cluster", "-w", "json"), check=False
+    res = await ctx.facts.read(
+        host, etcdctl(ctx.run.cluster, "endpoint", "health", "--cluster", "-w", "json"), check=False
     )
     try:
         data = json.loads(res.stdout or "[]")
@@ -89,7 +85,9 @@ async def endpoint_health(ctx: Context, host: Host) -> list[dict[str, object]]:
 
 
 async def member_list(ctx: Context, host: Host) -> list[dict[str, object]]:
-    res = await ctx.read(host, etcdctl(ctx.cluster, "member", "list", "-w", "json"), check=False)
+    res = await ctx.facts.read(
+        host, etcdctl(ctx.run.cluster, "member", "list", "-w", "json"), check=False
+    )
     if not res.ok:
         return []
     data = json.loads(res.stdout)
@@ -102,7 +100,7 @@ async def wait_healthy(
 ) -> None:
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
-    want = len(ctx.cluster.etcd_hosts) if whole_cluster else 1
+    want = len(ctx.run.cluster.etcd_hosts) if whole_cluster else 1
     last: list[dict[str, object]] = []
     while loop.time() < deadline:
         last = await endpoint_health(ctx, host)

@@ -4,11 +4,20 @@ from __future__ import annotations
 
 import shlex
 
+from hakube.facts.host import HostFacts
 from hakube.phases.base import Phase, PhaseError
 from hakube.phases.context import Context
-from hakube.phases.files import RenderedPhase, files_for
-from hakube.render.host import apply_block, hosts_block, remove_swap
-from hakube.spec.model import APISERVER_PORT, Cluster, EndpointMode, Host, Role, Runtime
+from hakube.render.base import RenderedFile
+from hakube.render.host import (
+    apply_block,
+    hosts_block,
+    remove_swap,
+    render_kernel,
+    render_mirror_repo,
+    render_runtime,
+)
+from hakube.secrets import Secrets
+from hakube.spec.model import APISERVER_PORT, Cluster, EndpointMode, Host, Runtime
 
 #: Debian 11+, Ubuntu 20.04+, EL 7+ are what kubeadm's packages exist for.
 SUPPORTED_OS = {"debian", "ubuntu", "centos", "rhel", "rocky", "almalinux", "fedora"}
@@ -36,12 +45,12 @@ class Preflight(Phase):
 
 def check_host(ctx: Context, host: Host) -> list[str]:
     """Every preflight problem of one host, all at once."""
-    c = ctx.cluster
-    f = ctx.facts[host.name]
+    c = ctx.run.cluster
+    f = ctx.facts[host]
     problems: list[str] = []
     if f.os_id not in SUPPORTED_OS and not set(f.os_like) & SUPPORTED_OS:
         problems.append(f"unsupported OS {f.os_pretty or f.os_id!r}: use Debian, Ubuntu or EL")
-    kube = any(s.startswith("kubeadm") for s in ctx.selected)
+    kube = any(s.startswith("kubeadm") for s in ctx.run.selected)
     if kube and c.is_control_plane(host):
         if f.cpus < 2:
             problems.append(f"{f.cpus} CPU: kubeadm needs at least 2 on a control-plane node")
@@ -77,15 +86,15 @@ def check_host(ctx: Context, host: Host) -> list[str]:
 
 
 def _port_problems(ctx: Context, host: Host) -> list[str]:
-    c = ctx.cluster
-    f = ctx.facts[host.name]
+    c = ctx.run.cluster
+    f = ctx.facts[host]
     wanted: dict[int, str] = {}
-    if c.is_lb(host) and "lb/haproxy" in ctx.selected:
+    if c.is_lb(host) and "lb/haproxy" in ctx.run.selected:
         wanted[c.endpoint.port] = "haproxy"
-    if c.is_etcd(host) and "etcd" in ctx.selected:
+    if c.is_etcd(host) and "etcd" in ctx.run.selected:
         wanted[c.etcd.client_port] = "etcd"
         wanted[c.etcd.peer_port] = "etcd"
-    kube_first_time = "kubeadm/init" in ctx.selected and "kubelet" not in f.packages
+    kube_first_time = "kubeadm/init" in ctx.run.selected and "kubelet" not in f.packages
     if kube_first_time and c.is_control_plane(host):
         for port in (APISERVER_PORT, 10250, 10257, 10259):
             wanted[port] = "kubelet"
@@ -99,56 +108,61 @@ def _port_problems(ctx: Context, host: Host) -> list[str]:
     return out
 
 
-class Prepare(RenderedPhase):
+class Prepare(Phase):
     name = "prepare"
     summary = "hostname, /etc/hosts block, swap off (and in fstab), SELinux, firewalld, sysctl"
 
     def targets(self, cluster: Cluster) -> list[Host]:
         return _all(cluster)
 
+    def files(
+        self, cluster: Cluster, host: Host, secrets: Secrets, facts: HostFacts | None = None
+    ) -> list[RenderedFile]:
+        return render_kernel(cluster, host)
+
     async def run(self, ctx: Context, host: Host) -> None:
-        f = ctx.facts[host.name]
+        f = ctx.facts[host]
         q = shlex.quote
         if f.hostname != host.name:
-            await ctx.sh(
+            await ctx.do.sh(
                 host,
                 f"set hostname {host.name} (was {f.hostname})",
                 f"hostnamectl set-hostname {q(host.name)} 2>/dev/null || "
                 f"(echo {q(host.name)} > /etc/hostname && hostname {q(host.name)})",
             )
-        new_hosts = apply_block(f.etc_hosts, hosts_block(ctx.cluster, host))
+        new_hosts = apply_block(f.etc_hosts, hosts_block(ctx.run.cluster, host))
         if new_hosts.rstrip() != f.etc_hosts.rstrip():
-            content = new_hosts.encode()
-            await ctx.change(
+            await ctx.do.put(
                 host,
                 "update the hakube block in /etc/hosts",
-                lambda: ctx.t(host).put("/etc/hosts", content, mode=0o644),
+                "/etc/hosts",
+                new_hosts.encode(),
+                0o644,
             )
             f.etc_hosts = new_hosts
         if f.active_swaps:
-            await ctx.sh(host, f"swapoff ({', '.join(f.active_swaps)})", "swapoff -a")
+            await ctx.do.sh(host, f"swapoff ({', '.join(f.active_swaps)})", "swapoff -a")
         new_fstab = remove_swap(f.fstab)
         if new_fstab.rstrip() != f.fstab.rstrip():
-            content = new_fstab.encode()
-            await ctx.change(
-                host,
-                "comment out swap in /etc/fstab",
-                lambda: ctx.t(host).put("/etc/fstab", content, mode=0o644),
+            await ctx.do.put(
+                host, "comment out swap in /etc/fstab", "/etc/fstab", new_fstab.encode(), 0o644
             )
         if f.selinux == "Enforcing":
-            await ctx.sh(
+            await ctx.do.sh(
                 host,
                 "SELinux permissive (now and in /etc/selinux/config)",
                 "setenforce 0; sed -i 's/^SELINUX=enforcing/SELINUX=permissive/' "
                 "/etc/selinux/config",
             )
         if f.unit("firewalld").running:
-            await ctx.sh(host, "stop and disable firewalld", "systemctl disable --now firewalld")
-        changed = await ctx.ensure_files(host, files_for(self.name, ctx.cluster, host, ctx.secrets))
+            await ctx.do.sh(host, "stop and disable firewalld", "systemctl disable --now firewalld")
+        changed = await ctx.do.ensure_files(host, self.files_for(ctx, host))
         if not f.container:
             missing = [m for m in KERNEL_MODULES if m not in f.modules]
             if missing:
-                await ctx.sh(host, f"load {' '.join(missing)}", f"modprobe -a {' '.join(missing)}")
+                await ctx.do.sh(
+                    host, f"load {' '.join(missing)}", f"modprobe -a {' '.join(missing)}"
+                )
         wanted = _wanted_sysctls(ctx, host)
         stale = {k: v for k, v in wanted.items() if f.sysctl.get(k) != v}
         if changed or stale:
@@ -156,68 +170,62 @@ class Prepare(RenderedPhase):
             keys = [k for k in stale if not f.container or k.startswith("net.")]
             if keys:
                 cmd = " && ".join(f"sysctl -qw {q(k)}={q(wanted[k])}" for k in keys)
-                await ctx.sh(host, f"set {', '.join(keys)}", cmd)
+                await ctx.do.sh(host, f"set {', '.join(keys)}", cmd)
 
 
 def _wanted_sysctls(ctx: Context, host: Host) -> dict[str, str]:
-    f = ctx.facts[host.name]
+    f = ctx.facts[host]
     out = {"net.ipv4.ip_forward": "1"}
     if "br_netfilter" in f.modules:
         out["net.bridge.bridge-nf-call-iptables"] = "1"
         out["net.bridge.bridge-nf-call-ip6tables"] = "1"
-    if ctx.cluster.is_lb(host) and ctx.cluster.endpoint.mode is EndpointMode.VIP:
+    if ctx.run.cluster.is_lb(host) and ctx.run.cluster.endpoint.mode is EndpointMode.VIP:
         out["net.ipv4.ip_nonlocal_bind"] = "1"
     return out
 
 
-class Packages(RenderedPhase):
+class PackagesPhase(Phase):
     name = "packages"
     summary = "package repository (mirror or offline) and base tools, pinned and held"
 
     def targets(self, cluster: Cluster) -> list[Host]:
         return _all(cluster)
 
+    def files(
+        self, cluster: Cluster, host: Host, secrets: Secrets, facts: HostFacts | None = None
+    ) -> list[RenderedFile]:
+        if facts is None:
+            return render_mirror_repo(cluster, host)
+        return render_mirror_repo(cluster, host, facts.os_id, facts.os_codename)
+
     async def run(self, ctx: Context, host: Host) -> None:
-        f = ctx.facts[host.name]
+        f = ctx.facts[host]
         if not f.package_family:
             raise PhaseError(f"no known package manager on {f.os_pretty or f.os_id!r}")
-        repo_files = files_for(
-            self.name,
-            ctx.cluster,
-            host,
-            ctx.secrets,
-            os_family=f.os_id,
-            os_codename=f.os_codename,
-        )
-        changed = await ctx.ensure_files(host, repo_files)
-        if changed or any(
-            p.startswith(("/etc/apt/", "/etc/yum")) for p in _changed_paths(ctx, host)
-        ):
+        written = await ctx.do.ensure_files(host, self.files_for(ctx, host))
+        if written.package_sources:
             cmd = "apt-get update -q" if f.package_family == "apt" else "yum makecache -q"
-            await ctx.sh(host, "refresh package lists", cmd)
-        await ctx.ensure_packages(host, ["curl", "ca-certificates"])
+            await ctx.do.sh(host, "refresh package lists", cmd)
+        await ctx.do.ensure_packages(host, ["curl", "ca-certificates"])
 
 
-def _changed_paths(ctx: Context, host: Host) -> list[str]:
-    return [
-        c.description.removeprefix("write ")
-        for c in ctx.changes
-        if c.host == host.name and c.phase == ctx.phase and c.description.startswith("write ")
-    ]
-
-
-class RuntimePhase(RenderedPhase):
+class RuntimePhase(Phase):
     name = "runtime"
     summary = "containerd (SystemdCgroup, sandbox image) installed, configured and running"
 
     def targets(self, cluster: Cluster) -> list[Host]:
-        return [h for h in cluster.hosts if h.has(Role.CONTROL_PLANE) or h.has(Role.WORKER)]
+        return cluster.nodes
+
+    def files(
+        self, cluster: Cluster, host: Host, secrets: Secrets, facts: HostFacts | None = None
+    ) -> list[RenderedFile]:
+        return render_runtime(cluster, host)
 
     async def run(self, ctx: Context, host: Host) -> None:
-        unit = "docker" if ctx.cluster.kubernetes.runtime is Runtime.DOCKER else "containerd"
+        unit = "docker" if ctx.run.cluster.kubernetes.runtime is Runtime.DOCKER else "containerd"
         pkgs = ["docker.io"] if unit == "docker" else ["containerd"]
-        await ctx.ensure_packages(host, pkgs)
-        units = await ctx.ensure_files(host, files_for(self.name, ctx.cluster, host, ctx.secrets))
-        if unit in units:
-            await ctx.reload_units(host, {unit})
-        await ctx.ensure_running(host, unit)
+        await ctx.do.ensure_packages(host, pkgs)
+        written = await ctx.do.ensure_files(host, self.files_for(ctx, host))
+        if unit in written.units:
+            await ctx.do.reload_units(host, {unit})
+        await ctx.do.ensure_running(host, unit)

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from hakube.fileio import write_private
 from hakube.phases.base import (
     Change,
     Event,
@@ -28,11 +29,11 @@ from hakube.phases.base import (
     gather_hosts,
     select_phases,
 )
-from hakube.phases.context import Context
+from hakube.phases.cni import CNIPhase
+from hakube.phases.context import Context, RunData
 from hakube.phases.etcd import EtcdPhase
-from hakube.phases.host import Packages, Preflight, Prepare, RuntimePhase
+from hakube.phases.host import PackagesPhase, Preflight, Prepare, RuntimePhase
 from hakube.phases.kubeadm import (
-    CNIPhase,
     JoinControlPlanes,
     JoinWorkers,
     KubeadmInit,
@@ -41,9 +42,10 @@ from hakube.phases.kubeadm import (
 from hakube.phases.lb import HAProxyPhase, KeepalivedPhase, WaitVIP
 from hakube.phases.verify import Verify, VerifyReport
 from hakube.spec.model import Cluster, Host
-from hakube.state import StateDir, write_private
+from hakube.state import StateDir
 from hakube.transport.base import Redactor, Transport, TransportError
-from hakube.transport.ssh import SSHTarget, connect_all
+from hakube.transport.pool import connect_all
+from hakube.transport.target import SSHTarget
 
 
 def apply_phases() -> list[Phase]:
@@ -51,7 +53,7 @@ def apply_phases() -> list[Phase]:
     return [
         Preflight(),
         Prepare(),
-        Packages(),
+        PackagesPhase(),
         RuntimePhase(),
         HAProxyPhase(),
         KeepalivedPhase(),
@@ -233,16 +235,14 @@ async def apply(
                     ssh_transports(cluster, trust_new_hosts=trust_new_hosts, redactor=redactor)
                 )
                 both(Event(EventKind.PHASE_DONE, "connect"))
-            ctx = Context(
+            run = RunData(
                 cluster=cluster,
                 secrets=secrets,
                 state=state,
-                transports=conns,
-                dry_run=dry_run,
-                emit=both,
-                redactor=redactor,
                 selected=frozenset(p.name for p in to_run),
+                dry_run=dry_run,
             )
+            ctx = Context.create(run, conns, emit=both, redactor=redactor)
             for name, message in errors.items():
                 result.failures.append(HostFailure(name, "connect", message))
                 both(Event(EventKind.HOST_FAILED, "connect", name, message))
@@ -250,57 +250,58 @@ async def apply(
                 await _facts(ctx, to_run, result)
             if not result.failures:
                 await _phases(ctx, to_run, result, journal)
-            result.changes = ctx.changes
-            result.report = ctx.report
+            result.changes = ctx.do.changes
+            result.report = next((p.result for p in to_run if isinstance(p, Verify)), None)
     result.seconds = time.monotonic() - started
     return result
 
 
 async def _facts(ctx: Context, to_run: list[Phase], result: ApplyResult) -> None:
-    ctx.phase = "facts"
-    ctx.emit(Event(EventKind.PHASE_START, "facts"))
-    cluster = ctx.cluster
+    ctx.report.phase = "facts"
+    ctx.report(Event(EventKind.PHASE_START, "facts"))
+    cluster = ctx.run.cluster
 
     targets = {p.name: {t.name for t in p.targets(cluster)} for p in to_run}
 
     async def one(h: Host) -> None:
+        # Which files exist does not depend on the facts (only their content does).
         paths: list[str] = []
         for p in to_run:
             if h.name in targets[p.name]:
-                paths += [f.path for f in p.files(cluster, h, ctx.secrets)]
+                paths += [f.path for f in p.files(cluster, h, ctx.run.secrets)]
                 paths += [path for path, _ in p.extra_paths(cluster, h)]
-        await ctx.gather_facts(h, paths)
+        await ctx.facts.gather(h, paths)
 
     failures = await gather_hosts(cluster.hosts, one)
     _record_failures(ctx, "facts", failures, result)
-    ctx.emit(Event(EventKind.PHASE_DONE, "facts"))
+    ctx.report(Event(EventKind.PHASE_DONE, "facts"))
 
 
 def _record_failures(
     ctx: Context, phase: str, failures: dict[str, BaseException], result: ApplyResult
 ) -> None:
     for host, exc in failures.items():
-        msg = ctx.redactor.redact(str(exc))
+        msg = ctx.report.redactor.redact(str(exc))
         if not isinstance(exc, (PhaseError, TransportError)):
             msg = f"{type(exc).__name__}: {msg}"  # a bug or an unexpected state: say what
         result.failures.append(HostFailure(host, phase, msg))
-        ctx.emit(Event(EventKind.HOST_FAILED, phase, host, msg))
+        ctx.report(Event(EventKind.HOST_FAILED, phase, host, msg))
 
 
 async def _phases(ctx: Context, to_run: list[Phase], result: ApplyResult, journal: Journal) -> None:
     done: list[str] = []
-    if not ctx.dry_run:
+    if not ctx.run.dry_run:
         journal.record(done, finished=False)  # a run killed from here on is "unfinished"
     for phase in to_run:
-        targets = phase.targets(ctx.cluster)
-        ctx.phase = phase.name
+        targets = phase.targets(ctx.run.cluster)
+        ctx.report.phase = phase.name
         if not targets:
-            ctx.emit(Event(EventKind.PHASE_SKIPPED, phase.name, message="no host needs it"))
+            ctx.report(Event(EventKind.PHASE_SKIPPED, phase.name, message="no host needs it"))
             continue
-        ctx.emit(
+        ctx.report(
             Event(EventKind.PHASE_START, phase.name, data={"hosts": [h.name for h in targets]})
         )
-        before = len(ctx.changes)
+        before = len(ctx.do.changes)
         failures = await gather_hosts(
             targets, functools.partial(_host, ctx, phase), serial=phase.serial
         )
@@ -311,21 +312,21 @@ async def _phases(ctx: Context, to_run: list[Phase], result: ApplyResult, journa
                 failures = {"*": e}
         _record_failures(ctx, phase.name, failures, result)
         if failures:
-            if not ctx.dry_run:  # the journal records what really ran
+            if not ctx.run.dry_run:  # the journal records what really ran
                 journal.record(done, finished=False)
             return
         result.phases_run.append(phase.name)
         done.append(phase.name)
-        changed = len(ctx.changes) - before
-        ctx.emit(Event(EventKind.PHASE_DONE, phase.name, data={"changes": changed}))
-        if not ctx.dry_run:
+        changed = len(ctx.do.changes) - before
+        ctx.report(Event(EventKind.PHASE_DONE, phase.name, data={"changes": changed}))
+        if not ctx.run.dry_run:
             journal.record(done, finished=phase is to_run[-1])
 
 
 async def _host(ctx: Context, phase: Phase, host: Host) -> None:
-    ctx.emit(Event(EventKind.HOST_START, phase.name, host.name))
+    ctx.report(Event(EventKind.HOST_START, phase.name, host.name))
     await phase.run(ctx, host)
-    ctx.emit(Event(EventKind.HOST_DONE, phase.name, host.name))
+    ctx.report(Event(EventKind.HOST_DONE, phase.name, host.name))
 
 
 def run_apply(cluster: Cluster, **kwargs: Any) -> ApplyResult:

@@ -7,10 +7,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from hakube.fileio import write_private
 from hakube.phases.base import Phase
 from hakube.render import render_host
+from hakube.secrets import Secrets
 from hakube.spec.model import Cluster
-from hakube.state import Secrets, StateDir, write_private
+from hakube.state import StateDir
 from hakube.workflows.apply import apply_phases
 
 
@@ -29,7 +31,7 @@ class PlannedPhase:
 
 
 @dataclass
-class HostPlan:
+class PlannedHost:
     host: str
     address: str
     roles: list[str]
@@ -40,7 +42,7 @@ class HostPlan:
 class Plan:
     cluster: str
     endpoint: str
-    hosts: list[HostPlan] = field(default_factory=list)
+    hosts: list[PlannedHost] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
@@ -84,14 +86,13 @@ def build_plan(
     used: set[str] = set()
     targets = {p.name: {t.name for t in p.targets(cluster)} for p in phases}
     for host in cluster.hosts:
-        hp = HostPlan(host.name, str(host.address), [r.value for r in host.roles])
+        hp = PlannedHost(host.name, str(host.address), [r.value for r in host.roles])
         for phase in phases:
             if host.name not in targets[phase.name]:
                 continue
             used.add(phase.name)
-            files = [
-                PlannedFile(f.path, f.mode, f.secret) for f in phase.files(cluster, host, secrets)
-            ]
+            rendered = sorted(phase.files(cluster, host, secrets), key=lambda f: f.path)
+            files = [PlannedFile(f.path, f.mode, f.secret) for f in rendered]
             files += [
                 PlannedFile(path, mode, not mode & 0o077)
                 for path, mode in phase.extra_paths(cluster, host)

@@ -1,0 +1,233 @@
+"""drill: break the HA pieces on purpose and measure what a client sees.
+
+Each scenario breaks one thing (on the VIP owner, mostly), observes, restores and observes again
+while two probe processes record every request and who holds the VIP. `--repeat N` aggregates
+min/median/max per figure; `run_comparison` drills the tutorial's keepalived settings against
+hakube's defaults on the same lab (apply `--only lb` with each, then back to the defaults).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from hakube.spec.model import Cluster
+from hakube.state import StateDir
+from hakube.workflows.apply import apply
+from hakube_lab.drill.policy import check_allowed
+from hakube_lab.drill.report import FIGURES, RunMetrics, aggregate, fmt_spread
+from hakube_lab.drill.runner import Drill
+from hakube_lab.drill.scenarios import ALL, SCENARIOS, SOAK, DrillError, Settings, slug
+from hakube_lab.lab import Lab
+
+Say = Callable[[str], None]
+
+DEFAULTS = "hakube defaults"
+TUTORIAL = "tutorial"
+
+#: The tutorial's keepalived: VRRPv2, advert 1 s, script every 3 s, weight -11, no track file.
+TUTORIAL_VRRP: dict[str, Any] = {
+    "version": 2,
+    "advert_interval": 1,
+    "check_interval": 3,
+    "check_weight": -11,
+    "track_haproxy_state": False,
+}
+
+
+@dataclass
+class DrillReport:
+    config: str
+    runs: list[RunMetrics] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.errors and all(r.invariants_ok for r in self.runs)
+
+    def scenarios(self) -> list[str]:
+        return list(dict.fromkeys(r.scenario for r in self.runs))
+
+    def of(self, scenario: str) -> list[RunMetrics]:
+        return [r for r in self.runs if r.scenario == scenario]
+
+    def as_dict(self) -> dict[str, Any]:
+        summary: dict[str, dict[str, Any]] = {}
+        for sc in self.scenarios():
+            agg = aggregate(self.of(sc))
+            summary[sc] = {k: None if v is None else v.as_dict() for k, v in agg.items()}
+            summary[sc]["invariants_ok"] = sum(r.invariants_ok for r in self.of(sc))
+            summary[sc]["runs"] = len(self.of(sc))
+        return {
+            "config": self.config,
+            "ok": self.ok,
+            "errors": self.errors,
+            "summary": summary,
+            "runs": [r.as_dict() for r in self.runs],
+        }
+
+
+def tutorial_settings(cluster: Cluster) -> Cluster:
+    """The same cluster with the tutorial's keepalived settings (validated like a file)."""
+    data = cluster.model_dump(mode="json", by_alias=True, exclude_unset=True)
+    data.setdefault("endpoint", {}).setdefault("vrrp", {}).update(TUTORIAL_VRRP)
+    return Cluster.model_validate(data)
+
+
+def write_ca(state: StateDir, out_dir: Path) -> Path:
+    """The cluster CA for the probe, so it checks the server it reached is really ours."""
+    path = out_dir / "ca.crt"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(state.cluster_pki().ca.cert_pem)
+    return path
+
+
+def run_drill(
+    cluster: Cluster,
+    lab: Lab,
+    *,
+    scenarios: Sequence[str],
+    out_dir: Path,
+    repeat: int = 1,
+    soak_seconds: float = 600.0,
+    config: str = DEFAULTS,
+    state: StateDir | None = None,
+    settings: Settings | None = None,
+    allow_poweroff: bool = False,
+    log: Say = lambda _m: None,
+) -> DrillReport:
+    check_allowed(scenarios, lab=lab, allow_poweroff=allow_poweroff)
+    cafile = write_ca(state, out_dir) if state is not None else None
+    drill = Drill(cluster, lab, out_dir, config=config, settings=settings, cafile=cafile, log=log)
+    report = DrillReport(config)
+    for i in range(1, repeat + 1):
+        for name in scenarios:
+            try:
+                m = drill.run(name, i, soak_seconds=soak_seconds)
+            except DrillError as e:
+                report.errors.append(f"{name} #{i}: {e}")
+                log(f"[red]{name} #{i}: {e}[/]")
+                continue
+            report.runs.append(m)
+            log(_one_line(m))
+    (out_dir / f"{slug(config)}.json").write_text(json.dumps(report.as_dict(), indent=2) + "\n")
+    return report
+
+
+def _s(x: float | None) -> str:
+    return "-" if x is None else f"{x:.2f} s"
+
+
+def _one_line(m: RunMetrics) -> str:
+    verdict = "[green]ok[/]" if m.invariants_ok else "[red]" + "; ".join(m.problems) + "[/]"
+    return (
+        f"    {m.scenario} #{m.run}: gap {_s(m.gap_s)}, detect {_s(m.detect_s)}, "
+        f"moved {_s(m.move_s)} → {m.owner_during}, failed {m.failed}/{m.ok + m.failed}, "
+        f"recover {_s(m.recover_s)}, back home: {m.moved_back} — {verdict}"
+    )
+
+
+async def _apply_lb(cluster: Cluster, state: StateDir) -> None:
+    result = await apply(cluster, state=state, only=["lb"])
+    if not result.ok:
+        raise DrillError(
+            "apply --only lb failed: "
+            + "; ".join(f"{f.host}: {f.message}" for f in result.failures)
+        )
+
+
+def run_comparison(
+    cluster: Cluster,
+    lab: Lab,
+    state: StateDir,
+    *,
+    scenarios: Sequence[str],
+    out_dir: Path,
+    repeat: int = 1,
+    soak_seconds: float = 600.0,
+    log: Say = lambda _m: None,
+) -> list[DrillReport]:
+    """hakube's defaults, then the tutorial's settings, on the same lab; defaults restored."""
+    reports = []
+    try:
+        for config, spec in ((DEFAULTS, cluster), (TUTORIAL, tutorial_settings(cluster))):
+            log(f"[bold]apply --only lb with {config}[/]")
+            asyncio.run(_apply_lb(spec, state))
+            reports.append(
+                run_drill(spec, lab, scenarios=scenarios, out_dir=out_dir, repeat=repeat,
+                          soak_seconds=soak_seconds, config=config, state=state, log=log)
+            )  # fmt: skip
+    finally:
+        log("[bold]apply --only lb with hakube defaults again[/]")
+        asyncio.run(_apply_lb(cluster, state))
+    return reports
+
+
+def figures_table(reports: Sequence[DrillReport]) -> Table:
+    """One row per scenario and figure, one column per configuration: median (min-max)."""
+    t = Table(title="failover drill: median (min-max) over runs")
+    t.add_column("scenario")
+    t.add_column("figure")
+    for r in reports:
+        t.add_column(r.config, justify="right")
+    scenarios = list(dict.fromkeys(s for r in reports for s in r.scenarios()))
+    for sc in scenarios:
+        aggs = [aggregate(r.of(sc)) for r in reports]
+        counts = [len(r.of(sc)) for r in reports]
+        first = True
+        for name, title, unit in FIGURES:
+            if all(a[name] is None for a in aggs):
+                continue
+            cells = [fmt_spread(a[name], unit, n) for a, n in zip(aggs, counts, strict=True)]
+            t.add_row(sc if first else "", title, *cells)
+            first = False
+        verdicts = []
+        for r in reports:
+            runs = r.of(sc)
+            good = sum(m.invariants_ok for m in runs)
+            colour = "green" if runs and good == len(runs) else "red"
+            back = sum(m.moved_back for m in runs)
+            verdicts.append(f"[{colour}]{good}/{len(runs)} ok[/], back home {back}/{len(runs)}")
+        t.add_row(sc if first else "", "invariants", *verdicts, end_section=True)
+    return t
+
+
+def run_demo_drill(cluster: Cluster, lab: Lab, state: StateDir, say: Say) -> int:
+    """`make demo`'s last step: haproxy-down and host-down once each, figures printed."""
+    out_dir = state.path / "drill"
+    report = run_drill(cluster, lab, scenarios=["haproxy-down", "host-down"], out_dir=out_dir,
+                       state=state, log=say)  # fmt: skip
+    Console().print(figures_table([report]))
+    for m in report.runs:
+        say(f"    timeline: {m.png}")
+    for e in report.errors:
+        say(f"[red]{e}[/]")
+    bad = [m for m in report.runs if not m.invariants_ok]
+    for m in bad:
+        say(f"[red]{m.scenario}: {'; '.join(m.problems)}[/]")
+    if report.ok and report.runs:
+        say("[green]drill: the VIP moved to a healthy host and the service recovered[/]")
+        return 0
+    return 1
+
+
+__all__ = [
+    "ALL",
+    "DEFAULTS",
+    "SCENARIOS",
+    "SOAK",
+    "TUTORIAL",
+    "DrillReport",
+    "figures_table",
+    "run_comparison",
+    "run_demo_drill",
+    "run_drill",
+    "tutorial_settings",
+]

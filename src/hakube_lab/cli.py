@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -27,6 +28,7 @@ from hakube.console import (
     split_list,
 )
 from hakube_lab.addressing import DEFAULT_NAME, DEFAULT_SUBNET, LabError
+from hakube_lab.faults import parse_loss
 from hakube_lab.lab import Lab, destroy
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help="A local lab of real hosts.")
@@ -56,13 +58,14 @@ def _status_text(st: dict[str, Any]) -> str:
     lines = [
         f"lab {st['name']}: bridge {st['bridge']} ({st['subnet']}), VIP {st['vip']}, "
         f"mirror {st['mirror']}",
-        f"{'HOST':<6} {'ROLE':<14} {'ADDRESS':<15} {'STATE':<9} {'LINK':<5} MEM(MB)",
+        f"{'HOST':<6} {'ROLE':<14} {'ADDRESS':<15} {'STATE':<9} {'LINK':<5} {'LOSS':<6} MEM(MB)",
     ]
     for h in st["hosts"]:
         state = "running" if h["running"] else "stopped"
         link = "up" if h["link_up"] else "down"
+        loss = "-" if h.get("loss") is None else f"{h['loss']:.1%}"
         lines.append(
-            f"{h['name']:<6} {h['role']:<14} {h['address']:<15} {state:<9} {link:<5} "
+            f"{h['name']:<6} {h['role']:<14} {h['address']:<15} {state:<9} {link:<5} {loss:<6} "
             f"{h['memory_mb']}"
         )
     return "\n".join(lines)
@@ -137,15 +140,22 @@ def down(name: NameOpt = DEFAULT_NAME, output: OutputOpt = Output.TEXT) -> None:
     _emit(output, {"name": name, "removed": removed}, text)
 
 
-def _fault(name: str, host: str, action: str, output: Output) -> None:
+def _fault(
+    name: str, host: str, action: str | Callable[[Lab], None], output: Output, what: str = ""
+) -> None:
     try:
         lab = Lab.load(name)
         lab.host(host)
-        getattr(lab, action)(host)
+        if callable(action):
+            action(lab)
+        else:
+            getattr(lab, action)(host)
         st = next(h for h in lab.status()["hosts"] if h["name"] == host)
     except LabError as e:
         raise _fail(e) from None
-    _emit(output, st, f"{host}: {action} done (running={st['running']}, link_up={st['link_up']})")
+    loss = "none" if st.get("loss") is None else f"{st['loss']:.1%}"
+    _emit(output, st, f"{host}: {what or action} done (running={st['running']}, "
+                      f"link_up={st['link_up']}, loss={loss})")  # fmt: skip
 
 
 @app.command()
@@ -170,6 +180,30 @@ def isolate(host: HostArg, name: NameOpt = DEFAULT_NAME, output: OutputOpt = Out
 def heal(host: HostArg, name: NameOpt = DEFAULT_NAME, output: OutputOpt = Output.TEXT) -> None:
     """Restore a host's link."""
     _fault(name, host, "heal", output)
+
+
+@app.command()
+def degrade(
+    host: HostArg,
+    loss: Annotated[
+        str, typer.Option(help="Random loss in each direction, e.g. 2% (iptables statistic).")
+    ],
+    name: NameOpt = DEFAULT_NAME,
+    output: OutputOpt = Output.TEXT,
+) -> None:
+    """Drop a share of the host's packets at random, in and out, until `restore`."""
+    try:
+        value = parse_loss(loss)
+    except LabError as e:
+        typer.secho(f"hakube lab: {e}", fg=typer.colors.RED, err=True)
+        raise typer.Exit(2) from None
+    _fault(name, host, lambda lab: lab.degrade(host, value), output, f"degrade {value:.1%}")
+
+
+@app.command()
+def restore(host: HostArg, name: NameOpt = DEFAULT_NAME, output: OutputOpt = Output.TEXT) -> None:
+    """Remove the packet loss `degrade` put on a host."""
+    _fault(name, host, lambda lab: lab.restore(host), output, "restore")
 
 
 def demo(

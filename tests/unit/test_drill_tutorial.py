@@ -70,8 +70,9 @@ def test_lab_check_swaps_only_the_process_test() -> None:
     c = tutorial()
     real, lab = files(c, 0)[KEEPALIVED_CONF], files(c, 0, LAB_CHECK)[KEEPALIVED_CONF]
     assert f'script "{LAB_CHECK}"' in lab
-    pairs = zip(real.splitlines(), lab.splitlines(), strict=True)
-    diff = [(a, b) for a, b in pairs if a != b and not a.startswith("#")]
+    real_body = [ln for ln in real.splitlines() if not ln.startswith("#")]
+    lab_body = [ln for ln in lab.splitlines() if not ln.startswith("#")]
+    diff = [(a, b) for a, b in zip(real_body, lab_body, strict=True) if a != b]
     assert diff == [(f'script "{TUTORIAL_CHECK}"', f'script "{LAB_CHECK}"')]
 
 

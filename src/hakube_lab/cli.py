@@ -230,8 +230,12 @@ def drill_cmd(
     ] = "haproxy-down,keepalived-down,host-down,isolate,apiserver-down,etcd-member-down",
     repeat: Annotated[int, typer.Option(min=1, help="Runs per scenario (min/median/max).")] = 1,
     soak_seconds: Annotated[float, typer.Option(help="Length of the soak scenario.")] = 600.0,
+    soak_loss: Annotated[
+        str | None,
+        typer.Option(help="Random packet loss on every lab host during the soak, e.g. 2%."),
+    ] = None,
     compare_tutorial: Annotated[
-        bool, typer.Option(help="Also drill the tutorial's keepalived settings (apply --only lb).")
+        bool, typer.Option(help="Also drill the tutorial's own keepalived.conf and haproxy.cfg.")
     ] = False,
     allow_poweroff: Annotated[
         bool, typer.Option(help="Allow host-down off the lab (it powers a host off).")
@@ -243,11 +247,12 @@ def drill_cmd(
 ) -> None:
     """Break the HA pieces on purpose, measure what a client sees, restore (lab only)."""
     from hakube.state import StateDir
-    from hakube_lab.drill.scenarios import ALL, DrillError
+    from hakube_lab.drill.scenarios import ALL, DrillError, Settings
     from hakube_lab.drill.workflow import figures_table, run_comparison, run_drill
 
     try:
         the_lab = Lab.load(lab)
+        settings = Settings(soak_loss=parse_loss(soak_loss) if soak_loss else 0.0)
     except LabError as e:
         fail(str(e), 2)
     cluster = load_or_exit(file or the_lab.cluster_file, output).cluster
@@ -257,11 +262,13 @@ def drill_cmd(
     try:
         if compare_tutorial:
             reports = run_comparison(cluster, the_lab, state, scenarios=names, out_dir=output_dir,
-                                     repeat=repeat, soak_seconds=soak_seconds, log=log)  # fmt: skip
+                                     repeat=repeat, soak_seconds=soak_seconds, settings=settings,
+                                     log=log)  # fmt: skip
         else:
             reports = [run_drill(cluster, the_lab, scenarios=names, out_dir=output_dir,
                                  repeat=repeat, soak_seconds=soak_seconds, state=state,
-                                 allow_poweroff=allow_poweroff, log=log)]  # fmt: skip
+                                 settings=settings, allow_poweroff=allow_poweroff,
+                                 log=log)]  # fmt: skip
     except DrillError as e:
         fail(str(e), 2)
     if output is Output.JSON:

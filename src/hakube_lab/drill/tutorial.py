@@ -11,11 +11,10 @@ literal ones (and, on the lab, `pkill -0 -x` for `killall -0`: psmisc is not in 
 from __future__ import annotations
 
 import shlex
-from functools import cache
 
 import jinja2
 
-from hakube.render.base import RenderedFile, Validation
+from hakube.render.base import RenderedFile, Validation, environment
 from hakube.render.haproxy import HAPROXY_CFG
 from hakube.render.keepalived import AUTH_PASS_LENGTH, KEEPALIVED_CONF
 from hakube.secrets import Secrets
@@ -33,16 +32,8 @@ MASTER_PRIORITY = 100
 BACKUP_PRIORITY = 90
 
 
-@cache
 def _env() -> jinja2.Environment:
-    return jinja2.Environment(
-        loader=jinja2.PackageLoader("hakube_lab.drill", "templates"),
-        undefined=jinja2.StrictUndefined,
-        keep_trailing_newline=True,
-        trim_blocks=True,
-        lstrip_blocks=True,
-        autoescape=False,  # noqa: S701 - config files, not HTML
-    )
+    return environment("hakube_lab.drill")
 
 
 def render_tutorial_lb(
@@ -79,23 +70,16 @@ def render_tutorial_lb(
             stats_password=secrets.stats_password,
         )
     )
+    # Both carry a generated password; each is validated by its own program before it is used.
+    files = (
+        (HAPROXY_CFG, haproxy, ("haproxy", "-c", "-f"), "haproxy"),
+        (KEEPALIVED_CONF, keepalived, ("keepalived", "-t", "-f"), "keepalived"),
+    )
     return [
         RenderedFile(
-            path=HAPROXY_CFG,
-            content=haproxy,
-            mode=0o600,
-            secret=True,
-            validate=Validation.run("haproxy", "-c", "-f"),
-            reload="haproxy",
-        ),
-        RenderedFile(
-            path=KEEPALIVED_CONF,
-            content=keepalived,
-            mode=0o600,
-            secret=True,
-            validate=Validation.run("keepalived", "-t", "-f"),
-            reload="keepalived",
-        ),
+            path, text, mode=0o600, secret=True, validate=Validation.run(*check), reload=unit
+        )  # fmt: skip
+        for path, text, check, unit in files
     ]
 
 

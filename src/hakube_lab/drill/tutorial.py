@@ -78,7 +78,7 @@ def render_tutorial_lb(
     return [
         RenderedFile(
             path, text, mode=0o600, secret=True, validate=Validation.run(*check), reload=unit
-        )  # fmt: skip
+        )
         for path, text, check, unit in files
     ]
 

@@ -41,10 +41,11 @@ class Probes:
         py = "/usr/bin/python3" if Path("/usr/bin/python3").exists() else sys.executable
 
         def readyz(host: str, out: Path) -> list[str]:
+            # The certificate is checked for the VIP's name wherever the probe connects.
             cmd = [py, script, "readyz", "--host", host, "--port", str(cluster.endpoint.port),
                    "--rate", str(settings.rate), "--timeout", str(settings.timeout),
                    "--retries", str(settings.retries), "--duration", str(duration),
-                   "--out", str(out)]  # fmt: skip
+                   "--out", str(out), "--tls-name", vip]  # fmt: skip
             return cmd + (["--cafile", str(cafile)] if cafile is not None else [])
 
         watch = [py, script, "vip", "--vip", vip, "--interval", str(settings.vip_interval),

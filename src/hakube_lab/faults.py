@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import shlex
+import shutil
 from typing import TYPE_CHECKING
 
 from hakube_lab import host as hostmod
 from hakube_lab import network
 from hakube_lab.addressing import LabError
 from hakube_lab.lifecycle import image_of, start_host
-from hakube_lab.system import require_root, run
+from hakube_lab.system import require_root, require_tools, run
 
 if TYPE_CHECKING:
     from hakube_lab.lab import Lab
@@ -56,6 +57,7 @@ def parse_loss(text: str) -> float:
 def _iptables(lab: Lab, host: str, *args: str, check: bool = True) -> str:
     # The machine's iptables entered into the host's network namespace: the rules live there,
     # so they go with the namespace when the lab is torn down.
+    require_tools(("iptables",))
     netns = lab.host(host).netns
     return run(["ip", "netns", "exec", netns, "iptables", "-w", *args], check=check).stdout
 
@@ -71,6 +73,8 @@ def loss_rules(lab: Lab, host: str) -> list[str]:
 
 def loss_of(lab: Lab, host: str) -> float | None:
     """The random loss the lab put on this host (each direction), or None."""
+    if shutil.which("iptables") is None:
+        return None  # then `degrade` cannot have put any
     for rule in loss_rules(lab, host):
         parts = rule.split()
         if "--probability" in parts:

@@ -32,6 +32,8 @@ test: setup
 	$(BIN)/pytest
 
 bench: setup
+	$(BIN)/python bench/startup.py
+	$(BIN)/python bench/hostile_yaml.py
 	$(BIN)/python bench/plan.py
 	$(BIN)/python bench/transport_roundtrip.py
 	$(BIN)/python bench/lab_up.py

@@ -2,17 +2,20 @@
 
 Every command that reports something also offers `--output json`. Bad input exits 2 with every
 problem listed; a failed run exits 1. Command groups of other installed packages (the lab's
-`lab`, `demo` and `drill`) are mounted through the `hakube.cli_plugins` entry-point group.
+`lab`, `demo` and `drill`) are mounted through the `hakube.cli_plugins` entry-point group, on
+first need (`PluginGroup`).
 """
 
 from __future__ import annotations
 
-from importlib.metadata import entry_points
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
-from rich.table import Table
+from typer.core import TyperGroup
+
+if TYPE_CHECKING:
+    from typer._click import Command, Context  # typer vendors click; these are its types
 
 from hakube.console import (
     FileOpt,
@@ -27,11 +30,49 @@ from hakube.console import (
     problem_json,
     split_list,
 )
-from hakube.spec.model import Cluster
 
 PLUGIN_GROUP = "hakube.cli_plugins"
 
+
+class PluginGroup(TyperGroup):
+    """The product's commands, and the plugins' (`register(typer_app)` per entry point) mounted
+    on first need: `hakube validate` and the other product commands start without reading
+    entry points or importing any plugin; help and unknown command names load them."""
+
+    plugins_loaded = False
+
+    def load_plugins(self) -> None:
+        if self.plugins_loaded:
+            return
+        self.plugins_loaded = True
+        from importlib.metadata import entry_points
+
+        extra = typer.Typer()
+        for ep in entry_points(group=PLUGIN_GROUP):
+            try:
+                register = ep.load()
+            except ImportError:
+                # Its distribution's metadata is there but the package is not importable.
+                continue
+            register(extra)
+        if extra.registered_commands or extra.registered_groups:
+            for name, command in typer.main.get_group(extra).commands.items():
+                self.add_command(command, name)
+
+    def list_commands(self, ctx: Context) -> list[str]:
+        self.load_plugins()
+        return super().list_commands(ctx)
+
+    def get_command(self, ctx: Context, cmd_name: str) -> Command | None:
+        found = super().get_command(ctx, cmd_name)
+        if found is None and not self.plugins_loaded:
+            self.load_plugins()
+            found = super().get_command(ctx, cmd_name)
+        return found
+
+
 app = typer.Typer(
+    cls=PluginGroup,
     no_args_is_help=True,
     add_completion=False,
     help="Build and run highly available Kubernetes clusters on plain Linux hosts over SSH.",
@@ -42,6 +83,8 @@ app = typer.Typer(
 @app.command()
 def schema() -> None:
     """Print the JSON Schema of the cluster file (for editors and CI)."""
+    from hakube.spec.model import Cluster
+
     print_json(Cluster.model_json_schema(by_alias=True))
 
 
@@ -73,14 +116,23 @@ def validate(
 def render(
     file: FileOpt = Path("cluster.yaml"),
     out_dir: Annotated[
-        Path, typer.Option("--out", "-o", help="Directory to write <host>/<path> into.")
+        Path, typer.Option("--out-dir", "-d", help="Directory to write <host>/<path> into.")
     ] = Path("render-out"),
+    output: OutputOpt = Output.TEXT,
 ) -> None:
     """Write every host's files under DIR/<host>/ (secrets from the state dir, 0600)."""
-    from hakube.workflows.plan import render_to_dir
+    from hakube.workflows.plan import RenderTargetError, render_to_dir
 
-    loaded = load_or_exit(file)
-    written = render_to_dir(loaded.cluster, out_dir)
+    loaded = load_or_exit(file, output)
+    try:
+        written = render_to_dir(loaded.cluster, out_dir)
+    except RenderTargetError as e:
+        fail(str(e), 2, output)
+    except OSError as e:
+        fail(f"writing under {out_dir} failed: {e.strerror or e}", 1, output)
+    if output is Output.JSON:
+        print_json({"ok": True, "out_dir": str(out_dir), "files": written})
+        return
     out.print(f"wrote {written} files under {out_dir}/", highlight=False)
 
 
@@ -91,6 +143,8 @@ def plan(
 ) -> None:
     """Show, per host, the phases `apply` would run and the files it would write. No host is
     contacted."""
+    from rich.table import Table
+
     from hakube.workflows.plan import build_plan
 
     loaded = load_or_exit(file, output)
@@ -147,26 +201,12 @@ def apply_cmd(
             emit=Progress(output),
         )
     except ValueError as e:
-        fail(str(e), 2)
+        fail(str(e), 2, output)
     except ApplyLocked as e:
-        fail(str(e))
+        fail(str(e), 1, output)
     print_result(result, output)
     if not result.ok:
         raise typer.Exit(1)
-
-
-def _mount_plugins() -> None:
-    """Mount every installed command plugin; a plugin whose package is missing is left out."""
-    for ep in entry_points(group=PLUGIN_GROUP):
-        try:
-            register = ep.load()
-        except ImportError:
-            # Its distribution's metadata is there but the package is not importable.
-            continue
-        register(app)
-
-
-_mount_plugins()
 
 
 def main() -> None:

@@ -10,16 +10,18 @@ import json
 import sys
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, Any, NoReturn
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
 import typer
 from rich.console import Console
-from rich.table import Table
 
-from hakube.phases.base import Event, EventKind
-from hakube.phases.verify import VerifyReport
-from hakube.spec import Loaded, Severity, SpecError, load_cluster_file
-from hakube.workflows.apply import ApplyResult
+# Start-up time: `hakube --help` and `hakube validate` must not pay for the phases, asyncssh or
+# the PKI, so everything below is imported where it is used.
+if TYPE_CHECKING:
+    from hakube.phases.base import Event
+    from hakube.phases.verify import VerifyReport
+    from hakube.spec import Loaded
+    from hakube.workflows.apply import ApplyResult
 
 out = Console()
 err = Console(stderr=True)
@@ -40,12 +42,18 @@ def print_json(data: Any) -> None:
     sys.stdout.write(json.dumps(data, indent=2, default=str) + "\n")
 
 
-def fail(message: str, code: int = 1) -> NoReturn:
-    err.print(f"[bold red]error:[/] {message}", highlight=False)
+def fail(message: str, code: int = 1, output: Output = Output.TEXT) -> NoReturn:
+    """Stop with a message: on stderr, or as the one JSON document on stdout with --output json."""
+    if output is Output.JSON:
+        print_json({"ok": False, "error": message, "exit_code": code})
+    else:
+        err.print(f"[bold red]error:[/] {message}", highlight=False)
     raise typer.Exit(code)
 
 
 def load_or_exit(path: Path, output: Output = Output.TEXT) -> Loaded:
+    from hakube.spec import Severity, SpecError, load_cluster_file
+
     try:
         loaded = load_cluster_file(path)
     except SpecError as e:
@@ -54,15 +62,17 @@ def load_or_exit(path: Path, output: Output = Output.TEXT) -> Loaded:
                 {
                     "valid": False,
                     "file": str(path),
-                    "problems": [problem_json(p) for p in e.problems],
+                    "problems": [problem_json(p) for p in e.shown],
+                    "more": e.more,
                 }
             )
         else:
-            errors = [p for p in e.problems if p.severity is Severity.ERROR]
-            err.print(f"[bold red]{path}: {len(errors)} problem(s)[/]", highlight=False)
-            for p in e.problems:
+            err.print(f"[bold red]{path}: {e.error_count} problem(s)[/]", highlight=False)
+            for p in e.shown:
                 colour = "red" if p.severity is Severity.ERROR else "yellow"
                 err.print(f"[{colour}]{p}[/]", highlight=False)
+            if e.more:
+                err.print(f"and {e.more} more", highlight=False)
             err.print("Nothing was changed.")
         raise typer.Exit(2) from None
     if output is Output.TEXT:
@@ -88,6 +98,8 @@ class Progress:
         self.output = output
 
     def __call__(self, e: Event) -> None:
+        from hakube.phases.base import EventKind
+
         if self.output is Output.JSON:
             sys.stdout.write(json.dumps(e.as_dict()) + "\n")
             sys.stdout.flush()
@@ -110,6 +122,8 @@ class Progress:
 
 
 def print_report(report: VerifyReport | None) -> None:
+    from rich.table import Table
+
     if report is None:
         return
     t = Table(title="verify", title_justify="left")

@@ -7,7 +7,22 @@ Example::
         lab.run("cp1", "hostname")
 """
 
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
 from hakube_lab.addressing import LabError
-from hakube_lab.lab import Lab, LabHost, destroy, running_lab
+
+if TYPE_CHECKING:
+    from hakube_lab.lab import Lab, LabHost, destroy, running_lab
 
 __all__ = ["Lab", "LabError", "LabHost", "destroy", "running_lab"]
+
+
+def __getattr__(name: str) -> Any:
+    # `hakube --help` mounts the lab's commands; loading the lab itself (asyncio, subprocess
+    # plumbing) waits until something here is really used.
+    if name in ("Lab", "LabHost", "destroy", "running_lab"):
+        return getattr(importlib.import_module("hakube_lab.lab"), name)
+    raise AttributeError(name)

@@ -30,9 +30,14 @@ class LabError(Exception):
     """A lab operation failed with a message meant for the user."""
 
 
+class LabInputError(LabError):
+    """The user named something that is not there or not allowed (a lab, a host, a name):
+    bad input, refused before anything is touched (exit 2)."""
+
+
 def validate_name(name: str) -> str:
     if not _NAME_RE.match(name):
-        raise LabError(
+        raise LabInputError(
             f"lab name {name!r} is invalid: use 1-8 characters a-z/0-9 starting with a letter "
             "(it becomes part of 15-character interface names)"
         )
@@ -94,7 +99,7 @@ class LabPlan:
             if h.name == name:
                 return h
         known = ", ".join(h.name for h in self.hosts)
-        raise LabError(f"lab {self.name} has no host {name!r} (hosts: {known})")
+        raise LabInputError(f"lab {self.name} has no host {name!r} (hosts: {known})")
 
 
 def parse_subnet(cidr: str) -> ipaddress.IPv4Network:

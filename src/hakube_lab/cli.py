@@ -11,7 +11,7 @@ import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
@@ -27,20 +27,37 @@ from hakube.console import (
     print_result,
     split_list,
 )
-from hakube_lab.addressing import DEFAULT_NAME, DEFAULT_SUBNET, LabError
-from hakube_lab.faults import parse_loss
-from hakube_lab.lab import Lab, destroy
+from hakube_lab.addressing import DEFAULT_NAME, DEFAULT_SUBNET, LabError, LabInputError
 
-app = typer.Typer(no_args_is_help=True, add_completion=False, help="A local lab of real hosts.")
+if TYPE_CHECKING:
+    from hakube_lab.lab import Lab
+
+app = typer.Typer(
+    no_args_is_help=True,
+    add_completion=False,
+    help="A local lab of containers (systemd-nspawn) sharing this kernel.",
+)
 
 
 NameOpt = Annotated[str, typer.Option("--name", "-n", help="Lab name (1-8 chars a-z0-9).")]
 HostArg = Annotated[str, typer.Argument(help="Host name, e.g. cp1 or w2.")]
 
 
-def _fail(e: LabError) -> typer.Exit:
-    typer.secho(f"hakube lab: {e}", fg=typer.colors.RED, err=True)
-    return typer.Exit(1)
+def _fail(e: LabError, output: Output = Output.TEXT) -> typer.Exit:
+    """Exit 2 for a name that is not there or not allowed (nothing was touched), else 1."""
+    code = 2 if isinstance(e, LabInputError) else 1
+    if output is Output.JSON:
+        print_json({"ok": False, "error": str(e), "exit_code": code})
+    else:
+        typer.secho(f"hakube lab: {e}", fg=typer.colors.RED, err=True)
+    return typer.Exit(code)
+
+
+def _load(name: str) -> Lab:
+    # The lab modules load asyncio and friends: not needed for `hakube --help`.
+    from hakube_lab.lab import Lab
+
+    return Lab.load(name)
 
 
 def _emit(output: Output, data: dict[str, Any], text: str) -> None:
@@ -84,12 +101,14 @@ def up(
     output: OutputOpt = Output.TEXT,
 ) -> None:
     """Start (or reuse) a lab and wait until every host answers SSH."""
+    from hakube_lab.lab import Lab
+
     try:
         lab = Lab.create(name, control_planes, workers, subnet)
         seconds = lab.up(timeout=timeout, log=_log)
         st = lab.status()
     except LabError as e:
-        raise _fail(e) from None
+        raise _fail(e, output) from None
     st["ssh_ready_seconds"] = round(seconds, 2)
     text = (
         _status_text(st)
@@ -106,9 +125,9 @@ def up(
 def status(name: NameOpt = DEFAULT_NAME, output: OutputOpt = Output.TEXT) -> None:
     """Show hosts, links and memory of a lab."""
     try:
-        st = Lab.load(name).status()
+        st = _load(name).status()
     except LabError as e:
-        raise _fail(e) from None
+        raise _fail(e, output) from None
     _emit(output, st, _status_text(st))
 
 
@@ -120,7 +139,7 @@ def ssh(
 ) -> None:
     """Open a shell on a host (or run a command) with the lab key, host keys pinned."""
     try:
-        lab = Lab.load(name)
+        lab = _load(name)
         argv = lab.ssh_command(host, command or [], tty=not command and sys.stdin.isatty())
     except LabError as e:
         raise _fail(e) from None
@@ -132,10 +151,12 @@ def ssh(
 @app.command()
 def down(name: NameOpt = DEFAULT_NAME, output: OutputOpt = Output.TEXT) -> None:
     """Remove every process, mount, link, namespace and file of a lab (safe to repeat)."""
+    from hakube_lab.lab import destroy
+
     try:
         removed = destroy(name)
     except LabError as e:
-        raise _fail(e) from None
+        raise _fail(e, output) from None
     text = f"lab {name}: removed {len(removed)} item(s)" + "".join(f"\n  {r}" for r in removed)
     _emit(output, {"name": name, "removed": removed}, text)
 
@@ -144,7 +165,7 @@ def _fault(
     name: str, host: str, action: str | Callable[[Lab], None], output: Output, what: str = ""
 ) -> None:
     try:
-        lab = Lab.load(name)
+        lab = _load(name)
         lab.host(host)
         if callable(action):
             action(lab)
@@ -152,7 +173,7 @@ def _fault(
             getattr(lab, action)(host)
         st = next(h for h in lab.status()["hosts"] if h["name"] == host)
     except LabError as e:
-        raise _fail(e) from None
+        raise _fail(e, output) from None
     loss = "none" if st.get("loss") is None else f"{st['loss']:.1%}"
     _emit(output, st, f"{host}: {what or action} done (running={st['running']}, "
                       f"link_up={st['link_up']}, loss={loss})")  # fmt: skip
@@ -189,10 +210,11 @@ def degrade(
 ) -> None:
     """Drop a share of the host's packets at random, in and out, until `restore`."""
     try:
+        from hakube_lab.faults import parse_loss
+
         value = parse_loss(loss)
     except LabError as e:
-        typer.secho(f"hakube lab: {e}", fg=typer.colors.RED, err=True)
-        raise typer.Exit(2) from None
+        raise _fail(e, output) from None
     _fault(name, host, lambda lab: lab.degrade(host, value), output, f"degrade {value:.1%}")
 
 
@@ -242,16 +264,21 @@ def drill_cmd(
     output: OutputOpt = Output.TEXT,
 ) -> None:
     """Break the HA pieces on purpose, measure what a client sees, restore (lab only)."""
+    from hakube_lab.faults import parse_loss
+
+    try:
+        loss = parse_loss(soak_loss) if soak_loss else 0.0
+        the_lab = _load(lab)
+    except LabError as e:
+        raise _fail(e, output) from None
+    cluster = load_or_exit(file or the_lab.cluster_file, output).cluster
+    # Only now, with the lab and the file known good: the drill pulls in matplotlib, which
+    # writes its cache under the home directory.
     from hakube.state import StateDir
     from hakube_lab.drill.scenarios import ALL, DrillError, Settings
     from hakube_lab.drill.workflow import figures_table, run_comparison, run_drill
 
-    try:
-        the_lab = Lab.load(lab)
-        settings = Settings(soak_loss=parse_loss(soak_loss) if soak_loss else 0.0)
-    except LabError as e:
-        fail(str(e), 2)
-    cluster = load_or_exit(file or the_lab.cluster_file, output).cluster
+    settings = Settings(soak_loss=loss)
     state = StateDir(cluster.name)
     names = list(ALL) if scenarios == "all" else split_list(scenarios)
     log = (lambda m: err.print(m, highlight=False)) if output is Output.JSON else out.print
@@ -266,7 +293,7 @@ def drill_cmd(
                                  settings=settings, allow_poweroff=allow_poweroff,
                                  log=log)]  # fmt: skip
     except DrillError as e:
-        fail(str(e), 2)
+        fail(str(e), 2, output)
     if output is Output.JSON:
         print_json({"ok": all(r.ok for r in reports), "output_dir": str(output_dir),
                     "reports": [r.as_dict() for r in reports]})  # fmt: skip
@@ -279,6 +306,8 @@ def drill_cmd(
 
 def register(product: typer.Typer) -> None:
     """Mount `lab`, `demo` and `drill` on the product CLI (the `hakube.cli_plugins` hook)."""
-    product.add_typer(app, name="lab", help="A local lab of real Linux hosts (nspawn).")
+    product.add_typer(
+        app, name="lab", help="A local lab of containers (systemd-nspawn) sharing this kernel."
+    )
     product.command("demo")(demo)
     product.command("drill")(drill_cmd)

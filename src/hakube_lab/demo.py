@@ -46,7 +46,8 @@ def run_demo(
     say: Callable[[str], None],
 ) -> int:
     lab = Lab.create(name=name, control_planes=3, workers=workers)
-    say(f"[bold]1/5 lab up[/] ({name}: 3 control-plane + {workers} worker hosts)")
+    say(f"[bold]1/5 lab up[/] ({name}: 3 control-plane + {workers} worker hosts; "
+        "systemd-nspawn containers sharing this machine's kernel)")  # fmt: skip
     secs = lab.up(log=lambda m: say(f"    lab: {m}"))
     say(f"    all hosts answered SSH {secs:.1f} s after start; cluster file {lab.cluster_file}")
     cluster = load_cluster_file(lab.cluster_file).cluster

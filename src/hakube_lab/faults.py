@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 
 from hakube_lab import host as hostmod
 from hakube_lab import network
-from hakube_lab.addressing import LabError
+from hakube_lab.addressing import LabError, LabInputError
 from hakube_lab.lifecycle import image_of, start_host
 from hakube_lab.system import require_root, require_tools, run
 
@@ -48,9 +48,9 @@ def parse_loss(text: str) -> float:
     try:
         value = float(raw[:-1]) / 100 if raw.endswith("%") else float(raw)
     except ValueError:
-        raise LabError(f"--loss {text!r} is not a number: use e.g. 2% or 0.02") from None
+        raise LabInputError(f"--loss {text!r} is not a number: use e.g. 2% or 0.02") from None
     if not 0 < value < 1:
-        raise LabError(f"--loss {text!r} must be above 0 and below 100%: use e.g. 2%")
+        raise LabInputError(f"--loss {text!r} must be above 0 and below 100%: use e.g. 2%")
     return value
 
 

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from hakube.fileio import exclusive_lock
-from hakube_lab.addressing import LabError, LabPlan, plan_lab, validate_name
+from hakube_lab.addressing import LabError, LabInputError, LabPlan, plan_lab, validate_name
 
 STATE_ROOT = Path("/var/lib/hakube/lab")
 
@@ -28,7 +28,7 @@ def read_plan(name: str, state_root: Path) -> LabPlan:
     try:
         data = json.loads(path.read_text())
     except FileNotFoundError:
-        raise LabError(f"no lab named {name!r} (no {path}); run `hakube lab up`") from None
+        raise LabInputError(f"no lab named {name!r} (no {path}); run `hakube lab up`") from None
     return plan_lab(name, data["control_planes"], data["workers"], data["subnet"])
 
 

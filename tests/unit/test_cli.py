@@ -54,7 +54,7 @@ def test_validate_json_lists_problems_with_path_and_line(tmp_path: Path) -> None
 
 
 def test_bad_input_writes_no_state(tmp_path: Path) -> None:
-    runner.invoke(app, ["render", "-f", str(two_masters(tmp_path)), "-o", str(tmp_path / "o")])
+    runner.invoke(app, ["render", "-f", str(two_masters(tmp_path)), "-d", str(tmp_path / "o")])
     assert not (tmp_path / "state").exists()
     assert not (tmp_path / "o").exists()
 
@@ -83,7 +83,7 @@ def test_plan_text_shows_every_host() -> None:
 
 def test_render_writes_secret_files_0600(tmp_path: Path) -> None:
     out = tmp_path / "out"
-    res = runner.invoke(app, ["render", "-f", str(EXAMPLES / "tutorial.yaml"), "-o", str(out)])
+    res = runner.invoke(app, ["render", "-f", str(EXAMPLES / "tutorial.yaml"), "-d", str(out)])
     assert res.exit_code == 0, res.output
     conf = out / "server7-master/etc/keepalived/keepalived.conf"
     assert conf.stat().st_mode & 0o777 == 0o600
@@ -111,3 +111,75 @@ def test_apply_refuses_unknown_phase_selector() -> None:
     )
     assert res.exit_code == 2
     assert "unknown phase 'kubeam'" in res.stderr
+
+
+def test_apply_refuses_a_missing_ssh_key_before_creating_anything(tmp_path: Path) -> None:
+    doc = yaml.safe_load((EXAMPLES / "tutorial.yaml").read_text())
+    doc["ssh"]["key_file"] = str(tmp_path / "no-such-key")
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump(doc))
+    valid = runner.invoke(app, ["validate", "-f", str(path)])
+    assert valid.exit_code == 0, valid.output
+    assert "no-such-key does not exist" in "".join(valid.stderr.split("\n"))
+    res = runner.invoke(app, ["apply", "-f", str(path)])
+    assert res.exit_code == 2, res.output
+    said = " ".join(res.stderr.split())
+    assert "ssh.key_file" in said
+    assert "nothing was changed" in said
+    assert not (tmp_path / "state").exists()
+
+
+def test_render_into_an_unwritable_path_fails_cleanly_before_creating_state(
+    tmp_path: Path,
+) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a directory")
+    res = runner.invoke(
+        app, ["render", "-f", str(EXAMPLES / "tutorial.yaml"), "-d", str(blocker / "out")]
+    )
+    assert res.exit_code == 2, res.output
+    assert "cannot write into" in " ".join(res.stderr.split())
+    assert "Traceback" not in res.output
+    assert not (tmp_path / "state").exists()
+
+
+def test_render_json_reports_the_files_written(tmp_path: Path) -> None:
+    res = runner.invoke(
+        app,
+        ["render", "-f", str(EXAMPLES / "local-lb.yaml"), "-d", str(tmp_path / "o"), "-o", "json"],
+    )
+    assert res.exit_code == 0, res.output
+    data = json.loads(res.stdout)
+    assert data["files"] == sum(1 for p in (tmp_path / "o").rglob("*") if p.is_file())
+
+
+@pytest.mark.parametrize("command", ["validate", "plan", "render", "apply"])
+@pytest.mark.parametrize("kind", ["missing", "binary", "directory", "utf16"])
+def test_output_json_is_one_document_for_unreadable_files(
+    tmp_path: Path, command: str, kind: str
+) -> None:
+    path = tmp_path / "c.yaml"
+    if kind == "binary":
+        path.write_bytes(bytes(range(256)))
+    elif kind == "directory":
+        path.mkdir()
+    elif kind == "utf16":
+        path.write_bytes((EXAMPLES / "tutorial.yaml").read_text().encode("utf-16"))
+    res = runner.invoke(app, [command, "-f", str(path), "-o", "json"])
+    assert res.exit_code == 2, res.output
+    data = json.loads(res.stdout)  # exactly one JSON document
+    assert data["valid"] is False
+    (p,) = data["problems"]
+    assert p["path"] == "(file)"
+    assert p["hint"]
+    assert not (tmp_path / "state").exists()
+
+
+def test_apply_refusal_is_one_json_document_with_output_json() -> None:
+    res = runner.invoke(
+        app, ["apply", "-f", str(EXAMPLES / "tutorial.yaml"), "--only", "kubeam", "-o", "json"]
+    )
+    assert res.exit_code == 2
+    data = json.loads(res.stdout)
+    assert data["ok"] is False
+    assert "unknown phase 'kubeam'" in data["error"]

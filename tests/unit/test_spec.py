@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import copy
 import ipaddress
+import re
 from pathlib import Path
 from typing import Any
 
@@ -311,18 +313,161 @@ def test_fuzzed_specs_either_load_or_fail_with_located_problems(
 
 
 BAD_SPECS = sorted((Path(__file__).resolve().parents[1] / "data" / "bad-specs").glob("*.yaml"))
+_EXPECT = re.compile(r"^# expect(-warning)?: (\S+?)(?: \(line (\d+)\))?: (.+)$")
+
+
+def expectations(raw: bytes) -> list[tuple[Severity, str, int | None, str]]:
+    """`# expect: PATH [(line N)]: TEXT` lines (and `# expect-warning:`), read from any file:
+    the corpus holds binary and UTF-16 files on purpose."""
+    text = raw.decode("utf-16") if raw[:2] in (b"\xff\xfe", b"\xfe\xff") else raw.decode("latin-1")
+    out = []
+    for line in text.splitlines():
+        m = _EXPECT.match(line)
+        if m:
+            sev = Severity.WARNING if m[1] else Severity.ERROR
+            out.append((sev, m[2], int(m[3]) if m[3] else None, m[4]))
+    return out
 
 
 @pytest.mark.parametrize("path", BAD_SPECS, ids=[p.stem for p in BAD_SPECS])
 def test_bad_file_is_refused_with_its_expected_message(path: Path) -> None:
-    """Each file in tests/data/bad-specs says what it expects in a `# expect: PATH: TEXT` line."""
-    expect = next(x for x in path.read_text().splitlines() if x.startswith("# expect: "))
-    want_path, _, want_text = expect.removeprefix("# expect: ").partition(": ")
+    """Each file in tests/data/bad-specs names what it expects in `# expect: PATH: TEXT` lines."""
+    expected = expectations(path.read_bytes())
+    assert any(sev is Severity.ERROR for sev, *_ in expected), "a bad file expects an error"
     with pytest.raises(SpecError) as e:
         load_cluster_file(path)
-    hits = [p for p in e.value.problems if p.path == want_path and p.severity is Severity.ERROR]
-    assert hits, [str(p) for p in e.value.problems]
-    assert any(want_text in str(p) for p in hits), [str(p) for p in hits]
-    top = want_path.split(".")[0].split("[")[0]
-    if f"\n{top}:" in path.read_text():  # a key the file has: its line is named
-        assert all(p.line is not None for p in hits)
+    problems = e.value.problems
+    for p in problems:
+        assert p.path, f"empty field path: {p}"
+        if p.severity is Severity.ERROR:
+            assert p.hint, f"an error without a fix: {p}"
+        assert "Input should be" not in p.message, p
+    for sev, want_path, want_line, want_text in expected:
+        hits = [p for p in problems if p.path == want_path and p.severity is sev]
+        assert hits, [str(p) for p in problems]
+        assert any(want_text in str(p) for p in hits), [str(p) for p in hits]
+        if want_line is not None:
+            assert any(p.line == want_line for p in hits if want_text in str(p)), hits
+        top = want_path.split(".")[0].split("[")[0]
+        if f"\n{top}:".encode() in path.read_bytes():  # a key the file has: its line is named
+            assert all(p.line is not None for p in hits)
+
+
+def test_a_file_of_several_megabytes_is_refused_by_its_size(tmp_path: Path) -> None:
+    big = tmp_path / "dump.yaml"
+    big.write_bytes(b"- not a cluster file\n" * 300_000)  # about 6 MB
+    with pytest.raises(SpecError) as e:
+        load_cluster_file(big)
+    (p,) = e.value.problems
+    assert p.path == "(file)"
+    assert "larger than 256 KiB (at least 6,300,000 bytes)" in p.message
+    assert p.hint
+
+
+def bad_addresses(n: int) -> SpecError:
+    """The error for a file of `n` workers whose addresses are all malformed."""
+    doc = base()
+    doc["hosts"] = [
+        {"name": f"h{i}", "address": f"10.{i // 250}.{i % 250}.1x", "roles": ["worker"]}
+        for i in range(n)
+    ]
+    with pytest.raises(SpecError) as e:
+        load_cluster_data(doc)
+    return e.value
+
+
+def test_the_problems_shown_are_capped_with_a_count_of_the_rest() -> None:
+    err = bad_addresses(120)
+    assert len(err.problems) == 120
+    assert len(err.shown) == 50
+    assert err.more == 70
+    assert str(err).endswith("and 70 more")
+
+
+def test_a_utf8_byte_order_mark_is_fine(tmp_path: Path) -> None:
+    f = tmp_path / "bom.yaml"
+    f.write_bytes(b"\xef\xbb\xbf" + (EXAMPLES / "local-lb.yaml").read_bytes())
+    assert load_cluster_file(f).cluster.name == "local-lb"
+
+
+def test_keys_stay_the_text_written_not_yaml_booleans() -> None:
+    doc = yaml.safe_dump(base()) + "colour: blue\n"
+    text = doc.replace("hosts:\n", "hosts:\n").replace(
+        "- address: 10.0.0.21", "- labels: {on: x}\n  address: 10.0.0.21"
+    )
+    loaded = load_cluster_text(text.replace("colour: blue\n", ""))
+    assert loaded.cluster.host("w1").labels == {"on": "x"}
+
+
+def test_a_missing_file_and_a_directory_are_problems_not_tracebacks(tmp_path: Path) -> None:
+    for path, text in ((tmp_path / "nope.yaml", "No such file"), (tmp_path, "is a directory")):
+        with pytest.raises(SpecError) as e:
+            load_cluster_file(path)
+        (p,) = e.value.problems
+        assert p.path == "(file)"
+        assert text in p.message
+        assert p.hint
+
+
+_junk = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(-(2**40), 2**40),
+    st.floats(allow_nan=False),
+    st.text(max_size=12),
+    st.lists(st.integers(), max_size=2),
+    st.dictionaries(st.text(max_size=4), st.integers(), max_size=2),
+)
+
+
+def _paths(doc: Any, prefix: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+    out = [prefix] if prefix else []
+    if isinstance(doc, dict):
+        for k, v in doc.items():
+            out += _paths(v, (*prefix, k))
+    elif isinstance(doc, list):
+        for i, v in enumerate(doc):
+            out += _paths(v, (*prefix, i))
+    return out
+
+
+_FULL = base(
+    ssh={"user": "ops", "port": 22, "key_file": "/dev/null", "connect_timeout": 5},
+    kubernetes={"version": "1.30.4", "image_repository": "registry.k8s.io", "cni": {}},
+    network={"pod_subnet": "10.244.0.0/16", "service_subnet": "10.96.0.0/12"},
+    etcd={"topology": "external", "hosts": ["cp1", "cp2", "cp3"], "client_port": 2379},
+    packages={"manager": "apt"},
+)
+_FULL["hosts"][3]["labels"] = {"zone": "a"}
+_FULL["endpoint"]["vrrp"] = {"router_id": 51, "advert_interval": 0.1}
+
+
+@settings(max_examples=300, deadline=None)
+@given(data=st.data())
+def test_any_broken_value_gives_located_problems_with_a_fix(data: st.DataObject) -> None:
+    """Whatever value lands wherever, the result is a `SpecError` whose every error names a
+    field and a fix in hakube's words (or the file loads): never a crash, never pydantic's."""
+    doc = copy.deepcopy(_FULL)
+    for _ in range(data.draw(st.integers(1, 3))):
+        path = data.draw(st.sampled_from(_paths(doc)))
+        parent = doc
+        for part in path[:-1]:
+            parent = parent[part]
+        parent[path[-1]] = data.draw(_junk)
+    try:
+        load_cluster_data(doc)
+    except SpecError as e:
+        for p in e.problems:
+            assert p.path
+            assert "Input should" not in p.message
+            assert "Value error" not in p.message
+            if p.severity is Severity.ERROR:
+                assert p.hint, str(p)
+
+
+def test_thousands_of_field_errors_are_counted_past_the_first_thousand() -> None:
+    err = bad_addresses(1500)
+    assert len(err.problems) == 1000
+    assert err.error_count == 1500
+    assert err.more == 1450
+    assert [p.path for p in err.shown[:2]] == ["hosts[0].address", "hosts[1].address"]

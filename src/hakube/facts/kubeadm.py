@@ -1,4 +1,4 @@
-"""Parsers for what kubeadm prints: init, upload-certs, tokens, preflight failures, cert expiry.
+"""Parsers for what kubeadm prints: init, upload-certs, join commands, tokens, preflight failures.
 
 kubeadm has no machine-readable output for most of these, so hakube reads its human output.
 Each parser checks every secret against kubeadm's own format and raises
@@ -21,15 +21,12 @@ from hakube.secrets import BOOTSTRAP_TOKEN_RE, CA_CERT_HASH_RE, CERTIFICATE_KEY_
 
 __all__ = [
     "BootstrapTokenInfo",
-    "CertExpiration",
-    "CertsExpiration",
     "InitResult",
     "JoinCommand",
     "KubeadmOutputError",
     "KubeadmPhaseFailure",
     "PreflightIssue",
     "mask_secrets",
-    "parse_certs_check_expiration",
     "parse_init_output",
     "parse_join_command",
     "parse_phase_error",
@@ -263,6 +260,7 @@ class InitResult:
         )
 
 
+_ANNOUNCED_TOKEN_RE = re.compile(r"^\s*\[bootstrap-token\] Using token: (\S+)\s*$", re.MULTILINE)
 _INIT_DONE_RE = re.compile(
     r"Your Kubernetes (?:control-plane|master) has initialized successfully!"
 )
@@ -274,8 +272,11 @@ def parse_init_output(text: str) -> InitResult:
     if not _INIT_DONE_RE.search(text):
         errors = parse_preflight_errors(text)
         if errors:
+            warnings = parse_preflight_warnings(text)
             raise KubeadmOutputError(
-                "kubeadm init failed preflight: " + "; ".join(e.check for e in errors)
+                "kubeadm init failed preflight: "
+                + "; ".join(f"{e.check}: {e.message.splitlines()[0]}" for e in errors)
+                + (f" (warnings: {', '.join(w.check for w in warnings)})" if warnings else "")
             )
         phase = parse_phase_error(text)
         if phase is not None:
@@ -292,6 +293,15 @@ def parse_init_output(text: str) -> InitResult:
             f"expected at most one control-plane join command, found {len(control_planes)}"
         )
     worker = workers[0]
+    for announced in _ANNOUNCED_TOKEN_RE.findall(text):
+        if announced != worker.token:
+            # Real init output prints the same token in both places; a mismatch means the text
+            # was spliced from two runs or edited by hand, and its join command may be stale.
+            raise KubeadmOutputError(
+                "the join command's token differs from the one '[bootstrap-token] Using token:' "
+                "announced (output spliced from two runs, or edited)",
+                f"[bootstrap-token] Using token: {announced}",
+            )
     control_plane = control_planes[0] if control_planes else None
     if control_plane is not None and (
         control_plane.endpoint,
@@ -327,9 +337,14 @@ def parse_upload_certs_output(text: str) -> str:
     for index, line in enumerate(lines):
         if _UPLOAD_KEY_MARK not in line:
             continue
-        same_line = line.split(_UPLOAD_KEY_MARK, 1)[1].strip()
-        if same_line:
-            return _check_key(same_line, line)
+        if line.split(_UPLOAD_KEY_MARK, 1)[1].strip():
+            # Every kubeadm from 1.14 to 1.33 prints the key on the next line (see the real
+            # transcripts); text after the banner means the output was edited by hand.
+            raise KubeadmOutputError(
+                "the certificate key stands on the banner's own line, where kubeadm never puts "
+                "it (edited output)",
+                line,
+            )
         following = next((ln for ln in lines[index + 1 :] if ln.strip()), None)
         if following is None:
             raise KubeadmOutputError("output ends right after the certificate key banner", line)
@@ -529,99 +544,3 @@ def parse_phase_error(text: str) -> KubeadmPhaseFailure | None:
             phase=match.group(1), message=mask_secrets("\n".join(body).strip("\n"))
         )
     return None
-
-
-# --- certs check-expiration ----------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class CertExpiration:
-    """One row of ``kubeadm certs check-expiration`` (either table)."""
-
-    name: str
-    expires: dt.datetime | None  # None when missing
-    residual_time: str | None  # as printed: "364d", "9y", "<invalid>"
-    certificate_authority: str | None  # None in the CA table and for rows printed without one
-    externally_managed: bool
-    missing: bool = False
-
-    @property
-    def expired(self) -> bool:
-        return self.residual_time == "<invalid>"
-
-
-@dataclass(frozen=True)
-class CertsExpiration:
-    certificates: tuple[CertExpiration, ...]
-    authorities: tuple[CertExpiration, ...]
-
-    def by_name(self) -> dict[str, CertExpiration]:
-        return {c.name: c for c in (*self.certificates, *self.authorities)}
-
-
-_CERT_COLUMNS = (
-    "CERTIFICATE",
-    "EXPIRES",
-    "RESIDUAL TIME",
-    "CERTIFICATE AUTHORITY",
-    "EXTERNALLY MANAGED",
-)
-_CA_COLUMNS = ("CERTIFICATE AUTHORITY", "EXPIRES", "RESIDUAL TIME", "EXTERNALLY MANAGED")
-_MISSING = "!MISSING!"
-
-
-def _parse_expiry_row(line: str, columns: list[tuple[str, int]], first: str) -> CertExpiration:
-    if line.startswith(_MISSING):
-        name = line[len(_MISSING) :].strip()
-        if not name:
-            raise KubeadmOutputError("!MISSING! row without a name", line)
-        return CertExpiration(name, None, None, None, externally_managed=False, missing=True)
-    _check_aligned(line, columns)
-    cells = _cells(line, columns)
-    try:
-        expires = dt.datetime.strptime(cells["EXPIRES"], "%b %d, %Y %H:%M UTC").replace(
-            tzinfo=dt.UTC
-        )
-    except ValueError:
-        raise KubeadmOutputError("EXPIRES is not like 'Jan 02, 2006 15:04 UTC'", line) from None
-    managed = cells["EXTERNALLY MANAGED"]
-    if managed not in ("yes", "no"):
-        raise KubeadmOutputError("EXTERNALLY MANAGED is neither yes nor no", line)
-    return CertExpiration(
-        name=cells[first],
-        expires=expires,
-        residual_time=cells["RESIDUAL TIME"],
-        certificate_authority=(cells["CERTIFICATE AUTHORITY"] or None)
-        if first != "CERTIFICATE AUTHORITY"
-        else None,
-        externally_managed=managed == "yes",
-    )
-
-
-def parse_certs_check_expiration(text: str) -> CertsExpiration:
-    """Both tables of ``kubeadm certs check-expiration`` (also ``alpha certs``, pre-1.20)."""
-    tables: dict[tuple[str, ...], list[CertExpiration]] = {}
-    columns: list[tuple[str, int]] | None = None
-    names: tuple[str, ...] = ()
-    for raw in text.replace("\r\n", "\n").split("\n"):
-        line = raw.rstrip()
-        if not line.strip():
-            columns = None
-            continue
-        candidate = tuple(name for name, _ in _columns(line))
-        if candidate in (_CERT_COLUMNS, _CA_COLUMNS):
-            columns, names = _columns(line), candidate
-            if names in tables:
-                raise KubeadmOutputError("table header repeated", line)
-            tables[names] = []
-            continue
-        if columns is None:
-            continue  # "[check-expiration] ..." chatter, deprecation notices, klog lines
-        tables[names].append(_parse_expiry_row(line, columns, names[0]))
-    if _CERT_COLUMNS not in tables:
-        first = next((ln for ln in text.splitlines() if ln.strip()), None)
-        raise KubeadmOutputError("no CERTIFICATE table in check-expiration output", first)
-    return CertsExpiration(
-        certificates=tuple(tables[_CERT_COLUMNS]),
-        authorities=tuple(tables.get(_CA_COLUMNS, [])),
-    )

@@ -20,6 +20,14 @@ from hakube.spec.model import (
     Runtime,
 )
 
+#: The path of problems about the file as a whole (encoding, size, YAML syntax).
+FILE = "(file)"
+
+#: kube-controller-manager's default --node-cidr-mask-size for IPv4: one /24 of pods per node.
+NODE_CIDR_PREFIX = 24
+#: kube-apiserver refuses a --service-cluster-ip-range with more than 2^20 addresses.
+MAX_SERVICE_PREFIX = 12
+
 
 class Severity(StrEnum):
     ERROR = "error"
@@ -42,19 +50,34 @@ class Problem:
         return f"{text}\n  fix: {self.hint}" if self.hint else text
 
 
-def check_cluster(c: Cluster) -> list[Problem]:
+def check_cluster(c: Cluster, *, hosts_complete: bool = True) -> list[Problem]:
+    """Every cross-field problem. With `hosts_complete` false (some host entries were unreadable
+    and left out) the checks that count or place hosts are skipped: they would report the gap."""
     problems: list[Problem] = []
-    for check in (
-        _unique_hosts,
-        _control_plane_count,
-        _endpoint,
-        _vrrp,
-        _subnets,
-        _kubernetes,
-        _etcd,
-    ):
+    checks = [_unique_hosts, _kubernetes, _etcd_settings, missing_key_files]
+    if hosts_complete:
+        checks += [_control_plane_count, _endpoint, _vrrp, _subnets, _etcd]
+    for check in checks:
         problems.extend(check(c))
     return problems
+
+
+def missing_key_files(c: Cluster) -> list[Problem]:
+    """SSH key files the file names that do not exist here (validate warns; apply refuses)."""
+    named = [("ssh.key_file", c.ssh.key_file)] + [
+        (f"hosts[{i}].ssh.key_file", h.ssh.key_file) for i, h in enumerate(c.hosts) if h.ssh
+    ]
+    return [
+        Problem(
+            path,
+            f"the SSH key file {key} does not exist on this machine",
+            f"correct the path, or create the key (ssh-keygen -t ed25519 -f {key}) and install "
+            "its .pub on the hosts; apply refuses to start without it",
+            Severity.WARNING,
+        )
+        for path, key in named
+        if key is not None and not key.is_file()
+    ]
 
 
 def _err(path: str, message: str, hint: str = "") -> Problem:
@@ -155,6 +178,19 @@ def _endpoint(c: Cluster) -> list[Problem]:
                         )
                     )
             subnet = c.host_subnet
+            if (
+                ep.vip in (subnet.network_address, subnet.broadcast_address)
+                and subnet.prefixlen < 31
+            ):
+                which = "network" if ep.vip == subnet.network_address else "broadcast"
+                out.append(
+                    _err(
+                        "endpoint.vip",
+                        f"the VIP {ep.vip} is the {which} address of the hosts' subnet {subnet}",
+                        f"pick an unused host address inside {subnet}, such as "
+                        f"{subnet.broadcast_address - 1}",
+                    )
+                )
             if ep.vip not in subnet:
                 out.append(
                     _err(
@@ -181,6 +217,29 @@ def _endpoint(c: Cluster) -> list[Problem]:
                 "endpoint.lb_address",
                 "mode cloud-lb needs the external balancer's address",
                 "set endpoint.lb_address to the SLB/NLB address that workers reach the API on",
+            )
+        )
+    if mode is EndpointMode.CLOUD_LB and ep.lb_address is not None:
+        for i, h in enumerate(c.hosts):
+            if h.address == ep.lb_address:
+                out.append(
+                    _err(
+                        "endpoint.lb_address",
+                        f"the balancer address {ep.lb_address} is the address of host "
+                        f"{h.name!r} (hosts[{i}])",
+                        "use the address of the external balancer itself (the SLB/NLB), which "
+                        "forwards to the control-plane nodes",
+                    )
+                )
+    if mode is EndpointMode.VIP and len(c.lb_hosts) == 1:
+        out.append(
+            Problem(
+                "hosts",
+                f"endpoint.mode vip with a single LB host ({c.lb_hosts[0].name}): the VIP has "
+                "nowhere to move, so this endpoint is not highly available",
+                "give the lb role to two or three hosts (or leave it off: the control-plane "
+                "nodes then balance)",
+                Severity.WARNING,
             )
         )
     if mode is not EndpointMode.VIP and ep.vip is not None:
@@ -247,6 +306,7 @@ def _vrrp(c: Cluster) -> list[Problem]:
                 "or 0 to put a failing host in FAULT)",
             )
         )
+    out.extend(_vrrp_segment(c))
     if len(c.lb_hosts) > 250:
         out.append(
             _err(
@@ -256,6 +316,40 @@ def _vrrp(c: Cluster) -> list[Problem]:
             )
         )
     return out
+
+
+def _vrrp_segment(c: Cluster) -> list[Problem]:
+    """VRRP adverts and the VIP's gratuitous ARP stay inside one L2 segment."""
+    lbs = c.lb_hosts
+    if len(lbs) < 2:
+        return []
+    explicit = c.network.host_subnet
+    if explicit is not None:
+        return [
+            _err(
+                f"hosts[{c.hosts.index(h)}].address",
+                f"LB host {h.name} ({h.address}) is outside network.host_subnet {explicit}, so "
+                "it cannot take part in VRRP with the other LB hosts",
+                "give the lb role only to hosts on the VIP's segment, or correct "
+                "network.host_subnet",
+            )
+            for h in lbs
+            if h.address not in explicit
+        ]
+    first = ipaddress.IPv4Network((int(lbs[0].address), NODE_CIDR_PREFIX), strict=False)
+    apart = [h for h in lbs if h.address not in first]
+    if not apart:
+        return []
+    h = apart[0]
+    return [
+        _err(
+            f"hosts[{c.hosts.index(h)}].address",
+            f"LB hosts {lbs[0].name} ({lbs[0].address}) and {h.name} ({h.address}) are not in one "
+            f"/{NODE_CIDR_PREFIX}: VRRP and the VIP only work inside one L2 segment",
+            "give the lb role only to hosts of one subnet, or, if they really share one "
+            "segment, say so with network.host_subnet (e.g. a /23)",
+        )
+    ]
 
 
 def _subnets(c: Cluster) -> list[Problem]:
@@ -276,6 +370,16 @@ def _subnets(c: Cluster) -> list[Problem]:
                         "pick another private range",
                     )
                 )
+    explicit = c.network.host_subnet
+    if explicit is not None and not any(h.address in explicit for h in c.hosts):
+        out.append(
+            _err(
+                "network.host_subnet",
+                f"network.host_subnet {explicit} contains none of the hosts' addresses",
+                "set it to the subnet the hosts are on (or remove it to derive it from them)",
+            )
+        )
+    out.extend(_pod_and_service_sizes(c))
     for i, h in enumerate(c.hosts):
         for path, net in nets[:2]:
             if h.address in net:
@@ -286,6 +390,44 @@ def _subnets(c: Cluster) -> list[Problem]:
                         f"move {path} to a range that holds no host",
                     )
                 )
+    return out
+
+
+def _pod_and_service_sizes(c: Cluster) -> list[Problem]:
+    out: list[Problem] = []
+    pods = c.network.pod_subnet
+    nodes = len({h.name for h in c.hosts if h.has(Role.CONTROL_PLANE) or h.has(Role.WORKER)})
+    if pods.prefixlen > NODE_CIDR_PREFIX:
+        out.append(
+            _err(
+                "network.pod_subnet",
+                f"{pods} is smaller than one node's pod range (/{NODE_CIDR_PREFIX}, "
+                "kube-controller-manager's --node-cidr-mask-size): no node would get pod addresses",
+                f"use a /16 such as 10.244.0.0/16 (at most /{NODE_CIDR_PREFIX})",
+            )
+        )
+    else:
+        ranges = 1 << (NODE_CIDR_PREFIX - pods.prefixlen)
+        if nodes > ranges:
+            wanted = NODE_CIDR_PREFIX - max(nodes - 1, 1).bit_length()
+            out.append(
+                _err(
+                    "network.pod_subnet",
+                    f"{pods} holds {ranges} node pod range(s) of /{NODE_CIDR_PREFIX}, but the "
+                    f"cluster has {nodes} nodes: the nodes beyond {ranges} get no pod addresses",
+                    f"use a /{wanted} or larger (e.g. 10.244.0.0/16)",
+                )
+            )
+    svc = c.network.service_subnet
+    if svc.prefixlen < MAX_SERVICE_PREFIX:
+        out.append(
+            _err(
+                "network.service_subnet",
+                f"{svc} is larger than /{MAX_SERVICE_PREFIX}; kube-apiserver refuses service "
+                f"ranges over 2^20 addresses",
+                f"use a /{MAX_SERVICE_PREFIX} or smaller, such as 10.96.0.0/12",
+            )
+        )
     return out
 
 
@@ -339,6 +481,25 @@ def _kubernetes(c: Cluster) -> list[Problem]:
     return out
 
 
+def _etcd_settings(c: Cluster) -> list[Problem]:
+    out: list[Problem] = []
+    e = c.etcd
+    if e.client_port == e.peer_port:
+        out.append(_err("etcd.peer_port", "client and peer ports are equal", "keep 2379 and 2380"))
+    seen: dict[str, int] = {}
+    for i, name in enumerate(e.hosts or []):
+        if name in seen:
+            out.append(
+                _err(
+                    f"etcd.hosts[{i}]",
+                    f"host {name!r} is listed twice in etcd.hosts (items {seen[name]} and {i})",
+                    "list each etcd member once",
+                )
+            )
+        seen.setdefault(name, i)
+    return out
+
+
 def _etcd(c: Cluster) -> list[Problem]:
     out: list[Problem] = []
     e = c.etcd
@@ -372,6 +533,4 @@ def _etcd(c: Cluster) -> list[Problem]:
                 "list 3 hosts in etcd.hosts (or 5 to survive two failures)",
             )
         )
-    if e.client_port == e.peer_port:
-        out.append(_err("etcd.peer_port", "client and peer ports are equal", "keep 2379 and 2380"))
     return out

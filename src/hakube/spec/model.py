@@ -20,6 +20,7 @@ from pydantic import (
     ValidationInfo,
     field_validator,
 )
+from pydantic_core import PydanticCustomError
 
 # Imported as a module: topology reads the model's enums at call time, so neither module needs
 # the other's names while it is being imported.
@@ -34,23 +35,134 @@ MAX_KUBERNETES = (1, 34)
 #: kube-apiserver's own port on every control-plane node; HAProxy must never take it there.
 APISERVER_PORT = 6443
 
-_HOSTNAME_RE = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
-_DNS_NAME_RE = re.compile(
-    r"^(?=.{1,253}$)[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?(\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)*$"
-)
-_IFACE_RE = re.compile(r"^[A-Za-z0-9_.:@-]{1,15}$")
 _VERSION_RE = re.compile(r"^v?(\d+)\.(\d+)\.(\d+)$")
+_LABEL_CHARS = frozenset("abcdefghijklmnopqrstuvwxyz0123456789-")
+_IFACE_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_.:@-")
+_K8S_LABEL_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.")
+_IMAGE_REPO_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_./:")
+
+
+def invalid(message: str, fix: str) -> PydanticCustomError:
+    """A field error that carries its own fix (the loader prints it as the `fix:` line)."""
+    return PydanticCustomError("hakube", "{message}", {"message": message, "fix": fix})
+
+
+def _bad_char(value: str, allowed: frozenset[str]) -> str | None:
+    for i, ch in enumerate(value):
+        if ch not in allowed:
+            shown = repr(ch) if ch.isprintable() and not ch.isspace() else f"U+{ord(ch):04X}"
+            where = f"character {i + 1}"
+            if ch.isupper() and ch.lower() in allowed:
+                return f"has the upper-case letter {shown} ({where}); only lower case is allowed"
+            return f"has the character {shown} ({where}), which is not allowed here"
+    return None
+
+
+def _dns_label_problem(label: str) -> str | None:
+    if not label:
+        return "has an empty part (two dots in a row, or a dot at the start or end)"
+    bad = _bad_char(label, _LABEL_CHARS)
+    if bad:
+        return bad
+    if label[0] == "-" or label[-1] == "-":
+        return f"has a part {label!r} that starts or ends with '-'"
+    if len(label) > 63:
+        return f"has a part {len(label)} characters long; at most 63 are allowed"
+    return None
+
+
+def _hostname_problem(v: str) -> str | None:
+    return "is empty" if not v else _dns_label_problem(v)
+
+
+def _dns_name_problem(v: str) -> str | None:
+    if len(v) > 253:
+        return f"is {len(v)} characters long; a DNS name has at most 253"
+    for label in v.split("."):
+        bad = _dns_label_problem(label)
+        if bad:
+            return bad
+    return None
 
 
 class Strict(BaseModel):
-    """Unknown keys are errors: a typo must never be silently ignored."""
+    """Unknown keys are errors: a typo must never be silently ignored. Neither is a value that
+    pydantic would quietly convert: `true` is not the port 1, `10` is not the address 0.0.0.10."""
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
+    @field_validator("*", mode="before")
+    @classmethod
+    def _no_silent_conversion(cls, v: Any, info: ValidationInfo) -> Any:
+        if not isinstance(v, bool | int | float) or info.field_name is None:
+            return v
+        kinds = _annotation_types(cls.model_fields[info.field_name].annotation)
+        if isinstance(v, bool) and bool not in kinds and kinds & {int, float}:
+            raise invalid(
+                f"YAML reads this as the boolean {str(v).lower()}, where a number belongs",
+                "write the number itself (yes/no/on/off/true/false are booleans in YAML)",
+            )
+        if kinds & _IP_TYPES:
+            raise invalid(
+                f"the number {v} is not written as an IP address",
+                "write the address in dotted form, such as 10.0.0.11 (or 10.244.0.0/16 for a "
+                "subnet)",
+            )
+        return v
+
+
+_IP_TYPES = frozenset({ipaddress.IPv4Address, ipaddress.IPv4Network})
+
+
+def _annotation_types(annotation: Any) -> frozenset[Any]:
+    """The plain types in an annotation such as `int | None` or `IPv4Address`."""
+    args = getattr(annotation, "__args__", None)
+    if args is None or isinstance(annotation, type):
+        return frozenset({annotation})
+    return frozenset(t for a in args for t in _annotation_types(a))
+
+
+def _checked_dns_name(v: str, what: str, fix: str) -> str:
+    bad = _dns_name_problem(v)
+    if bad:
+        raise invalid(f"{v!r} {bad}: it is not a lower-case {what}", fix)
+    return v
+
 
 def _interface_name(v: str) -> str:
-    if not _IFACE_RE.match(v):
-        raise ValueError("is not a Linux interface name (at most 15 characters)")
+    fix = "use the NIC's name as `ip -br link` shows it on the host, e.g. eth0 or ens37"
+    bad = "is empty" if not v else _bad_char(v, _IFACE_CHARS)
+    if bad:
+        raise invalid(f"{v!r} {bad}: it is not a Linux interface name", fix)
+    if len(v) > 15:
+        raise invalid(
+            f"{v!r} is {len(v)} characters long; Linux interface names have at most 15", fix
+        )
+    return v
+
+
+def _check_labels(v: dict[str, str]) -> dict[str, str]:
+    """Kubernetes label syntax: `[prefix/]name`, name and value at most 63 of [A-Za-z0-9-_.]."""
+    fix = (
+        "label names and values are at most 63 letters, digits, '-', '_' or '.', starting and "
+        "ending with a letter or digit; a key may have a DNS prefix (example.com/role)"
+    )
+    for key, value in v.items():
+        prefix, slash, name = key.rpartition("/")
+        if slash and (not prefix or _dns_name_problem(prefix)):
+            raise invalid(f"label key {key!r}: the prefix {prefix!r} is not a DNS name", fix)
+        for what, text in ((f"label key {key!r}", name), (f"the value of label {key!r}", value)):
+            if not text:
+                if text is value:
+                    continue
+                raise invalid(f"{what} has an empty name", fix)
+            bad = _bad_char(text, _K8S_LABEL_CHARS)
+            if bad is None and not (text[0].isalnum() and text[-1].isalnum()):
+                bad = "does not start and end with a letter or digit"
+            if bad is None and len(text) > 63:
+                bad = f"is {len(text)} characters long (at most 63)"
+            if bad:
+                raise invalid(f"{what} {bad}" if text is name else f"{what} ({text!r}) {bad}", fix)
     return v
 
 
@@ -61,9 +173,22 @@ def _note(info: ValidationInfo, path: str, message: str) -> None:
         ctx["warnings"].append((path, message))
 
 
+def _is_address(value: str) -> bool:
+    try:
+        ipaddress.ip_address(value)
+    except ValueError:
+        return False
+    return True
+
+
 def _normalise_network(value: Any, info: ValidationInfo, path: str) -> Any:
     if not isinstance(value, str):
         return value
+    if "/" not in value and _is_address(value):
+        raise invalid(
+            f"{value!r} has no prefix length, so it would mean the single address {value}/32",
+            f"write the subnet with its size, e.g. {value}/16",
+        )
     try:
         strict = ipaddress.ip_network(value, strict=True)
     except ValueError:
@@ -144,12 +269,20 @@ class Host(Strict):
     @field_validator("name")
     @classmethod
     def _hostname(cls, v: str) -> str:
-        if not _HOSTNAME_RE.match(v):
-            raise ValueError(
-                "must be a lower-case RFC 1123 label (a-z, 0-9, '-', at most 63 characters), "
-                "because kubeadm uses it as the Node name"
+        bad = _hostname_problem(v)
+        if bad:
+            raise invalid(
+                f"host name {v!r} {bad}; kubeadm registers it as the Node name, which must be a "
+                "lower-case RFC 1123 label",
+                "use only a-z, 0-9 and '-' (at most 63), starting and ending with a letter or "
+                "digit, e.g. cp1",
             )
         return v
+
+    @field_validator("labels")
+    @classmethod
+    def _labels(cls, v: dict[str, str]) -> dict[str, str]:
+        return _check_labels(v)
 
     @field_validator("interface")
     @classmethod
@@ -274,9 +407,10 @@ class Endpoint(Strict):
     @field_validator("name")
     @classmethod
     def _dns(cls, v: str | None) -> str | None:
-        if v is not None and not _DNS_NAME_RE.match(v):
-            raise ValueError("is not a valid lower-case DNS name")
-        return v
+        if v is None:
+            return v
+        fix = "use a name such as api.example.internal (a-z, 0-9, '-' and dots)"
+        return _checked_dns_name(v, "DNS name", fix)
 
     @field_validator("interface")
     @classmethod
@@ -341,7 +475,9 @@ class Kubernetes(Strict):
         None,
         description="kubeadm config API; default from the version (v1beta3 <1.31, else v1beta4).",
     )
-    image_repository: str = Field("registry.k8s.io", pattern=r"^[A-Za-z0-9._:/-]+$")
+    image_repository: str = Field(
+        "registry.k8s.io", description="Registry (and path) of the Kubernetes images, no scheme."
+    )
     dns_domain: str = Field("cluster.local")
     runtime: Runtime = Runtime.CONTAINERD
     cni: CNI = Field(default_factory=CNI)
@@ -351,19 +487,39 @@ class Kubernetes(Strict):
     def _version(cls, v: str) -> str:
         m = _VERSION_RE.match(v)
         if not m:
-            raise ValueError("must look like 1.30.4 (major.minor.patch)")
+            raise invalid(
+                f"{v!r} is not a Kubernetes release: it must look like 1.30.4 (major.minor.patch)",
+                'write the full release in quotes, e.g. version: "1.30.4"',
+            )
         minor = (int(m[1]), int(m[2]))
         if not MIN_KUBERNETES <= minor <= MAX_KUBERNETES:
             lo = "{}.{}".format(*MIN_KUBERNETES)
             hi = "{}.{}".format(*MAX_KUBERNETES)
-            raise ValueError(f"{v} is outside the supported range {lo} to {hi}")
+            raise invalid(
+                f"{v} is outside the supported range {lo} to {hi}",
+                f"choose a release from {lo} to {hi}, e.g. 1.30.4",
+            )
         return f"{m[1]}.{m[2]}.{m[3]}"
 
     @field_validator("dns_domain")
     @classmethod
     def _domain(cls, v: str) -> str:
-        if not _DNS_NAME_RE.match(v):
-            raise ValueError("is not a valid lower-case DNS domain")
+        fix = "keep the default cluster.local unless you need another"
+        return _checked_dns_name(v, "DNS domain", fix)
+
+    @field_validator("image_repository")
+    @classmethod
+    def _repository(cls, v: str) -> str:
+        fix = "write the registry and path only, e.g. registry.k8s.io or registry.example.com/k8s"
+        scheme, sep, rest = v.partition("://")
+        if sep:
+            raise invalid(
+                f"{v!r} starts with the URL scheme '{scheme}://'; container image names have none",
+                f"drop '{scheme}://': write {rest.rstrip('/')!r}",
+            )
+        bad = "is empty" if not v else _bad_char(v, _IMAGE_REPO_CHARS)
+        if bad:
+            raise invalid(f"{v!r} {bad}", fix)
         return v
 
     @property
@@ -451,8 +607,12 @@ class Cluster(Strict):
     @field_validator("name")
     @classmethod
     def _name(cls, v: str) -> str:
-        if not _HOSTNAME_RE.match(v):
-            raise ValueError("must be a lower-case DNS label (a-z, 0-9, '-')")
+        bad = _hostname_problem(v)
+        if bad:
+            raise invalid(
+                f"cluster name {v!r} {bad}",
+                "use a lower-case DNS label: a-z, 0-9 and '-', e.g. prod-1",
+            )
         return v
 
     # Derived views, computed in `spec.topology`; named here so call sites read `cluster.x`.

@@ -40,6 +40,7 @@ from hakube.phases.kubeadm import (
 )
 from hakube.phases.lb import HAProxyPhase, KeepalivedPhase, WaitVIP
 from hakube.phases.verify import Verify, VerifyReport
+from hakube.spec.checks import missing_key_files
 from hakube.spec.model import Cluster, Host
 from hakube.state import StateDir
 from hakube.transport.base import Redactor, Transport, TransportError
@@ -201,6 +202,8 @@ async def apply(
     started = time.monotonic()
     to_run, skipped = select_phases(phases(), only=only, skip=skip)
     result.phases_skipped = [p.name for p in skipped]
+    if transports is None:
+        _refuse_missing_keys(cluster)
     with cluster_lock(state):
         secrets = state.secrets()
         redactor = Redactor(secrets.values())
@@ -246,6 +249,16 @@ async def apply(
             result.report = next((p.result for p in to_run if isinstance(p, Verify)), None)
     result.seconds = time.monotonic() - started
     return result
+
+
+def _refuse_missing_keys(cluster: Cluster) -> None:
+    """Before anything is created or contacted: a key that is not there would fail every host."""
+    missing = missing_key_files(cluster)
+    if missing:
+        raise ValueError(
+            "; ".join(f"{p.path}: {p.message}" for p in missing)
+            + " (nothing was changed: create the key or correct the path)"
+        )
 
 
 async def _facts(ctx: Context, to_run: list[Phase], result: ApplyResult) -> None:

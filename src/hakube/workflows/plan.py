@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -103,8 +104,33 @@ def build_plan(
     return plan
 
 
+class RenderTargetError(ValueError):
+    """The output directory cannot be created or written."""
+
+
+def check_writable_dir(out: Path) -> None:
+    """Create `out` if needed and prove a file can be written in it."""
+    existed = out.exists()
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=out):
+            pass
+    except OSError as e:
+        if not existed and out.is_dir():
+            out.rmdir()
+        reason = e.strerror or str(e)
+        raise RenderTargetError(
+            f"cannot write into {out}: {reason}; choose a directory you can write "
+            "(--out-dir/-d DIR). Nothing was created."
+        ) from None
+
+
 def render_to_dir(cluster: Cluster, out: Path, state: StateDir | None = None) -> int:
-    """Write every host's rendered files under out/<host>/<path>, secrets 0600."""
+    """Write every host's rendered files under out/<host>/<path>, secrets 0600.
+
+    The output directory is checked first: a path that cannot be written fails with
+    `RenderTargetError` before any state (secrets, CA) is created."""
+    check_writable_dir(out)
     state = state or StateDir(cluster.name)
     secrets = state.secrets()
     ca_hash = state.cluster_pki().ca_cert_hash

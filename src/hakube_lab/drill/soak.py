@@ -74,7 +74,10 @@ def soak(d: Drill, seconds: float, index: int = 1, load: bool = True) -> RunMetr
         probes.stop()
     requests, samples = probes.requests(), probes.samples()
     marks = Marks(start, t0, t0, t1, t1, t_end)
-    end = d.checks.check()
+    # Under loss HAProxy may have marked a healthy server DOWN now and then (a check whose SYN
+    # was lost); once the loss is gone it needs `rise` checks to be UP again. The soak asks
+    # whether the setup becomes whole again, not whether it is at this very instant.
+    end = d.checks.wait_whole(timeout=30.0) if st.soak_loss else d.checks.check()
     m = compute_metrics(SOAK, d.config, index, requests, samples, marks, end_healthy=end.ok)
     if direct is not None:
         beside = [r for r in probes.direct_requests() if t0 <= r.t <= t1]

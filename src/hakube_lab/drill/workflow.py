@@ -38,10 +38,16 @@ TUTORIAL = "tutorial"
 VANTAGE_BRIDGE = "the machine, over the lab bridge (outside every lab host)"
 
 
+#: What answers behind HAProxy in the lab: kube-apiserver never runs here (no Kubernetes
+#: binaries), so every figure is measured against the stand-in. Reports say so.
+BACKEND = "lab stand-in for kube-apiserver"
+
+
 @dataclass
 class DrillReport:
     config: str
     runs: list[RunMetrics] = field(default_factory=list)
+    backend: str = BACKEND
     errors: list[str] = field(default_factory=list)
     endpoint_mode: str = "vip"
     #: Where the client probe ran and what it targeted.
@@ -66,6 +72,7 @@ class DrillReport:
             summary[sc]["runs"] = len(self.of(sc))
         return {
             "config": self.config,
+            "backend": self.backend,
             "endpoint_mode": self.endpoint_mode,
             "vantage": self.vantage,
             "ok": self.ok,
@@ -177,8 +184,10 @@ def run_comparison(
 
 def figures_table(reports: Sequence[DrillReport]) -> Table:
     """One row per scenario and figure, one column per configuration: median (min-max)."""
+    backends = ", ".join(dict.fromkeys(r.backend for r in reports))
     where = sorted({f"endpoint mode {r.endpoint_mode}; probe from {r.vantage}" for r in reports})
-    t = Table(title="failover drill: median (min-max) over runs", caption="\n".join(where))
+    t = Table(title=f"failover drill: median (min-max) over runs; backend: {backends}",
+              caption="\n".join(where))  # fmt: skip
     t.add_column("scenario")
     t.add_column("figure")
     for r in reports:

@@ -30,6 +30,7 @@ from hakube.console import (
     problem_json,
     split_list,
 )
+from hakube.ops_cli import register as register_ops
 
 PLUGIN_GROUP = "hakube.cli_plugins"
 
@@ -78,6 +79,8 @@ app = typer.Typer(
     help="Build and run highly available Kubernetes clusters on plain Linux hosts over SSH.",
     pretty_exceptions_enable=False,
 )
+# Day-2 commands are the product's own: mounted here, light until one of them runs.
+register_ops(app)
 
 
 @app.command()

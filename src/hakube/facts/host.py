@@ -7,6 +7,7 @@ and the phases decide from the parsed result what (if anything) to change.
 from __future__ import annotations
 
 import json
+import re
 import shlex
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -46,8 +47,25 @@ SYSCTLS = (
 FILES_HEADER = "# hakube facts, files: "
 
 
-def facts_script(paths: Iterable[str] = ()) -> str:
-    """The shell script whose output `parse_facts` reads; `paths` get checksum and mode."""
+def facts_script(paths: Iterable[str] = (), only: Iterable[str] | None = None) -> str:
+    """The shell script whose output `parse_facts` reads; `paths` get checksum and mode.
+
+    `only` keeps just those sections (the others then parse as empty), for callers such as
+    `status` that need units and files but not packages or hardware.
+    """
+    script = _facts_script(paths)
+    if only is None:
+        return script
+    keep = {*only, "end"}
+    chunks = re.split(r"(?m)^(?=s [a-z]+(?:;|$))", script)
+    return "".join(
+        c
+        for c in chunks
+        if not c.startswith("s ") or c[2:].split("\n")[0].split(";")[0].strip() in keep
+    )
+
+
+def _facts_script(paths: Iterable[str]) -> str:
     asked = sorted(set(paths))
     files = " ".join(shlex.quote(p) for p in asked)
     units = " ".join(f"{u}.service" for u in UNITS)
@@ -70,9 +88,10 @@ s pkgs; (dpkg-query -W -f='${{Package}} ${{Version}} ${{db:Status-Abbrev}}\\n' {
   | grep -v 'not installed'
 s holds; apt-mark showhold 2>/dev/null
 s files; for f in {files}; do
-  if [ -f "$f" ]; then printf '%s %s %s\\n' "$(sha256sum < "$f" | cut -c1-64)" \
-    "$(stat -c %a "$f")" "$f"; fi
-done
+  [ -f "$f" ] && fs+=("$f")
+done; [ -n "${{fs[*]}}" ] && awk 'NR==FNR {{m[substr($0, length($1) + 2)]=$1; next}}
+  {{p=substr($0, 67); print $1, m[p], p}}' <(stat -c '%a %n' -- "${{fs[@]}}") \
+  <(sha256sum -- "${{fs[@]}}")
 s listen; ss -ltnH 2>/dev/null | awk '{{print $4}}'
 s timesync; timedatectl show -p NTPSynchronized --value 2>/dev/null
 s modules; cut -d' ' -f1 /proc/modules 2>/dev/null

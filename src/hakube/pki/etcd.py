@@ -182,6 +182,35 @@ class EtcdPKI:
             algorithm=self.algorithm,
         )
 
+    def renewed(
+        self, *, cert_validity: dt.timedelta = LEAF_VALIDITY, now: dt.datetime | None = None
+    ) -> EtcdPKI:
+        """Every leaf certificate issued again (new keys, new validity) under the same CA, so
+        members with old and new certificates keep trusting each other during a rolling renew."""
+
+        def client(common_name: str) -> CertAndKey:
+            return issue_certificate(
+                self.ca,
+                common_name,
+                CertUsage.CLIENT,
+                algorithm=self.algorithm,
+                validity=cert_validity,
+                now=now,
+            )
+
+        return EtcdPKI(
+            ca=self.ca,
+            apiserver_client=client(APISERVER_ETCD_CLIENT_COMMON_NAME),
+            healthcheck_client=client(HEALTHCHECK_CLIENT_COMMON_NAME),
+            members={
+                name: _issue_member(
+                    self.ca, m.member, algorithm=self.algorithm, validity=cert_validity, now=now
+                )
+                for name, m in self.members.items()
+            },
+            algorithm=self.algorithm,
+        )
+
     def without_member(self, name: str) -> EtcdPKI:
         return EtcdPKI(
             ca=self.ca,

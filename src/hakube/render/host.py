@@ -63,17 +63,20 @@ class ManagedBlock:
         return f"{self.begin}\n{body}{self.end}\n"
 
 
+def _block_pattern(begin: str, end: str) -> re.Pattern[str]:
+    return re.compile(
+        rf"^{re.escape(begin)}[ \t]*\n.*?^{re.escape(end)}[ \t]*(?:\n|\Z)",
+        re.MULTILINE | re.DOTALL,
+    )
+
+
 def apply_block(existing: str, block: ManagedBlock) -> str:
     """`existing` with the block inserted or replaced; applying it twice equals applying once.
 
     Several copies of the block (from a hand edit) collapse into one at the first position.
     A begin marker without an end marker is refused rather than guessed at.
     """
-    pattern = re.compile(
-        rf"^{re.escape(block.begin)}[ \t]*\n.*?^{re.escape(block.end)}[ \t]*(?:\n|\Z)",
-        re.MULTILINE | re.DOTALL,
-    )
-    matches = list(pattern.finditer(existing))
+    matches = list(_block_pattern(block.begin, block.end).finditer(existing))
     if not matches:
         if re.search(rf"^{re.escape(block.begin)}[ \t]*$", existing, re.MULTILINE):
             raise ValueError(f"{block.path}: {block.begin!r} without {block.end!r}; fix by hand")
@@ -86,6 +89,11 @@ def apply_block(existing: str, block: ManagedBlock) -> str:
         out += existing[pos : m.start()]
         pos = m.end()
     return out + existing[pos:]
+
+
+def remove_block(existing: str, begin: str = BLOCK_BEGIN, end: str = BLOCK_END) -> str:
+    """`existing` without any copy of the block (what `reset` leaves behind)."""
+    return _block_pattern(begin, end).sub("", existing)
 
 
 def hosts_block(cluster: Cluster, host: Host) -> ManagedBlock:
@@ -113,6 +121,11 @@ def remove_swap(fstab: str) -> str:
         else:
             out.append(line)
     return "".join(out)
+
+
+def restore_swap(fstab: str) -> str:
+    """Undo `remove_swap`: only the lines hakube commented out come back."""
+    return "".join(line.removeprefix(SWAP_MARK) for line in fstab.splitlines(keepends=True))
 
 
 # Kernel --------------------------------------------------------------------------------------

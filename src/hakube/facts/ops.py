@@ -1,0 +1,314 @@
+"""Day-2 facts: VRRP state, HAProxy backends, etcd member status and certificate expiry.
+
+Like the host facts, everything is read in ONE round trip per host: the script prints marked
+sections that `parse_ops` turns into data. `status` appends the host facts script (units,
+file checksums) to the same round trip, so a whole status costs one command per host.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import re
+import shlex
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from cryptography import x509
+
+from hakube.facts.host import MARK, _sections
+
+#: keepalived writes its state here on SIGUSR1 (`keepalived --signum=DATA`).
+KEEPALIVED_DATA = "/tmp/keepalived.data"
+KEEPALIVED_PID = "/run/keepalived.pid"
+#: Where hakube (external etcd) and kubeadm keep the certificates `status` and `certs` read.
+CERT_DIRS = ("/etc/etcd/pki", "/etc/kubernetes/pki")
+#: kubeconfig files kubeadm writes with an embedded client certificate.
+KUBECONFIGS = (
+    "/etc/kubernetes/admin.conf",
+    "/etc/kubernetes/super-admin.conf",
+    "/etc/kubernetes/controller-manager.conf",
+    "/etc/kubernetes/scheduler.conf",
+    "/etc/kubernetes/kubelet.conf",
+)
+
+
+@dataclass(frozen=True)
+class OpsQuery:
+    """What to read on one host; empty commands are left out of the script."""
+
+    vrrp: bool = False
+    haproxy_socket: str | None = None
+    #: etcdctl command lines (without the subcommand) for the local member, if it runs etcd.
+    etcdctl: str | None = None
+    certs: bool = True
+    #: `kubectl --kubeconfig ...` prefix when this host can reach the Kubernetes API.
+    kubectl: str | None = None
+    kubeadm_tokens: bool = False
+    vip: str | None = None
+
+
+CERT_MARK = "@@hakube-cert:"
+
+
+def ops_sections(q: OpsQuery) -> dict[str, str]:
+    """Section name → the shell that prints it (only what `q` asks for)."""
+    out: dict[str, str] = {}
+    if q.vip:
+        out["vip"] = f"ip -o -4 addr show | grep -cF {shlex.quote(f'inet {q.vip}/')}"
+    if q.vrrp:
+        # SIGUSR1 makes keepalived dump its instances; the file appears a moment later.
+        out["vrrp"] = (
+            f'p=$(cat {KEEPALIVED_PID} 2>/dev/null) && kill -0 "$p" 2>/dev/null || exit 0; '
+            f'rm -f {KEEPALIVED_DATA}; kill -USR1 "$p"; for i in $(seq 100); do '
+            f"grep -q 'Effective priority' {KEEPALIVED_DATA} 2>/dev/null && break; sleep 0.01; "
+            f"done; grep -E '^ *(VRRP Instance|State|Effective priority|Priority) = ' "
+            f"{KEEPALIVED_DATA}"
+        )
+    if q.haproxy_socket:
+        out["haproxy"] = (
+            f"echo 'show stat' | socat -t 1 stdio unix-connect:{shlex.quote(q.haproxy_socket)}"
+        )
+    if q.etcdctl:
+        e = q.etcdctl
+        out["etcd-status"] = f"{e} endpoint status -w json"
+        out["etcd-health"] = f"{e} endpoint health -w json"
+        out["etcd-members"] = f"{e} member list -w json"
+        out["etcd-alarms"] = f"{e} alarm list"
+    if q.certs:
+        # Certificates are public: their PEM is read here, expiry parsed on our side (no
+        # openssl process per file). Private keys are never read.
+        out["certs"] = (
+            f"find {' '.join(CERT_DIRS)} -name '*.crt' -type f 2>/dev/null | sort | "
+            f'while read -r f; do echo "{CERT_MARK}$f"; cat "$f"; done; '
+            f'for f in {" ".join(KUBECONFIGS)}; do [ -f "$f" ] || continue; '
+            f'echo "{CERT_MARK}$f"; sed -n \'s/^ *client-certificate-data: *//p\' "$f" | '
+            "head -1 | base64 -d; done"
+        )
+    if q.kubeadm_tokens:
+        out["tokens"] = "kubeadm token list"
+    if q.kubectl:
+        out["nodes"] = f"{q.kubectl} get nodes -o json"
+    return out
+
+
+def ops_script(q: OpsQuery, extra: str = "") -> str:
+    """Every section runs at the same time (a dead etcd member costs one dial timeout, not
+    four); the outputs are then printed in order under their marks, followed by `extra`'s
+    (another marked script, e.g. the host facts) run alongside."""
+    sections = ops_sections(q)
+    names = list(sections)
+    lines = ["d=$(mktemp -d) || exit 1"]
+    lines += [f"( {cmd} ) >$d/{i} 2>/dev/null &" for i, cmd in enumerate(sections.values())]
+    if extra:
+        lines.append(f"( {extra} ) >$d/extra 2>/dev/null &")
+    lines.append("wait")
+    lines += [f"printf '\\n{MARK}%s\\n' {n}; cat $d/{i}" for i, n in enumerate(names)]
+    lines.append(f"printf '\\n{MARK}ops-end\\n'")
+    if extra:
+        lines.append("cat $d/extra")
+    lines.append('rm -rf "$d"')
+    return "\n".join(lines) + "\n"
+
+
+@dataclass(frozen=True)
+class VrrpInstance:
+    name: str
+    state: str  # MASTER, BACKUP, FAULT, INIT
+    priority: int | None  # effective priority
+    base_priority: int | None
+
+
+@dataclass(frozen=True)
+class EtcdLocal:
+    """What the member on this host says about itself."""
+
+    endpoint: str = ""
+    member_id: str = ""
+    leader_id: str = ""
+    revision: int = 0
+    raft_index: int = 0
+    raft_term: int = 0
+    db_size: int = 0
+    learner: bool = False
+    version: str = ""
+    errors: tuple[str, ...] = ()
+    healthy: bool = False
+    error: str = ""
+
+    @property
+    def is_leader(self) -> bool:
+        return bool(self.member_id) and self.member_id == self.leader_id
+
+
+@dataclass(frozen=True)
+class CertFact:
+    path: str
+    subject: str
+    not_after: dt.datetime | None  # None when the file could not be read as a certificate
+
+    def days_left(self, now: dt.datetime) -> float | None:
+        if self.not_after is None:
+            return None
+        return (self.not_after - now).total_seconds() / 86400
+
+
+@dataclass
+class OpsFacts:
+    vip_held: bool | None = None
+    vrrp: list[VrrpInstance] = field(default_factory=list)
+    keepalived_running: bool | None = None
+    #: HAProxy's `show stat` CSV, parsed by the status workflow.
+    haproxy_stat: str = ""
+    haproxy_answered: bool = False
+    etcd: EtcdLocal | None = None
+    etcd_members: list[dict[str, Any]] = field(default_factory=list)
+    etcd_alarms: list[str] = field(default_factory=list)
+    certs: list[CertFact] = field(default_factory=list)
+    tokens_text: str | None = None
+    nodes: dict[str, str] | None = None
+
+
+_KV_RE = re.compile(r"^\s*(VRRP Instance|State|Effective priority|Priority) = (.*)$")
+
+
+def parse_keepalived_data(lines: Sequence[str]) -> list[VrrpInstance]:
+    """The instance blocks of keepalived's SIGUSR1 dump (only the fields status shows)."""
+    out: list[VrrpInstance] = []
+    cur: dict[str, str] = {}
+
+    def flush() -> None:
+        if "VRRP Instance" in cur:
+            out.append(
+                VrrpInstance(
+                    cur["VRRP Instance"],
+                    cur.get("State", "UNKNOWN"),
+                    _int(cur.get("Effective priority")),
+                    _int(cur.get("Priority")),
+                )
+            )
+
+    for line in lines:
+        m = _KV_RE.match(line)
+        if not m:
+            continue
+        key, value = m.group(1), m.group(2).strip()
+        if key == "VRRP Instance":
+            flush()
+            cur = {}
+        # The first "Priority" of a block is the instance's; later ones belong to sub-blocks.
+        cur.setdefault(key, value)
+    flush()
+    return out
+
+
+def _int(v: str | None) -> int | None:
+    try:
+        return int(v.split()[0]) if v else None
+    except ValueError:
+        return None
+
+
+def _json(lines: Sequence[str]) -> Any:
+    text = "\n".join(lines).strip()
+    if not text:
+        return None
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        return None
+
+
+def _hex(v: object) -> str:
+    return f"{int(v):x}" if isinstance(v, int) else str(v or "")
+
+
+def parse_etcd(sec: dict[str, list[str]]) -> EtcdLocal:
+    status = _json(sec.get("etcd-status", []))
+    health = _json(sec.get("etcd-health", []))
+    err = ""
+    healthy = False
+    if isinstance(health, list) and health:
+        healthy = health[0].get("health") is True
+        err = err or str(health[0].get("error", "") or "")
+    if not isinstance(status, list) or not status:
+        return EtcdLocal(healthy=healthy, error=err or "no answer from the local etcd member")
+    st = status[0].get("Status", {})
+    header = st.get("header", {})
+    return EtcdLocal(
+        endpoint=str(status[0].get("Endpoint", "")),
+        member_id=_hex(header.get("member_id")),
+        leader_id=_hex(st.get("leader")),
+        revision=int(header.get("revision", 0)),
+        raft_index=int(st.get("raftIndex", 0)),
+        raft_term=int(st.get("raftTerm", 0)),
+        db_size=int(st.get("dbSize", 0)),
+        learner=bool(st.get("isLearner", False)),
+        version=str(st.get("version", "")),
+        errors=tuple(str(e) for e in st.get("errors", []) or []),
+        healthy=healthy,
+        error="" if healthy else err,
+    )
+
+
+def parse_certs(lines: Sequence[str]) -> list[CertFact]:
+    out: list[CertFact] = []
+    path: str | None = None
+    body: list[str] = []
+
+    def flush() -> None:
+        if path is None:
+            return
+        pem = "\n".join(body).strip()
+        try:
+            cert = x509.load_pem_x509_certificate(pem.encode())
+        except ValueError:
+            out.append(CertFact(path, "", None))
+            return
+        out.append(CertFact(path, cert.subject.rfc4514_string(), cert.not_valid_after_utc))
+
+    for line in lines:
+        if line.startswith(CERT_MARK):
+            flush()
+            path, body = line[len(CERT_MARK) :].strip(), []
+        else:
+            body.append(line)
+    flush()
+    return out
+
+
+def parse_nodes(text: str) -> dict[str, str] | None:
+    data = _json([text])
+    if not isinstance(data, dict):
+        return None
+    out: dict[str, str] = {}
+    for item in data.get("items", []):
+        conds = {x["type"]: x["status"] for x in item.get("status", {}).get("conditions", [])}
+        out[item["metadata"]["name"]] = "Ready" if conds.get("Ready") == "True" else "NotReady"
+    return out
+
+
+def parse_ops(text: str) -> OpsFacts:
+    sec = _sections(text)
+    f = OpsFacts()
+    if "vip" in sec:
+        f.vip_held = (sec["vip"] or ["0"])[0].strip() not in ("", "0")
+    if "vrrp" in sec:
+        f.vrrp = parse_keepalived_data(sec["vrrp"])
+        f.keepalived_running = bool(f.vrrp)
+    if "haproxy" in sec:
+        f.haproxy_stat = "\n".join(sec["haproxy"])
+        f.haproxy_answered = any(line.startswith("# ") for line in sec["haproxy"])
+    if "etcd-status" in sec:
+        f.etcd = parse_etcd(sec)
+        members = _json(sec.get("etcd-members", []))
+        if isinstance(members, dict):
+            f.etcd_members = list(members.get("members", []))
+        f.etcd_alarms = [line.strip() for line in sec.get("etcd-alarms", []) if line.strip()]
+    f.certs = parse_certs(sec.get("certs", []))
+    if "tokens" in sec:
+        f.tokens_text = "\n".join(sec["tokens"])
+    if "nodes" in sec:
+        f.nodes = parse_nodes("\n".join(sec["nodes"]))
+    return f

@@ -1,0 +1,447 @@
+"""Day-2 commands (status, join-command, token, etcd snapshot, certs, reset, kubeconfig): a thin
+typer shell over `hakube.workflows`; mounted by `hakube.cli`.
+
+Exit codes: 0 ok/healthy, 1 failed/degraded, 2 bad input (nothing changed).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, TypeVar
+
+import typer
+from rich.table import Table
+
+from hakube.console import (
+    FileOpt,
+    Output,
+    OutputOpt,
+    Progress,
+    err,
+    fail,
+    load_or_exit,
+    out,
+    print_json,
+)
+
+if TYPE_CHECKING:
+    # Imported where used: `hakube validate` and `--help` must not load workflows or the PKI.
+    from hakube.phases.base import Event, EventSink
+    from hakube.spec.model import Cluster
+    from hakube.state import StateDir
+
+T = TypeVar("T")
+
+WatchOpt = Annotated[
+    float, typer.Option("--watch", "-w", help="Repeat every SECONDS until interrupted (0: once).")
+]
+
+
+etcd_app = typer.Typer(no_args_is_help=True, add_completion=False, help="hakube's etcd.")
+snapshot_app = typer.Typer(no_args_is_help=True, add_completion=False, help="etcd snapshots.")
+certs_app = typer.Typer(no_args_is_help=True, add_completion=False, help="Certificates.")
+token_app = typer.Typer(no_args_is_help=True, add_completion=False, help="Bootstrap tokens.")
+
+
+def register(app: typer.Typer) -> None:
+    app.command("status")(status)
+    app.command("join-command")(join_command)
+    app.command("kubeconfig")(kubeconfig)
+    token_app.command("list")(token_list)
+    token_app.command("revoke")(token_revoke)
+    app.add_typer(token_app, name="token")
+    snapshot_app.command("save")(snapshot_save)
+    snapshot_app.command("restore")(snapshot_restore)
+    etcd_app.add_typer(snapshot_app, name="snapshot")
+    app.add_typer(etcd_app, name="etcd")
+    certs_app.command("check")(certs_check)
+    certs_app.command("renew")(certs_renew)
+    app.add_typer(certs_app, name="certs")
+    app.command("reset")(reset)
+
+
+def status(
+    file: FileOpt = Path("cluster.yaml"),
+    watch: WatchOpt = 0.0,
+    output: OutputOpt = Output.TEXT,
+) -> None:
+    """Health of every HA piece, certificates, tokens, nodes, drift (exit 0 healthy, 1 not)."""
+    from hakube.workflows.status import run_status
+
+    if watch < 0:
+        fail("--watch must be 0 (once) or a number of seconds", 2)
+    cluster = load_or_exit(file, output).cluster
+    from hakube.state import StateDir
+
+    state = StateDir(cluster.name)
+    healthy = False
+    try:
+        while True:
+            report = run_status(cluster, state)
+            healthy = report.healthy
+            if output is Output.JSON and watch:
+                # One document a line, so that a watcher can read the stream line by line.
+                sys.stdout.write(json.dumps(report.as_dict(), default=str) + "\n")
+                sys.stdout.flush()
+            elif output is Output.JSON:
+                print_json(report.as_dict())
+            else:
+                if watch:
+                    out.clear()
+                print_status(report)
+            if not watch:
+                break
+            time.sleep(watch)
+    except KeyboardInterrupt:
+        pass  # --watch ends with Ctrl-C; the exit code is the last verdict
+    raise typer.Exit(0 if healthy else 1)
+
+
+def _colour(ok: bool, text: str) -> str:
+    return f"[{'green' if ok else 'red'}]{text}[/]"
+
+
+def print_status(r: object) -> None:
+    from hakube.workflows.status import StatusReport
+
+    assert isinstance(r, StatusReport)
+    if r.vip:
+        owners = ", ".join(r.vip_owners) or "nobody"
+        out.print(f"VIP {r.vip} on {_colour(len(r.vip_owners) == 1, owners)}", highlight=False)
+    if r.lbs:
+        t = Table(title="load balancers", title_justify="left")
+        for col in ("host", "VRRP", "priority", "keepalived", "haproxy", "backends"):
+            t.add_column(col)
+        for lb in r.lbs:
+            mine = [b for b in r.backends if b.lb == lb.host]
+            up = sum(b.status.startswith("UP") for b in mine)
+            prio = "" if lb.priority is None else str(lb.priority)
+            if lb.configured_priority is not None and lb.priority != lb.configured_priority:
+                prio += f" (configured {lb.configured_priority})"
+            t.add_row(
+                lb.host,
+                lb.vrrp_state or "-",
+                prio,
+                _colour(lb.keepalived == "active", lb.keepalived),
+                _colour(lb.haproxy == "active", lb.haproxy),
+                _colour(up == len(mine) and bool(mine), f"{up}/{len(mine)} UP"),
+            )
+        out.print(t)
+    if r.etcd:
+        t = Table(title="etcd", title_justify="left")
+        for col in ("member", "id", "leader", "learner", "raft index", "revision", "DB", "health"):
+            t.add_column(col)
+        for m in r.etcd:
+            health = "healthy" if m.healthy else (m.error or "unhealthy")
+            if m.alarms:
+                health += f" alarms: {', '.join(m.alarms)}"
+            t.add_row(
+                m.name, m.id, "yes" if m.leader else "", "yes" if m.learner else "",
+                str(m.raft_index), str(m.revision), f"{m.db_size / 1e6:.1f} MB",
+                _colour(m.healthy and not m.alarms, health),
+            )  # fmt: skip
+        out.print(t)
+    if r.certs:
+        soonest: dict[str, float] = {}
+        for c in r.certs:
+            if c.days_left is not None:
+                soonest[c.host] = min(soonest.get(c.host, c.days_left), c.days_left)
+        out.print(
+            "certificates (soonest expiry): "
+            + ", ".join(f"{h} {d:.0f} d" for h, d in sorted(soonest.items())),
+            highlight=False,
+        )
+    if r.tokens is not None:
+        out.print(
+            "bootstrap tokens: " + (", ".join(f"{t.id} ({t.ttl})" for t in r.tokens) or "none"),
+            highlight=False,
+        )
+    if r.nodes is not None:
+        out.print(
+            "nodes: " + ", ".join(f"{n} {s}" for n, s in sorted(r.nodes.items())), highlight=False
+        )
+    for n in r.notes:
+        out.print(f"[dim]{n}[/]", highlight=False)
+    for w in r.warnings:
+        out.print(f"[yellow]warning:[/] {w}", highlight=False)
+    for p in r.problems:
+        out.print(f"[red]problem:[/] {p}", highlight=False)
+    verdict = "[green]healthy[/]" if r.healthy else f"[red]degraded ({len(r.problems)})[/]"
+    out.print(f"{verdict} in {r.seconds:.2f} s", highlight=False)
+
+
+def join_command(
+    file: FileOpt = Path("cluster.yaml"),
+    control_plane: Annotated[
+        bool, typer.Option("--control-plane", help="Also a certificate key (valid 2 h).")
+    ] = False,
+    ttl: Annotated[str, typer.Option(help="Token lifetime (Go duration; 0: never).")] = "2h",
+    output: OutputOpt = Output.TEXT,
+) -> None:
+    """Print a `kubeadm join` command: new token, CA hash checked with openssl, cert key."""
+    from hakube.workflows.credentials import run_join_command
+
+    r = run_op(
+        file,
+        output,
+        lambda c, s: run_join_command(
+            c, s, control_plane=control_plane, ttl=ttl, emit=progress(output)
+        ),
+    )
+    if json_out(output, r.as_dict()):
+        return
+    for n in r.notes:
+        err.print(f"[dim]note: {n}[/]", highlight=False)
+    # stdout carries the command alone, so that it can be piped or captured.
+    out.print(str(r.command), highlight=False, soft_wrap=True)
+
+
+def token_list(file: FileOpt = Path("cluster.yaml"), output: OutputOpt = Output.TEXT) -> None:
+    """Bootstrap tokens (ids only: the secret half is never printed), TTL and expiry."""
+    from hakube.workflows.credentials import run_list_tokens, token_json
+
+    tokens = run_op(file, output, run_list_tokens)
+    rows = [token_json(t) for t in tokens]
+    if output is Output.JSON:
+        print_json({"tokens": rows})
+        return
+    t = Table(title="bootstrap tokens", title_justify="left")
+    for col in ("id", "ttl", "expires", "usages", "description"):
+        t.add_column(col)
+    for r in rows:
+        t.add_row(r["id"], r["ttl"], r["expires"] or "never", ",".join(r["usages"]),
+                  r["description"] or "")  # fmt: skip
+    out.print(t)
+
+
+def token_revoke(
+    token: Annotated[str, typer.Argument(help="Token id (as `token list` shows) or token.")],
+    file: FileOpt = Path("cluster.yaml"),
+    output: OutputOpt = Output.TEXT,
+) -> None:
+    """Delete a bootstrap token (kubeadm token delete)."""
+    from hakube.workflows.credentials import run_revoke_token
+
+    token_id = run_op(
+        file, output, lambda c, s: run_revoke_token(c, s, token, emit=progress(output))
+    )
+    if output is Output.JSON:
+        print_json({"revoked": token_id})
+    else:
+        out.print(f"revoked bootstrap token {token_id}", highlight=False)
+
+
+def kubeconfig(
+    file: FileOpt = Path("cluster.yaml"),
+    out_file: Annotated[
+        Path | None, typer.Option("--out", help="Where to write it; default ./<cluster>.kubeconfig")
+    ] = None,
+    merge: Annotated[
+        bool, typer.Option("--merge", help="Merge into ~/.kube/config as context <cluster>.")
+    ] = False,
+    output: OutputOpt = Output.TEXT,
+) -> None:
+    """Write the admin kubeconfig pointing at the HA endpoint (0600), or merge it."""
+    from hakube.workflows.kubeconfig import DEFAULT_KUBECONFIG, write_kubeconfig
+
+    if merge and out_file is not None:
+        fail("--merge and --out exclude each other (--merge writes ~/.kube/config)", 2)
+    r = run_op(
+        file,
+        output,
+        lambda c, s: write_kubeconfig(
+            c, s, out=out_file, merge_into=DEFAULT_KUBECONFIG if merge else None
+        ),
+    )
+    if json_out(output, r.as_dict()):
+        return
+    if r.note:
+        err.print(f"[yellow]note:[/] {r.note}", highlight=False)
+    verb = f"merged context {r.context!r} into" if r.merged else "wrote"
+    out.print(f"{verb} {r.path} (server {r.server}, mode 0600)", highlight=False)
+
+
+def snapshot_save(
+    file: FileOpt = Path("cluster.yaml"),
+    out_file: Annotated[
+        Path | None,
+        typer.Option("--out", help="Where to write it; default: the state dir (pruned)."),
+    ] = None,
+    keep: Annotated[int, typer.Option(help="Snapshots kept in the state dir.")] = 10,
+    output: OutputOpt = Output.TEXT,
+) -> None:
+    """Take a snapshot from a healthy etcd member (checksum and revision recorded, 0600)."""
+    from hakube.workflows.snapshot import run_save
+
+    info = run_op(
+        file, output, lambda c, s: run_save(c, s, out=out_file, keep=keep, emit=progress(output))
+    )
+    if json_out(output, info.as_dict()):
+        return
+    out.print(
+        f"snapshot of revision {info.revision} ({info.total_keys} keys, {info.size} bytes) "
+        f"from {info.member}: {info.path}\nsha256 {info.sha256}",
+        highlight=False,
+    )
+
+
+def snapshot_restore(
+    path: Annotated[Path, typer.Argument(help="Snapshot file (from `etcd snapshot save`).")],
+    file: FileOpt = Path("cluster.yaml"),
+    yes: Annotated[bool, typer.Option("--yes", help="Do not ask for confirmation.")] = False,
+    output: OutputOpt = Output.TEXT,
+) -> None:
+    """Restore every etcd member from a snapshot (checked before anything stops)."""
+    from hakube.workflows.ops import OpsError
+    from hakube.workflows.snapshot import read_snapshot, run_restore
+
+    cluster = load_or_exit(file, output).cluster
+    try:
+        _, info = read_snapshot(path)
+    except OpsError as e:
+        raise ops_failed(e) from None
+    if not yes:
+        hosts = ", ".join(h.name for h in cluster.etcd_hosts)
+        typer.confirm(
+            f"Stop etcd on {hosts} and replace its data with {path} (revision "
+            f"{info.revision or 'unknown'})? Everything written after the snapshot is lost",
+            abort=True,
+            err=True,
+        )
+    r = run_loaded(cluster, lambda c, s: run_restore(c, s, path, emit=progress(output)))
+    if json_out(output, r.as_dict()):
+        return
+    out.print(
+        f"[green]restored[/] {', '.join(r.members)} at revision {r.revision} in "
+        f"{r.seconds:.1f} s"
+        + "".join(f"\n  {h}: old data dir kept in {d}" for h, d in r.old_data_dirs.items()),
+        highlight=False,
+    )
+
+
+def certs_check(file: FileOpt = Path("cluster.yaml"), output: OutputOpt = Output.TEXT) -> None:
+    """Every certificate hakube or kubeadm manages, with its expiry (exit 1: one expired)."""
+    from hakube.workflows.certs import check
+
+    r = run_op(file, output, check)
+    if not json_out(output, r.as_dict()):
+        t = Table(title="certificates", title_justify="left")
+        for col in ("host", "path", "subject", "expires", "days left"):
+            t.add_column(col)
+        for c in r.certs:
+            days = "unreadable" if c.days_left is None else f"{c.days_left:.0f}"
+            ok = c.days_left is not None and c.days_left >= 30
+            t.add_row(c.host, c.path, c.subject, (c.expires or "")[:16], _colour(ok, days))
+        out.print(t)
+        for host, msg in r.unreachable.items():
+            err.print(f"[red]{host}: not reachable[/] ({msg})", highlight=False)
+    if r.expired or r.unreachable:
+        raise typer.Exit(1)
+
+
+def certs_renew(
+    file: FileOpt = Path("cluster.yaml"),
+    etcd: Annotated[bool, typer.Option(help="Renew hakube's external etcd certificates.")] = True,
+    kubeadm: Annotated[bool, typer.Option(help="Renew kubeadm's (certs renew all).")] = True,
+    output: OutputOpt = Output.TEXT,
+) -> None:
+    """Renew certificates one host at a time, keeping etcd quorum and the API serving."""
+    from hakube.workflows.certs import renew
+
+    r = run_op(
+        file, output, lambda c, s: renew(c, s, etcd=etcd, kubeadm=kubeadm, emit=progress(output))
+    )
+    if json_out(output, r.as_dict()):
+        return
+    for line in r.renewed:
+        out.print(f"[green]renewed[/] {line}", highlight=False)
+    for line in r.skipped:
+        out.print(f"[dim]skipped {line}[/]", highlight=False)
+
+
+def reset(
+    file: FileOpt = Path("cluster.yaml"),
+    host: Annotated[
+        str | None, typer.Option("--host", help="Only this host (it leaves etcd first).")
+    ] = None,
+    yes: Annotated[bool, typer.Option("--yes", help="Do not ask for confirmation.")] = False,
+    output: OutputOpt = Output.TEXT,
+) -> None:
+    """Tear down what hakube and kubeadm installed; the state directory is archived."""
+    from hakube.workflows.reset import ROLE_PACKAGES
+    from hakube.workflows.reset import reset as run_reset
+
+    cluster = load_or_exit(file, output).cluster
+    if host is not None and host not in {h.name for h in cluster.hosts}:
+        fail(f"--host {host!r} is not in {file} (hosts: "
+             f"{', '.join(h.name for h in cluster.hosts)}). Nothing was changed.", 2)  # fmt: skip
+    if not yes:
+        names = host or ", ".join(h.name for h in cluster.hosts)
+        typer.confirm(
+            f"Reset {names}: kubeadm reset, stop hakube's units, purge "
+            f"{', '.join(ROLE_PACKAGES)} where installed, remove hakube's files and etcd data?",
+            abort=True,
+            err=True,
+        )
+    r = run_loaded(cluster, lambda c, s: run_reset(c, s, host=host, emit=progress(output)))
+    if json_out(output, r.as_dict()):
+        return
+    out.print(f"[green]reset[/] {', '.join(h.host for h in r.hosts)}", highlight=False)
+    if r.archived_state:
+        out.print(f"state directory archived to {r.archived_state}", highlight=False)
+    for n in r.not_undone:
+        out.print(f"[dim]not undone: {n}[/]", highlight=False)
+
+
+def progress(output: Output) -> EventSink:
+    """Host-prefixed progress on stderr; with --output json, JSON lines on stderr, so that
+    stdout carries the one result document."""
+    if output is Output.TEXT:
+        return Progress(output)
+
+    def to_stderr(e: Event) -> None:
+        sys.stderr.write(json.dumps(e.as_dict()) + "\n")
+
+    return to_stderr
+
+
+def json_out(output: Output, data: object) -> bool:
+    """With --output json, print `data` as the one result document and say so."""
+    if output is Output.JSON:
+        print_json(data)
+        return True
+    return False
+
+
+def run_op(file: Path, output: Output, op: Callable[[Cluster, StateDir], Awaitable[T]]) -> T:
+    """Load the cluster file (bad input: exit 2), run one day-2 operation, map its failures."""
+    cluster = load_or_exit(file, output).cluster
+    return run_loaded(cluster, op)
+
+
+def run_loaded(cluster: Cluster, op: Callable[[Cluster, StateDir], Awaitable[T]]) -> T:
+    from hakube.state import StateDir
+    from hakube.workflows.ops import FAILURES
+
+    async def go() -> T:
+        return await op(cluster, StateDir(cluster.name))
+
+    try:
+        return asyncio.run(go())
+    except FAILURES as e:
+        raise ops_failed(e) from None
+
+
+def ops_failed(e: Exception) -> typer.Exit:
+    err.print(f"[bold red]error:[/] {e}", highlight=False)
+    from hakube.workflows.ops import OpsInputError
+
+    if isinstance(e, OpsInputError):
+        err.print("Nothing was changed.")
+        return typer.Exit(2)
+    return typer.Exit(1)

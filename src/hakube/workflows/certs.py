@@ -1,0 +1,205 @@
+"""certs check|renew: every certificate's expiry, and renewal that keeps the cluster serving.
+
+hakube's external etcd certificates are issued again from the etcd CA in the state directory
+and rolled one member at a time, each restart waited out until every member is healthy, so
+quorum never drops. kubeadm's certificates are renewed by `kubeadm certs renew all` on each
+control-plane node in turn, then that node's control-plane static pods are restarted and its
+apiserver must answer /readyz before the next node starts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from hakube.facts.ops import OpsQuery, ops_script, parse_ops
+from hakube.fileio import write_private
+from hakube.phases.context import Context
+from hakube.phases.etcd import wait_healthy
+from hakube.phases.kubeadm import ADMIN_CONF
+from hakube.pki.etcd import EtcdPKI, etcd_members
+from hakube.pki.layout import as_rendered
+from hakube.spec.model import Cluster, Host
+from hakube.state import StateDir
+from hakube.transport.base import Transport
+from hakube.workflows.apply import ApplyLocked, cluster_lock
+from hakube.workflows.ops import (
+    OpsError,
+    OpsInputError,
+    known_cluster,
+    require_reachable,
+    session,
+)
+from hakube.workflows.status import CERT_WARN_DAYS, CertStatus, cert_status
+
+#: The control-plane static pods that read kubeadm's certificates at start.
+STATIC_PODS = ("kube-apiserver", "kube-controller-manager", "kube-scheduler")
+MANIFESTS = "/etc/kubernetes/manifests"
+
+
+@dataclass
+class CertsReport:
+    certs: list[CertStatus] = field(default_factory=list)
+    unreachable: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def expired(self) -> list[CertStatus]:
+        return [c for c in self.certs if c.days_left is not None and c.days_left < 0]
+
+    @property
+    def expiring(self) -> list[CertStatus]:
+        return [
+            c for c in self.certs if c.days_left is not None and 0 <= c.days_left < CERT_WARN_DAYS
+        ]
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "certs": [asdict(c) for c in self.certs],
+            "expired": len(self.expired),
+            "expiring_within_30_days": len(self.expiring),
+            "unreachable": self.unreachable,
+        }
+
+
+async def check(
+    cluster: Cluster,
+    state: StateDir,
+    *,
+    transports: dict[str, Transport] | None = None,
+    now: dt.datetime | None = None,
+) -> CertsReport:
+    """One round trip per host; certificates are parsed here, keys are never read."""
+    when = now or dt.datetime.now(dt.UTC)
+    report = CertsReport()
+    script = ops_script(OpsQuery(certs=True))
+    async with session(cluster, state, transports=transports) as (ctx, errors):
+        report.unreachable = dict(errors)
+        hosts = [h for h in cluster.hosts if h.name not in errors]
+        results = await asyncio.gather(
+            *(ctx.facts.read(h, script, check=False) for h in hosts), return_exceptions=True
+        )
+    for h, res in zip(hosts, results, strict=True):
+        if isinstance(res, BaseException):
+            report.unreachable[h.name] = str(res)
+            continue
+        report.certs += [cert_status(h.name, c, when) for c in parse_ops(res.stdout).certs]
+    return report
+
+
+@dataclass
+class RenewResult:
+    renewed: list[str] = field(default_factory=list)  # "host: what"
+    skipped: list[str] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+async def renew_etcd(ctx: Context, errors: dict[str, str], result: RenewResult) -> None:
+    c = ctx.run.cluster
+    hosts = c.etcd_hosts
+    require_reachable(errors, hosts)
+    etcd_dir = ctx.run.state.pki_dir / "etcd"
+    if not (etcd_dir / "ca.crt").exists():
+        raise OpsInputError(
+            f"no etcd CA in {etcd_dir}: renew runs from the machine (state dir) that applied "
+            "the cluster"
+        )
+    # Quorum is only kept by a rolling restart if every member is healthy to begin with.
+    await wait_healthy(ctx, hosts[0], whole_cluster=True, timeout=10)
+    fresh = EtcdPKI.load(etcd_dir, etcd_members(c)).renewed()
+    fresh.save(etcd_dir)
+    for h in hosts:
+        files = as_rendered(fresh.etcd_host_files(h.name), owner="etcd")
+
+        async def put(t: Transport, files: list[Any] = files) -> None:
+            for f in files:
+                await t.put(f.path, f.content.encode(), mode=f.mode, owner=f.owner)
+
+        await ctx.do.change(h, "write renewed etcd certificates (server, peer, client)", put)
+        await ctx.do.sh(h, "restart etcd on its renewed certificates", "systemctl restart etcd")
+        await wait_healthy(ctx, h, whole_cluster=True, timeout=60)
+        result.renewed.append(f"{h.name}: etcd server, peer and healthcheck-client")
+    view = known_cluster(c, ctx.run.state)
+    if view.kubernetes:
+        # kube-apiserver's etcd client certificate; it is picked up when the apiservers are
+        # restarted one at a time by the kubeadm renewal that follows.
+        for h in c.control_planes:
+            for f in as_rendered(fresh.control_plane_files()):
+
+                async def put_cp(t: Transport, f: Any = f) -> None:
+                    await t.put(f.path, f.content.encode(), mode=f.mode, owner=f.owner)
+
+                await ctx.do.change(h, f"write renewed {f.path}", put_cp)
+            result.renewed.append(f"{h.name}: apiserver-etcd-client")
+
+
+async def _restart_static_pods(ctx: Context, host: Host, pods: tuple[str, ...]) -> None:
+    # kubelet restarts a static pod whose manifest disappears and comes back; moving the
+    # manifests aside for a moment is kubeadm's documented way after `certs renew`.
+    aside = "/etc/kubernetes/hakube-manifests-aside"
+    names = " ".join(f"{p}.yaml" for p in pods)
+    await ctx.do.sh(
+        host,
+        "restart the control-plane static pods",
+        f"set -e; mkdir -p {aside}; cd {MANIFESTS}; for m in {names}; do "
+        f'[ -f "$m" ] && mv "$m" {aside}/; done; sleep 20; mv {aside}/*.yaml {MANIFESTS}/; '
+        f"rmdir {aside}",
+    )
+    await ctx.do.sh(
+        host,
+        "wait until the local apiserver answers /readyz",
+        "for i in $(seq 120); do curl -sfk --max-time 2 https://127.0.0.1:6443/readyz "
+        ">/dev/null && exit 0; sleep 1; done; exit 1",
+    )
+
+
+async def renew_kubeadm(ctx: Context, errors: dict[str, str], result: RenewResult) -> None:
+    c = ctx.run.cluster
+    require_reachable(errors, c.control_planes)
+    view = known_cluster(c, ctx.run.state)
+    # Stacked etcd's certificates are kubeadm's too; one member restarts at a time.
+    pods = STATIC_PODS if view.external_etcd else (*STATIC_PODS, "etcd")
+    for h in c.control_planes:
+        await ctx.do.sh(h, "kubeadm certs renew all", "kubeadm certs renew all")
+        await _restart_static_pods(ctx, h, pods)
+        result.renewed.append(f"{h.name}: kubeadm certificates and kubeconfigs")
+    if not ctx.run.dry_run:
+        # admin.conf carries a client certificate that was just renewed.
+        data = await ctx.facts.get(view.init_host, ADMIN_CONF)
+        write_private(ctx.run.state.path / "admin.conf", data)
+
+
+async def renew(
+    cluster: Cluster,
+    state: StateDir,
+    *,
+    etcd: bool = True,
+    kubeadm: bool = True,
+    emit: Any = None,
+    transports: dict[str, Transport] | None = None,
+) -> RenewResult:
+    view = known_cluster(cluster, state)
+    result = RenewResult()
+    try:
+        with cluster_lock(state):
+            async with session(
+                cluster, state, emit=emit, transports=transports, phase="certs/renew"
+            ) as (ctx, errors):
+                if etcd and view.external_etcd:
+                    await renew_etcd(ctx, errors, result)
+                elif etcd:
+                    result.skipped.append(
+                        "etcd: stacked (kubeadm's certificates, renewed with them)"
+                    )
+                if kubeadm and view.kubernetes:
+                    await renew_kubeadm(ctx, errors, result)
+                elif kubeadm:
+                    result.skipped.append(
+                        "kubeadm: Kubernetes is not installed (no admin.conf in the state dir)"
+                    )
+    except ApplyLocked as e:
+        raise OpsError(str(e)) from None
+    return result

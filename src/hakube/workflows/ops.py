@@ -1,0 +1,104 @@
+"""What the day-2 commands share: the known shape of the running cluster and an SSH session.
+
+`known_cluster` is the ONE place that decides which host ran `kubeadm init`, which hosts run
+etcd and whether Kubernetes was installed. Today it derives that from the spec and the state
+directory; a recorded cluster state (issue 8) plugs in here without touching the commands.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+from hakube.phases.base import Event, EventKind, EventSink, PhaseError
+from hakube.phases.context import Context, RunData
+from hakube.render.kubeadm import first_control_plane
+from hakube.secrets import Secrets
+from hakube.spec.model import Cluster, EtcdTopology, Host
+from hakube.state import StateDir
+from hakube.transport.base import Redactor, Transport, TransportError
+from hakube.workflows.apply import ssh_transports
+
+
+class OpsError(Exception):
+    """A day-2 command cannot go on; the message says why and what to do (exit 1)."""
+
+
+class OpsInputError(OpsError):
+    """Bad input for a day-2 command (exit 2): nothing was changed."""
+
+
+#: What a day-2 command may fail with; the CLI turns each into a message and exit 1 (or 2).
+FAILURES = (OpsError, PhaseError, TransportError)
+
+
+@dataclass(frozen=True)
+class ClusterView:
+    init_host: Host
+    etcd_hosts: list[Host]
+    external_etcd: bool
+    #: `kubeadm init` ran: hakube fetched admin.conf from the init host into the state dir.
+    kubernetes: bool
+    #: The state directory exists (secrets and PKI are there to compare with or to use).
+    has_state: bool
+
+
+def known_cluster(cluster: Cluster, state: StateDir) -> ClusterView:
+    return ClusterView(
+        init_host=first_control_plane(cluster),
+        etcd_hosts=list(cluster.etcd_hosts),
+        external_etcd=cluster.etcd.topology is EtcdTopology.EXTERNAL,
+        kubernetes=(state.path / "admin.conf").exists(),
+        has_state=state.secrets_file.exists(),
+    )
+
+
+def stored_secrets(state: StateDir) -> Secrets | None:
+    """The cluster's secrets if the state dir has them; never generates (day-2 reads only)."""
+    return state.secrets(create=False) if state.secrets_file.exists() else None
+
+
+def redactor_for(state: StateDir) -> Redactor:
+    s = stored_secrets(state)
+    return Redactor(s.values() if s else ())
+
+
+@contextlib.asynccontextmanager
+async def session(
+    cluster: Cluster,
+    state: StateDir,
+    *,
+    emit: EventSink | None = None,
+    dry_run: bool = False,
+    transports: dict[str, Transport] | None = None,
+    trust_new_hosts: bool = False,
+    phase: str = "",
+) -> AsyncIterator[tuple[Context, dict[str, str]]]:
+    """A Context (the wet gate, redaction, progress) over SSH, or over given transports.
+
+    Yields the context and the hosts that could not be reached (name → message).
+    """
+    redactor = redactor_for(state)
+    sink = emit or (lambda _e: None)
+    secrets = stored_secrets(state) or Secrets("", "", "", "")
+    async with contextlib.AsyncExitStack() as stack:
+        errors: dict[str, str] = {}
+        conns: dict[str, Transport] = transports or {}
+        if transports is None:
+            conns, errors = await stack.enter_async_context(
+                ssh_transports(cluster, trust_new_hosts=trust_new_hosts, redactor=redactor)
+            )
+        for name, message in errors.items():
+            sink(Event(EventKind.HOST_FAILED, "connect", name, redactor.redact(message)))
+        run = RunData(cluster=cluster, secrets=secrets, state=state, dry_run=dry_run)
+        ctx = Context.create(run, conns, emit=sink, redactor=redactor)
+        ctx.report.phase = phase
+        yield ctx, errors
+
+
+def require_reachable(errors: dict[str, str], hosts: list[Host]) -> None:
+    down = [h.name for h in hosts if h.name in errors]
+    if down:
+        detail = "; ".join(errors[n] for n in down)
+        raise OpsError(f"cannot reach {', '.join(down)}: {detail}")

@@ -1,0 +1,232 @@
+"""reset: take down what apply and kubeadm installed, host by host; archive the state dir.
+
+Per host, in order: `kubeadm reset -f` (where kubeadm is installed) and the tutorial's cleanup
+(CNI config and links, iptables/IPVS rules, root's kubeconfig); hakube's units stopped and
+disabled; package holds released and the packages hakube installs for its roles purged; every
+file apply writes removed, with the directories hakube owns and etcd's data; the hakube block
+out of /etc/hosts and swap lines hakube commented out of /etc/fstab put back.
+
+Not undone (the host's earlier state is not recorded): the hostname apply may have set, the
+runtime value of sysctls (their hakube file is removed), a firewalld apply disabled, and tools
+that are usually there anyway (curl, ca-certificates, socat, conntrack).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import json
+import shlex
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from hakube.facts.host import HostFacts
+from hakube.phases.context import Context
+from hakube.render.etcd import etcdctl
+from hakube.render.host import SWAP_MARK, remove_block, restore_swap
+from hakube.render.keepalived import TRACK_DIR
+from hakube.spec.model import Cluster, Host
+from hakube.state import StateDir
+from hakube.transport.base import Transport
+from hakube.workflows.apply import ApplyLocked, apply_phases, cluster_lock
+from hakube.workflows.ops import (
+    OpsError,
+    OpsInputError,
+    known_cluster,
+    require_reachable,
+    session,
+)
+
+#: Units apply enables (the runtime and kubelet included).
+UNITS = ("keepalived", "haproxy", "etcd", "kubelet", "containerd", "docker")
+#: Packages apply installs for a role; generic tools it may add are left installed.
+ROLE_PACKAGES = (
+    "keepalived",
+    "haproxy",
+    "etcd-server",
+    "etcd-client",
+    "kubelet",
+    "kubeadm",
+    "kubectl",
+    "containerd",
+    "docker.io",
+)
+HELD = ("kubelet", "kubeadm", "kubectl")
+#: Directories hakube or kubeadm own outright.
+DIRS = (
+    "/etc/hakube",
+    "/var/lib/hakube",
+    "/etc/etcd",
+    TRACK_DIR,
+    "/etc/kubernetes",
+    "/var/lib/kubelet",
+    "/etc/cni/net.d",
+    "/root/.kube",
+)
+#: What the purged packages leave behind once hakube's files are gone (runtime files, empty
+#: directories); removed with them.
+PACKAGE_LEFTOVERS = ("/etc/keepalived", "/etc/haproxy", "/var/lib/haproxy")
+#: Links the CNI plugins hakube installs (flannel, calico) leave behind.
+CNI_LINKS = ("cni0", "flannel.1", "vxlan.calico", "tunl0")
+
+
+@dataclass
+class HostReset:
+    host: str
+    actions: list[str] = field(default_factory=list)
+
+
+@dataclass
+class ResetResult:
+    hosts: list[HostReset] = field(default_factory=list)
+    archived_state: str | None = None
+    not_undone: list[str] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def managed_paths(ctx: Context, host: Host) -> list[str]:
+    """Every file any apply phase writes or manages on `host`."""
+    c = ctx.run.cluster
+    paths: set[str] = set()
+    for p in apply_phases():
+        if host.name in {t.name for t in p.targets(c)}:
+            paths.update(f.path for f in p.files(c, host, ctx.run.secrets))
+            paths.update(path for path, _ in p.extra_paths(c, host))
+    return sorted(paths)
+
+
+async def reset_host(ctx: Context, host: Host) -> HostReset:
+    q = shlex.quote
+    out = HostReset(host.name)
+    paths = managed_paths(ctx, host)
+    f: HostFacts = await ctx.facts.gather(host, paths)
+
+    async def step(description: str, command: str) -> None:
+        out.actions.append(description)
+        await ctx.do.sh(host, description, command)
+
+    if "kubeadm" in f.packages:
+        await step(
+            "kubeadm reset -f, then the tutorial's cleanup (CNI links, iptables and IPVS rules)",
+            "kubeadm reset -f; "
+            + "; ".join(f"ip link delete {link} 2>/dev/null" for link in CNI_LINKS)
+            + "; (iptables -F && iptables -t nat -F && iptables -t mangle -F && iptables -X) "
+            "2>/dev/null; ipvsadm --clear 2>/dev/null; true",
+        )
+    units = [u for u in UNITS if f.unit(u).loaded]
+    if units:
+        await step(
+            f"stop and disable {', '.join(units)}",
+            f"systemctl disable --now {' '.join(f'{u}.service' for u in units)}",
+        )
+    held = sorted(set(HELD) & f.held)
+    if held:
+        await step(f"release the hold on {', '.join(held)}", f"apt-mark unhold {' '.join(held)}")
+    pkgs = [p for p in ROLE_PACKAGES if p in f.packages]
+    if pkgs:
+        purge = (
+            f"DEBIAN_FRONTEND=noninteractive apt-get purge -y -q {' '.join(pkgs)} && "
+            "DEBIAN_FRONTEND=noninteractive apt-get autoremove --purge -y -q"
+            if f.package_family == "apt"
+            else f"yum remove -y {' '.join(pkgs)}"
+        )
+        await step(f"purge {', '.join(pkgs)}", purge)
+    data = ctx.run.cluster.etcd.data_dir if ctx.run.cluster.is_etcd(host) else None
+    dirs = [*DIRS, *([data, f"{data}.before-restore-*"] if data else [])]
+    if pkgs:
+        dirs += PACKAGE_LEFTOVERS
+    present = [p for p in paths if p in f.files]
+    await step(
+        f"remove {len(present)} file(s) apply wrote and hakube's directories",
+        "rm -rf -- "
+        + " ".join(q(p) for p in paths)
+        + " "
+        + " ".join(d if d.endswith("*") else q(d) for d in dirs)
+        + "; rmdir /etc/systemd/system/haproxy.service.d 2>/dev/null; "
+        "systemctl daemon-reload; systemctl reset-failed 2>/dev/null; true",
+    )
+    hosts = remove_block(f.etc_hosts)
+    if hosts.rstrip() != f.etc_hosts.rstrip():
+        content = hosts.encode()
+        out.actions.append("remove the hakube block from /etc/hosts")
+        await ctx.do.put(
+            host, "remove the hakube block from /etc/hosts", "/etc/hosts", content, 0o644
+        )
+    if SWAP_MARK in f.fstab:
+        content = restore_swap(f.fstab).encode()
+        out.actions.append("put back the swap lines commented out in /etc/fstab")
+        await ctx.do.put(
+            host, "put back the swap lines hakube commented out in /etc/fstab", "/etc/fstab",
+            content, 0o644,
+        )  # fmt: skip
+    return out
+
+
+async def _leave_etcd(ctx: Context, errors: dict[str, str], host: Host) -> None:
+    """Remove `host` from the external etcd cluster first, so the others keep their quorum."""
+    others = [h for h in ctx.run.cluster.etcd_hosts if h.name != host.name and h.name not in errors]
+    if not others:
+        raise OpsError(f"{host.name} is the last reachable etcd member: reset the whole cluster")
+    res = await ctx.facts.read(others[0], etcdctl(ctx.run.cluster, "member", "list", "-w", "json"))
+    for m in json.loads(res.stdout).get("members", []):
+        if m.get("name") == host.name:
+            await ctx.do.sh(
+                others[0],
+                f"remove etcd member {host.name}",
+                etcdctl(ctx.run.cluster, "member", "remove", f"{int(m['ID']):x}"),
+            )
+
+
+def archive_state(state: StateDir) -> Path | None:
+    if not state.path.exists():
+        return None
+    stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
+    target = state.path.with_name(f"{state.path.name}.reset-{stamp}")
+    state.path.rename(target)
+    return target
+
+
+async def reset(
+    cluster: Cluster,
+    state: StateDir,
+    *,
+    host: str | None = None,
+    emit: Any = None,
+    transports: dict[str, Transport] | None = None,
+) -> ResetResult:
+    if host is not None and host not in {h.name for h in cluster.hosts}:
+        names = ", ".join(h.name for h in cluster.hosts)
+        raise OpsInputError(f"--host {host!r} is not in the cluster file (hosts: {names})")
+    targets = [cluster.host(host)] if host else list(cluster.hosts)
+    view = known_cluster(cluster, state)
+    result = ResetResult()
+    result.not_undone = [
+        "hostname, sysctl runtime values and a disabled firewalld are left as apply set them",
+        "curl, ca-certificates, socat and conntrack stay installed",
+    ]
+    try:
+        with cluster_lock(state):
+            async with session(cluster, state, emit=emit, transports=transports, phase="reset") as (
+                ctx,
+                errors,
+            ):
+                require_reachable(errors, targets)
+                if host and view.external_etcd and cluster.is_etcd(targets[0]):
+                    await _leave_etcd(ctx, errors, targets[0])
+                if host and view.kubernetes and targets[0].name != view.init_host.name:
+                    await ctx.do.sh(
+                        view.init_host,
+                        f"delete node {host}",
+                        f"kubectl --kubeconfig /etc/kubernetes/admin.conf delete node {host} "
+                        "--ignore-not-found",
+                    )
+                result.hosts = list(await asyncio.gather(*(reset_host(ctx, h) for h in targets)))
+    except ApplyLocked as e:
+        raise OpsError(str(e)) from None
+    if host is None:
+        archived = archive_state(state)
+        result.archived_state = str(archived) if archived else None
+    return result

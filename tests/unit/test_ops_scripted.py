@@ -1,0 +1,222 @@
+"""Day-2 steps that cannot run on this machine or must refuse before touching a host, SCRIPTED:
+kubeadm's certificate renewal (no kubeadm in the lab), snapshot checks, reset's file edits."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import re
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from hakube.fileio import write_private
+from hakube.phases.kubeadm import ADMIN_CONF
+from hakube.render.host import SWAP_MARK, remove_block, remove_swap, restore_swap
+from hakube.spec.load import load_cluster_data
+from hakube.spec.model import Cluster
+from hakube.state import StateDir
+from hakube.transport.scripted import Call, Reply, ScriptedTransport
+from hakube.workflows.certs import renew
+from hakube.workflows.ops import OpsInputError
+from hakube.workflows.snapshot import check_snapshot_bytes, prune, read_snapshot, run_restore
+
+CLUSTER: dict[str, Any] = {
+    "apiVersion": "hakube/v1alpha1",
+    "kind": "Cluster",
+    "name": "ops",
+    "hosts": [
+        {"name": f"cp{i}", "address": f"10.88.0.1{i}", "roles": ["control-plane"]}
+        for i in (1, 2, 3)
+    ],
+    "endpoint": {"mode": "vip", "vip": "10.88.0.10", "port": 8443},
+    "etcd": {"topology": "stacked"},
+}
+
+
+@pytest.fixture
+def cluster() -> Cluster:
+    return load_cluster_data(CLUSTER).cluster
+
+
+def snapshot_bytes(blocks: int = 4) -> bytes:
+    body = bytes(range(256)) * 2 * blocks  # whole 512-byte blocks, like a bbolt file
+    return body + hashlib.sha256(body).digest()
+
+
+def test_kubeadm_renewal_goes_one_control_plane_at_a_time_waiting_for_readyz(
+    cluster: Cluster, tmp_path: Path
+) -> None:
+    state = StateDir("ops", root=tmp_path)
+    write_private(state.path / "admin.conf", b"old")
+    log: list[str] = []
+
+    def logged(host: str, reply: Reply) -> Any:
+        def answer(call: Call) -> Reply:
+            log.append(f"{host}: {call.target.split(';')[0][:40]}")
+            return reply
+
+        return answer
+
+    ts = {}
+    for h in ("cp1", "cp2", "cp3"):
+        ts[h] = ScriptedTransport(h, [
+            ("kubeadm certs renew all", logged(h, Reply("renewed\n"))),
+            (re.compile(r"set -e; mkdir -p /etc/kubernetes/hakube-manifests-aside.*"),
+             logged(h, Reply())),
+            (re.compile(r"for i in \$\(seq 120\); do curl -sfk .*127\.0\.0\.1:6443/readyz.*"),
+             logged(h, Reply())),
+        ], files={ADMIN_CONF: b"renewed admin.conf"})  # fmt: skip
+    result = asyncio.run(renew(cluster, state, etcd=True, kubeadm=True, transports=dict(ts)))
+    hosts_in_order = [line.split(":")[0] for line in log]
+    assert hosts_in_order == ["cp1"] * 3 + ["cp2"] * 3 + ["cp3"] * 3
+    assert [line.split(": ", 1)[1][:12] for line in log[:3]] == [
+        "kubeadm cert", "set -e", "for i in $(s"
+    ]  # fmt: skip
+    # Stacked etcd is kubeadm's: its static pod restarts with the others, one node at a time.
+    restart = next(c for c in ts["cp2"].commands if "manifests-aside" in c)
+    assert "etcd.yaml" in restart
+    assert "kube-apiserver.yaml" in restart
+    assert result.skipped == ["etcd: stacked (kubeadm's certificates, renewed with them)"]
+    assert (state.path / "admin.conf").read_bytes() == b"renewed admin.conf"
+
+
+def test_a_node_whose_apiserver_does_not_come_back_stops_the_roll(
+    cluster: Cluster, tmp_path: Path
+) -> None:
+    state = StateDir("ops", root=tmp_path)
+    write_private(state.path / "admin.conf", b"old")
+    ts = {
+        h: ScriptedTransport(
+            h,
+            [
+                ("kubeadm certs renew all", "ok"),
+                (re.compile(r"set -e; mkdir -p .*"), ""),
+                (re.compile(r"for i in .*readyz.*"), Reply(exit_status=1)),
+            ],
+        )
+        for h in ("cp1", "cp2", "cp3")
+    }
+    with pytest.raises(Exception, match="exited 1"):
+        asyncio.run(renew(cluster, state, etcd=False, kubeadm=True, transports=dict(ts)))
+    assert ts["cp2"].commands == []
+
+
+def test_a_whole_snapshot_passes_and_truncated_or_corrupt_ones_are_refused() -> None:
+    good = snapshot_bytes()
+    check_snapshot_bytes(good, "s.db")
+    with pytest.raises(OpsInputError, match="truncated"):
+        check_snapshot_bytes(good[:1000], "s.db")
+    corrupt = bytearray(good)
+    corrupt[100] ^= 0xFF
+    with pytest.raises(OpsInputError, match="corrupt"):
+        check_snapshot_bytes(bytes(corrupt), "s.db")
+
+
+def test_restore_of_a_bad_file_contacts_no_host(cluster: Cluster, tmp_path: Path) -> None:
+    external = load_cluster_data({**CLUSTER, "etcd": {"topology": "external"}}).cluster
+    bad = tmp_path / "half.db"
+    bad.write_bytes(snapshot_bytes()[:700])
+    ts = {h.name: ScriptedTransport(h.name) for h in external.hosts}
+    with pytest.raises(OpsInputError, match="Nothing was stopped"):
+        asyncio.run(run_restore(external, StateDir("ops", root=tmp_path), bad,
+                                transports=dict(ts)))  # fmt: skip
+    assert all(t.calls == [] for t in ts.values())
+    with pytest.raises(OpsInputError, match="external etcd"):
+        asyncio.run(run_restore(cluster, StateDir("ops", root=tmp_path), bad))
+
+
+def test_a_snapshot_changed_since_it_was_saved_is_refused(tmp_path: Path) -> None:
+    snap = tmp_path / "s.db"
+    snap.write_bytes(snapshot_bytes())
+    (tmp_path / "s.json").write_text(
+        '{"path": "s.db", "sha256": "00", "revision": 5, "total_keys": 1, "size": 1,'
+        ' "member": "cp1", "created": "x"}'
+    )
+    with pytest.raises(OpsInputError, match="changed since"):
+        read_snapshot(snap)
+
+
+def test_prune_keeps_the_newest(tmp_path: Path) -> None:
+    import os
+
+    for i in range(5):
+        p = tmp_path / f"s{i}.db"
+        p.write_bytes(b"x")
+        (tmp_path / f"s{i}.json").write_text("{}")
+        os.utime(p, (1000 + i, 1000 + i))
+    removed = prune(tmp_path, keep=2)
+    assert sorted(p.name for p in removed) == ["s0.db", "s1.db", "s2.db"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["s3.db", "s3.json", "s4.db", "s4.json"]
+
+
+def test_reset_takes_the_hosts_block_out_and_puts_swap_back() -> None:
+    hosts = "127.0.0.1 localhost\n# BEGIN hakube\n10.0.0.10 api\n# END hakube\n::1 ip6\n"
+    assert remove_block(hosts) == "127.0.0.1 localhost\n::1 ip6\n"
+    fstab = "/dev/vda1 / ext4 defaults 0 1\n/swap.img none swap sw 0 0\n#/old none swap sw 0 0\n"
+    off = remove_swap(fstab)
+    assert SWAP_MARK in off
+    assert restore_swap(off) == fstab
+
+
+FACTS = Path(__file__).resolve().parent.parent / "data" / "facts" / "debian12-container.txt"
+
+
+def test_resetting_one_etcd_host_removes_its_member_first_and_keeps_the_state_dir(
+    tmp_path: Path,
+) -> None:
+    external = load_cluster_data({**CLUSTER, "etcd": {"topology": "external"}}).cluster
+    state = StateDir("ops", root=tmp_path)
+    state.secrets()
+    log: list[str] = []
+
+    def note(host: str, reply: Reply | str = "") -> Any:
+        def answer(call: Call) -> Reply | str:
+            log.append(f"{host}: {call.target[:30]}")
+            return reply
+
+        return answer
+
+    members = (
+        '{"members": [{"ID": 11, "name": "cp1"}, {"ID": 12, "name": "cp2"},'
+        ' {"ID": 13, "name": "cp3"}]}'
+    )
+    cp1 = ScriptedTransport("cp1", [
+        (re.compile(r".*etcdctl .* member list -w json"), note("cp1", members)),
+        (re.compile(r".*etcdctl .* member remove d"), note("cp1")),
+    ])  # fmt: skip
+    cp3 = ScriptedTransport("cp3", [
+        (re.compile(r"\ns\(\) \{.*", re.S), note("cp3", FACTS.read_text())),
+        (re.compile(r".*"), note("cp3")),
+    ])  # fmt: skip
+    cp2 = ScriptedTransport("cp2")
+    from hakube.workflows.reset import reset
+
+    result = asyncio.run(
+        reset(external, state, host="cp3", transports={"cp1": cp1, "cp2": cp2, "cp3": cp3})
+    )
+    assert log[:2] == ["cp1: ETCDCTL_API=3 etcdctl --endpoi"] * 2
+    assert cp1.commands[1].endswith("member remove d")  # 13 in hex, from the member list
+    assert cp2.calls == []
+    (host,) = result.hosts
+    # The sample host runs etcd, HAProxy, keepalived and containerd; its one hold (containerd)
+    # is not hakube's; kubectl is only "rc" there (config left), so it is not purged again.
+    assert host.actions[:2] == [
+        "stop and disable keepalived, haproxy, etcd, containerd",
+        "purge keepalived, haproxy, etcd-server, containerd",
+    ]
+    assert host.actions[2].startswith("remove ")
+    assert host.actions[3:] == ["remove the hakube block from /etc/hosts"]
+    hosts_file = cp3.files["/etc/hosts"].content.decode()
+    assert "hakube" not in hosts_file
+    assert "127.0.1.1\tcp1" in hosts_file
+    assert result.archived_state is None
+    assert state.path.exists()
+
+
+def test_reset_of_an_unknown_host_is_bad_input(cluster: Cluster, tmp_path: Path) -> None:
+    from hakube.workflows.reset import reset
+
+    with pytest.raises(OpsInputError, match="--host 'cp9' is not in the cluster file"):
+        asyncio.run(reset(cluster, StateDir("ops", root=tmp_path), host="cp9", transports={}))

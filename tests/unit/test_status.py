@@ -1,0 +1,275 @@
+"""status judged from real host output: tests/data/ops/status-*.txt were captured from a 5-host
+lab (keepalived 2.2.7, HAProxy 2.6, etcd 3.4.23) by running status's own script on each host.
+Each test bends one captured answer the way a broken host would print it."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import re
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from hakube.facts.ops import OpsQuery, ops_script, parse_keepalived_data, parse_ops
+from hakube.fileio import write_private
+from hakube.phases.context import Context, RunData, sha256
+from hakube.spec.load import load_cluster_data
+from hakube.spec.model import Cluster
+from hakube.state import StateDir
+from hakube.transport.scripted import Reply, ScriptedTransport
+from hakube.workflows.status import StatusReport, collect, expected_files
+
+DATA = Path(__file__).resolve().parent.parent / "data" / "ops"
+CAPTURED_AT = dt.datetime(2026, 11, 25, 22, 21, tzinfo=dt.UTC)
+HOSTS = ("cp1", "cp2", "cp3", "w1", "w2")
+SCRIPT = re.compile(r"d=\$\(mktemp -d\).*", re.S)
+
+CLUSTER: dict[str, Any] = {
+    "apiVersion": "hakube/v1alpha1",
+    "kind": "Cluster",
+    "name": "hkd1",
+    "endpoint": {"mode": "vip", "vip": "10.123.220.100", "name": "apiserver.hkd1.lab",
+                 "port": 8443, "interface": "host0"},
+    "hosts": [
+        {"name": "cp1", "address": "10.123.220.11", "roles": ["control-plane"]},
+        {"name": "cp2", "address": "10.123.220.12", "roles": ["control-plane"]},
+        {"name": "cp3", "address": "10.123.220.13", "roles": ["control-plane"]},
+        {"name": "w1", "address": "10.123.220.21", "roles": ["worker"]},
+        {"name": "w2", "address": "10.123.220.22", "roles": ["worker"]},
+    ],
+    "etcd": {"topology": "external"},
+}  # fmt: skip
+
+
+@pytest.fixture
+def cluster() -> Cluster:
+    return load_cluster_data(CLUSTER).cluster
+
+
+def captured(host: str) -> str:
+    return (DATA / f"status-{host}.txt").read_text()
+
+
+def section(text: str, name: str, body: str) -> str:
+    """`text` with the body of one marked section replaced."""
+    pattern = re.compile(rf"(@@hakube:{re.escape(name)}\n).*?(?=\n@@hakube:)", re.S)
+    assert pattern.search(text), name
+    return pattern.sub(lambda m: m.group(1) + body, text, count=1)
+
+
+def run(
+    cluster: Cluster, tmp: Path, outputs: dict[str, str], now: dt.datetime = CAPTURED_AT
+) -> StatusReport:
+    ts = {h: ScriptedTransport(h, [(SCRIPT, Reply(outputs[h]))]) for h in HOSTS}
+    state = StateDir(cluster.name, root=tmp)  # empty: drift is not judged here
+    return asyncio.run(collect(cluster, state, transports=dict(ts), now=now))
+
+
+def healthy_outputs() -> dict[str, str]:
+    return {h: captured(h) for h in HOSTS}
+
+
+def test_captured_lab_is_healthy_with_one_vip_owner_and_a_leader(
+    cluster: Cluster, tmp_path: Path
+) -> None:
+    r = run(cluster, tmp_path, healthy_outputs())
+    assert r.problems == []
+    assert r.healthy
+    assert r.vip_owners == ["cp1"]
+    assert [(lb.host, lb.vrrp_state, lb.priority) for lb in r.lbs] == [
+        ("cp1", "MASTER", 200), ("cp2", "BACKUP", 190), ("cp3", "BACKUP", 180)
+    ]  # fmt: skip
+    assert len(r.backends) == 9
+    assert sorted(m.name for m in r.etcd) == ["cp1", "cp2", "cp3"]
+    assert sum(m.leader for m in r.etcd) == 1
+    assert all(m.healthy and m.raft_index > 0 for m in r.etcd)
+    # 4 certificates per etcd member (ca, server, peer, healthcheck client) and more from
+    # the lab's apiserver stand-in, none near expiry.
+    assert {c.host for c in r.certs} == {"cp1", "cp2", "cp3"}
+    assert all(c.days_left is not None and c.days_left > 300 for c in r.certs)
+    assert any("drift not checked" in n for n in r.notes)
+
+
+def test_stopped_haproxy_on_one_lb_is_degraded(cluster: Cluster, tmp_path: Path) -> None:
+    out = healthy_outputs()
+    out["cp2"] = out["cp2"].replace(
+        "Id=haproxy.service\nLoadState=loaded\nActiveState=active",
+        "Id=haproxy.service\nLoadState=loaded\nActiveState=inactive",
+    )
+    out["cp2"] = section(out["cp2"], "haproxy", "")
+    r = run(cluster, tmp_path, out)
+    assert not r.healthy
+    assert "cp2: haproxy is inactive" in r.problems
+
+
+def test_two_vip_owners_and_a_faulted_instance_are_problems(
+    cluster: Cluster, tmp_path: Path
+) -> None:
+    out = healthy_outputs()
+    out["cp2"] = section(out["cp2"], "vip", "1")
+    out["cp3"] = out["cp3"].replace("State = BACKUP", "State = FAULT")
+    r = run(cluster, tmp_path, out)
+    assert r.vip_owners == ["cp1", "cp2"]
+    assert any("held by 2 hosts" in p for p in r.problems)
+    assert any("cp3: VRRP instance VI_51 is in FAULT" in p for p in r.problems)
+
+
+def test_dead_etcd_member_is_unhealthy_and_named(cluster: Cluster, tmp_path: Path) -> None:
+    out = healthy_outputs()
+    out["cp3"] = section(out["cp3"], "etcd-status", "")
+    out["cp3"] = section(
+        out["cp3"],
+        "etcd-health",
+        '[{"endpoint":"https://127.0.0.1:2379","health":false,'
+        '"error":"context deadline exceeded"}]',
+    )
+    r = run(cluster, tmp_path, out)
+    assert "etcd cp3: unhealthy (context deadline exceeded)" in r.problems
+
+
+def test_etcd_alarm_is_a_problem(cluster: Cluster, tmp_path: Path) -> None:
+    out = healthy_outputs()
+    alarm = "memberID:9983585265371492852 alarm:NOSPACE"
+    for h in ("cp1", "cp2", "cp3"):
+        out[h] = section(out[h], "etcd-alarms", alarm)
+    r = run(cluster, tmp_path, out)
+    (cp1,) = [m for m in r.etcd if m.name == "cp1"]
+    assert cp1.alarms == ["NOSPACE"]
+    assert any("NOSPACE" in p for p in r.problems)
+
+
+def test_certificates_warn_under_30_days_and_fail_once_expired(
+    cluster: Cluster, tmp_path: Path
+) -> None:
+    first = min(c.days_left or 0 for c in run(cluster, tmp_path, healthy_outputs()).certs)
+    soon = CAPTURED_AT + dt.timedelta(days=first - 10)
+    r = run(cluster, tmp_path, healthy_outputs(), now=soon)
+    assert r.healthy
+    assert any("expires in 10 days" in w for w in r.warnings)
+    later = CAPTURED_AT + dt.timedelta(days=first + 1)
+    r = run(cluster, tmp_path, healthy_outputs(), now=later)
+    assert any("EXPIRED" in p for p in r.problems)
+
+
+def test_an_unreachable_host_is_degraded_not_a_crash(cluster: Cluster, tmp_path: Path) -> None:
+    out = healthy_outputs()
+    ts = {h: ScriptedTransport(h, [(SCRIPT, Reply(out[h]))]) for h in HOSTS}
+    ts["w2"] = ScriptedTransport("w2")  # answers nothing the script expects
+    r = asyncio.run(collect(cluster, StateDir("hkd1", root=tmp_path), transports=dict(ts)))
+    assert "w2" in r.unreachable
+    assert not r.healthy
+
+
+def test_keepalived_dump_takes_the_instance_state_not_the_interface_state() -> None:
+    lines = captured("cp1").split("@@hakube:vrrp\n", 1)[1].split("\n\n@@", 1)[0].splitlines()
+    (inst,) = parse_keepalived_data(lines)
+    assert (inst.name, inst.state, inst.priority, inst.base_priority) == (
+        "VI_51", "MASTER", 200, 200
+    )  # fmt: skip
+
+
+def test_ops_script_asks_only_for_what_the_host_runs() -> None:
+    worker = ops_script(OpsQuery(certs=False))
+    assert "etcdctl" not in worker
+    assert "keepalived" not in worker
+    assert parse_ops(captured("w1")).etcd is None
+
+
+def test_status_cli_bad_input_exits_2(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from hakube.cli import app
+
+    res = CliRunner().invoke(app, ["status", "-f", str(tmp_path / "missing.yaml")])
+    assert res.exit_code == 2, res.output
+    f = tmp_path / "c.yaml"
+    f.write_text(yaml.safe_dump(CLUSTER))
+    res = CliRunner().invoke(app, ["status", "-f", str(f), "--watch", "-1"])
+    assert res.exit_code == 2, res.output
+    assert "--watch" in res.stderr
+
+
+TRANSCRIPTS = (
+    Path(__file__).resolve().parents[2] / ".." / "shared" / "reference" / "kubeadm-transcripts"
+)
+# Shaped like `kubectl get nodes -o json` (only the fields status reads): Kubernetes does not
+# run in the lab, so there is no captured one.
+NODES = (
+    '{"items": ['
+    + ",".join(
+        f'{{"metadata": {{"name": "{n}"}}, "status": {{"conditions": '
+        f'[{{"type": "Ready", "status": "{"False" if n == "w2" else "True"}"}}]}}}}'
+        for n in HOSTS
+    )
+    + "]}"
+)
+
+
+@pytest.mark.skipif(not TRANSCRIPTS.is_dir(), reason="kubeadm transcripts not available")
+def test_with_kubernetes_tokens_show_ids_and_a_node_not_ready_is_a_problem(
+    cluster: Cluster, tmp_path: Path
+) -> None:
+    state = StateDir(cluster.name, root=tmp_path)
+    write_private(state.path / "admin.conf", b"apiVersion: v1\n")  # kubeadm init ran
+    tokens = (TRANSCRIPTS / "1.27-token-list-1.txt").read_text()
+    out = healthy_outputs()
+    out["cp1"] = out["cp1"].replace(
+        "\n@@hakube:ops-end",
+        f"\n@@hakube:tokens\n{tokens}\n@@hakube:nodes\n{NODES}\n@@hakube:ops-end",
+    )
+    ts = {h: ScriptedTransport(h, [(SCRIPT, Reply(out[h]))]) for h in HOSTS}
+    r = asyncio.run(collect(cluster, state, transports=dict(ts), now=CAPTURED_AT))
+    script = ts["cp1"].commands[0]
+    assert "kubeadm token list" in script
+    assert "get nodes -o json" in script
+    assert "kubeadm token list" not in ts["cp2"].commands[0]
+    assert r.tokens is not None
+    assert [t.id for t in r.tokens] == ["4iwa6j"]
+    assert "ejrsfqm26jpcshz2" not in repr(r.as_dict())
+    assert r.nodes is not None
+    assert r.nodes["w2"] == "NotReady"
+    assert "nodes not Ready: w2" in r.problems
+
+
+def test_drift_names_the_file_that_differs_from_what_apply_would_write(
+    cluster: Cluster, tmp_path: Path
+) -> None:
+    state = StateDir(cluster.name, root=tmp_path)
+    secrets = state.secrets()
+    ctx = Context.create(RunData(cluster=cluster, secrets=secrets, state=state), {})
+    out = healthy_outputs()
+    for h in cluster.hosts:
+        lines = [f"{sha256(f.content)} {f.mode:o} {f.path}" for f in expected_files(ctx, h)]
+        if h.name == "cp2":  # a hand edit, and a file someone deleted
+            lines = [ln.replace(ln[:64], "0" * 64) if "haproxy.cfg" in ln else ln for ln in lines]
+            lines = [ln for ln in lines if "check_apiserver.sh" not in ln]
+        files = "\n".join(lines)
+        out[h.name] = section(out[h.name], "files", files)
+    ts = {h: ScriptedTransport(h, [(SCRIPT, Reply(out[h]))]) for h in HOSTS}
+    r = asyncio.run(collect(cluster, state, transports=dict(ts), now=CAPTURED_AT))
+    assert [(d.host, d.path, d.reason) for d in r.drift] == [
+        ("cp2", "/etc/haproxy/haproxy.cfg", "differs"),
+        ("cp2", "/etc/keepalived/check_apiserver.sh", "is missing"),
+    ]
+    assert r.healthy  # drift is a warning: the cluster still serves
+    assert any("haproxy.cfg differs" in w for w in r.warnings)
+
+
+def test_the_status_script_runs_for_real_and_keeps_the_facts_end_marker(tmp_path: Path) -> None:
+    import subprocess
+
+    from hakube.facts.host import facts_script, parse_facts
+    from hakube.workflows.status import STATUS_FACTS
+
+    probe = tmp_path / "with space.conf"
+    probe.write_text("x\n")
+    probe.chmod(0o640)
+    script = ops_script(OpsQuery(certs=True), facts_script([str(probe)], STATUS_FACTS))
+    res = subprocess.run(["bash", "-c", script], capture_output=True, text=True, check=False)
+    assert res.returncode == 0, res.stderr
+    facts = parse_facts(res.stdout)  # raises without the end marker
+    assert facts.files[str(probe)].mode == 0o640
+    assert parse_ops(res.stdout).vrrp == []

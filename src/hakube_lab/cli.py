@@ -11,6 +11,7 @@ import json
 import os
 import shlex
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -76,13 +77,14 @@ def _status_text(st: dict[str, Any]) -> str:
     lines = [
         f"lab {st['name']}: bridge {st['bridge']} ({st['subnet']}), VIP {st['vip']}, "
         f"mirror {st['mirror']}",
-        f"{'HOST':<6} {'ROLE':<14} {'ADDRESS':<15} {'STATE':<9} {'LINK':<5} MEM(MB)",
+        f"{'HOST':<6} {'ROLE':<14} {'ADDRESS':<15} {'STATE':<9} {'LINK':<5} {'LOSS':<6} MEM(MB)",
     ]
     for h in st["hosts"]:
         state = "running" if h["running"] else "stopped"
         link = "up" if h["link_up"] else "down"
+        loss = "-" if h.get("loss") is None else f"{h['loss']:.1%}"
         lines.append(
-            f"{h['name']:<6} {h['role']:<14} {h['address']:<15} {state:<9} {link:<5} "
+            f"{h['name']:<6} {h['role']:<14} {h['address']:<15} {state:<9} {link:<5} {loss:<6} "
             f"{h['memory_mb']}"
         )
     return "\n".join(lines)
@@ -204,15 +206,22 @@ def down(name: NameOpt = DEFAULT_NAME, output: OutputOpt = Output.TEXT) -> None:
     _emit(output, {"name": name, "removed": removed}, text)
 
 
-def _fault(name: str, host: str, action: str, output: Output) -> None:
+def _fault(
+    name: str, host: str, action: str | Callable[[Lab], None], output: Output, what: str = ""
+) -> None:
     try:
         lab = _load(name)
         lab.host(host)
-        getattr(lab, action)(host)
+        if callable(action):
+            action(lab)
+        else:
+            getattr(lab, action)(host)
         st = next(h for h in lab.status()["hosts"] if h["name"] == host)
     except LabError as e:
         raise _fail(e, output) from None
-    _emit(output, st, f"{host}: {action} done (running={st['running']}, link_up={st['link_up']})")
+    loss = "none" if st.get("loss") is None else f"{st['loss']:.1%}"
+    _emit(output, st, f"{host}: {what or action} done (running={st['running']}, "
+                      f"link_up={st['link_up']}, loss={loss})")  # fmt: skip
 
 
 def _fault_command(action: str, summary: str) -> None:
@@ -233,6 +242,31 @@ for _action, _summary in (
     ("heal", "Restore a host's link."),
 ):
     _fault_command(_action, _summary)
+
+
+@app.command(epilog="Example: hakube lab degrade --name demo cp1 --loss 2%")
+def degrade(
+    host: HostArg,
+    loss: Annotated[
+        str, typer.Option(help="Random loss in each direction, e.g. 2% (iptables statistic).")
+    ],
+    name: NameOpt = DEFAULT_NAME,
+    output: OutputOpt = Output.TEXT,
+) -> None:
+    """Drop a share of the host's packets at random, in and out, until `restore`."""
+    try:
+        from hakube_lab.faults import parse_loss
+
+        value = parse_loss(loss)
+    except LabError as e:
+        raise _fail(e, output) from None
+    _fault(name, host, lambda lab: lab.degrade(host, value), output, f"degrade {value:.1%}")
+
+
+@app.command(epilog="Example: hakube lab restore --name demo cp1")
+def restore(host: HostArg, name: NameOpt = DEFAULT_NAME, output: OutputOpt = Output.TEXT) -> None:
+    """Remove the packet loss `degrade` put on a host."""
+    _fault(name, host, lambda lab: lab.restore(host), output, "restore")
 
 
 def demo(
@@ -265,8 +299,12 @@ def drill_cmd(
     ] = "haproxy-down,keepalived-down,host-down,isolate,apiserver-down,etcd-member-down",
     repeat: Annotated[int, typer.Option(min=1, help="Runs per scenario (min/median/max).")] = 1,
     soak_seconds: Annotated[float, typer.Option(help="Length of the soak scenario.")] = 600.0,
+    soak_loss: Annotated[
+        str | None,
+        typer.Option(help="Random packet loss on every lab host during the soak, e.g. 2%."),
+    ] = None,
     compare_tutorial: Annotated[
-        bool, typer.Option(help="Also drill the tutorial's keepalived settings (apply --only lb).")
+        bool, typer.Option(help="Also drill the tutorial's own keepalived.conf and haproxy.cfg.")
     ] = False,
     output_dir: Annotated[Path, typer.Option(help="Timelines (PNG), raw probe logs, JSON.")] = Path(
         "drill-out"
@@ -274,7 +312,10 @@ def drill_cmd(
     output: OutputOpt = Output.TEXT,
 ) -> None:
     """Break the HA pieces on purpose, measure what a client sees, restore (lab only)."""
+    from hakube_lab.faults import parse_loss
+
     try:
+        loss = parse_loss(soak_loss) if soak_loss else 0.0
         the_lab = _load(lab)
     except LabError as e:
         raise _fail(e, output) from None
@@ -282,19 +323,22 @@ def drill_cmd(
     # Only now, with the lab and the file known good: the drill pulls in matplotlib, which
     # writes its cache under the home directory.
     from hakube.state import StateDir
-    from hakube_lab.drill.scenarios import ALL, DrillError
+    from hakube_lab.drill.scenarios import ALL, DrillError, Settings
     from hakube_lab.drill.workflow import figures_table, run_comparison, run_drill
 
+    settings = Settings(soak_loss=loss)
     state = StateDir(cluster.name)
     names = list(ALL) if scenarios == "all" else split_list(scenarios)
     log = (lambda m: err.print(m, highlight=False)) if output is Output.JSON else out.print
     try:
         if compare_tutorial:
             reports = run_comparison(cluster, the_lab, state, scenarios=names, out_dir=output_dir,
-                                     repeat=repeat, soak_seconds=soak_seconds, log=log)  # fmt: skip
+                                     repeat=repeat, soak_seconds=soak_seconds, settings=settings,
+                                     log=log)  # fmt: skip
         else:
             reports = [run_drill(cluster, the_lab, scenarios=names, out_dir=output_dir,
                                  repeat=repeat, soak_seconds=soak_seconds, state=state,
+                                 settings=settings,
                                  log=log)]  # fmt: skip
     except DrillError as e:
         fail(str(e), 2, output)

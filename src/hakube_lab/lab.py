@@ -1,7 +1,8 @@
 """The lab as one object: its plan, where its files are, and the operations the CLI and tests call.
 
 Each operation lives in the module that owns it: `lifecycle` (up, down), `remote` (SSH and
-nsenter), `faults` (stop/start/isolate/heal), `metrics` (memory, status), `statefile`.
+nsenter), `faults` (stop/start/isolate/heal, degrade/restore), `metrics` (memory, status),
+`statefile`.
 """
 
 from __future__ import annotations
@@ -147,6 +148,15 @@ class Lab:
 
     def heal(self, host: str) -> None:
         faults.set_cable(self, host, plugged=True)
+
+    def degrade(self, host: str, loss: float) -> None:
+        faults.degrade(self, host, loss)
+
+    def restore(self, host: str) -> None:
+        faults.restore(self, host)
+
+    def loss(self, host: str) -> float | None:
+        return faults.loss_of(self, host)
 
     # ---- metrics ------------------------------------------------------------------------
 

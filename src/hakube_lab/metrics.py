@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from hakube_lab import faults, network
 from hakube_lab import host as hostmod
-from hakube_lab import network
 
 if TYPE_CHECKING:
     from hakube_lab.lab import Lab
@@ -33,6 +33,7 @@ def status(lab: Lab) -> dict[str, Any]:
                 "running": running,
                 "link_up": network.link_is_up(h.veth),
                 "memory_mb": round(memory_pss(lab, h.name) / 2**20, 1) if running else 0.0,
+                "loss": faults.loss_of(lab, h.name) if network.netns_exists(h.netns) else None,
             }
         )
     return {

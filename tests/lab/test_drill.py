@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import os
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -22,6 +23,7 @@ from hakube_lab.drill.report import RunMetrics
 from hakube_lab.drill.runner import Drill
 from hakube_lab.drill.scenarios import SCENARIOS, SOAK, Settings
 from hakube_lab.drill.workflow import write_ca
+from hakube_lab.faults import loss_rules
 from hakube_lab.standin import prepare_standins
 
 pytestmark = pytest.mark.lab
@@ -68,9 +70,42 @@ def test_scenario(drill: tuple[Drill, Cluster, Lab], name: str) -> None:
     assert m.invariants_ok, m.problems
 
 
-def test_soak_short(drill: tuple[Drill, Cluster, Lab]) -> None:
+@pytest.mark.parametrize("name", ["host-down", "isolate"])
+def test_returning_owner_costs_no_request(drill: tuple[Drill, Cluster, Lab], name: str) -> None:
+    # The broken owner comes back and takes the VIP home only once its HAProxy serves: no
+    # second outage (init_fail at boot, preempt_delay after a heal, etcd pre-vote).
     d, _cluster, _lab = drill
-    m = d.run(SOAK, soak_seconds=20)
+    m = d.run(name, 2)
+    assert m.moved_back
+    assert m.failed_restore == 0, m.problems
+    assert m.failed_after_move == 0, m.problems
+
+
+def test_degrade_puts_loss_in_and_out_and_restore_removes_it(
+    drill: tuple[Drill, Cluster, Lab],
+) -> None:
+    _d, _cluster, lab = drill
+    try:
+        lab.degrade("cp2", 0.02)
+        lab.degrade("cp2", 0.05)  # replaces, never stacks
+        rules = loss_rules(lab, "cp2")
+        assert [r.split()[1] for r in rules] == ["INPUT", "OUTPUT"]
+        assert lab.loss("cp2") == pytest.approx(0.05)
+        assert lab.loss("cp1") is None
+    finally:
+        lab.restore("cp2")
+    assert loss_rules(lab, "cp2") == []
+
+
+def test_soak_short_with_loss(drill: tuple[Drill, Cluster, Lab]) -> None:
+    d, _cluster, lab = drill
+    d.settings = replace(d.settings, soak_loss=0.02)
+    try:
+        m = d.run(SOAK, soak_seconds=20)
+    finally:
+        d.settings = replace(d.settings, soak_loss=0.0)
+    assert all(lab.loss(h.name) is None for h in lab.hosts), "the soak left loss behind"
     assert m.vip_moves == 0
+    assert m.direct_total, "no probe beside the VIP"
     _check_common(m, d)
     assert m.invariants_ok, m.problems

@@ -63,6 +63,24 @@ def test_readyz_probe_rate_and_results(server: tuple[int, Path], tmp_path: Path)
     assert all(r.end >= r.t for r in reqs)
 
 
+def test_readyz_probe_checks_the_certificate_for_the_tls_name(
+    server: tuple[int, Path], tmp_path: Path
+) -> None:
+    # The certificate names 127.0.0.1 only: reached as "localhost" it fails, unless the probe
+    # is told which name to check (as the drill does for a host's own address and the VIP).
+    port, ca = server
+    results = {}
+    for name, extra in (("plain", []), ("named", ["--tls-name", "127.0.0.1"])):
+        out = tmp_path / f"{name}.jsonl"
+        _run("readyz", "--host", "localhost", "--port", str(port), "--rate", "10",
+             "--duration", "0.3", "--cafile", str(ca), "--out", str(out), *extra)  # fmt: skip
+        results[name] = parse_requests(out.read_text().splitlines())
+    assert results["plain"]
+    assert not any(r.ok for r in results["plain"])
+    assert results["named"]
+    assert all(r.ok for r in results["named"])
+
+
 def test_readyz_probe_failure_is_retried_once(tmp_path: Path) -> None:
     out = tmp_path / "r.jsonl"
     # Port 9 on loopback: nothing listens, every attempt is refused.

@@ -75,6 +75,7 @@ def test_keepalived_accepts(
         preempt=preempt,
         preempt_delay=3,
         track_haproxy_state=track,
+        rt_priority=10,
     )
     for host_name, files in render_all(c, SECRETS).items():
         by_path = {f.path: f for f in files}
@@ -123,3 +124,18 @@ def test_haproxy_accepts(spec: Path, tmp_path: Path) -> None:
             assert "[WARNING]" not in result.stdout + result.stderr
             checked += 1
     assert checked > 0
+
+
+@pytest.mark.skipif(HAPROXY is None, reason="haproxy not installed")
+@pytest.mark.parametrize("on_error", ["off", "mark-down", "sudden-death", "fail-check"])
+def test_haproxy_accepts_every_observe_setting(on_error: str, tmp_path: Path) -> None:
+    assert HAPROXY is not None
+    data = yaml.safe_load((ROOT / "examples/tutorial.yaml").read_text())
+    data["endpoint"]["haproxy"] = {"observe_errors": on_error, "connect_timeout_ms": 50}
+    c = load_cluster_data(data).cluster
+    cfg = tmp_path / "haproxy.cfg"
+    cfg.write_text(next(f for f in render_all(c, SECRETS)[c.hosts[0].name]
+                        if f.path == "/etc/haproxy/haproxy.cfg").content)  # fmt: skip
+    result = run(HAPROXY, "-c", "-f", str(cfg))
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "[WARNING]" not in result.stdout + result.stderr

@@ -41,6 +41,19 @@ def test_every_control_plane_is_a_checked_backend() -> None:
     assert "stats socket /run/haproxy/admin.sock mode 600 level admin" in text
 
 
+def test_a_dead_server_costs_a_short_connect_then_another_server() -> None:
+    text = render_haproxy(tutorial(), tutorial().hosts[0], SECRETS)[0].content
+    assert "timeout connect 100ms\n" in text
+    assert "option redispatch 1\n" in text
+    assert "retries 3\n" in text
+    assert "observe" not in text
+    c = tutorial(haproxy={"connect_timeout_ms": 5000, "retries": 2, "observe_errors": "mark-down"})
+    text = render_haproxy(c, c.hosts[0], SECRETS)[0].content
+    assert "timeout connect 5000ms\n" in text
+    assert "retries 2\n" in text
+    assert "observe layer4 error-limit 1 on-error mark-down\n" in text
+
+
 def test_no_stats_password_unless_stats_page() -> None:
     c = tutorial()
     (f,) = render_haproxy(c, c.hosts[0], SECRETS)

@@ -171,7 +171,36 @@ def test_check_script_goes_through_haproxy() -> None:
     files = {f.path: f for f in render_keepalived(c, c.hosts[0], SECRETS)}
     script = files[CHECK_SCRIPT]
     assert script.mode == 0o700
-    assert "curl -sfk --max-time 1 -o /dev/null https://127.0.0.1:16443/readyz" in script.content
+    assert "curl -sfk --max-time 2 -o /dev/null https://127.0.0.1:16443/readyz" in script.content
+
+
+def test_check_waits_out_a_resent_syn_and_starts_failed() -> None:
+    text = conf(tutorial())
+    assert "    timeout 4\n" in text  # curl's 2 s plus the socket fallback
+    assert "    init_fail\n" in text
+    assert "preempt_delay 3\n" in text
+    text = conf(tutorial(check_init_fail=False, check_timeout=5, preempt_delay=0))
+    assert "init_fail" not in text
+    assert "    timeout 7\n" in text
+    assert "preempt_delay" not in text
+
+
+def test_all_backends_down_passes_only_where_failing_means_fault() -> None:
+    # With a negative weight every host drops alike, so failing is safe and a host back from
+    # isolation with nothing UP does not look healthy; with weight 0 (FAULT) nobody would hold
+    # the VIP before `kubeadm init`.
+    def script(c: Cluster) -> str:
+        return {f.path: f for f in render_keepalived(c, c.hosts[0], SECRETS)}[CHECK_SCRIPT].content
+
+    assert "socat" not in script(tutorial())
+    assert "exit 1" in script(tutorial())
+    assert "socat" in script(tutorial(preempt=False))
+    assert "socat" in script(tutorial(check_weight=0))
+
+
+def test_rt_priority_only_when_asked() -> None:
+    assert "vrrp_rt_priority" not in conf(tutorial())
+    assert "    vrrp_rt_priority 20\n" in conf(tutorial(rt_priority=20))
 
 
 def test_only_lb_hosts_in_vip_mode() -> None:
@@ -198,7 +227,12 @@ def test_check_script_passes_on_all_backends_down_only_before_init(
     script = tmp_path / "check.sh"
     script.write_text(
         render_template(
-            "check_apiserver.sh.j2", port=8443, stats_socket="/nonexistent", init_marker=marker
+            "check_apiserver.sh.j2",
+            port=8443,
+            stats_socket="/nonexistent",
+            init_marker=marker,
+            timeout=2,
+            all_down_passes=True,
         )
     )
     bin_dir = tmp_path / "bin"

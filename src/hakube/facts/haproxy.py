@@ -6,8 +6,13 @@ from dataclasses import dataclass
 
 from hakube.render.haproxy import STATS_SOCKET
 
-#: Shell command printing `show stat` CSV on an LB host.
-SHOW_STAT = f"echo 'show stat' | socat stdio unix-connect:{STATS_SOCKET}"
+
+def show_stat(socket: str = STATS_SOCKET) -> str:
+    """Shell command printing `show stat` CSV on an LB host."""
+    return f"echo 'show stat' | socat stdio unix-connect:{socket}"
+
+
+SHOW_STAT = show_stat()
 
 
 @dataclass

@@ -74,9 +74,10 @@ class RenderedFile:
 
 
 @cache
-def environment() -> jinja2.Environment:
+def environment(package: str = "hakube.render") -> jinja2.Environment:
+    """The templates of `package` (its `templates/` directory), rendered strictly."""
     return jinja2.Environment(
-        loader=jinja2.PackageLoader("hakube.render", "templates"),
+        loader=jinja2.PackageLoader(package, "templates"),
         undefined=jinja2.StrictUndefined,
         keep_trailing_newline=True,
         trim_blocks=True,

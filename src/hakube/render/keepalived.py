@@ -84,6 +84,7 @@ def render_keepalived(cluster: Cluster, host: Host, secrets: Secrets) -> list[Re
     vrrp = ep.vrrp
     assert ep.vip is not None  # checks.py guarantees it in mode vip
     prios = priorities(cluster)
+    weight = check_weight(cluster)
     track_file = TRACK_FILE if vrrp.track_haproxy_state else None
     peers = (
         [str(h.address) for h in cluster.lb_hosts if h.name != host.name] if vrrp.unicast else []
@@ -98,7 +99,10 @@ def render_keepalived(cluster: Cluster, host: Host, secrets: Secrets) -> list[Re
         check_interval=vrrp.check_interval,
         check_fall=vrrp.check_fall,
         check_rise=vrrp.check_rise,
-        check_weight=check_weight(cluster),
+        check_weight=weight,
+        check_timeout=vrrp.check_timeout,
+        init_fail=vrrp.check_init_fail,
+        rt_priority=vrrp.rt_priority,
         priority_span=max(prios.values()) - min(prios.values()),
         preempt=vrrp.preempt,
         preempt_delay=vrrp.preempt_delay,
@@ -130,6 +134,9 @@ def render_keepalived(cluster: Cluster, host: Host, secrets: Secrets) -> list[Re
                 port=ep.port,
                 stats_socket=STATS_SOCKET,
                 init_marker=INIT_MARKER,
+                timeout=vrrp.check_timeout,
+                # Only FAULT (weight 0) can leave nobody holding the VIP.
+                all_down_passes=weight == 0,
             ),
             # keepalived runs the script afresh every interval: a change needs no reload.
             mode=0o700,

@@ -337,7 +337,14 @@ class VRRP(Strict):
     )
     unicast: bool = Field(False, description="Unicast peers instead of multicast (clouds).")
     preempt: bool = Field(True, description="A recovered higher-priority host takes the VIP back.")
-    preempt_delay: int = Field(0, ge=0, le=1000)
+    preempt_delay: int = Field(
+        3,
+        ge=0,
+        le=1000,
+        description="Seconds a host that starts, or whose link comes back, waits before it takes "
+        "the VIP back: its HAProxy checks settle first (the drill's heal: 22 failed requests "
+        "without it).",
+    )
     track_haproxy_state: bool = Field(
         True,
         description="Follow HAProxy's systemd state through a file (inotify): reacts at once.",
@@ -345,6 +352,24 @@ class VRRP(Strict):
     check_interval: int = Field(1, ge=1, le=60, description="Seconds between health scripts.")
     check_fall: int = Field(2, ge=1, le=10)
     check_rise: int = Field(2, ge=1, le=10)
+    check_timeout: int = Field(
+        2,
+        ge=1,
+        le=60,
+        description="Seconds one health script may take: a lost SYN costs 1 s before its resend.",
+    )
+    check_init_fail: bool = Field(
+        True,
+        description="A starting host counts as failed until its health script passed `rise` "
+        "times, so it never takes the VIP before its HAProxy serves.",
+    )
+    rt_priority: int | None = Field(
+        None,
+        ge=1,
+        le=99,
+        description="Run keepalived's VRRP process with this real-time priority (SCHED_RR), "
+        "so adverts keep their pace on busy cores.",
+    )
     check_weight: int | None = Field(
         None,
         description="Weight of the health script; default: enough to move the VIP on one failure "
@@ -363,6 +388,20 @@ class HAProxySettings(Strict):
     check_downinter_ms: int = Field(1000, ge=100, le=60000)
     check_fall: int = Field(2, ge=1, le=20)
     check_rise: int = Field(2, ge=1, le=20)
+    connect_timeout_ms: int = Field(
+        100,
+        ge=10,
+        le=60000,
+        description="Time to connect to an apiserver before retrying on another one: a dead "
+        "one costs a client this much, not a failed request (5000 ms failed 12 requests per "
+        "host-down in the drill).",
+    )
+    retries: int = Field(3, ge=0, le=10, description="Connection retries, each on another server.")
+    observe_errors: Literal["off", "mark-down", "sudden-death", "fail-check"] = Field(
+        "off",
+        description="What a failed client connection to an apiserver does to that server "
+        "(HAProxy `observe layer4` ... `on-error`): mark-down takes it out at once.",
+    )
     tunnel_timeout: str = Field("1h", pattern=r"^\d+(ms|s|m|h|d)$")
     maxconn: int = Field(
         8000,

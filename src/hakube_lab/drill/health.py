@@ -11,7 +11,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from hakube.facts.haproxy import SHOW_STAT, parse_show_stat
+from hakube.facts.haproxy import parse_show_stat, show_stat
+from hakube.render.haproxy import STATS_SOCKET
 from hakube.spec.model import Cluster
 from hakube_lab.lab import Lab
 from hakube_lab.standin import UNIT as STANDIN_UNIT
@@ -26,9 +27,10 @@ class Health:
 
 
 class HealthCheck:
-    def __init__(self, cluster: Cluster, lab: Lab) -> None:
+    def __init__(self, cluster: Cluster, lab: Lab, stats_socket: str = STATS_SOCKET) -> None:
         self.cluster = cluster
         self.lab = lab
+        self.show_stat = show_stat(stats_socket)
         self.lb_names = [h.name for h in cluster.lb_hosts]
 
     def vip_holders(self) -> list[str]:
@@ -61,7 +63,7 @@ class HealthCheck:
         for host in [x.name for x in self.cluster.hosts if x.name not in skip]:
             units = self._units_of(host)
             cmd = f"systemctl is-active {' '.join(units)}; echo ---; " + (
-                SHOW_STAT if backends and host in self.lb_names else "true"
+                self.show_stat if backends and host in self.lb_names else "true"
             )
             try:
                 res = self.lab.nsenter(host, ["sh", "-c", cmd], check=False, timeout=10)

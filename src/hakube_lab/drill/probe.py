@@ -19,6 +19,7 @@ import argparse
 import http.client
 import json
 import signal
+import socket
 import ssl
 import subprocess
 import sys
@@ -46,9 +47,27 @@ class _Writer:
             self.stream.flush()
 
 
-def _attempt(host: str, port: int, path: str, timeout: float, ctx: ssl.SSLContext) -> str | None:
+class _NamedHTTPSConnection(http.client.HTTPSConnection):
+    """Connects to `host` but checks the certificate for `tls_name` (e.g. the VIP's)."""
+
+    def __init__(self, *args: Any, tls_name: str, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.tls_name = tls_name
+
+    def connect(self) -> None:
+        sock = socket.create_connection((self.host, self.port), self.timeout)
+        self.sock = self._context.wrap_socket(sock, server_hostname=self.tls_name)  # type: ignore[attr-defined]
+
+
+def _attempt(
+    host: str, port: int, path: str, timeout: float, ctx: ssl.SSLContext, tls_name: str | None
+) -> str | None:
     """One fresh TCP+TLS connection and GET: None on HTTP 200, else what went wrong."""
-    conn = http.client.HTTPSConnection(host, port, timeout=timeout, context=ctx)
+    conn = (
+        _NamedHTTPSConnection(host, port, timeout=timeout, context=ctx, tls_name=tls_name)
+        if tls_name
+        else http.client.HTTPSConnection(host, port, timeout=timeout, context=ctx)
+    )
     try:
         conn.request("GET", path, headers={"Connection": "close"})
         resp = conn.getresponse()
@@ -77,7 +96,7 @@ def run_readyz(args: argparse.Namespace, out: _Writer) -> int:
         start = time.monotonic()
         errors: list[str] = []
         for _ in range(tries):
-            err = _attempt(args.host, args.port, args.path, args.timeout, ctx)
+            err = _attempt(args.host, args.port, args.path, args.timeout, ctx, args.tls_name)
             if err is None:
                 break
             errors.append(err)
@@ -149,6 +168,7 @@ def main(argv: list[str] | None = None) -> int:
     r.add_argument("--retries", type=int, default=1)
     r.add_argument("--workers", type=int, default=32)
     r.add_argument("--cafile")
+    r.add_argument("--tls-name", help="name to check the certificate for (default: --host)")
     v = sub.add_parser("vip")
     v.add_argument("--vip", required=True)
     v.add_argument("--interval", type=float, default=0.05)

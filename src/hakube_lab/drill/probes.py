@@ -27,21 +27,27 @@ class Probes:
     """The two probe processes of one scenario run, and their logs."""
 
     def __init__(self, lab: Lab, cluster: Cluster, raw: Path, settings: Settings,
-                 cafile: Path | None, duration: float) -> None:  # fmt: skip
+                 cafile: Path | None, duration: float,
+                 direct: str | None = None) -> None:  # fmt: skip
         self.requests_file = raw.with_name(raw.name + "-requests.jsonl")
         self.vip_file = raw.with_name(raw.name + "-vip.jsonl")
-        for f in (self.requests_file, self.vip_file):
+        #: `direct`: the same probe against one host's own address, beside the one to the VIP.
+        self.direct_file = raw.with_name(raw.name + "-direct-requests.jsonl")
+        for f in (self.requests_file, self.vip_file, self.direct_file):
             f.parent.mkdir(parents=True, exist_ok=True)
             f.unlink(missing_ok=True)
         script = probe_module.__file__
         vip = str(cluster.endpoint.vip)
         py = "/usr/bin/python3" if Path("/usr/bin/python3").exists() else sys.executable
-        readyz = [py, script, "readyz", "--host", vip, "--port", str(cluster.endpoint.port),
-                  "--rate", str(settings.rate), "--timeout", str(settings.timeout),
-                  "--retries", str(settings.retries), "--duration", str(duration),
-                  "--out", str(self.requests_file)]  # fmt: skip
-        if cafile is not None:
-            readyz += ["--cafile", str(cafile)]
+
+        def readyz(host: str, out: Path) -> list[str]:
+            # The certificate is checked for the VIP's name wherever the probe connects.
+            cmd = [py, script, "readyz", "--host", host, "--port", str(cluster.endpoint.port),
+                   "--rate", str(settings.rate), "--timeout", str(settings.timeout),
+                   "--retries", str(settings.retries), "--duration", str(duration),
+                   "--out", str(out), "--tls-name", vip]  # fmt: skip
+            return cmd + (["--cafile", str(cafile)] if cafile is not None else [])
+
         watch = [py, script, "vip", "--vip", vip, "--interval", str(settings.vip_interval),
                  "--duration", str(duration), "--out", str(self.vip_file)]  # fmt: skip
         for h in lab.hosts:
@@ -49,11 +55,18 @@ class Probes:
                 watch += ["--lab-host", f"{h.name}:{h.netns}:{h.veth}"]
         self.procs = [
             subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
-            for cmd in (watch, readyz)
+            for cmd in (
+                watch,
+                readyz(vip, self.requests_file),
+                *([readyz(direct, self.direct_file)] if direct else []),
+            )
         ]
 
     def requests(self) -> list[Request]:
         return parse_requests(_lines(self.requests_file))
+
+    def direct_requests(self) -> list[Request]:
+        return parse_requests(_lines(self.direct_file))
 
     def samples(self) -> list[VipSample]:
         return parse_vip(_lines(self.vip_file))

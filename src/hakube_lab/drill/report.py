@@ -166,6 +166,10 @@ class RunMetrics:
     gap_restore_s: float
     ok: int
     failed: int
+    #: Failed requests that started after the VIP had moved, before the restore.
+    failed_after_move: int
+    #: Failed requests that started after the restore (the second outage, if any).
+    failed_restore: int
     retried: int
     recover_s: float | None
     moved: bool
@@ -176,6 +180,9 @@ class RunMetrics:
     end_healthy: bool
     problems: list[str] = field(default_factory=list)
     png: str | None = None
+    #: Soak under loss: the same probe against one LB host's own address (the network's share).
+    direct_failed: int | None = None
+    direct_total: int | None = None
     marks: Marks | None = None
 
     @property
@@ -234,6 +241,8 @@ def compute_metrics(
         gap_restore_s=longest_gap(requests, r, e),
         ok=sum(1 for q in window if q.ok),
         failed=sum(1 for q in window if not q.ok),
+        failed_after_move=sum(1 for t in fails if move is not None and t >= move),
+        failed_restore=sum(1 for q in window if not q.ok and q.t >= r),
         retried=sum(1 for q in window if q.ok and q.tries > 1),
         recover_s=max(candidates) if candidates else 0.0,
         moved=during is not None and during != before,
@@ -271,6 +280,9 @@ FIGURES: tuple[tuple[str, str, str], ...] = (
     ("move_s", "VIP moved", "s"),
     ("gap_s", "longest gap", "s"),
     ("failed", "failed", ""),
+    ("failed_after_move", "failed after the move", ""),
+    ("failed_restore", "failed on restore", ""),
+    ("direct_failed", "failed, own address", ""),
     ("ok", "ok", ""),
     ("retried", "ok on retry", ""),
     ("recover_s", "recover", "s"),

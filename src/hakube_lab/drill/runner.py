@@ -6,6 +6,7 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from hakube.render.haproxy import STATS_SOCKET
 from hakube.spec.model import Cluster
 from hakube_lab.drill import soak as soak_module
 from hakube_lab.drill.actions import actions
@@ -38,6 +39,7 @@ class Drill:
         settings: Settings | None = None,
         cafile: Path | None = None,
         log: Log = lambda _m: None,
+        stats_socket: str = STATS_SOCKET,
     ) -> None:
         self.cluster = cluster
         self.lab = lab
@@ -46,7 +48,7 @@ class Drill:
         self.settings = settings or Settings()
         self.cafile = cafile
         self.log = log
-        self.checks = HealthCheck(cluster, lab)
+        self.checks = HealthCheck(cluster, lab, stats_socket)
 
     def health(self, skip: Sequence[str] = (), backends: bool = True) -> Health:
         return self.checks.check(skip, backends)

@@ -59,6 +59,8 @@ class Settings:
     break_max_s: float = 25.0
     restore_max_s: float = 120.0
     stable_s: float = 2.0
+    #: Random packet loss put on every lab host, each direction, for the soak (0: none).
+    soak_loss: float = 0.0
 
 
 def slug(text: str) -> str:

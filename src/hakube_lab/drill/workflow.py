@@ -2,8 +2,8 @@
 
 Each scenario breaks one thing (on the VIP owner, mostly), observes, restores and observes again
 while two probe processes record every request and who holds the VIP. `--repeat N` aggregates
-min/median/max per figure; `run_comparison` drills the tutorial's keepalived settings against
-hakube's defaults on the same lab (apply `--only lb` with each, then back to the defaults).
+min/median/max per figure; `run_comparison` drills the tutorial's own keepalived.conf and
+haproxy.cfg against hakube's defaults on the same lab (`apply --only lb` puts the defaults back).
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
+from hakube.render.haproxy import STATS_SOCKET
 from hakube.spec.model import Cluster
 from hakube.state import StateDir
 from hakube.workflows.apply import apply
@@ -25,6 +26,7 @@ from hakube_lab.drill.policy import check_allowed
 from hakube_lab.drill.report import FIGURES, RunMetrics, aggregate, fmt_spread
 from hakube_lab.drill.runner import Drill
 from hakube_lab.drill.scenarios import ALL, SCENARIOS, SOAK, DrillError, Settings, slug
+from hakube_lab.drill.tutorial import TUTORIAL_STATS_SOCKET, install_tutorial
 from hakube_lab.lab import Lab
 
 Say = Callable[[str], None]
@@ -32,14 +34,8 @@ Say = Callable[[str], None]
 DEFAULTS = "hakube defaults"
 TUTORIAL = "tutorial"
 
-#: The tutorial's keepalived: VRRPv2, advert 1 s, script every 3 s, weight -11, no track file.
-TUTORIAL_VRRP: dict[str, Any] = {
-    "version": 2,
-    "advert_interval": 1,
-    "check_interval": 3,
-    "check_weight": -11,
-    "track_haproxy_state": False,
-}
+#: Where the probes stand: outside every lab host, so no scenario can break the observer.
+VANTAGE_BRIDGE = "the machine, over the lab bridge (outside every lab host)"
 
 
 #: What answers behind HAProxy in the lab: kube-apiserver never runs here (no Kubernetes
@@ -53,6 +49,9 @@ class DrillReport:
     runs: list[RunMetrics] = field(default_factory=list)
     backend: str = BACKEND
     errors: list[str] = field(default_factory=list)
+    endpoint_mode: str = "vip"
+    #: Where the client probe ran and what it targeted.
+    vantage: str = VANTAGE_BRIDGE
 
     @property
     def ok(self) -> bool:
@@ -74,18 +73,13 @@ class DrillReport:
         return {
             "config": self.config,
             "backend": self.backend,
+            "endpoint_mode": self.endpoint_mode,
+            "vantage": self.vantage,
             "ok": self.ok,
             "errors": self.errors,
             "summary": summary,
             "runs": [r.as_dict() for r in self.runs],
         }
-
-
-def tutorial_settings(cluster: Cluster) -> Cluster:
-    """The same cluster with the tutorial's keepalived settings (validated like a file)."""
-    data = cluster.model_dump(mode="json", by_alias=True, exclude_unset=True)
-    data.setdefault("endpoint", {}).setdefault("vrrp", {}).update(TUTORIAL_VRRP)
-    return Cluster.model_validate(data)
 
 
 def write_ca(state: StateDir, out_dir: Path) -> Path:
@@ -107,12 +101,18 @@ def run_drill(
     config: str = DEFAULTS,
     state: StateDir | None = None,
     settings: Settings | None = None,
+    stats_socket: str = STATS_SOCKET,
     log: Say = lambda _m: None,
 ) -> DrillReport:
     check_allowed(scenarios)
     cafile = write_ca(state, out_dir) if state is not None else None
-    drill = Drill(cluster, lab, out_dir, config=config, settings=settings, cafile=cafile, log=log)
-    report = DrillReport(config)
+    drill = Drill(cluster, lab, out_dir, config=config, settings=settings, cafile=cafile, log=log,
+                  stats_socket=stats_socket)  # fmt: skip
+    report = DrillReport(
+        config,
+        endpoint_mode=str(cluster.endpoint.mode),
+        vantage=f"{VANTAGE_BRIDGE}, to {cluster.endpoint.vip}:{cluster.endpoint.port}",
+    )
     for i in range(1, repeat + 1):
         for name in scenarios:
             try:
@@ -158,18 +158,23 @@ def run_comparison(
     out_dir: Path,
     repeat: int = 1,
     soak_seconds: float = 600.0,
+    settings: Settings | None = None,
     log: Say = lambda _m: None,
 ) -> list[DrillReport]:
-    """hakube's defaults, then the tutorial's settings, on the same lab; defaults restored."""
+    """hakube's defaults, then the tutorial's own files, on the same lab; defaults restored."""
     reports = []
+    common: dict[str, Any] = {"scenarios": scenarios, "out_dir": out_dir, "repeat": repeat,
+                              "soak_seconds": soak_seconds, "state": state, "settings": settings,
+                              "log": log}  # fmt: skip
     try:
-        for config, spec in ((DEFAULTS, cluster), (TUTORIAL, tutorial_settings(cluster))):
-            log(f"[bold]apply --only lb with {config}[/]")
-            asyncio.run(_apply_lb(spec, state))
-            reports.append(
-                run_drill(spec, lab, scenarios=scenarios, out_dir=out_dir, repeat=repeat,
-                          soak_seconds=soak_seconds, config=config, state=state, log=log)
-            )  # fmt: skip
+        log(f"[bold]apply --only lb with {DEFAULTS}[/]")
+        asyncio.run(_apply_lb(cluster, state))
+        reports.append(run_drill(cluster, lab, config=DEFAULTS, **common))
+        log("[bold]the tutorial's keepalived.conf and haproxy.cfg on every LB host[/]")
+        install_tutorial(cluster, lab, state.secrets())
+        reports.append(
+            run_drill(cluster, lab, config=TUTORIAL, stats_socket=TUTORIAL_STATS_SOCKET, **common)
+        )
     finally:
         log("[bold]apply --only lb with hakube defaults again[/]")
         asyncio.run(_apply_lb(cluster, state))
@@ -179,7 +184,9 @@ def run_comparison(
 def figures_table(reports: Sequence[DrillReport]) -> Table:
     """One row per scenario and figure, one column per configuration: median (min-max)."""
     backends = ", ".join(dict.fromkeys(r.backend for r in reports))
-    t = Table(title=f"failover drill: median (min-max) over runs; backend: {backends}")
+    where = sorted({f"endpoint mode {r.endpoint_mode}; probe from {r.vantage}" for r in reports})
+    t = Table(title=f"failover drill: median (min-max) over runs; backend: {backends}",
+              caption="\n".join(where))  # fmt: skip
     t.add_column("scenario")
     t.add_column("figure")
     for r in reports:
@@ -231,10 +238,10 @@ __all__ = [
     "SCENARIOS",
     "SOAK",
     "TUTORIAL",
+    "VANTAGE_BRIDGE",
     "DrillReport",
     "figures_table",
     "run_comparison",
     "run_demo_drill",
     "run_drill",
-    "tutorial_settings",
 ]

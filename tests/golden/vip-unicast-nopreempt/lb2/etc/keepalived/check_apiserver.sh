@@ -2,7 +2,8 @@
 #!/bin/sh
 # Managed by hakube. keepalived health check: succeeds when the API answers /readyz through
 # this host's HAProxy frontend, i.e. when the VIP would actually serve requests here.
-curl -sfk --max-time 1 -o /dev/null https://127.0.0.1:6443/readyz && exit 0
+# 2 s: a lost SYN or TLS packet is resent after about 1 s, which must not fail a check.
+curl -sfk --max-time 2 -o /dev/null https://127.0.0.1:6443/readyz && exit 0
 # No answer. Before the first `kubeadm init` HAProxy sees every apiserver DOWN on all LB hosts
 # alike: failing would leave nobody holding the VIP (a FAULT with nopreempt), so `kubeadm init`
 # through it could never start. That exception ends once hakube recorded the init (marker file):

@@ -8,6 +8,7 @@ nobody expected fails the host loudly instead of passing silently.
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 import json
 import re
@@ -87,6 +88,14 @@ class FakeHost:
     fstab: str = "# UNCONFIGURED FSTAB FOR BASE SYSTEM\n"
     held: set[str] = field(default_factory=set)
     cluster_id: str = ""
+    #: path -> content, for the few files hakube reads back with `cat` (the etcd env file).
+    texts: dict[str, str] = field(default_factory=dict)
+
+
+def _cat(h: FakeHost, call: Call) -> Reply:
+    path = call.target.split(" ", 1)[1]
+    text = h.texts.get(path)
+    return Reply(stdout=text) if text is not None else Reply(exit_status=1, stderr="No such file")
 
 
 def _queried_paths(script: str) -> list[str]:
@@ -258,6 +267,7 @@ def _read_only_rules(h: FakeHost, *, tracked: str) -> list[tuple[re.Pattern[str]
         (re.compile(r"ETCDCTL_API=3 etcdctl .* endpoint health --cluster -w json"), ETCD_HEALTH),
         (re.compile(r"ETCDCTL_API=3 etcdctl .* member list -w json"), ETCD_MEMBERS),
         (re.compile(r"for i in \$\(seq \d+\); do ss -ltnH .*"), Reply()),
+        (re.compile(r"cat /etc/\S+"), functools.partial(_cat, h)),
     ]
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 
+from hakube.phases import etcd_join
 from hakube.phases.base import Phase, PhaseError
 from hakube.phases.context import Context
 from hakube.pki.etcd import EtcdMember
@@ -58,8 +59,14 @@ class EtcdPhase(Phase):
         pki = ctx.state.etcd_pki(members(c))
         # etcd runs as its own user and must read its keys.
         files = [*as_rendered(pki.etcd_host_files(host.name), owner="etcd"), *render_etcd(c, host)]
-        stale = [f for f in files if not ctx.file_is_current(host, f)]
         u = ctx.facts[host.name].unit("etcd")
+        if u.running:
+            files = await etcd_join.keep_bootstrap(ctx, host, files)
+        elif (via := etcd_join.live_peer(ctx, host)) is not None:
+            async with self._restart:  # etcd takes one learner at a time
+                await etcd_join.join(ctx, host, via, files)
+            return
+        stale = [f for f in files if not ctx.file_is_current(host, f)]
         if u.running and stale:
             # A live member: its new certificates and config are written inside the roll, one
             # member at a time, and the next waits until this one and the whole cluster are

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from hakube.membership import MembershipError, membership
 from hakube.phases.base import (
     Change,
     Event,
@@ -213,11 +214,13 @@ async def apply(
     emit: EventSink | None = None,
     transports: dict[str, Transport] | None = None,
     phases: Callable[[], list[Phase]] = apply_phases,
+    prune: bool = False,
 ) -> ApplyResult:
     """Converge the cluster. With `transports` given (tests), no SSH connection is made.
 
     Raises RecordError (a ValueError) before contacting any host when the cluster file changes
-    a setting fixed at init.
+    a setting fixed at init, and MembershipError (a ValueError) when recorded hosts left the
+    file and `prune` is not set.
     """
     state = state or StateDir(cluster.name)
     if dry_run:
@@ -231,6 +234,9 @@ async def apply(
         problems = record.check_settings(cluster)
         if problems:
             raise RecordError("\n".join(problems))
+        members = membership(cluster, record)
+        if members.leaving and not prune:
+            raise MembershipError(members.refusal())
         secrets = state.secrets()
         redactor = Redactor(secrets.values())
         journal = Journal(state, redactor)
@@ -240,6 +246,8 @@ async def apply(
             journal.event(e)
             sink(e)
 
+        for line in members.lines():
+            both(Event(EventKind.MEMBERSHIP, message=line))
         previous = journal.unfinished()
         if previous is not None and not dry_run:
             # Every phase checks before it changes, so resuming is simply running again.

@@ -194,7 +194,7 @@ def script_etcd(t: FakeHostTransport, etcd: EtcdOnCp1) -> None:
 
 @pytest.fixture
 def joined(old: Cluster, state: StateDir, monkeypatch: pytest.MonkeyPatch) -> tuple[Any, EtcdOnCp1]:
-    monkeypatch.setattr(etcd_join.asyncio, "sleep", _no_sleep)
+    monkeypatch.setattr(etcd_join, "PROMOTE_RETRY", 0.0)
     recorded(state)
     new = cluster_with(CP4, CP5)
     ts = converged_for(old, new, state)
@@ -202,10 +202,6 @@ def joined(old: Cluster, state: StateDir, monkeypatch: pytest.MonkeyPatch) -> tu
     for name in LB:
         script_etcd(ts[name], etcd)
     return run_apply(new, state, ts), etcd
-
-
-async def _no_sleep(_s: float) -> None:
-    return None
 
 
 def test_new_etcd_hosts_are_added_as_learners_one_at_a_time_then_promoted(
@@ -268,7 +264,7 @@ def test_every_lb_host_gets_the_new_backends(joined: tuple[Any, EtcdOnCp1]) -> N
 def test_a_learner_left_by_an_interrupted_join_is_started_and_promoted_not_added_again(
     old: Cluster, state: StateDir, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(etcd_join.asyncio, "sleep", _no_sleep)
+    monkeypatch.setattr(etcd_join, "PROMOTE_RETRY", 0.0)
     recorded(state)
     new = cluster_with(CP4, CP5)
     ts = converged_for(old, new, state)

@@ -26,6 +26,8 @@ from hakube.spec.model import Host
 BOOTSTRAP_KEYS = ("ETCD_INITIAL_CLUSTER", "ETCD_INITIAL_CLUSTER_STATE")
 #: How long a learner may take to catch up before the join is reported as failed (resumable).
 PROMOTE_TIMEOUT = 120.0
+#: Seconds between promote attempts while the learner catches up.
+PROMOTE_RETRY = 1.0
 
 
 @dataclass(frozen=True)
@@ -185,4 +187,4 @@ async def _promote(ctx: Context, via: Host, member_id: str) -> None:
                 f"({res.stderr.strip()}); it stays a non-voting learner, quorum is unchanged. "
                 "See `journalctl -u etcd` on the new host, then re-apply to promote it"
             )
-        await asyncio.sleep(1)
+        await asyncio.sleep(PROMOTE_RETRY)

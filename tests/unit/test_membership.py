@@ -152,7 +152,7 @@ class EtcdOnCp1:
     def list(self, _call: Call) -> str:
         return member_list(*self.members)
 
-    def add(self, call: Call) -> str:
+    def add(self, call: Call) -> Reply | str:
         m = re.search(r"member add (\S+) --peer-urls=(\S+) --learner", call.target)
         assert m is not None
         assert not any(x.get("isLearner") for x in self.members), "etcd takes one learner"
@@ -160,7 +160,7 @@ class EtcdOnCp1:
         self.members.append({"ID": new_id, "peerURLs": [m.group(2)], "isLearner": True})
         return f'Member {new_id:x} added to cluster 1\n\nETCD_NAME="{m.group(1)}"\n'
 
-    def promote(self, call: Call) -> Reply:
+    def promote(self, call: Call) -> Reply | str:
         hex_id = call.target.rsplit(" ", 1)[1]
         (i,) = [i for i, x in enumerate(self.members) if f"{x['ID']:x}" == hex_id]
         n = self.promote_attempts[hex_id] = self.promote_attempts.get(hex_id, 0) + 1
@@ -226,13 +226,13 @@ def test_a_learner_starts_with_the_existing_cluster_it_was_added_to(
     joined: tuple[Any, EtcdOnCp1],
 ) -> None:
     run, _ = joined
-    first = {}
+    first: dict[str, list[str]] = {}
     for name in ("cp4", "cp5"):
         env = run.transports[name].files[ETCD_ENV_FILE].content.decode()
         assert "ETCD_INITIAL_CLUSTER_STATE=existing\n" in env
-        peers = re.search(r"^ETCD_INITIAL_CLUSTER=(.*)$", env, re.M)
-        assert peers is not None
-        first[name] = peers.group(1).split(",")
+        found = re.search(r"^ETCD_INITIAL_CLUSTER=(.*)$", env, re.M)
+        assert found is not None
+        first[name] = found.group(1).split(",")
         descriptions = [d for p, h, d in triples(run.result.changes) if h == name and p == "etcd"]
         assert descriptions[-1] == "start etcd"
     three = [f"cp{i}=https://10.88.0.1{i}:2380" for i in (1, 2, 3)]

@@ -12,9 +12,10 @@ half a removal, the state real clusters break in.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 from hakube.record import ClusterRecord
-from hakube.spec.model import Cluster, EtcdTopology, Role
+from hakube.spec.model import Cluster, EtcdTopology, Host, Role
 
 
 class MembershipError(ValueError):
@@ -107,3 +108,88 @@ def membership(cluster: Cluster, record: ClusterRecord) -> Membership:
             h.name for h in cluster.etcd_hosts if h.name not in record.etcd_members
         )
     return Membership(joining_nodes, joining_etcd, leaving)
+
+
+# Hosts that leave -----------------------------------------------------------------------------
+
+
+def host_entry(host: Host) -> dict[str, Any]:
+    """A host's cluster-file entry, as the record keeps it."""
+    return host.model_dump(mode="json", exclude_none=True, by_alias=True)
+
+
+def without(cluster: Cluster, names: list[str]) -> Cluster:
+    """The cluster without `names` (the cross-field checks of a cluster file are not applied:
+    the survivors of an explicit `node remove` may be an even number, said so at removal)."""
+    data = cluster.model_dump(mode="json", exclude_none=True, by_alias=True)
+    data["hosts"] = [h for h in data["hosts"] if h["name"] not in names]
+    return Cluster.model_validate(data)
+
+
+def with_hosts(cluster: Cluster, hosts: list[Host]) -> Cluster:
+    """The cluster with `hosts` added back: what hakube rendered for them before they left."""
+    data = cluster.model_dump(mode="json", exclude_none=True, by_alias=True)
+    data["hosts"] += [
+        host_entry(h) for h in hosts if h.name not in {x["name"] for x in data["hosts"]}
+    ]
+    return Cluster.model_validate(data)
+
+
+def leaving_hosts(record: ClusterRecord, leaving: tuple[Leaving, ...]) -> dict[str, Host | None]:
+    """Each leaving host as it was last reached (None: never recorded, cannot be contacted)."""
+    out: dict[str, Host | None] = {}
+    for left in leaving:
+        entry = record.hosts.get(left.name)
+        out[left.name] = Host.model_validate(entry) if entry else None
+    return out
+
+
+def init_successor(cluster: Cluster, record: ClusterRecord) -> str | None:
+    """Who takes over the init host's role when it leaves: a control plane that joined (it has
+    admin.conf and the shared certificates); None when kubeadm never ran."""
+    if record.init_host is None:
+        return None
+    for h in cluster.control_planes:
+        if record.nodes.get(h.name) == "control-plane":
+            return h.name
+    return None
+
+
+@dataclass(frozen=True)
+class EtcdCount:
+    """etcd membership as the survivors report it, for the quorum refusal."""
+
+    members: tuple[str, ...]
+    healthy: tuple[str, ...]
+
+
+def quorum_problems(
+    cluster_after: Cluster, leaving: tuple[Leaving, ...], etcd: EtcdCount | None
+) -> list[str]:
+    """Why removing `leaving` would break the cluster, with the numbers; [] when it is safe."""
+    out = []
+    names = {left.name for left in leaving}
+    cps_leaving = [left.name for left in leaving if "control-plane" in left.roles]
+    if cps_leaving and not cluster_after.control_planes:
+        out.append(
+            f"removing {', '.join(cps_leaving)} would remove the last control plane "
+            f"({len(cps_leaving)} now, 0 after): add another control plane first"
+        )
+    if etcd is not None:
+        n, h = len(etcd.members), len(etcd.healthy)
+        if h < n // 2 + 1:
+            out.append(
+                f"etcd has no quorum now ({h} of {n} members healthy, {n // 2 + 1} needed): "
+                "no member can be removed safely; bring members back first"
+            )
+        else:
+            after = [m for m in etcd.members if m not in names]
+            healthy_after = [m for m in etcd.healthy if m not in names]
+            need = len(after) // 2 + 1
+            if not after or len(healthy_after) < need:
+                out.append(
+                    f"removing {', '.join(sorted(names & set(etcd.members)))} leaves etcd "
+                    f"{len(after)} member(s) with {len(healthy_after)} healthy, and quorum "
+                    f"needs {need}: add members or repair the unhealthy ones first"
+                )
+    return out

@@ -223,12 +223,14 @@ async def apply(
     transports: dict[str, Transport] | None = None,
     phases: Callable[[], list[Phase]] = apply_phases,
     prune: bool = False,
+    leaving_from: Sequence[Host] = (),
 ) -> ApplyResult:
     """Converge the cluster. With `transports` given (tests), no SSH connection is made.
 
     Raises RecordError (a ValueError) before contacting any host when the cluster file changes
     a setting fixed at init, and MembershipError (a ValueError) when recorded hosts left the
-    file and `prune` is not set.
+    file and `prune` is not set. `leaving_from`: entries of leaving hosts the record has no
+    address for (`node remove` of a host still in the file).
     """
     state = state or StateDir(cluster.name)
     if dry_run:
@@ -245,7 +247,7 @@ async def apply(
         members = membership(cluster, record)
         if members.leaving and not prune:
             raise MembershipError(members.refusal())
-        removal = _removal(cluster, record, members) if members.leaving else None
+        removal = _removal(cluster, record, members, leaving_from) if members.leaving else None
         if removal is not None:
             to_run = with_removal(to_run, removal)
         secrets = state.secrets()
@@ -388,7 +390,9 @@ async def _host(ctx: Context, phase: Phase, host: Host) -> None:
     ctx.emit(Event(EventKind.HOST_DONE, phase.name, host.name))
 
 
-def _removal(cluster: Cluster, record: ClusterRecord, members: Membership) -> Removal:
+def _removal(
+    cluster: Cluster, record: ClusterRecord, members: Membership, known: Sequence[Host]
+) -> Removal:
     """The leaving hosts; the init host's role passes to a survivor before any phase runs."""
     names = set(members.leaving_names())
     if record.init_host in names:
@@ -399,7 +403,11 @@ def _removal(cluster: Cluster, record: ClusterRecord, members: Membership) -> Re
                 "file has joined (none is recorded): join one first, then remove it"
             )
         record.hand_init_over(successor)
-    return Removal(members.leaving, leaving_hosts(record, members.leaving))
+    hosts = leaving_hosts(record, members.leaving)
+    for h in known:
+        if hosts.get(h.name, h) is None:
+            hosts[h.name] = h
+    return Removal(members.leaving, hosts)
 
 
 def with_removal(to_run: list[Phase], removal: Removal) -> list[Phase]:

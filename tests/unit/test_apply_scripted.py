@@ -88,6 +88,8 @@ class FakeHost:
     fstab: str = "# UNCONFIGURED FSTAB FOR BASE SYSTEM\n"
     held: set[str] = field(default_factory=set)
     cluster_id: str = ""
+    #: Addresses beside the host's own (the VIP on its owner).
+    extra_addresses: list[str] = field(default_factory=list)
     #: path -> content, for the few files hakube reads back with `cat` (the etcd env file).
     texts: dict[str, str] = field(default_factory=dict)
 
@@ -143,6 +145,11 @@ def render_facts(h: FakeHost, script: str) -> str:
         "1: lo    inet 127.0.0.1/8 scope host lo\\       valid_lft forever preferred_lft forever",
         f"2: eth0    inet {h.address}/24 brd 10.88.0.255 scope global eth0\\       "
         "valid_lft forever preferred_lft forever",
+        *(
+            f"2: eth0    inet {a}/32 scope global eth0\\       valid_lft forever "
+            "preferred_lft forever"
+            for a in h.extra_addresses
+        ),
     )
     section("virt", "none")
     blocks: list[str] = []
@@ -223,7 +230,7 @@ def converged_host(cluster: Cluster, host: Host, state: StateDir) -> FakeHost:
         "net.bridge.bridge-nf-call-iptables": "1",
         "net.bridge.bridge-nf-call-ip6tables": "1",
     }
-    if host.name in LB:
+    if host in cluster.lb_hosts:
         h.packages |= {
             "haproxy": "2.6.12-1+deb12u1",
             "socat": "1.7.4.4-2",

@@ -7,6 +7,7 @@ file), so every write and restart the new apply does is visible.
 
 from __future__ import annotations
 
+import asyncio
 import copy
 import json
 import re
@@ -17,21 +18,25 @@ from test_apply_scripted import (
     CLUSTER_DATA,
     LB,
     NAME,
+    SKIP,
     FakeHostTransport,
     converged_host,
     fresh_host,
+    render_facts,
     run_apply,
     triples,
 )
 
-from hakube.membership import MembershipError, membership
+from hakube.membership import MembershipError, host_entry, membership
 from hakube.phases import etcd_join
+from hakube.phases.base import Event, EventKind
 from hakube.record import ClusterRecord
 from hakube.render.etcd import ETCD_ENV_FILE, render_etcd
 from hakube.spec.load import load_cluster_data
 from hakube.spec.model import Cluster
 from hakube.state import StateDir
 from hakube.transport.scripted import Call, Reply
+from hakube.workflows.apply import apply
 
 CP4 = {"name": "cp4", "address": "10.88.0.14", "roles": ["control-plane"]}
 CP5 = {"name": "cp5", "address": "10.88.0.15", "roles": ["control-plane"]}
@@ -77,7 +82,7 @@ def converged_for(old: Cluster, new: Cluster, state: StateDir) -> dict[str, Fake
     for host in new.hosts:
         if host.name in {h.name for h in old.hosts}:
             h = converged_host(old, old.host(host.name), state)
-            if host.name in LB:
+            if host in old.etcd_hosts:
                 h.texts[ETCD_ENV_FILE] = env_of(old, host.name)
             out[host.name] = FakeHostTransport(h, converged=True)
         else:
@@ -294,3 +299,174 @@ def test_a_member_with_the_new_hosts_name_but_another_address_is_refused(
     failed = {f.host: f.message for f in run.result.failures}
     assert "10.88.0.99" in failed["cp4"]
     assert not any(" member add cp4 " in c for t in ts.values() for c in t.commands)
+
+
+# --- removal: apply --prune ----------------------------------------------------------------------
+
+FIVE = ("cp1", "cp2", "cp3", "cp4", "cp5")
+VIP = "10.88.0.10"
+
+
+class Survivors:
+    """The etcd and the VIP as the surviving hosts see them during a removal."""
+
+    def __init__(self, healthy: tuple[str, ...] = FIVE) -> None:
+        self.members = [started(i) for i in range(1, 6)]
+        self.healthy = set(healthy)
+        self.vip_owner = "cp1"
+        self.log: list[str] = []
+
+    def list(self, _call: Call) -> str:
+        return member_list(*self.members)
+
+    def health(self, _call: Call) -> str:
+        return json.dumps([
+            {"endpoint": m["clientURLs"][0], "health": m["name"] in self.healthy}
+            for m in self.members
+        ])  # fmt: skip
+
+    def remove(self, call: Call) -> str:
+        hex_id = call.target.rsplit(" ", 1)[1]
+        gone = [m for m in self.members if f"{m['ID']:x}" == hex_id]
+        self.members = [m for m in self.members if m not in gone]
+        self.log.append(f"member remove {gone[0]['name']}")
+        return f"Member {hex_id} removed from cluster 1\n"
+
+    def holds_vip(self, name: str) -> Reply:
+        return Reply() if self.vip_owner == name else Reply(exit_status=1)
+
+    def stop_keepalived(self, name: str) -> Reply:
+        self.log.append(f"stop keepalived {name}")
+        if self.vip_owner == name:
+            self.vip_owner = "cp3"  # the best backup takes over
+        return Reply()
+
+
+CLEANUP = re.compile(r"for u in kubelet keepalived haproxy etcd; do systemctl disable .*")
+CHECK_CLEAN = re.compile(r"ls -d .*; true")
+
+
+def script_removal(t: FakeHostTransport, world: Survivors, name: str) -> None:
+    def logged(what: str) -> Any:
+        def answer(call: Call) -> Reply:
+            world.log.append(f"{what} {name}")
+            return Reply()
+
+        return answer
+
+    rules: list[tuple[re.Pattern[str], Any]] = [
+        (re.compile(r"ETCDCTL_API=3 etcdctl .* member list -w json"), world.list),
+        (re.compile(r"ETCDCTL_API=3 etcdctl .* endpoint health --cluster -w json"), world.health),
+        (re.compile(r"ETCDCTL_API=3 etcdctl .* member remove \w+"), world.remove),
+        (re.compile(r"ip -o -4 addr show \| grep -qF 'inet 10\.88\.0\.10/'"),
+         lambda _c: world.holds_vip(name)),
+        ("systemctl stop keepalived", lambda _c: world.stop_keepalived(name)),
+        (re.compile(r"systemctl reload-or-restart haproxy"), logged("reload haproxy")),
+        (CLEANUP, logged("cleanup")),
+        (CHECK_CLEAN, Reply()),
+    ]  # fmt: skip
+    t.rules[1:1] = rules
+
+
+def five(state: StateDir) -> Cluster:
+    five_cps = cluster_with(CP4, CP5)
+    rec = state.record()
+    rec.etcd_seen(list(FIVE))
+    rec.reached({h.name: host_entry(h) for h in five_cps.hosts})
+    state.save_record(rec)
+    return five_cps
+
+
+def prune_run(
+    state: StateDir,
+    *,
+    leaving: tuple[str, ...] = ("cp1", "cp2"),
+    unreachable: tuple[str, ...] = (),
+    healthy: tuple[str, ...] = FIVE,
+) -> tuple[Any, Survivors, dict[str, FakeHostTransport]]:
+    old = five(state)
+    new = cluster_with(CP4, CP5, without=leaving)
+    world = Survivors(healthy)
+    ts = converged_for(old, old, state)
+    ts["cp1"].rules[0] = (ts["cp1"].rules[0][0], _facts_with_vip(old, state))
+    for name, t in ts.items():
+        script_removal(t, world, name)
+    for name in unreachable:
+        del ts[name]
+    events: list[Event] = []
+    result = asyncio.run(apply(new, state=state, transports=dict(ts), skip=list(SKIP),
+                               prune=True, emit=events.append))  # fmt: skip
+    return (result, events), world, ts
+
+
+def _facts_with_vip(old: Cluster, state: StateDir) -> Any:
+    h = converged_host(old, old.host("cp1"), state)
+    h.extra_addresses = [VIP]
+    return lambda call: render_facts(h, call.target)
+
+
+def test_prune_hands_the_vip_over_before_the_survivors_drop_the_leaving_backends(
+    state: StateDir,
+) -> None:
+    (result, _), world, ts = prune_run(state)
+    assert result.ok, result.failures
+    first_reload = next(i for i, x in enumerate(world.log) if x.startswith("reload haproxy"))
+    assert world.log.index("stop keepalived cp1") < first_reload
+    assert world.vip_owner == "cp3"
+    for name in ("cp3", "cp4", "cp5"):
+        cfg = ts[name].files["/etc/haproxy/haproxy.cfg"].content.decode()
+        assert "server cp1 " not in cfg
+        assert "server cp2 " not in cfg
+        assert "server cp3 10.88.0.13:6443" in cfg
+
+
+def test_prune_removes_the_etcd_members_after_the_lb_update_then_cleans_the_hosts(
+    state: StateDir,
+) -> None:
+    (result, _), world, _ = prune_run(state)
+    assert result.ok, result.failures
+    last_reload = max(i for i, x in enumerate(world.log) if x.startswith("reload haproxy"))
+    removal = world.log[last_reload + 1 :]
+    assert removal == ["member remove cp1", "cleanup cp1", "member remove cp2", "cleanup cp2"]
+    assert [m["name"] for m in world.members] == ["cp3", "cp4", "cp5"]
+    rec = state.record()
+    assert rec.etcd_members == ["cp3", "cp4", "cp5"]
+    assert set(rec.hosts) == {"cp3", "cp4", "cp5", "w1"}
+    assert [r["host"] for r in rec.removed] == ["cp1", "cp2"]
+
+
+def test_the_cleanup_removes_hakubes_files_kubeadms_leftovers_and_cni_state(
+    state: StateDir,
+) -> None:
+    _, _, ts = prune_run(state)
+    (script,) = [c for c in ts["cp2"].commands if CLEANUP.fullmatch(c)]
+    for path in ("/etc/haproxy/haproxy.cfg", "/etc/keepalived/keepalived.conf",
+                 "/etc/default/etcd", "/var/lib/etcd", "/etc/etcd/pki", "/etc/cni/net.d",
+                 "/var/lib/cni", "/etc/kubernetes", "/etc/hakube"):  # fmt: skip
+        assert f" {path} " in script or f" {path};" in script, path
+    assert "ip link delete $l" in script
+    assert "/^# BEGIN hakube$/,/^# END hakube$/d" in script
+
+
+def test_an_unreachable_host_is_removed_from_the_survivors_with_a_warning(
+    state: StateDir,
+) -> None:
+    (result, events), world, _ = prune_run(state, unreachable=("cp2",))
+    assert result.ok, result.failures
+    assert "member remove cp2" in world.log
+    assert "cleanup cp2" not in world.log
+    warnings = [e.message for e in events if e.kind is EventKind.MEMBERSHIP and e.host == "cp2"]
+    assert any("unreachable" in w for w in warnings)
+    assert "cp2" not in state.record().etcd_members
+
+
+def test_a_removal_that_would_break_quorum_is_refused_with_the_numbers_and_changes_nothing(
+    state: StateDir,
+) -> None:
+    (result, _), world, ts = prune_run(state, healthy=("cp1", "cp2", "cp3"))
+    (failure,) = result.failures
+    assert failure.phase == "remove/handover"
+    assert "leaves etcd 3 member(s) with 1 healthy, and quorum needs 2" in failure.message
+    assert not world.log
+    assert not [c for t in ts.values() for c in t.calls if c.kind == "put"]
+    assert state.record().etcd_members == list(FIVE)

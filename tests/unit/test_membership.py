@@ -354,7 +354,7 @@ def script_removal(t: FakeHostTransport, world: Survivors, name: str) -> None:
 
         return answer
 
-    rules: list[tuple[re.Pattern[str], Any]] = [
+    rules: list[tuple[re.Pattern[str] | str, Any]] = [
         (re.compile(r"ETCDCTL_API=3 etcdctl .* member list -w json"), world.list),
         (re.compile(r"ETCDCTL_API=3 etcdctl .* endpoint health --cluster -w json"), world.health),
         (re.compile(r"ETCDCTL_API=3 etcdctl .* member remove \w+"), world.remove),

@@ -13,13 +13,13 @@ import tempfile
 import time
 from pathlib import Path
 
-from hakube.lab import running_lab
-from hakube.lab.standin import install_all
 from hakube.spec import load_cluster_file
 from hakube.spec.model import Cluster
 from hakube.state import StateDir
 from hakube.transport.base import Redactor
 from hakube.workflows.apply import apply, ssh_transports
+from hakube_lab import running_lab
+from hakube_lab.standin import install_all
 
 SKIP = ("kubeadm", "cni")
 

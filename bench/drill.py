@@ -17,13 +17,13 @@ from pathlib import Path
 
 from rich.console import Console
 
-from hakube.drill.scenarios import SCENARIOS
-from hakube.lab import Lab, destroy
 from hakube.spec import load_cluster_file
 from hakube.state import StateDir
 from hakube.workflows.apply import apply
-from hakube.workflows.demo import SKIPPED, prepare_standins
-from hakube.workflows.drill import (
+from hakube_lab import Lab, destroy
+from hakube_lab.demo import SKIPPED, prepare_standins
+from hakube_lab.drill.scenarios import SCENARIOS
+from hakube_lab.drill.workflow import (
     DEFAULTS,
     figures_table,
     run_comparison,

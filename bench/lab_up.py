@@ -10,9 +10,9 @@ import statistics
 import sys
 import time
 
-from hakube.lab import Lab, destroy
-from hakube.lab.image import ensure_image
-from hakube.lab.mirror import ensure_mirror
+from hakube_lab import Lab, destroy
+from hakube_lab.image import ensure_image
+from hakube_lab.mirror import ensure_mirror
 
 NAME = "bench"
 SUBNET = "10.123.210.0/24"

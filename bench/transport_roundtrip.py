@@ -19,7 +19,8 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 from hakube.transport.loopback import LoopbackSSHServer
-from hakube.transport.ssh import SSHTransport, connect_all
+from hakube.transport.pool import connect_all
+from hakube.transport.ssh import SSHTransport
 
 
 async def measure(iterations: int, op: Callable[[], Awaitable[object]]) -> list[float]:

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from hakube.facts.host import HOST_ID_PATH
-from hakube.pki.certs import write_secret_file
+from hakube.fileio import write_private
 from hakube.spec.model import Cluster
 
 RECORD_FILE = "cluster.json"
@@ -187,4 +187,4 @@ def load_record(path: Path) -> ClusterRecord | None:
 
 def save_record(path: Path, record: ClusterRecord) -> None:
     path.mkdir(parents=True, exist_ok=True, mode=0o700)
-    write_secret_file(path / RECORD_FILE, record.to_json())
+    write_private(path / RECORD_FILE, record.to_json().encode())

@@ -8,15 +8,15 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, fields
 from pathlib import Path
 from typing import TypeVar
 
-from hakube.pki.certs import write_secret_file
+from hakube.fileio import write_private
 from hakube.pki.cluster import ClusterPKI
 from hakube.pki.etcd import EtcdMember, EtcdPKI
-from hakube.pki.tokens import generate_bootstrap_token, generate_certificate_key, generate_password
 from hakube.record import ClusterRecord, load_record, save_record
+from hakube.secrets import Secrets
 
 _T = TypeVar("_T")
 
@@ -24,38 +24,9 @@ _T = TypeVar("_T")
 DEFAULT_STATE_ROOT = Path.home() / ".local" / "state" / "hakube"
 
 
-@dataclass(frozen=True)
-class Secrets:
-    """Per-cluster secrets, generated once and then reused so re-runs change nothing."""
-
-    vrrp_password: str
-    stats_password: str
-    bootstrap_token: str
-    certificate_key: str
-
-    @classmethod
-    def generate(cls) -> Secrets:
-        return cls(
-            vrrp_password=generate_password(8),
-            stats_password=generate_password(24),
-            bootstrap_token=generate_bootstrap_token(),
-            certificate_key=generate_certificate_key(),
-        )
-
-    def values(self) -> list[str]:
-        """Every secret string, for log redaction."""
-        return [str(getattr(self, f.name)) for f in fields(self)]
-
-
 def state_root() -> Path:
     env = os.environ.get("HAKUBE_STATE_DIR")
     return Path(env) if env else DEFAULT_STATE_ROOT
-
-
-def write_private(path: Path, data: bytes) -> None:
-    """Create or replace a file with mode 0600 atomically, in a 0700 directory."""
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    write_secret_file(path, data)
 
 
 class StateDir:

@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 
 from hakube.render import render_all, render_host_blocks
+from hakube.secrets import Secrets
 from hakube.spec.load import load_cluster_file
-from hakube.state import Secrets
 
 ROOT = Path(__file__).resolve().parents[2]
 GOLDEN = Path(__file__).resolve().parent

@@ -7,8 +7,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from hakube.lab import Lab, running_lab
-from hakube.lab.system import TOOLS, missing_tools
+from hakube_lab import Lab, running_lab
+from hakube_lab.system import TOOLS, missing_tools
 
 
 def lab_skip_reason() -> str | None:

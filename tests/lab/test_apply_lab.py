@@ -1,7 +1,7 @@
 """apply on real lab hosts: converge, prove the HA pieces, re-apply as a no-op, resume a killed run.
 
 The lab cannot install kubeadm/kubelet (no registry here carries them): these tests skip the
-kubeadm and cni phases and serve /readyz from the LAB-ONLY stand-in (hakube.lab.standin).
+kubeadm and cni phases and serve /readyz from the LAB-ONLY stand-in (hakube_lab.standin).
 """
 
 from __future__ import annotations
@@ -18,14 +18,14 @@ from pathlib import Path
 import pytest
 import yaml
 
-from hakube.lab import Lab, running_lab
-from hakube.lab.standin import install_all
 from hakube.spec import load_cluster_file
 from hakube.spec.load import load_cluster_data
 from hakube.spec.model import Cluster
 from hakube.state import StateDir
 from hakube.transport.base import Redactor
 from hakube.workflows.apply import ApplyResult, apply, ssh_transports
+from hakube_lab import Lab, running_lab
+from hakube_lab.standin import install_all
 
 pytestmark = pytest.mark.lab
 

@@ -12,15 +12,16 @@ from pathlib import Path
 
 import pytest
 
-from hakube.drill.report import RunMetrics
-from hakube.drill.scenarios import SCENARIOS, SOAK, Drill, Settings
-from hakube.lab import Lab, running_lab
 from hakube.spec import load_cluster_file
 from hakube.spec.model import Cluster
 from hakube.state import StateDir
 from hakube.workflows.apply import apply
-from hakube.workflows.demo import SKIPPED, prepare_standins
-from hakube.workflows.drill import write_ca
+from hakube_lab import Lab, running_lab
+from hakube_lab.demo import SKIPPED, prepare_standins
+from hakube_lab.drill.report import RunMetrics
+from hakube_lab.drill.runner import Drill
+from hakube_lab.drill.scenarios import SCENARIOS, SOAK, Settings
+from hakube_lab.drill.workflow import write_ca
 
 pytestmark = pytest.mark.lab
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from hakube.lab import Lab, LabError, destroy
+from hakube_lab import Lab, LabError, destroy
 
 pytestmark = pytest.mark.lab
 

@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from hakube.lab import Lab
+from hakube_lab import Lab
 
 pytestmark = pytest.mark.lab
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from hakube.state import Secrets
+from hakube.secrets import Secrets
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -8,7 +8,6 @@ nobody expected fails the host loudly instead of passing silently.
 from __future__ import annotations
 
 import asyncio
-import functools
 import hashlib
 import json
 import re
@@ -24,7 +23,8 @@ import pytest
 from hakube.facts.host import MARK, UNITS
 from hakube.phases.base import Change, Event, EventKind, select_phases
 from hakube.phases.context import AUTOSTART_BACK, HELD, NO_AUTOSTART, owner_of
-from hakube.phases.etcd import as_rendered, members
+from hakube.pki.etcd import etcd_members
+from hakube.pki.layout import as_rendered
 from hakube.render import render_host
 from hakube.render.etcd import render_etcd
 from hakube.render.host import apply_block, hosts_block
@@ -59,6 +59,7 @@ CLUSTER_DATA: dict[str, Any] = {
     "packages": {"manager": "apt"},
 }
 LB = ("cp1", "cp2", "cp3")
+VIP = "10.88.0.10"
 ALL = ("cp1", "cp2", "cp3", "w1")
 HAPROXY_CFG = "/etc/haproxy/haproxy.cfg"
 CANDIDATE = f"{HAPROXY_CFG}.hakube-new"
@@ -88,16 +89,10 @@ class FakeHost:
     fstab: str = "# UNCONFIGURED FSTAB FOR BASE SYSTEM\n"
     held: set[str] = field(default_factory=set)
     cluster_id: str = ""
-    #: Addresses beside the host's own (the VIP on its owner).
-    extra_addresses: list[str] = field(default_factory=list)
-    #: path -> content, for the few files hakube reads back with `cat` (the etcd env file).
-    texts: dict[str, str] = field(default_factory=dict)
-
-
-def _cat(h: FakeHost, call: Call) -> Reply:
-    path = call.target.split(" ", 1)[1]
-    text = h.texts.get(path)
-    return Reply(stdout=text) if text is not None else Reply(exit_status=1, stderr="No such file")
+    #: Holds the VIP (in its addresses and for `ip addr` probes).
+    vip: bool = False
+    #: Contents `cat` shows for files a test cares about.
+    contents: dict[str, str] = field(default_factory=dict)
 
 
 def _queried_paths(script: str) -> list[str]:
@@ -145,11 +140,7 @@ def render_facts(h: FakeHost, script: str) -> str:
         "1: lo    inet 127.0.0.1/8 scope host lo\\       valid_lft forever preferred_lft forever",
         f"2: eth0    inet {h.address}/24 brd 10.88.0.255 scope global eth0\\       "
         "valid_lft forever preferred_lft forever",
-        *(
-            f"2: eth0    inet {a}/32 scope global eth0\\       valid_lft forever "
-            "preferred_lft forever"
-            for a in h.extra_addresses
-        ),
+        *([f"2: eth0    inet {VIP}/32 scope global eth0"] if h.vip else []),
     )
     section("virt", "none")
     blocks: list[str] = []
@@ -197,7 +188,7 @@ def desired_files(
     secrets = state.secrets()
     files = [*render_host(cluster, host, secrets), *render_etcd(cluster, host)]
     if host in cluster.etcd_hosts:
-        pki = state.etcd_pki(members(cluster))
+        pki = state.etcd_pki(etcd_members(cluster))
         files += as_rendered(pki.etcd_host_files(host.name), owner="etcd")
     return {f.path: (sha(f.content), f.mode, owner_of(f)) for f in files}
 
@@ -246,6 +237,7 @@ def converged_host(cluster: Cluster, host: Host, state: StateDir) -> FakeHost:
         h.listening |= {8443, 2379, 2380}
         h.sysctl["net.ipv4.ip_nonlocal_bind"] = "1"
     h.files = desired_files(cluster, host, state)
+    h.vip = host.name == "cp1"
     h.held = {p for p in HELD if p in h.packages}
     h.cluster_id = state.record().cluster_id
     h.etc_hosts = apply_block(h.etc_hosts, hosts_block(cluster, host))
@@ -274,7 +266,14 @@ def _read_only_rules(h: FakeHost, *, tracked: str) -> list[tuple[re.Pattern[str]
         (re.compile(r"ETCDCTL_API=3 etcdctl .* endpoint health --cluster -w json"), ETCD_HEALTH),
         (re.compile(r"ETCDCTL_API=3 etcdctl .* member list -w json"), ETCD_MEMBERS),
         (re.compile(r"for i in \$\(seq \d+\); do ss -ltnH .*"), Reply()),
-        (re.compile(r"cat /etc/\S+"), functools.partial(_cat, h)),
+        (
+            re.compile(rf"ip -o -4 addr show \| grep -qF 'inet {re.escape(VIP)}/'"),
+            lambda _call: Reply(exit_status=0 if h.vip else 1),
+        ),
+        (
+            re.compile(r"cat (/\S+)"),
+            lambda call: h.contents.get(call.target.split(" ", 1)[1], ""),
+        ),
     ]
 
 
@@ -287,8 +286,11 @@ class FakeHostTransport(ScriptedTransport):
         if read_only:
             return
         self.on(VALIDATE, self._validate)
-        self.on(re.compile(re.escape(NO_AUTOSTART) + r"; export DEBIAN_FRONTEND=.*"), Reply())
-        self.on(re.compile(r"systemctl (enable|daemon-reload|reload|restart).*"), Reply())
+        self.on(re.compile(r"o=\$\(mktemp\) .*; setsid -w bash -c .*", re.S), Reply())
+        self.on(
+            re.compile(r"systemctl (enable|daemon-reload|reload|restart|stop keepalived).*"),
+            Reply(),
+        )
         self.on(re.compile(r"sysctl -qw .*"), Reply())
         self.on(re.compile(r"hostnamectl set-hostname .*"), Reply())
         self.on(re.compile(r"modprobe -a [a-z_ ]+"), Reply())
@@ -440,7 +442,9 @@ def test_fresh_hosts_etcd_keys_are_0600_and_owned_by_etcd(fresh_run: Run) -> Non
 
 
 def test_fresh_hosts_packages_are_installed_behind_the_policy_rc_guard(fresh_run: Run) -> None:
-    installs = [c for c in fresh_run.transports["cp1"].commands if "--no-install-recommends" in c]
+    # Each install runs detached from the SSH session (setsid): the script inside is the guard.
+    detached = [c for c in fresh_run.transports["cp1"].commands if " setsid -w bash -c " in c]
+    installs = [shlex.split(c.split(" setsid -w bash -c ", 1)[1])[0] for c in detached]
     names = [re.findall(r"--no-install-recommends ([^|]*?) \|\| \(", c) for c in installs]
     # One apt transaction for everything the host needs, not one per phase.
     assert names == [["curl containerd haproxy socat keepalived etcd-server etcd-client"]]
@@ -529,12 +533,7 @@ def test_converged_hosts_run_no_mutating_command(cluster: Cluster, state: StateD
 
 
 def test_one_stale_file_is_the_only_change(cluster: Cluster, state: StateDir) -> None:
-    ts = make_transports(cluster, state, converged=True)
-    fake = ts["cp2"]
-    rules = fake.rules
-    h = converged_host(cluster, cluster.host("cp2"), state)
-    h.files[KEEPALIVED_CONF] = (sha("vrrp_instance old {}\n"), 0o600)
-    rules[0] = (rules[0][0], lambda call: render_facts(h, call.target))
+    ts = stale_keepalived(cluster, state, lambda conf: conf + "# an older comment\n", ["cp2"])
     run = run_apply(cluster, state, ts)
     assert run.result.ok, run.result.failures
     assert triples(run.result.changes) == [
@@ -543,20 +542,106 @@ def test_one_stale_file_is_the_only_change(cluster: Cluster, state: StateDir) ->
     ]
 
 
+def rendered(cluster: Cluster, name: str, state: StateDir, path: str) -> str:
+    files = render_host(cluster, cluster.host(name), state.secrets())
+    return next(f.content for f in files if f.path == path)
+
+
+def converged_but(
+    cluster: Cluster, state: StateDir, changes: dict[str, Callable[[FakeHost], None]]
+) -> dict[str, FakeHostTransport]:
+    """Converged hosts, except what `changes` does to some of them."""
+    ts = make_transports(cluster, state, converged=True)
+    for name, change in changes.items():
+        h = converged_host(cluster, cluster.host(name), state)
+        change(h)
+        with_facts(ts, name, h)
+    return ts
+
+
+def stale_keepalived(
+    cluster: Cluster, state: StateDir, edit: Callable[[str], str], hosts: Iterable[str] = LB
+) -> dict[str, FakeHostTransport]:
+    """A live, converged front whose keepalived.conf differs (by `edit`) on `hosts`."""
+
+    def older(h: FakeHost) -> None:
+        old = edit(rendered(cluster, h.name, state, KEEPALIVED_CONF))
+        h.files[KEEPALIVED_CONF] = (sha(old), 0o600)
+        h.contents[KEEPALIVED_CONF] = old
+
+    return converged_but(cluster, state, dict.fromkeys(hosts, older))
+
+
+def lb_changes(run: Run) -> list[tuple[str, str]]:
+    return [(c.host, c.description) for c in run.result.changes if c.phase == "lb/keepalived"]
+
+
+def test_a_live_front_rolls_one_lb_host_at_a_time_with_the_vip_owner_last(
+    cluster: Cluster, state: StateDir
+) -> None:
+    ts = stale_keepalived(cluster, state, lambda conf: conf + "# older\n")
+    run = run_apply(cluster, state, ts)
+    assert run.result.ok, run.result.failures
+    assert lb_changes(run) == [
+        (name, what) for name in ("cp2", "cp3", "cp1")
+        for what in (f"write {KEEPALIVED_CONF}", "reload keepalived")
+    ]  # fmt: skip
+    # Between two hosts the front was checked (one VIP holder) before the next host changed.
+    cp3_first = next(i for i, c in enumerate(ts["cp3"].calls) if c.kind == "put")
+    probes = [c for c in ts["cp3"].calls[:cp3_first] if "ip -o -4 addr show" in c.target]
+    assert probes
+
+
+def test_a_vrrp_incompatible_change_stops_every_lb_host_first_then_starts_them(
+    cluster: Cluster, state: StateDir
+) -> None:
+    ts = stale_keepalived(
+        cluster, state, lambda conf: conf.replace("vrrp_version 3", "vrrp_version 2")
+    )
+    run = run_apply(cluster, state, ts)
+    assert run.result.ok, run.result.failures
+    changes = lb_changes(run)
+    stops = [i for i, (_h, what) in enumerate(changes) if what.startswith("stop keepalived")]
+    writes = [i for i, (_h, what) in enumerate(changes) if what.startswith("write")]
+    assert len(stops) == 3
+    assert max(stops) < min(writes)  # nobody runs old and new side by side
+    assert "VRRP version 2 → 3" in changes[stops[0]][1]
+    assert [(h, w) for h, w in changes if w == "start keepalived"] == [
+        ("cp2", "start keepalived"),
+        ("cp3", "start keepalived"),
+        ("cp1", "start keepalived"),
+    ]
+
+
+def test_a_roll_stops_when_the_front_does_not_settle(
+    cluster: Cluster, state: StateDir, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("hakube.phases.lb.SETTLE_SECONDS", 0.2)
+    ts = stale_keepalived(cluster, state, lambda conf: conf + "# older\n")
+    ts["cp2"].rules.insert(0, (re.compile(r"ip -o -4 addr show .*"), Reply(exit_status=0)))
+    run = run_apply(cluster, state, ts)  # cp1 and cp2 both claim the VIP after cp2's reload
+    assert [(f.host, f.phase) for f in run.result.failures] == [("cp2", "lb/keepalived")]
+    assert "held by 2 hosts" in run.result.failures[0].message
+    assert not [c for c in ts["cp3"].calls if c.kind == "put"]
+    assert not [c for c in ts["cp1"].calls if c.kind == "put"]
+
+
 def with_facts(ts: dict[str, FakeHostTransport], name: str, h: FakeHost) -> None:
-    rules = ts[name].rules
-    rules[0] = (rules[0][0], lambda call: render_facts(h, call.target))
+    """Make host `name` look like `h` (the read-only rules come first in every fake)."""
+    new = _read_only_rules(h, tracked="0")
+    ts[name].rules[: len(new)] = new
 
 
 def test_an_etcd_key_owned_by_root_is_chowned_and_only_that_member_restarts(
     cluster: Cluster, state: StateDir
 ) -> None:
-    ts = make_transports(cluster, state, converged=True)
-    h = converged_host(cluster, cluster.host("cp2"), state)
     key = "/etc/etcd/pki/server.key"
-    digest, mode, *_ = h.files[key]
-    h.files[key] = (digest, mode, "root:root")  # etcd could not read its own key
-    with_facts(ts, "cp2", h)
+
+    def root_owned(h: FakeHost) -> None:
+        digest, mode, *_ = h.files[key]
+        h.files[key] = (digest, mode, "root:root")  # etcd could not read its own key
+
+    ts = converged_but(cluster, state, {"cp2": root_owned})
     run = run_apply(cluster, state, ts)
     assert run.result.ok, run.result.failures
     assert triples(run.result.changes) == [
@@ -570,11 +655,10 @@ def test_an_etcd_key_owned_by_root_is_chowned_and_only_that_member_restarts(
 def test_etcd_members_restart_one_at_a_time_each_healthy_before_the_next(
     cluster: Cluster, state: StateDir
 ) -> None:
-    ts = make_transports(cluster, state, converged=True)
-    for name in LB:
-        h = converged_host(cluster, cluster.host(name), state)
+    def old_config(h: FakeHost) -> None:
         h.files["/etc/default/etcd"] = (sha("ETCD_NAME=old\n"), 0o644)
-        with_facts(ts, name, h)
+
+    ts = converged_but(cluster, state, dict.fromkeys(LB, old_config))
     log: list[tuple[str, str]] = []
     for name, t in ts.items():
         original = t.run
@@ -644,10 +728,11 @@ def test_failed_validation_on_the_first_lb_host_stops_the_rolling_phase(
         h = converged_host(cluster, cluster.host(name), state)
         h.files[HAPROXY_CFG] = (sha("global\n"), 0o644)
         with_facts(ts, name, h)
-    ts["cp1"].fail_check("haproxy -c", Reply(stderr=HAPROXY_ALERT, exit_status=1))
+    # cp1 holds the VIP, so the roll is cp2, cp3, cp1: the first one fails.
+    ts["cp2"].fail_check("haproxy -c", Reply(stderr=HAPROXY_ALERT, exit_status=1))
     run = run_apply(cluster, state, ts)
-    assert run.result.failures == [HostFailure("cp1", "lb/haproxy", run.result.failures[0].message)]
-    for name in ("cp2", "cp3"):
+    assert run.result.failures == [HostFailure("cp2", "lb/haproxy", run.result.failures[0].message)]
+    for name in ("cp3", "cp1"):
         touched = [c for c in ts[name].calls[1:] if "haproxy" in c.target]
         assert touched == [], name
 

@@ -6,13 +6,13 @@ from pathlib import Path
 
 import pytest
 
-from hakube.drill.report import Marks, Request, VipSample
+from hakube_lab.drill.report import Marks, Request, VipSample
 
 pytest.importorskip("matplotlib")
 
 
 def test_timeline_png(tmp_path: Path) -> None:
-    from hakube.drill.plot import plot_timeline
+    from hakube_lab.drill.plot import plot_timeline
 
     reqs = [Request(i * 0.02, i * 0.02 + 0.01, ok=not 100 <= i < 110, tries=1 + (i == 111))
             for i in range(300)]  # fmt: skip

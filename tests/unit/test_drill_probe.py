@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from hakube.drill import probe
-from hakube.drill.report import parse_requests, parse_vip
 from hakube.pki.certs import CertUsage, generate_ca, issue_certificate
+from hakube_lab.drill import probe
+from hakube_lab.drill.report import parse_requests, parse_vip
 
 
 class _Handler(http.server.BaseHTTPRequestHandler):

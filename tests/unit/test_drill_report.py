@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from hakube.drill.report import (
+from hakube_lab.drill.report import (
     Marks,
     Request,
     VipSample,

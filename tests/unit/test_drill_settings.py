@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import pytest
 
-from hakube.drill.scenarios import ALL, DrillError, check_allowed
 from hakube.render.keepalived import render_keepalived
+from hakube.secrets import Secrets
 from hakube.spec.model import Cluster
-from hakube.state import Secrets
-from hakube.workflows.drill import tutorial_settings
+from hakube_lab.drill.policy import check_allowed
+from hakube_lab.drill.scenarios import ALL, DrillError
+from hakube_lab.drill.workflow import tutorial_settings
 
 
 def cluster() -> Cluster:
@@ -20,15 +21,22 @@ def cluster() -> Cluster:
     })  # fmt: skip
 
 
-def test_real_site_refuses_lab_only_and_poweroff() -> None:
-    check_allowed(ALL, lab=object(), allow_poweroff=False)  # type: ignore[arg-type]
-    with pytest.raises(DrillError, match="lab only"):
-        check_allowed(["isolate"], lab=None, allow_poweroff=True)
-    with pytest.raises(DrillError, match="allow-poweroff"):
-        check_allowed(["host-down"], lab=None, allow_poweroff=False)
-    check_allowed(["host-down", "haproxy-down"], lab=None, allow_poweroff=True)
-    with pytest.raises(DrillError, match="unknown"):
-        check_allowed(["nope"], lab=None, allow_poweroff=False)
+def test_every_known_scenario_is_allowed_and_an_unknown_one_is_refused() -> None:
+    check_allowed(ALL)
+    with pytest.raises(DrillError, match="unknown scenario"):
+        check_allowed(["nope"])
+
+
+def test_drill_has_no_allow_poweroff_option() -> None:
+    """The drill only runs on the lab: a real-site power-off switch could never do anything."""
+    from typer.testing import CliRunner
+
+    from hakube.cli import app
+
+    res = CliRunner().invoke(app, ["drill", "--help"])
+    assert res.exit_code == 0, res.output
+    assert "--lab" in res.stdout
+    assert "poweroff" not in res.stdout
 
 
 def test_tutorial_settings_render_vrrpv2_without_track_file() -> None:

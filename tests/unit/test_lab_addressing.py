@@ -6,7 +6,7 @@ import ipaddress
 
 import pytest
 
-from hakube.lab.addressing import (
+from hakube_lab.addressing import (
     LabError,
     bridge_name,
     find_overlaps,

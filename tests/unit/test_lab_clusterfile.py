@@ -6,11 +6,11 @@ from pathlib import Path
 
 import yaml
 
-from hakube.lab.addressing import plan_lab
-from hakube.lab.clusterfile import cluster_document, render_cluster_file
-from hakube.lab.image import parse_sources, recipe_hash
-from hakube.lab.mirror import parse_print_uris
 from hakube.spec.load import load_cluster_file
+from hakube_lab.addressing import plan_lab
+from hakube_lab.clusterfile import cluster_document, render_cluster_file
+from hakube_lab.image import parse_sources, recipe_hash
+from hakube_lab.mirror import parse_print_uris
 
 
 def test_cluster_file_loads_and_matches_the_plan(tmp_path: Path) -> None:

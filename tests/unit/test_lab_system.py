@@ -7,8 +7,8 @@ import shutil
 
 import pytest
 
-from hakube.lab import system
-from hakube.lab.addressing import LabError
+from hakube_lab import system
+from hakube_lab.addressing import LabError
 
 
 def test_not_root_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 from test_apply_scripted import (
     CLUSTER_DATA,
+    KEEPALIVED_CONF,
     LB,
     NAME,
     SKIP,
@@ -31,6 +32,7 @@ from hakube.membership import MembershipError, host_entry, membership
 from hakube.phases import etcd_join
 from hakube.phases.base import Event, EventKind
 from hakube.record import ClusterRecord
+from hakube.render import render_host
 from hakube.render.etcd import ETCD_ENV_FILE, render_etcd
 from hakube.spec.load import load_cluster_data
 from hakube.spec.model import Cluster
@@ -83,7 +85,11 @@ def converged_for(old: Cluster, new: Cluster, state: StateDir) -> dict[str, Fake
         if host.name in {h.name for h in old.hosts}:
             h = converged_host(old, old.host(host.name), state)
             if host in old.etcd_hosts:
-                h.texts[ETCD_ENV_FILE] = env_of(old, host.name)
+                h.contents[ETCD_ENV_FILE] = env_of(old, host.name)
+            if host in old.lb_hosts:  # read back to tell a reload from a VRRP-incompatible change
+                (conf,) = [f for f in render_host(old, old.host(host.name), state.secrets())
+                           if f.path == KEEPALIVED_CONF]  # fmt: skip
+                h.contents[KEEPALIVED_CONF] = conf.content
             out[host.name] = FakeHostTransport(h, converged=True)
         else:
             out[host.name] = FakeHostTransport(fresh_host(new, host))
@@ -401,7 +407,7 @@ def prune_run(
 
 def _facts_with_vip(old: Cluster, state: StateDir) -> Any:
     h = converged_host(old, old.host("cp1"), state)
-    h.extra_addresses = [VIP]
+    h.vip = True
     return lambda call: render_facts(h, call.target)
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from hakube.phases.verify import Backend, parse_show_stat
+from hakube.facts.haproxy import Backend, parse_show_stat
 from hakube.render.cni import ManifestError, patch_manifest
 from hakube.spec.model import CNIPlugin
 

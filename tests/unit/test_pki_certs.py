@@ -15,6 +15,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from hakube.fileio import write_public_file, write_secret_file
 from hakube.pki.certs import (
     CertAndKey,
     CertUsage,
@@ -28,8 +29,6 @@ from hakube.pki.certs import (
     load_cert_and_key,
     load_key_pem,
     save_cert_and_key,
-    write_public_file,
-    write_secret_file,
 )
 from hakube.pki.cluster import ClusterPKI
 from hakube.pki.etcd import EtcdMember, EtcdPKI

@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 
 from hakube.render import render_host
+from hakube.secrets import Secrets
 from hakube.spec import load_cluster_file
-from hakube.state import Secrets
 from hakube.workflows.apply import apply_phases
 from hakube.workflows.plan import build_plan
 

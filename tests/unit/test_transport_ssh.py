@@ -28,14 +28,9 @@ from hakube.transport.base import (
     TransportError,
 )
 from hakube.transport.loopback import LoopbackSSHServer, write_private_key
-from hakube.transport.ssh import (
-    SSHPool,
-    SSHTarget,
-    SSHTransport,
-    connect_all,
-    known_hosts_entry,
-    remote_command,
-)
+from hakube.transport.pool import SSHPool, connect_all
+from hakube.transport.ssh import SSHTransport, remote_command
+from hakube.transport.target import SSHTarget, known_hosts_entry
 
 Body = Callable[[LoopbackSSHServer], Awaitable[None]]
 

@@ -17,7 +17,7 @@ import re
 import shlex
 from dataclasses import dataclass
 
-from hakube.pki.tokens import BOOTSTRAP_TOKEN_RE, CA_CERT_HASH_RE, CERTIFICATE_KEY_RE
+from hakube.secrets import BOOTSTRAP_TOKEN_RE, CA_CERT_HASH_RE, CERTIFICATE_KEY_RE
 
 __all__ = [
     "BootstrapTokenInfo",

@@ -16,8 +16,8 @@ from enum import StrEnum
 from typing import Any, ClassVar
 
 from hakube.render.base import RenderedFile
+from hakube.secrets import Secrets
 from hakube.spec.model import Cluster, Host
-from hakube.state import Secrets
 
 
 class EventKind(StrEnum):

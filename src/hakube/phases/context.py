@@ -22,8 +22,9 @@ from hakube.facts.host import (
 from hakube.phases.base import Change, Event, EventKind, EventSink, PhaseError
 from hakube.record import ClusterRecord
 from hakube.render.base import RenderedFile
+from hakube.secrets import Secrets
 from hakube.spec.model import Cluster, Host
-from hakube.state import Secrets, StateDir
+from hakube.state import StateDir
 from hakube.transport.base import CommandResult, Redactor, Transport
 
 
@@ -61,6 +62,18 @@ AUTOSTART_BACK = "restore_rc"
 #: Packages that restart a service when upgraded: held, so that an unattended upgrade never
 #: restarts them on every host at once.
 HELD = ("haproxy", "keepalived", "etcd-server", "etcd-client", "containerd", "docker.io")
+
+
+def detached(script: str) -> str:
+    """`script` in a session of its own, so that a dropped SSH connection (SIGHUP to the
+    session) neither stops apt halfway nor lifts the autostart guard while apt still runs: the
+    install finishes, then its own trap puts policy-rc.d back. Output comes back through files.
+    """
+    return (
+        "o=$(mktemp) && e=$(mktemp) || exit 1; "
+        f'setsid -w bash -c {shlex.quote(script)} >"$o" 2>"$e" </dev/null; rc=$?; '
+        'cat "$o"; cat "$e" >&2; rm -f "$o" "$e"; exit $rc'
+    )
 
 
 def owner_of(rf: RenderedFile) -> str:
@@ -228,7 +241,7 @@ class Context:
             names = " ".join(q(p) for p in missing)
             holds = " ".join(q(p) for p in hold)
             install = f"{APT_GET} install -y -q --no-install-recommends {names}"
-            cmd = (
+            script = (
                 f"{NO_AUTOSTART}; export DEBIAN_FRONTEND=noninteractive; "
                 f'({install} || ({APT_GET} update -q && {install})) >"$log" 2>&1'
                 + (f' && apt-mark hold {holds} >>"$log"' if hold else "")
@@ -236,6 +249,7 @@ class Context:
                 f"dpkg-query -W -f='${{Package}} ${{Version}}\\n' {names} 2>/dev/null; "
                 f"{AUTOSTART_BACK}; exit $rc"
             )
+            cmd = detached(script)
             what = f"install {' '.join(missing)}" + (f", hold {' '.join(hold)}" if hold else "")
 
             async def go() -> None:

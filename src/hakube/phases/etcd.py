@@ -8,25 +8,14 @@ import json
 from hakube.phases import etcd_join
 from hakube.phases.base import Phase, PhaseError
 from hakube.phases.context import Context
-from hakube.pki.etcd import EtcdMember
-from hakube.pki.layout import PKIFile
+from hakube.pki.etcd import etcd_members
+from hakube.pki.layout import as_rendered
 from hakube.render.base import RenderedFile
 from hakube.render.etcd import etcdctl, render_etcd
+from hakube.secrets import Secrets
 from hakube.spec.model import Cluster, Host
-from hakube.state import Secrets
 
 ETCD_PACKAGES = ("etcd-server", "etcd-client")
-
-
-def members(cluster: Cluster) -> list[EtcdMember]:
-    return [EtcdMember(h.name, str(h.address)) for h in cluster.etcd_hosts]
-
-
-def as_rendered(files: list[PKIFile], owner: str = "root") -> list[RenderedFile]:
-    return [
-        RenderedFile(str(f.path), f.content.decode(), mode=f.mode, secret=f.is_secret, owner=owner)
-        for f in files
-    ]
 
 
 class EtcdPhase(Phase):
@@ -56,7 +45,7 @@ class EtcdPhase(Phase):
     async def run(self, ctx: Context, host: Host) -> None:
         c = ctx.cluster
         await ctx.ensure_packages(host, list(ETCD_PACKAGES))
-        pki = ctx.state.etcd_pki(members(c))
+        pki = ctx.state.etcd_pki(etcd_members(c))
         # etcd runs as its own user and must read its keys.
         files = [*as_rendered(pki.etcd_host_files(host.name), owner="etcd"), *render_etcd(c, host)]
         u = ctx.facts[host.name].unit("etcd")

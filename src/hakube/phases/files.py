@@ -11,8 +11,8 @@ from collections.abc import Sequence
 from hakube.phases.base import Phase
 from hakube.render import render_host
 from hakube.render.base import RenderedFile
+from hakube.secrets import Secrets
 from hakube.spec.model import Cluster, Host
-from hakube.state import Secrets
 
 OWNERS: dict[str, tuple[str, ...]] = {
     "prepare": ("/etc/sysctl.d/", "/etc/modules-load.d/"),

@@ -125,7 +125,7 @@ class Prepare(RenderedPhase):
     async def run(self, ctx: Context, host: Host) -> None:
         f = ctx.facts[host.name]
         q = shlex.quote
-        await _repair_policy_rc(ctx, host)
+        await repair_policy_rc(ctx, host)
         if ctx.record is not None and f.cluster_id != ctx.record.cluster_id:
             content = (ctx.record.cluster_id + "\n").encode()
             await ctx.change(
@@ -184,7 +184,7 @@ class Prepare(RenderedPhase):
                 await ctx.sh(host, f"set {', '.join(keys)}", cmd)
 
 
-async def _repair_policy_rc(ctx: Context, host: Host) -> None:
+async def repair_policy_rc(ctx: Context, host: Host) -> None:
     """A killed install (SIGKILL, power loss) cannot run its trap: put the old file back here."""
     f = ctx.facts[host.name]
     if not f.policy_rc_left and not f.policy_rc_saved:

@@ -1,4 +1,4 @@
-"""Kubernetes phases driven through kubeadm: packages, init, joins, CNI.
+"""Kubernetes phases driven through kubeadm: packages, init, joins.
 
 hakube pre-generates the cluster CA (so the discovery CA hash is known before init), the
 bootstrap token and the certificate key; kubeadm's output is still parsed and checked against
@@ -20,19 +20,19 @@ from hakube.facts.kubeadm import (
     parse_token_create,
     parse_upload_certs_output,
 )
-from hakube.phases.base import Phase, PhaseError
+from hakube.fileio import write_private
+from hakube.phases.base import PhaseError
 from hakube.phases.context import APT_GET, Context, Timeout
-from hakube.phases.etcd import as_rendered, members
 from hakube.phases.files import RenderedPhase, files_for
 from hakube.phases.lb import mark_initialised
-from hakube.pki.layout import KUBERNETES_PKI_DIR
+from hakube.pki.etcd import etcd_members
+from hakube.pki.layout import KUBERNETES_PKI_DIR, as_rendered
 from hakube.record import KUBE_PACKAGES, upstream_version, version_problems
 from hakube.render.base import RenderedFile
-from hakube.render.cni import patch_manifest
 from hakube.render.host import APT_KEYRING, kubernetes_key_url, package_manager
 from hakube.render.kubeadm import INIT_CONFIG, JOIN_CONFIG, first_control_plane, kubeadm_file
-from hakube.spec.model import Cluster, CNIPlugin, EtcdTopology, Host, Role
-from hakube.state import Secrets, write_private
+from hakube.secrets import Secrets
+from hakube.spec.model import Cluster, EtcdTopology, Host, Role
 
 ADMIN_CONF = "/etc/kubernetes/admin.conf"
 KUBELET_CONF = "/etc/kubernetes/kubelet.conf"
@@ -135,7 +135,7 @@ def shared_pki_paths(cluster: Cluster) -> list[tuple[str, int]]:
 def _shared_pki(ctx: Context) -> list[RenderedFile]:
     files = as_rendered(ctx.state.cluster_pki().control_plane_files())
     if ctx.cluster.etcd.topology is EtcdTopology.EXTERNAL:
-        files += as_rendered(ctx.state.etcd_pki(members(ctx.cluster)).control_plane_files())
+        files += as_rendered(ctx.state.etcd_pki(etcd_members(ctx.cluster)).control_plane_files())
     return files
 
 
@@ -478,48 +478,3 @@ class JoinWorkers(_Join):
     name = "kubeadm/join-workers"
     summary = "join the workers in parallel"
     control_plane = False
-
-
-class CNIPhase(Phase):
-    name = "cni"
-    summary = "pod network (flannel or calico) with the cluster's real pod subnet"
-
-    def targets(self, cluster: Cluster) -> list[Host]:
-        if cluster.kubernetes.cni.plugin is CNIPlugin.NONE:
-            return []
-        return [first_control_plane(cluster)]
-
-    def hosts(self, ctx: Context) -> list[Host]:
-        return [init_host(ctx)] if self.targets(ctx.cluster) else []
-
-    async def run(self, ctx: Context, host: Host) -> None:
-        cni = ctx.cluster.kubernetes.cni
-        manifest = cni.resolved_manifest
-        assert manifest is not None
-        plugin = cni.plugin.value
-        ds = "kube-flannel/kube-flannel-ds" if plugin == "flannel" else "kube-system/calico-node"
-        ns, name = ds.split("/")
-        res = await ctx.read(host, f"{KUBECTL} -n {ns} get ds {name} -o name", check=False)
-        if res.ok:
-            return
-        path = f"/etc/hakube/cni/{plugin}-{cni.resolved_version}.yaml"
-        if manifest.startswith(("http://", "https://")):
-            # Downloaded as data and patched here; nothing fetched is ever executed.
-            await ctx.sh(
-                host,
-                f"download the {plugin} manifest ({manifest})",
-                f"mkdir -p /etc/hakube/cni && curl -fsSL --retry 3 --max-time 60 -o {path}.orig "
-                f"{shlex.quote(manifest)}",
-            )
-        pod_subnet = str(ctx.cluster.network.pod_subnet)
-
-        async def upload() -> None:
-            if manifest.startswith(("http://", "https://")):
-                text = (await ctx.t(host).get(f"{path}.orig")).decode()
-            else:
-                text = Path(manifest).read_text()
-            patched = patch_manifest(cni.plugin, text, pod_subnet)
-            await ctx.t(host).put(path, patched.encode(), mode=0o644)
-
-        await ctx.change(host, f"write {path} (pod subnet {pod_subnet})", upload)
-        await ctx.sh(host, f"apply {plugin} {cni.resolved_version}", f"{KUBECTL} apply -f {path}")

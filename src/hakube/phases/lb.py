@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import re
 import shlex
 
-from hakube.facts.host import FileState
+from hakube.facts.haproxy import SHOW_STAT, parse_show_stat
+from hakube.facts.host import FileState, Unit
 from hakube.phases.base import Phase, PhaseError
 from hakube.phases.context import Context, sha256
 from hakube.phases.files import RenderedPhase, files_for
-from hakube.render.keepalived import INIT_MARKER, TRACK_DIR, TRACK_FILE
+from hakube.render.keepalived import INIT_MARKER, KEEPALIVED_CONF, TRACK_DIR, TRACK_FILE
 from hakube.spec.model import Cluster, EndpointMode, Host
 
 
@@ -30,22 +32,101 @@ async def mark_initialised(ctx: Context, host: Host) -> None:
     ctx.facts[host.name].files[INIT_MARKER] = want
 
 
+def vip_holder(ctx: Context) -> str | None:
+    """The LB host holding the VIP when the facts were read (None before facts or without)."""
+    vip = ctx.cluster.endpoint.vip
+    for h in ctx.cluster.lb_hosts:
+        f = ctx.facts.get(h.name)
+        if vip is not None and f is not None and f.has_address(str(vip)):
+            return h.name
+    return None
+
+
+def owner_last(ctx: Context, hosts: list[Host]) -> list[Host]:
+    """The VIP owner is updated last, so the VIP moves at most once during a roll."""
+    owner = vip_holder(ctx)
+    return sorted(hosts, key=lambda h: h.name == owner)
+
+
+async def front_problems(ctx: Context) -> list[str]:
+    """What keeps the front from serving now: not exactly one VIP holder; once the cluster is
+    initialised (recorded), any API server backend not UP on any LB host."""
+    c = ctx.cluster
+    problems: list[str] = []
+    if c.endpoint.mode is EndpointMode.VIP:
+        owners = await vip_owners(ctx)
+        if len(owners) != 1:
+            problems.append(f"the VIP is held by {len(owners)} hosts ({', '.join(owners)})")
+    if ctx.record is not None and ctx.record.init_host is not None:
+        for lb in c.lb_hosts:
+            res = await ctx.read(lb, SHOW_STAT, check=False)
+            backends = parse_show_stat(res.stdout, lb.name)
+            down = [f"{b.server} {b.status}" for b in backends if not b.status.startswith("UP")]
+            if not backends or down:
+                problems.append(f"{lb.name}: backends {', '.join(down) or 'unreadable'}")
+    return problems
+
+
+#: How long a roll waits for the front to serve again before it stops.
+SETTLE_SECONDS = 60.0
+
+
+async def settle(ctx: Context, after: Host) -> None:
+    """Between two LB hosts of a roll: wait until the front serves again, or stop the roll."""
+    timeout = SETTLE_SECONDS
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    problems = await front_problems(ctx)
+    while problems and loop.time() < deadline:
+        await asyncio.sleep(1)
+        problems = await front_problems(ctx)
+    if problems:
+        raise PhaseError(
+            f"after updating {after.name} the front did not settle within {timeout:.0f} s: "
+            f"{'; '.join(problems)}. The roll stops here, so the LB hosts not yet updated keep "
+            "their working config"
+        )
+
+
+class _Rolling(RenderedPhase):
+    """An LB phase: all hosts at once on a first install; on a live front one host at a time,
+    the VIP owner last, and the front serving again (one VIP holder, every backend UP) before
+    the next host."""
+
+    serial = True
+    unit: str
+
+    def rolling(self, ctx: Context) -> bool:
+        return front_is_live(ctx, self.unit)
+
+    def hosts(self, ctx: Context) -> list[Host]:
+        return owner_last(ctx, self.targets(ctx.cluster))
+
+    async def run(self, ctx: Context, host: Host) -> None:
+        live = front_is_live(ctx, self.unit)
+        before = len(ctx.changes)
+        await self.converge(ctx, host)
+        changed = any(c.host == host.name for c in ctx.changes[before:])
+        if live and changed and not ctx.dry_run:
+            await settle(ctx, host)
+
+    async def converge(self, ctx: Context, host: Host) -> None:
+        raise NotImplementedError
+
+
 def front_is_live(ctx: Context, unit: str) -> bool:
     """Some LB host already runs `unit`: changes roll one host at a time so the others serve.
     On a first install nothing serves yet, and every LB host is set up at once."""
     return any(ctx.facts[h.name].unit(unit).running for h in ctx.cluster.lb_hosts)
 
 
-class HAProxyPhase(RenderedPhase):
+class HAProxyPhase(_Rolling):
     name = "lb/haproxy"
     summary = (
-        "HAProxy installed, config validated on the host, reloaded if changed; one host at a "
-        "time once the front serves, all at once on a first install"
+        "HAProxy installed, config validated on the host, reloaded if changed; on a live front "
+        "one host at a time, VIP owner last, front serving again before the next"
     )
-    serial = True
-
-    def rolling(self, ctx: Context) -> bool:
-        return front_is_live(ctx, "haproxy")
+    unit = "haproxy"
 
     def targets(self, cluster: Cluster) -> list[Host]:
         return cluster.lb_hosts
@@ -53,7 +134,7 @@ class HAProxyPhase(RenderedPhase):
     def packages(self, cluster: Cluster, host: Host) -> list[str]:
         return ["haproxy", "socat"]
 
-    async def run(self, ctx: Context, host: Host) -> None:
+    async def converge(self, ctx: Context, host: Host) -> None:
         c = ctx.cluster
         await ctx.ensure_packages(host, self.packages(c, host))
         units = await ctx.ensure_files(host, files_for(self.name, c, host, ctx.secrets))
@@ -98,16 +179,18 @@ async def _wait_listening(ctx: Context, host: Host, port: int, timeout: float = 
         raise PhaseError(f"HAProxy does not listen on port {port} after {timeout:.0f} s")
 
 
-class KeepalivedPhase(RenderedPhase):
+class KeepalivedPhase(_Rolling):
     name = "lb/keepalived"
     summary = (
-        "keepalived (VRRP VIP) installed, config validated on the host, reloaded if changed; "
-        "one host at a time once the front serves, all at once on a first install"
+        "keepalived (VRRP VIP) installed, config validated on the host, reloaded if changed; on "
+        "a live front one host at a time, VIP owner last; VRRP-incompatible changes as a "
+        "planned stop of every LB host, then start"
     )
-    serial = True
+    unit = "keepalived"
 
-    def rolling(self, ctx: Context) -> bool:
-        return front_is_live(ctx, "keepalived")
+    def __init__(self) -> None:
+        self._planned = asyncio.Lock()
+        self._checked = False
 
     def targets(self, cluster: Cluster) -> list[Host]:
         return cluster.lb_hosts if cluster.endpoint.mode is EndpointMode.VIP else []
@@ -118,8 +201,12 @@ class KeepalivedPhase(RenderedPhase):
     def extra_paths(self, cluster: Cluster, host: Host) -> list[tuple[str, int]]:
         return [(INIT_MARKER, 0o644)]
 
-    async def run(self, ctx: Context, host: Host) -> None:
+    async def converge(self, ctx: Context, host: Host) -> None:
         await ctx.ensure_packages(host, self.packages(ctx.cluster, host))
+        async with self._planned:
+            if not self._checked:
+                self._checked = True
+                await self._stop_all_if_incompatible(ctx)
         await mark_initialised(ctx, host)
         units = await ctx.ensure_files(host, files_for(self.name, ctx.cluster, host, ctx.secrets))
         u = ctx.facts[host.name].unit("keepalived")
@@ -128,6 +215,49 @@ class KeepalivedPhase(RenderedPhase):
             await ctx.sh(host, "reload keepalived", "systemctl reload keepalived")
         elif not u.running or u.enabled != "enabled":
             await ctx.sh(host, "start keepalived", "systemctl enable -q --now keepalived")
+
+    async def _stop_all_if_incompatible(self, ctx: Context) -> None:
+        """Hosts with the old and the new VRRP settings cannot share a VRRP group: each would
+        see no peer and become MASTER (two VIP holders mid-roll). Such a change stops keepalived
+        on every LB host first; the roll then starts them one at a time."""
+        reasons: set[str] = set()
+        running = [h for h in ctx.cluster.lb_hosts if ctx.facts[h.name].unit(self.unit).running]
+        for h in running:
+            new = next(
+                f for f in files_for(self.name, ctx.cluster, h, ctx.secrets)
+                if f.path == KEEPALIVED_CONF
+            )  # fmt: skip
+            if ctx.file_is_current(h, new):
+                continue
+            old = await ctx.read(h, f"cat {KEEPALIVED_CONF}", check=False)
+            reasons.update(vrrp_incompatible(old.stdout, new.content))
+        if not reasons:
+            return
+        why = "; ".join(sorted(reasons))
+        for h in running:
+            await ctx.sh(
+                h,
+                f"stop keepalived (planned: {why} cannot run beside the old settings; every "
+                "LB host stops, then each starts with the new config)",
+                "systemctl stop keepalived",
+            )
+            f = ctx.facts[h.name]
+            f.units[self.unit] = Unit(self.unit, True, "inactive", f.unit(self.unit).enabled)
+
+
+def _vrrp_settings(conf: str) -> dict[str, str]:
+    out = {"unicast": "unicast" if re.search(r"^\s*unicast_peer\b", conf, re.M) else "multicast"}
+    for key in ("vrrp_version", "virtual_router_id"):
+        m = re.search(rf"^\s*{key}\s+(\S+)", conf, re.M)
+        out[key] = m.group(1) if m else "default"
+    return out
+
+
+def vrrp_incompatible(old: str, new: str) -> list[str]:
+    """The VRRP settings whose change splits one VRRP group in two (old → new)."""
+    a, b = _vrrp_settings(old), _vrrp_settings(new)
+    names = {"vrrp_version": "VRRP version", "virtual_router_id": "router id", "unicast": "mode"}
+    return [f"{names[k]} {a[k]} → {b[k]}" for k in names if a[k] != b[k]]
 
 
 class WaitVIP(Phase):

@@ -7,23 +7,15 @@ import json
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from hakube.facts.haproxy import SHOW_STAT, Backend, parse_show_stat
 from hakube.phases.base import Phase, PhaseError
 from hakube.phases.context import Context
 from hakube.phases.etcd import endpoint_health, member_list
 from hakube.phases.kubeadm import ADMIN_CONF, KUBECTL
 from hakube.phases.lb import vip_owners
-from hakube.render.haproxy import STATS_SOCKET
 from hakube.spec.model import Cluster, EndpointMode, Host
 
 SETTLE_SECONDS = 20.0
-
-
-@dataclass
-class Backend:
-    lb: str
-    server: str
-    status: str
-    check: str
 
 
 @dataclass
@@ -40,25 +32,6 @@ class VerifyReport:
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
-
-
-def parse_show_stat(csv_text: str, lb: str) -> list[Backend]:
-    """HAProxy `show stat` CSV → the servers of the apiserver backend."""
-    lines = [line for line in csv_text.splitlines() if line.strip()]
-    if not lines or not lines[0].startswith("# "):
-        return []
-    header = lines[0][2:].split(",")
-    col = {name: i for i, name in enumerate(header)}
-    out = []
-    for line in lines[1:]:
-        cells = line.split(",")
-        if len(cells) < len(header):
-            continue
-        sv = cells[col["svname"]]
-        if sv in ("FRONTEND", "BACKEND"):
-            continue
-        out.append(Backend(lb, sv, cells[col["status"]], cells[col.get("check_status", 0)]))
-    return out
 
 
 class Verify(Phase):
@@ -106,9 +79,7 @@ async def _vip(ctx: Context, r: VerifyReport) -> None:
 
 
 async def _haproxy(ctx: Context, host: Host, r: VerifyReport) -> None:
-    res = await ctx.read(
-        host, f"echo 'show stat' | socat stdio unix-connect:{STATS_SOCKET}", check=False
-    )
+    res = await ctx.read(host, SHOW_STAT, check=False)
     found = parse_show_stat(res.stdout, host.name)
     if not found:
         r.problems.append(f"{host.name}: no answer from HAProxy's stats socket")

@@ -8,13 +8,10 @@ PEM flavours kubeadm writes (PKCS#1 for RSA, SEC1 for EC), so files are intercha
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
 import enum
 import hashlib
 import ipaddress
-import os
-import tempfile
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +23,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.asymmetric.types import CertificatePublicKeyTypes
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+from hakube.fileio import as_bytes, write_public_file, write_secret_file
 
 __all__ = [
     "CA_VALIDITY",
@@ -50,8 +49,6 @@ __all__ = [
     "load_key_pem",
     "public_key_to_pem",
     "save_cert_and_key",
-    "write_public_file",
-    "write_secret_file",
 ]
 
 PrivateKey = rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey
@@ -64,9 +61,6 @@ LEAF_VALIDITY = dt.timedelta(days=365)
 CLOCK_SKEW_ALLOWANCE = dt.timedelta(minutes=5)
 
 _T = TypeVar("_T")
-
-SECRET_FILE_MODE = 0o600
-PUBLIC_FILE_MODE = 0o644
 
 
 class KeyAlgorithm(enum.StrEnum):
@@ -293,10 +287,6 @@ def is_signed_by(cert: x509.Certificate, ca_cert: x509.Certificate) -> bool:
 # --- PEM ---------------------------------------------------------------------------------------
 
 
-def _as_bytes(data: bytes | str) -> bytes:
-    return data.encode("utf-8") if isinstance(data, str) else data
-
-
 def cert_to_pem(cert: x509.Certificate) -> bytes:
     return cert.public_bytes(serialization.Encoding.PEM)
 
@@ -317,11 +307,11 @@ def public_key_to_pem(key: PrivateKey) -> bytes:
 
 
 def load_cert_pem(data: bytes | str) -> x509.Certificate:
-    return x509.load_pem_x509_certificate(_as_bytes(data))
+    return x509.load_pem_x509_certificate(as_bytes(data))
 
 
 def load_key_pem(data: bytes | str) -> PrivateKey:
-    key = serialization.load_pem_private_key(_as_bytes(data), password=None)
+    key = serialization.load_pem_private_key(as_bytes(data), password=None)
     if not isinstance(key, rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey):
         raise ValueError(f"unsupported private key type {type(key).__name__} (want RSA or EC)")
     return key
@@ -352,42 +342,6 @@ def cert_expiry(cert_pem: x509.Certificate | bytes | str) -> dt.datetime:
 
 
 # --- files -------------------------------------------------------------------------------------
-
-
-def _atomic_write(path: Path, data: bytes, mode: int) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    # mkstemp opens with O_EXCL and mode 0600, so the content is never readable by others, not
-    # even for an instant; os.replace then swaps it in whole, so readers never see a torn file.
-    fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        # fchmod on the descriptor sets the exact mode whatever the umask did to it.
-        os.fchmod(fd, mode)
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp_name, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp_name)
-        raise
-    # Make the rename itself durable: a crash must not bring back an old CA key.
-    dir_fd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
-
-
-def write_secret_file(path: Path | str, data: bytes | str) -> None:
-    """Write ``data`` to ``path`` atomically with mode 0600 from the moment the file exists."""
-    _atomic_write(Path(path), _as_bytes(data), SECRET_FILE_MODE)
-
-
-def write_public_file(path: Path | str, data: bytes | str) -> None:
-    """Write a non-secret file (certificate, public key) atomically with mode 0644."""
-    _atomic_write(Path(path), _as_bytes(data), PUBLIC_FILE_MODE)
 
 
 def save_cert_and_key(bundle: CertAndKey, cert_path: Path | str, key_path: Path | str) -> None:

@@ -12,6 +12,7 @@ import datetime as dt
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
+from hakube.fileio import write_public_file, write_secret_file
 from hakube.pki.certs import (
     CA_VALIDITY,
     CertAndKey,
@@ -25,8 +26,6 @@ from hakube.pki.certs import (
     load_key_pem,
     public_key_to_pem,
     save_cert_and_key,
-    write_public_file,
-    write_secret_file,
 )
 from hakube.pki.layout import KUBERNETES_PKI_DIR, PKIFile
 

@@ -15,6 +15,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from types import MappingProxyType
+from typing import TYPE_CHECKING
 
 from hakube.pki.certs import (
     CA_VALIDITY,
@@ -30,6 +31,9 @@ from hakube.pki.certs import (
 )
 from hakube.pki.layout import ETCD_HOST_PKI_DIR, KUBERNETES_PKI_DIR, PKIFile
 
+if TYPE_CHECKING:
+    from hakube.spec.model import Cluster
+
 __all__ = [
     "APISERVER_ETCD_CLIENT_COMMON_NAME",
     "ETCD_CA_COMMON_NAME",
@@ -37,6 +41,7 @@ __all__ = [
     "EtcdMember",
     "EtcdMemberCerts",
     "EtcdPKI",
+    "etcd_members",
 ]
 
 # Same names kubeadm uses for its stacked-etcd certificates.
@@ -266,3 +271,8 @@ def _check_unique(members: list[EtcdMember]) -> None:
     dup_ips = sorted({i for i in ips if ips.count(i) > 1})
     if dup_names or dup_ips:
         raise ValueError(f"duplicate etcd members: names {dup_names}, addresses {dup_ips}")
+
+
+def etcd_members(cluster: Cluster) -> list[EtcdMember]:
+    """One member per etcd host of the cluster, named and addressed like the host."""
+    return [EtcdMember(h.name, str(h.address)) for h in cluster.etcd_hosts]

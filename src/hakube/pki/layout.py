@@ -5,10 +5,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import PurePosixPath
 
+from hakube.render.base import RenderedFile
+
 __all__ = [
     "ETCD_HOST_PKI_DIR",
     "KUBERNETES_PKI_DIR",
     "PKIFile",
+    "as_rendered",
 ]
 
 # kubeadm's certificatesDir default; a CA found here is used instead of generating one.
@@ -32,3 +35,11 @@ class PKIFile:
     def __repr__(self) -> str:
         # Keep private keys out of logs and assertion messages.
         return f"PKIFile(path={str(self.path)!r}, mode={oct(self.mode)}, {len(self.content)} bytes)"
+
+
+def as_rendered(files: list[PKIFile], owner: str = "root") -> list[RenderedFile]:
+    """PKI files as rendered files, so phases place them like any other file."""
+    return [
+        RenderedFile(str(f.path), f.content.decode(), mode=f.mode, secret=f.is_secret, owner=owner)
+        for f in files
+    ]

@@ -27,8 +27,8 @@ from hakube.render.host import (
 )
 from hakube.render.keepalived import DAEMON_RELOAD, TRACK_FILE, render_keepalived
 from hakube.render.kubeadm import CA_HASH_PLACEHOLDER, render_kubeadm
+from hakube.secrets import Secrets
 from hakube.spec.model import Cluster, Host
-from hakube.state import Secrets
 
 __all__ = [
     "CA_HASH_PLACEHOLDER",

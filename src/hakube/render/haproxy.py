@@ -4,8 +4,8 @@
 from __future__ import annotations
 
 from hakube.render.base import RenderedFile, render_template
+from hakube.secrets import Secrets
 from hakube.spec.model import APISERVER_PORT, Cluster, EndpointMode, Host
-from hakube.state import Secrets
 
 HAPROXY_CFG = "/etc/haproxy/haproxy.cfg"
 STATS_SOCKET = "/run/haproxy/admin.sock"

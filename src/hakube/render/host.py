@@ -13,8 +13,8 @@ import re
 from dataclasses import dataclass
 
 from hakube.render.base import RenderedFile, render_template
+from hakube.secrets import Secrets
 from hakube.spec.model import Cluster, EndpointMode, Host, PackageManager, Role, Runtime
-from hakube.state import Secrets
 
 SYSCTL_CONF = "/etc/sysctl.d/90-hakube.conf"
 MODULES_CONF = "/etc/modules-load.d/hakube.conf"

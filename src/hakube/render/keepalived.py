@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from hakube.render.base import RenderedFile, render_template
 from hakube.render.haproxy import STATS_SOCKET
+from hakube.secrets import Secrets
 from hakube.spec.model import Cluster, EndpointMode, Host
-from hakube.state import Secrets
 
 KEEPALIVED_CONF = "/etc/keepalived/keepalived.conf"
 CHECK_SCRIPT = "/etc/keepalived/check_apiserver.sh"

@@ -11,6 +11,7 @@ from typing import Any
 import yaml
 
 from hakube.render.base import RenderedFile
+from hakube.secrets import Secrets
 from hakube.spec.model import (
     APISERVER_PORT,
     Cluster,
@@ -21,7 +22,6 @@ from hakube.spec.model import (
     Role,
     Runtime,
 )
-from hakube.state import Secrets
 
 KUBEADM_DIR = "/etc/hakube/kubeadm"
 INIT_CONFIG = f"{KUBEADM_DIR}/init.yaml"

@@ -22,6 +22,10 @@ from pydantic import (
     model_validator,
 )
 
+# Imported as a module: topology reads the model's enums at call time, so neither module needs
+# the other's names while it is being imported.
+from hakube.spec import topology
+
 API_VERSION = "hakube/v1alpha1"
 
 #: Kubernetes minor versions hakube knows how to drive (kubeadm config API chosen from these).
@@ -473,116 +477,57 @@ class Cluster(Strict):
             raise ValueError("must be a lower-case DNS label (a-z, 0-9, '-')")
         return v
 
-    # Derived views. Everything downstream asks these instead of re-deriving roles.
+    # Derived views, computed in `spec.topology`; named here so call sites read `cluster.x`.
 
     def host(self, name: str) -> Host:
-        for h in self.hosts:
-            if h.name == name:
-                return h
-        raise KeyError(name)
+        return topology.host(self, name)
 
     @cached_property
     def control_planes(self) -> list[Host]:
-        return [h for h in self.hosts if h.has(Role.CONTROL_PLANE)]
+        return topology.control_planes(self)
 
     @cached_property
     def workers(self) -> list[Host]:
-        return [h for h in self.hosts if h.has(Role.WORKER)]
+        return topology.workers(self)
 
     @cached_property
     def lb_hosts(self) -> list[Host]:
-        """Hosts running HAProxy (and keepalived in vip mode).
-
-        Explicit `lb` roles win; otherwise the control-plane nodes, as in the tutorial. In
-        local-lb mode every node balances for itself.
-        """
-        mode = self.endpoint.mode
-        if mode is EndpointMode.LOCAL_LB:
-            return list(self.hosts)
-        if mode in (EndpointMode.CLOUD_LB, EndpointMode.NONE):
-            return []
-        explicit = [h for h in self.hosts if h.has(Role.LB)]
-        return explicit or self.control_planes
+        return topology.lb_hosts(self)
 
     @cached_property
     def etcd_hosts(self) -> list[Host]:
-        if self.etcd.topology is EtcdTopology.STACKED:
-            return []
-        if self.etcd.hosts is not None:
-            names = set(self.etcd.hosts)
-            return [h for h in self.hosts if h.name in names]
-        explicit = [h for h in self.hosts if h.has(Role.ETCD)]
-        return explicit or self.control_planes
-
-    # Membership by name: hosts are unique by name, and pydantic's deep equality would make
-    # `host in cluster.lb_hosts` quadratic in a large cluster.
+        return topology.etcd_hosts(self)
 
     def is_control_plane(self, host: Host) -> bool:
-        return host.name in {h.name for h in self.control_planes}
+        return topology.is_control_plane(self, host)
 
     def is_lb(self, host: Host) -> bool:
-        return host.name in {h.name for h in self.lb_hosts}
+        return topology.is_lb(self, host)
 
     def is_etcd(self, host: Host) -> bool:
-        return host.name in {h.name for h in self.etcd_hosts}
+        return topology.is_etcd(self, host)
 
     def interface_of(self, host: Host) -> str:
-        return host.interface or self.endpoint.interface
+        return topology.interface_of(self, host)
 
     def ssh_for(self, host: Host) -> SSHSettings:
-        """Cluster-wide ssh settings with the host's overrides applied."""
-        if host.ssh is None:
-            return self.ssh
-        overrides = host.ssh.model_dump(exclude_none=True)
-        return self.ssh.model_copy(update=overrides)
+        return topology.ssh_for(self, host)
 
     @property
     def api_name(self) -> str:
-        return self.endpoint.name or f"api.{self.name}.hakube.internal"
+        return topology.api_name(self)
 
     @property
     def control_plane_endpoint(self) -> str:
-        """host:port written as kubeadm's controlPlaneEndpoint; always the DNS name.
-
-        A name (resolved through /etc/hosts per host) lets cloud-lb point control-plane nodes at
-        themselves and workers at the balancer, and lets the VIP change without new certificates.
-        """
-        return f"{self.api_name}:{self.endpoint_port}"
+        return topology.control_plane_endpoint(self)
 
     @property
     def endpoint_port(self) -> int:
-        mode = self.endpoint.mode
-        if mode is EndpointMode.CLOUD_LB:
-            return self.endpoint.lb_port
-        if mode is EndpointMode.NONE:
-            return APISERVER_PORT
-        return self.endpoint.port
+        return topology.endpoint_port(self)
 
     def endpoint_address_for(self, host: Host) -> ipaddress.IPv4Address:
-        """What the API name resolves to on this host (its /etc/hosts entry)."""
-        mode = self.endpoint.mode
-        if mode is EndpointMode.VIP:
-            assert self.endpoint.vip is not None
-            return self.endpoint.vip
-        if mode is EndpointMode.CLOUD_LB:
-            # The SLB cannot hairpin: a backend must never reach itself through it.
-            if host.has(Role.CONTROL_PLANE):
-                return ipaddress.IPv4Address("127.0.0.1")
-            assert self.endpoint.lb_address is not None
-            return self.endpoint.lb_address
-        if mode is EndpointMode.LOCAL_LB:
-            return ipaddress.IPv4Address("127.0.0.1")
-        return self.control_planes[0].address
+        return topology.endpoint_address_for(self, host)
 
     @property
     def host_subnet(self) -> ipaddress.IPv4Network:
-        if self.network.host_subnet is not None:
-            return self.network.host_subnet
-        addrs = [int(h.address) for h in self.hosts]
-        prefix = 24
-        while prefix > 0:
-            net = ipaddress.IPv4Network((min(addrs), prefix), strict=False)
-            if all(ipaddress.IPv4Address(a) in net for a in addrs):
-                return net
-            prefix -= 1
-        return ipaddress.IPv4Network("0.0.0.0/0")
+        return topology.host_subnet(self)

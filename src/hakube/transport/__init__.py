@@ -19,7 +19,10 @@ from hakube.transport.base import (
     Transport,
     TransportError,
 )
-from hakube.transport.ssh import SSHPool, SSHTarget, SSHTransport, connect, connect_all
+from hakube.transport.connect import connect
+from hakube.transport.pool import SSHPool, connect_all
+from hakube.transport.ssh import SSHTransport
+from hakube.transport.target import SSHTarget
 
 __all__ = [
     "AuthFailed",

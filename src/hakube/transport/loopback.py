@@ -20,7 +20,7 @@ from typing import Any
 
 import asyncssh
 
-from hakube.transport.ssh import SSHTarget, known_hosts_entry
+from hakube.transport.target import SSHTarget, known_hosts_entry
 
 __all__ = ["LoopbackSSHServer", "write_private_key"]
 

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from hakube.fileio import write_private
 from hakube.membership import (
     Membership,
     MembershipError,
@@ -36,11 +37,11 @@ from hakube.phases.base import (
     gather_hosts,
     select_phases,
 )
+from hakube.phases.cni import CNIPhase
 from hakube.phases.context import Context
 from hakube.phases.etcd import EtcdPhase
 from hakube.phases.host import Packages, Preflight, Prepare, RuntimePhase
 from hakube.phases.kubeadm import (
-    CNIPhase,
     JoinControlPlanes,
     JoinWorkers,
     KubeadmInit,
@@ -51,9 +52,10 @@ from hakube.phases.remove import Handover, Removal, RemoveHosts
 from hakube.phases.verify import Verify, VerifyReport
 from hakube.record import ClusterRecord, RecordError
 from hakube.spec.model import Cluster, Host
-from hakube.state import StateDir, write_private
+from hakube.state import StateDir
 from hakube.transport.base import Redactor, Transport, TransportError
-from hakube.transport.ssh import SSHTarget, connect_all
+from hakube.transport.pool import connect_all
+from hakube.transport.target import SSHTarget
 
 
 def apply_phases() -> list[Phase]:

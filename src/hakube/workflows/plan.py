@@ -7,10 +7,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from hakube.fileio import write_private
 from hakube.phases.base import Phase
 from hakube.render import render_host
+from hakube.secrets import Secrets
 from hakube.spec.model import Cluster
-from hakube.state import Secrets, StateDir, write_private
+from hakube.state import StateDir
 from hakube.workflows.apply import apply_phases
 
 

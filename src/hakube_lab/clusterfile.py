@@ -7,7 +7,7 @@ from typing import Any
 
 import yaml
 
-from hakube.lab.addressing import HOST_INTERFACE, LabPlan
+from hakube_lab.addressing import HOST_INTERFACE, LabPlan
 
 KUBERNETES_VERSION = "1.30.4"
 

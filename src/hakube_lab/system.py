@@ -10,7 +10,7 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from hakube.lab.addressing import LabError
+from hakube_lab.addressing import LabError
 
 #: Program → Debian package that provides it, for the "missing tool" message.
 TOOLS: dict[str, str] = {

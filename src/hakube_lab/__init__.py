@@ -2,12 +2,12 @@
 
 Example::
 
-    from hakube.lab import Lab, running_lab
+    from hakube_lab import Lab, running_lab
     with running_lab("t1", control_planes=2, workers=0, subnet="10.123.9.0/24") as lab:
         lab.run("cp1", "hostname")
 """
 
-from hakube.lab.addressing import LabError
-from hakube.lab.lab import Lab, LabHost, destroy, running_lab
+from hakube_lab.addressing import LabError
+from hakube_lab.lab import Lab, LabHost, destroy, running_lab
 
 __all__ = ["Lab", "LabError", "LabHost", "destroy", "running_lab"]

@@ -1,28 +1,38 @@
-"""`hakube lab ...`: typer commands over `hakube.lab.lab` (mounted by hakube.cli)."""
+"""The lab's commands: `hakube lab ...`, `hakube demo` and `hakube drill`.
+
+`hakube.cli` mounts them through the `hakube.cli_plugins` entry point (`register`), so the
+product CLI works without this package and never imports it.
+"""
 
 from __future__ import annotations
 
 import json
 import os
 import sys
-from enum import StrEnum
+from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
-from hakube.lab.addressing import DEFAULT_NAME, DEFAULT_SUBNET, LabError
-from hakube.lab.lab import Lab, destroy
+from hakube.console import (
+    Output,
+    OutputOpt,
+    Progress,
+    err,
+    fail,
+    load_or_exit,
+    out,
+    print_json,
+    print_result,
+    split_list,
+)
+from hakube_lab.addressing import DEFAULT_NAME, DEFAULT_SUBNET, LabError
+from hakube_lab.lab import Lab, destroy
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help="A local lab of real hosts.")
 
 
-class Output(StrEnum):
-    TEXT = "text"
-    JSON = "json"
-
-
 NameOpt = Annotated[str, typer.Option("--name", "-n", help="Lab name (1-8 chars a-z0-9).")]
-OutputOpt = Annotated[Output, typer.Option("--output", "-o", help="text or json")]
 HostArg = Annotated[str, typer.Argument(help="Host name, e.g. cp1 or w2.")]
 
 
@@ -160,3 +170,75 @@ def isolate(host: HostArg, name: NameOpt = DEFAULT_NAME, output: OutputOpt = Out
 def heal(host: HostArg, name: NameOpt = DEFAULT_NAME, output: OutputOpt = Output.TEXT) -> None:
     """Restore a host's link."""
     _fault(name, host, "heal", output)
+
+
+def demo(
+    name: Annotated[str, typer.Option(help="Lab name.")] = "demo",
+    workers: Annotated[int, typer.Option(help="Worker hosts.")] = 2,
+    drill: Annotated[bool, typer.Option(help="End with a failover drill.")] = True,
+    output: OutputOpt = Output.TEXT,
+) -> None:
+    """The main job on the local lab: lab up, apply, verify (and a failover drill)."""
+    from hakube_lab.demo import run_demo
+
+    code = run_demo(name=name, workers=workers, drill=drill, emit=Progress(output),
+                    show=lambda r: print_result(r, output), say=out.print)  # fmt: skip
+    raise typer.Exit(code)
+
+
+def drill_cmd(
+    lab: Annotated[str, typer.Option("--lab", help="Lab name (the drill breaks lab hosts).")],
+    file: Annotated[
+        Path | None, typer.Option("--file", "-f", help="Cluster file; default: the lab's.")
+    ] = None,
+    scenarios: Annotated[
+        str, typer.Option("--scenarios", "-s", help="Comma-separated, or 'all'.")
+    ] = "haproxy-down,keepalived-down,host-down,isolate,apiserver-down,etcd-member-down",
+    repeat: Annotated[int, typer.Option(min=1, help="Runs per scenario (min/median/max).")] = 1,
+    soak_seconds: Annotated[float, typer.Option(help="Length of the soak scenario.")] = 600.0,
+    compare_tutorial: Annotated[
+        bool, typer.Option(help="Also drill the tutorial's keepalived settings (apply --only lb).")
+    ] = False,
+    output_dir: Annotated[Path, typer.Option(help="Timelines (PNG), raw probe logs, JSON.")] = Path(
+        "drill-out"
+    ),
+    output: OutputOpt = Output.TEXT,
+) -> None:
+    """Break the HA pieces on purpose, measure what a client sees, restore (lab only)."""
+    from hakube.state import StateDir
+    from hakube_lab.drill.scenarios import ALL, DrillError
+    from hakube_lab.drill.workflow import figures_table, run_comparison, run_drill
+
+    try:
+        the_lab = Lab.load(lab)
+    except LabError as e:
+        fail(str(e), 2)
+    cluster = load_or_exit(file or the_lab.cluster_file, output).cluster
+    state = StateDir(cluster.name)
+    names = list(ALL) if scenarios == "all" else split_list(scenarios)
+    log = (lambda m: err.print(m, highlight=False)) if output is Output.JSON else out.print
+    try:
+        if compare_tutorial:
+            reports = run_comparison(cluster, the_lab, state, scenarios=names, out_dir=output_dir,
+                                     repeat=repeat, soak_seconds=soak_seconds, log=log)  # fmt: skip
+        else:
+            reports = [run_drill(cluster, the_lab, scenarios=names, out_dir=output_dir,
+                                 repeat=repeat, soak_seconds=soak_seconds, state=state,
+                                 log=log)]  # fmt: skip
+    except DrillError as e:
+        fail(str(e), 2)
+    if output is Output.JSON:
+        print_json({"ok": all(r.ok for r in reports), "output_dir": str(output_dir),
+                    "reports": [r.as_dict() for r in reports]})  # fmt: skip
+    else:
+        out.print(figures_table(reports))
+        out.print(f"timelines and raw probe logs: {output_dir}")
+    if not all(r.ok for r in reports):
+        raise typer.Exit(1)
+
+
+def register(product: typer.Typer) -> None:
+    """Mount `lab`, `demo` and `drill` on the product CLI (the `hakube.cli_plugins` hook)."""
+    product.add_typer(app, name="lab", help="A local lab of real Linux hosts (nspawn).")
+    product.command("demo")(demo)
+    product.command("drill")(drill_cmd)

@@ -9,15 +9,15 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 
-from hakube.lab.lab import Lab
-from hakube.lab.standin import install_all
 from hakube.phases.base import EventSink
 from hakube.spec.load import load_cluster_file
 from hakube.spec.model import Cluster
 from hakube.state import StateDir
 from hakube.transport.base import Redactor
 from hakube.workflows.apply import ApplyResult, apply, ssh_transports
-from hakube.workflows.drill import run_demo_drill
+from hakube_lab.drill.workflow import run_demo_drill
+from hakube_lab.lab import Lab
+from hakube_lab.standin import install_all
 
 #: What the lab cannot run, and therefore what the demo skips.
 SKIPPED = ("kubeadm", "cni")

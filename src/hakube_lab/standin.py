@@ -12,8 +12,8 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 
-from hakube.phases.etcd import members
 from hakube.pki.certs import CertUsage, issue_certificate
+from hakube.pki.etcd import etcd_members
 from hakube.render.etcd import client_endpoints
 from hakube.spec.model import Cluster, Host
 from hakube.state import StateDir
@@ -25,7 +25,7 @@ SCRIPT = "/usr/local/lib/hakube-lab/apiserver_standin.py"
 
 # Runs on the lab host with the Debian image's python3; stdlib only.
 SERVER_SOURCE = r'''#!/usr/bin/python3
-"""LAB ONLY stand-in for kube-apiserver /readyz (see hakube.lab.standin)."""
+"""LAB ONLY stand-in for kube-apiserver /readyz (see hakube_lab.standin)."""
 import http.server, json, socketserver, ssl, sys, threading, time, urllib.request
 
 CERT, KEY, ETCD_CA, ETCD_CERT, ETCD_KEY = sys.argv[1:6]
@@ -117,7 +117,7 @@ def unit_text(cluster: Cluster) -> str:
         ]
     )
     return (
-        "# LAB ONLY: stands in for kube-apiserver's /readyz; see hakube.lab.standin.\n"
+        "# LAB ONLY: stands in for kube-apiserver's /readyz; see hakube_lab.standin.\n"
         "[Unit]\nDescription=hakube lab stand-in for kube-apiserver /readyz (not Kubernetes)\n"
         "After=network.target\n\n"
         f"[Service]\nExecStart=/usr/bin/python3 {SCRIPT} {args}\n"
@@ -139,7 +139,7 @@ async def install_standin(
         + ([str(cluster.endpoint.vip)] if cluster.endpoint.vip else []),
         validity=dt.timedelta(days=30),
     )
-    etcd = state.etcd_pki(members(cluster))
+    etcd = state.etcd_pki(etcd_members(cluster))
     files = {
         f"{DIR}/apiserver.crt": (cert.cert_pem, 0o644),
         f"{DIR}/apiserver.key": (cert.key_pem, 0o600),

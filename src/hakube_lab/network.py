@@ -10,8 +10,8 @@ import json
 from pathlib import Path
 from typing import Any
 
-from hakube.lab.addressing import HOST_INTERFACE, LabError
-from hakube.lab.system import run
+from hakube_lab.addressing import HOST_INTERFACE, LabError
+from hakube_lab.system import run
 
 
 def _ip_json(*args: str) -> list[dict[str, Any]]:

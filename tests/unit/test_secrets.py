@@ -5,7 +5,7 @@ import string
 
 import pytest
 
-from hakube.pki.tokens import (
+from hakube.secrets import (
     HAPROXY_STATS_PASSWORD_LENGTH,
     bootstrap_token_id,
     generate_bootstrap_token,

@@ -1,4 +1,6 @@
-"""Random secrets hakube generates itself: bootstrap tokens, certificate keys, passwords.
+"""The cluster's secrets: what each looks like, how it is generated, and the per-cluster set.
+
+Renderers take `Secrets` from here without pulling in the state dir, the PKI or cryptography.
 
 Everything here comes from :mod:`secrets` (the OS CSPRNG). Generating the bootstrap token and the
 certificate key ourselves, instead of scraping them from ``kubeadm init``, lets hakube write them
@@ -10,6 +12,7 @@ from __future__ import annotations
 import re
 import secrets
 import string
+from dataclasses import dataclass, fields
 
 __all__ = [
     "BOOTSTRAP_TOKEN_RE",
@@ -19,6 +22,7 @@ __all__ = [
     "HAPROXY_STATS_PASSWORD_LENGTH",
     "VRRP_PASSWORD_ALPHABET",
     "VRRP_PASSWORD_LENGTH",
+    "Secrets",
     "bootstrap_token_id",
     "generate_bootstrap_token",
     "generate_certificate_key",
@@ -109,3 +113,26 @@ def generate_vrrp_password() -> str:
 def generate_haproxy_stats_password(length: int = HAPROXY_STATS_PASSWORD_LENGTH) -> str:
     """A password for ``stats auth admin:<password>``."""
     return generate_password(length, HAPROXY_PASSWORD_ALPHABET)
+
+
+@dataclass(frozen=True)
+class Secrets:
+    """Per-cluster secrets, generated once and then reused so re-runs change nothing."""
+
+    vrrp_password: str
+    stats_password: str
+    bootstrap_token: str
+    certificate_key: str
+
+    @classmethod
+    def generate(cls) -> Secrets:
+        return cls(
+            vrrp_password=generate_password(8),
+            stats_password=generate_password(24),
+            bootstrap_token=generate_bootstrap_token(),
+            certificate_key=generate_certificate_key(),
+        )
+
+    def values(self) -> list[str]:
+        """Every secret string, for log redaction."""
+        return [str(getattr(self, f.name)) for f in fields(self)]

@@ -16,8 +16,8 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
-from hakube.lab.addressing import LabError
-from hakube.lab.system import kill_pid, pid_alive, read_pid, run
+from hakube_lab.addressing import LabError
+from hakube_lab.system import kill_pid, pid_alive, read_pid, run
 
 CGROUP_GROUP = "hakube-lab"
 

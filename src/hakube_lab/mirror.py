@@ -21,9 +21,9 @@ from collections.abc import Callable
 from email.utils import formatdate
 from pathlib import Path
 
-from hakube.lab.addressing import LabError
-from hakube.lab.image import CACHE_ROOT, debian_sources, machine_sources, recipe_hash
-from hakube.lab.system import kill_pid, pid_alive, read_pid, run
+from hakube_lab.addressing import LabError
+from hakube_lab.image import CACHE_ROOT, debian_sources, machine_sources, recipe_hash
+from hakube_lab.system import kill_pid, pid_alive, read_pid, run
 
 MIRROR_PACKAGES: tuple[str, ...] = (
     "keepalived",

@@ -18,12 +18,14 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from hakube.drill.report import FIGURES, RunMetrics, aggregate, fmt_spread
-from hakube.drill.scenarios import ALL, SCENARIOS, SOAK, Drill, DrillError, Settings, check_allowed
-from hakube.lab.lab import Lab
 from hakube.spec.model import Cluster
 from hakube.state import StateDir
 from hakube.workflows.apply import apply
+from hakube_lab.drill.policy import check_allowed
+from hakube_lab.drill.report import FIGURES, RunMetrics, aggregate, fmt_spread
+from hakube_lab.drill.runner import Drill
+from hakube_lab.drill.scenarios import ALL, SCENARIOS, SOAK, DrillError, Settings, slug
+from hakube_lab.lab import Lab
 
 Say = Callable[[str], None]
 
@@ -98,10 +100,9 @@ def run_drill(
     config: str = DEFAULTS,
     state: StateDir | None = None,
     settings: Settings | None = None,
-    allow_poweroff: bool = False,
     log: Say = lambda _m: None,
 ) -> DrillReport:
-    check_allowed(scenarios, lab=lab, allow_poweroff=allow_poweroff)
+    check_allowed(scenarios)
     cafile = write_ca(state, out_dir) if state is not None else None
     drill = Drill(cluster, lab, out_dir, config=config, settings=settings, cafile=cafile, log=log)
     report = DrillReport(config)
@@ -115,12 +116,8 @@ def run_drill(
                 continue
             report.runs.append(m)
             log(_one_line(m))
-    (out_dir / f"{_slug(config)}.json").write_text(json.dumps(report.as_dict(), indent=2) + "\n")
+    (out_dir / f"{slug(config)}.json").write_text(json.dumps(report.as_dict(), indent=2) + "\n")
     return report
-
-
-def _slug(text: str) -> str:
-    return "".join(c if c.isalnum() else "-" for c in text.lower()).strip("-")
 
 
 def _s(x: float | None) -> str:

@@ -10,7 +10,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
-from hakube.drill.report import Marks, Request, VipSample
+from hakube_lab.drill.report import Marks, Request, VipSample
 
 
 def plot_timeline(

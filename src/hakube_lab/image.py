@@ -13,8 +13,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from hakube.lab.addressing import LabError
-from hakube.lab.system import run
+from hakube_lab.addressing import LabError
+from hakube_lab.system import run
 
 CACHE_ROOT = Path("/var/cache/hakube/lab")
 SUITE = "bookworm"

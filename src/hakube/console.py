@@ -1,0 +1,158 @@
+"""Terminal output shared by every command: the two consoles, `--output`, progress, results.
+
+Lives apart from `hakube.cli` so that command groups mounted from other packages (the lab's)
+print the same way without importing the CLI module that mounts them.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated, Any, NoReturn
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from hakube.phases.base import Event, EventKind
+from hakube.phases.verify import VerifyReport
+from hakube.spec import Loaded, Severity, SpecError, load_cluster_file
+from hakube.workflows.apply import ApplyResult
+
+out = Console()
+err = Console(stderr=True)
+
+
+class Output(StrEnum):
+    TEXT = "text"
+    JSON = "json"
+
+
+FileOpt = Annotated[
+    Path, typer.Option("--file", "-f", help="Cluster file (YAML).", show_default=True)
+]
+OutputOpt = Annotated[Output, typer.Option("--output", "-o", help="text or json.")]
+
+
+def print_json(data: Any) -> None:
+    sys.stdout.write(json.dumps(data, indent=2, default=str) + "\n")
+
+
+def fail(message: str, code: int = 1) -> NoReturn:
+    err.print(f"[bold red]error:[/] {message}", highlight=False)
+    raise typer.Exit(code)
+
+
+def load_or_exit(path: Path, output: Output = Output.TEXT) -> Loaded:
+    try:
+        loaded = load_cluster_file(path)
+    except SpecError as e:
+        if output is Output.JSON:
+            print_json(
+                {
+                    "valid": False,
+                    "file": str(path),
+                    "problems": [problem_json(p) for p in e.problems],
+                }
+            )
+        else:
+            errors = [p for p in e.problems if p.severity is Severity.ERROR]
+            err.print(f"[bold red]{path}: {len(errors)} problem(s)[/]", highlight=False)
+            for p in e.problems:
+                colour = "red" if p.severity is Severity.ERROR else "yellow"
+                err.print(f"[{colour}]{p}[/]", highlight=False)
+            err.print("Nothing was changed.")
+        raise typer.Exit(2) from None
+    if output is Output.TEXT:
+        for w in loaded.warnings:
+            err.print(f"[yellow]{w}[/]", highlight=False)
+    return loaded
+
+
+def problem_json(p: Any) -> dict[str, Any]:
+    return {
+        "path": p.path,
+        "line": p.line,
+        "severity": p.severity.value,
+        "message": p.message,
+        "hint": p.hint,
+    }
+
+
+class Progress:
+    """Live progress as text lines (host-prefixed, k0sctl style) or a JSON event stream."""
+
+    def __init__(self, output: Output) -> None:
+        self.output = output
+
+    def __call__(self, e: Event) -> None:
+        if self.output is Output.JSON:
+            sys.stdout.write(json.dumps(e.as_dict()) + "\n")
+            sys.stdout.flush()
+            return
+        k = e.kind
+        if k is EventKind.PHASE_START:
+            hosts = e.data.get("hosts")
+            suffix = f" on {', '.join(hosts)}" if hosts else ""
+            err.print(f"[bold cyan]==> {e.phase}[/]{suffix}", highlight=False)
+        elif k in (EventKind.RESUME, EventKind.MEMBERSHIP):
+            err.print(f"[yellow]{e.message}[/]", highlight=False)
+        elif k is EventKind.CHANGE:
+            err.print(f"    [green]{e.host}[/]: {e.message}", highlight=False)
+        elif k is EventKind.HOST_FAILED:
+            err.print(
+                f"    [bold red]{e.host} FAILED[/] in {e.phase}:\n{e.message}", highlight=False
+            )
+        elif k is EventKind.PHASE_DONE and e.data.get("changes") == 0:
+            err.print("    no change", style="dim")
+
+
+def print_report(report: VerifyReport | None) -> None:
+    if report is None:
+        return
+    t = Table(title="verify", title_justify="left")
+    t.add_column("check", style="cyan")
+    t.add_column("result")
+    if report.vip:
+        owners = ", ".join(report.vip_owners) or "nobody"
+        t.add_row("VIP owner", f"{report.vip} on {owners}")
+    for b in report.backends:
+        colour = "green" if b.status.startswith("UP") else "red"
+        t.add_row(f"haproxy {b.lb} → {b.server}", f"[{colour}]{b.status}[/] ({b.check})")
+    if report.etcd_members:
+        t.add_row(
+            "etcd members",
+            f"{len(report.etcd_members)}: {', '.join(report.etcd_members)}; "
+            f"{len(report.etcd_healthy)} healthy",
+        )
+    t.add_row("kubernetes", report.kubernetes)
+    for node, st in sorted(report.nodes.items()):
+        t.add_row(f"node {node}", st)
+    for p in report.problems:
+        t.add_row("[red]problem[/]", p)
+    out.print(t)
+
+
+def print_result(result: ApplyResult, output: Output) -> None:
+    if output is Output.JSON:
+        # One line, like every event before it: the stream stays line-delimited JSON.
+        sys.stdout.write(json.dumps({"event": "result", **result.as_dict()}, default=str) + "\n")
+        return
+    print_report(result.report)
+    n = len(result.changes)
+    verb = "would change" if result.dry_run else "changed"
+    if result.failures:
+        for f in result.failures:
+            err.print(f"[bold red]{f.host}[/] failed in {f.phase}: {f.message}", highlight=False)
+        err.print(f"[red]apply failed[/] after {result.seconds:.1f} s ({n} changes made)")
+    elif n == 0:
+        out.print(f"[green]converged: 0 changes[/] in {result.seconds:.2f} s", highlight=False)
+    else:
+        out.print(f"[green]done:[/] {verb} {n} things in {result.seconds:.1f} s", highlight=False)
+
+
+def split_list(value: str) -> list[str]:
+    """A comma-separated option as a list, blanks dropped."""
+    return [v.strip() for v in value.split(",") if v.strip()]

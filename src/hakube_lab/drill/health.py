@@ -1,0 +1,98 @@
+"""Is the HA setup whole? Units active, HAProxy backends UP, exactly one reachable VIP owner.
+
+Read through the hosts' namespaces (nsenter, `ip -n`), so an isolated host is still seen.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from hakube.facts.haproxy import SHOW_STAT, parse_show_stat
+from hakube.spec.model import Cluster
+from hakube_lab.lab import Lab
+from hakube_lab.standin import UNIT as STANDIN_UNIT
+
+
+@dataclass
+class Health:
+    ok: bool
+    units: dict[str, dict[str, str]] = field(default_factory=dict)
+    backends_down: list[str] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)
+
+
+class HealthCheck:
+    def __init__(self, cluster: Cluster, lab: Lab) -> None:
+        self.cluster = cluster
+        self.lab = lab
+        self.lb_names = [h.name for h in cluster.lb_hosts]
+
+    def vip_holders(self) -> list[str]:
+        """LB hosts holding the VIP with their cable in."""
+        vip = str(self.cluster.endpoint.vip)
+        out = []
+        for name in self.lb_names:
+            h = self.lab.host(name)
+            cmd = ["ip", "-n", h.netns, "-o", "-4", "addr", "show"]
+            res = subprocess.run(cmd, capture_output=True, text=True, check=False, timeout=5)
+            up = Path(f"/sys/class/net/{h.veth}/operstate")
+            if f"inet {vip}/" in res.stdout and up.exists() and up.read_text().strip() == "up":
+                out.append(name)
+        return out
+
+    def _units_of(self, host: str) -> list[str]:
+        c = self.cluster
+        units = []
+        if host in self.lb_names:
+            units += ["haproxy", "keepalived"]
+        if host in {h.name for h in c.etcd_hosts}:
+            units.append("etcd")
+        if host in {h.name for h in c.control_planes}:
+            units.append(STANDIN_UNIT)
+        return units
+
+    def check(self, skip: Sequence[str] = (), backends: bool = True) -> Health:
+        """Units active on every host (but `skip`), backends UP, exactly one VIP owner."""
+        h = Health(ok=True)
+        for host in [x.name for x in self.cluster.hosts if x.name not in skip]:
+            units = self._units_of(host)
+            cmd = f"systemctl is-active {' '.join(units)}; echo ---; " + (
+                SHOW_STAT if backends and host in self.lb_names else "true"
+            )
+            try:
+                res = self.lab.nsenter(host, ["sh", "-c", cmd], check=False, timeout=10)
+                states, _, stats = res.stdout.partition("---")
+            except Exception as e:
+                h.problems.append(f"{host}: unreachable ({e})")
+                continue
+            h.units[host] = dict(zip(units, states.split(), strict=False))
+            for u in units:
+                if h.units[host].get(u) != "active":
+                    h.problems.append(f"{host}: {u} {h.units[host].get(u, 'unknown')}")
+            if backends and host in self.lb_names:
+                found = parse_show_stat(stats.strip(), host)
+                down = [f"{host}→{b.server}" for b in found if not b.status.startswith("UP")]
+                h.backends_down += down
+                if not found:
+                    h.problems.append(f"{host}: no HAProxy stats")
+                elif down:
+                    h.problems.append(f"{host}: backends not UP: {', '.join(down)}")
+        if not skip:
+            owners = self.vip_holders()
+            if len(owners) != 1:
+                h.problems.append(f"VIP held by {len(owners)} reachable hosts: {owners}")
+        h.ok = not h.problems
+        return h
+
+    def wait_whole(self, timeout: float = 60.0) -> Health:
+        """Check until the setup is whole or `timeout` passes; the last result."""
+        deadline = time.monotonic() + timeout
+        h = self.check()
+        while not h.ok and time.monotonic() < deadline:
+            time.sleep(0.5)
+            h = self.check()
+        return h

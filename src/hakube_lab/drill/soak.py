@@ -1,0 +1,65 @@
+"""The soak: minutes of nothing broken with every core busy; any VIP move is a false failover."""
+
+from __future__ import annotations
+
+import contextlib
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from typing import TYPE_CHECKING
+
+from hakube_lab.drill.plot import plot_timeline
+from hakube_lab.drill.probes import Probes
+from hakube_lab.drill.report import Marks, RunMetrics, compute_metrics, holder_changes
+from hakube_lab.drill.scenarios import SOAK, DrillError, slug
+
+if TYPE_CHECKING:
+    from hakube_lab.drill.runner import Drill
+
+
+@contextlib.contextmanager
+def cpu_load(seconds: float, procs: int = 2) -> Iterator[None]:
+    """`procs` busy loops (one per core), each ending by itself after `seconds` at the latest."""
+    code = f"import time\ne = time.monotonic() + {seconds}\nwhile time.monotonic() < e:\n    pass\n"
+    ps = [subprocess.Popen([sys.executable, "-c", code]) for _ in range(procs)]
+    try:
+        yield
+    finally:
+        for p in ps:
+            if p.poll() is None:
+                p.terminate()
+            p.wait()
+
+
+def soak(d: Drill, seconds: float, index: int = 1, load: bool = True) -> RunMetrics:
+    st = d.settings
+    before = d.checks.wait_whole()
+    if not before.ok:
+        raise DrillError(f"cluster not healthy before the soak: {'; '.join(before.problems)}")
+    out = d.out_dir / slug(d.config)
+    probes = Probes(d.lab, d.cluster, out / f"soak-{index}", st, d.cafile, seconds + 60)
+    try:
+        start = time.monotonic()
+        time.sleep(st.baseline_s)
+        d.log(f"soak #{index}: {seconds:.0f} s" + (" with 2 busy loops" if load else ""))
+        t0 = time.monotonic()
+        with cpu_load(seconds) if load else contextlib.nullcontext():
+            time.sleep(seconds)
+        t1 = time.monotonic()
+        time.sleep(0.5)
+        t_end = time.monotonic()
+    finally:
+        probes.stop()
+    requests, samples = probes.requests(), probes.samples()
+    marks = Marks(start, t0, t0, t1, t1, t_end)
+    end = d.checks.check()
+    m = compute_metrics(SOAK, d.config, index, requests, samples, marks, end_healthy=end.ok)
+    changes = holder_changes(samples, t0, t1)
+    if m.vip_moves or changes:
+        m.problems.append(f"false failover: {m.vip_moves} moves, {changes} holder changes")
+    m.problems += [f"at the end: {x}" for x in end.problems]
+    m.png = str(plot_timeline(out / f"soak-{index}.png",
+                              f"soak #{index} ({d.config}), {seconds:.0f} s, cores loaded",
+                              requests, samples, marks, d.checks.lb_names))  # fmt: skip
+    return m

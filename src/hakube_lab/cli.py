@@ -74,6 +74,9 @@ def up(
     name: NameOpt = DEFAULT_NAME,
     control_planes: Annotated[int, typer.Option(help="Control-plane hosts cp1..cpN.")] = 3,
     workers: Annotated[int, typer.Option(help="Worker hosts w1..wM.")] = 2,
+    spare: Annotated[
+        int, typer.Option(help="Spare hosts s1..sK, running but not in the cluster file.")
+    ] = 0,
     subnet: Annotated[str, typer.Option(help="Lab subnet (a free private /24 or larger).")] = (
         DEFAULT_SUBNET
     ),
@@ -82,7 +85,7 @@ def up(
 ) -> None:
     """Start (or reuse) a lab and wait until every host answers SSH."""
     try:
-        lab = Lab.create(name, control_planes, workers, subnet)
+        lab = Lab.create(name, control_planes, workers, subnet, spares=spare)
         seconds = lab.up(timeout=timeout, log=_log)
         st = lab.status()
     except LabError as e:

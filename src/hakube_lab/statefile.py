@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from hakube_lab.addressing import LabError, LabPlan, validate_name
+from hakube_lab.addressing import SPARE, LabError, LabPlan, validate_name
 
 STATE_ROOT = Path("/var/lib/hakube/lab")
 
@@ -23,6 +23,7 @@ class Shape:
     control_planes: int
     workers: int
     subnet: str
+    spares: int = 0
 
 
 def state_file(state_root: Path, name: str) -> Path:
@@ -36,16 +37,19 @@ def read_shape(name: str, state_root: Path) -> Shape:
         data = json.loads(path.read_text())
     except FileNotFoundError:
         raise LabError(f"no lab named {name!r} (no {path}); run `hakube lab up`") from None
-    return Shape(data["control_planes"], data["workers"], data["subnet"])
+    return Shape(data["control_planes"], data["workers"], data["subnet"], data.get("spares", 0))
 
 
 def shape_data(plan: LabPlan) -> dict[str, Any]:
-    cps = sum(1 for h in plan.hosts if h.role == "control-plane")
+    def count(role: str) -> int:
+        return sum(1 for h in plan.hosts if h.role == role)
+
     return {
         "name": plan.name,
         "subnet": str(plan.subnet),
-        "control_planes": cps,
-        "workers": len(plan.hosts) - cps,
+        "control_planes": count("control-plane"),
+        "workers": count("worker"),
+        "spares": count(SPARE),
     }
 
 

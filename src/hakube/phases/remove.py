@@ -55,6 +55,7 @@ STACKED_ETCDCTL = (
 KUBE_LEFTOVERS = ("/etc/cni/net.d", "/var/lib/cni", "/var/lib/kubelet", "/etc/kubernetes",
                   "/root/.kube")  # fmt: skip
 CNI_LINKS = ("cni0", "flannel.1", "vxlan.calico", "tunl0", "kube-ipvs0")
+KEEPALIVED_DIR = "/etc/keepalived/"
 #: hakube's own directory on every host (cluster id, kubeadm configs).
 HAKUBE_DIR = "/etc/hakube"
 SERVICES = ("kubelet", "keepalived", "haproxy", "etcd")
@@ -121,26 +122,44 @@ class Handover(_RemovePhase):
             raise PhaseError("; ".join(problems) + ". Nothing was removed")
         if ctx.cluster.endpoint.mode is not EndpointMode.VIP:
             return
+        vip = str(ctx.cluster.endpoint.vip)
+        running: list[tuple[Host, bool]] = []
         for left in r.leaving:
             target = r.reachable(ctx, left.name)
             if target is None:
                 _warn(ctx, left.name, f"{left.name} is unreachable: if it still held the VIP, "
                                       "keepalived on the survivors has taken it over")  # fmt: skip
-                continue
-            if not ctx.facts[target.name].unit("keepalived").running:
-                continue
-            vip = str(ctx.cluster.endpoint.vip)
-            holds = ctx.facts[target.name].has_address(vip) is not None
+            elif ctx.facts[target.name].unit("keepalived").running:
+                res = await ctx.read(target, f"ip -o -4 addr show | grep -qF 'inet {vip}/'",
+                                     check=False)  # fmt: skip
+                running.append((target, res.ok))
+        # The owner last: the VIP then goes straight to a survivor, never to another leaver.
+        for target, holds in sorted(running, key=lambda x: x[1]):
             what = "hand the VIP over: stop keepalived" if holds else "stop keepalived"
             await ctx.sh(target, what, "systemctl stop keepalived")
             if holds and not ctx.dry_run:
-                owners = await wait_vip_owner(ctx, timeout=10)
-                if len(owners) != 1:
-                    raise PhaseError(
-                        f"after {target.name} stopped keepalived the VIP {vip} is held by "
-                        f"{len(owners)} survivors ({', '.join(owners) or 'none'}): check "
-                        "keepalived on the LB hosts, then re-run"
-                    )
+                await self._new_owner_first(ctx, target, vip)
+
+    async def _new_owner_first(self, ctx: Context, old: Host, vip: str) -> None:
+        """Wait for the survivor that took the VIP and give it its new keepalived config first.
+
+        It was the highest-priority survivor, so the new config (the file without the leavers)
+        gives it the top priority; updated before the others, it stays above every survivor at
+        each step of the roll that follows and the VIP does not move again.
+        """
+        owners = await wait_vip_owner(ctx, timeout=10)
+        if len(owners) != 1:
+            raise PhaseError(
+                f"after {old.name} stopped keepalived the VIP {vip} is held by {len(owners)} "
+                f"survivors ({', '.join(owners) or 'none'}): check keepalived on the LB hosts, "
+                "then re-run"
+            )
+        owner = ctx.cluster.host(owners[0])
+        files = [f for f in render_host(ctx.cluster, owner, ctx.secrets)
+                 if f.path.startswith(KEEPALIVED_DIR)]  # fmt: skip
+        if "keepalived" in await ctx.ensure_files(owner, files):
+            await ctx.sh(owner, "reload keepalived (the new VIP owner first)",
+                         "systemctl reload keepalived")  # fmt: skip
 
     async def _etcd_count(self, ctx: Context, host: Host) -> EtcdCount | None:
         c = ctx.cluster

@@ -22,7 +22,6 @@ from typing import Any
 import yaml
 
 from hakube.facts.haproxy import SHOW_STAT, parse_show_stat
-from hakube.membership import with_hosts
 from hakube.render.etcd import etcdctl
 from hakube.spec.load import load_cluster_data
 from hakube.spec.model import Cluster, Host
@@ -245,12 +244,48 @@ class MembershipRun:
 
 
 def every_lb(lab: Lab, cluster: Cluster) -> Cluster:
-    """A cluster whose LB hosts are every lab host that may hold the VIP during the run, so
-    that the VIP watcher sees all of them."""
-    extra = [h for h in cluster_with(lab, [h.name for h in lab.hosts], []).hosts
-             if h.name not in {x.name for x in cluster.hosts}]  # fmt: skip
-    full = with_hosts(cluster, extra)
-    data = full.model_dump(mode="json", exclude_none=True, by_alias=True)
-    for h in data["hosts"]:
-        h["roles"] = ["control-plane"]
+    """`cluster` with every lab host as a control plane (no file checks: the probe only needs
+    its LB hosts), so that the VIP watcher sees every host that may hold the VIP in the run."""
+    data = cluster.model_dump(mode="json", exclude_none=True, by_alias=True)
+    data["hosts"] = [{"name": h.name, "address": h.address, "roles": ["control-plane"]}
+                     for h in lab.hosts]  # fmt: skip
     return Cluster.model_validate(data)
+
+
+def run_sequence(run: MembershipRun) -> list[StepFigures]:
+    """3 control planes + 1 worker; add two control planes (5); remove the VIP owner and one
+    other (3); power one off and replace it with a new host. The lab has spares s1..s3."""
+    lab = run.lab
+    first = cluster_with(lab, ["cp1", "cp2", "cp3"], ["w1"])
+    install_standins(first, run.state, ["cp1", "cp2", "cp3"])
+    result = run.apply(first)
+    if not result.ok:
+        raise RuntimeError(f"first apply failed: {result.failures}")
+    run.start_probe(every_lb(lab, first), seconds=900)
+    figures = []
+    try:
+        five = cluster_with(lab, ["cp1", "cp2", "cp3", "s1", "s2"], ["w1"])
+
+        def prepare_new() -> None:
+            install_standins(five, run.state, ["s1", "s2"])
+
+        figures.append(run.step("add", five, watch_via="cp3", before=prepare_new))
+        owner = vip_owner(lab, five) or "cp1"
+        other = next(n for n in ("cp1", "cp2", "cp3") if n != owner)
+        keep = [n for n in ("cp1", "cp2", "cp3", "s1", "s2") if n not in (owner, other)]
+        three = cluster_with(lab, keep, ["w1"])
+        figures.append(run.step("remove", three, prune=True, removed=[owner, other],
+                                watch_via="s2"))  # fmt: skip
+        now = vip_owner(lab, three)
+        off = next(n for n in keep if n not in (now, "s2"))
+        replaced = cluster_with(lab, [n for n in keep if n != off] + ["s3"], ["w1"])
+
+        def power_off_and_prepare() -> None:
+            lab.stop(off)
+            install_standins(replaced, run.state, ["s3"])
+
+        figures.append(run.step("replace", replaced, prune=True, removed=[off], watch_via="s2",
+                                before=power_off_and_prepare))  # fmt: skip
+    finally:
+        run.stop_probe()
+    return figures

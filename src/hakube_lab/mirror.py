@@ -154,11 +154,11 @@ def start_server(directory: Path, address: str, port: int, pid_file: Path, log_f
             start_new_session=True,
         )  # fmt: skip
     pid_file.write_text(f"{proc.pid}\n")
-    _wait_listening(address, port, proc)
+    _wait_mirror_up(address, port, proc)
     return proc.pid
 
 
-def _wait_listening(address: str, port: int, proc: subprocess.Popen[bytes]) -> None:
+def _wait_mirror_up(address: str, port: int, proc: subprocess.Popen[bytes]) -> None:
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline:
         if proc.poll() is not None:

@@ -36,8 +36,9 @@ def rendered(spec: Path) -> dict[str, str]:
     out: dict[str, str] = {}
     for host_name, files in render_all(cluster, FAKE_SECRETS, ca_cert_hash=CA_HASH).items():
         for f in files:
+            reload = "daemon-reload" if f.daemon_reload else f.reload
             header = (
-                f"# mode={f.mode:04o} secret={f.secret} validate={f.validate} reload={f.reload}\n"
+                f"# mode={f.mode:04o} secret={f.secret} validate={f.validate} reload={reload}\n"
             )
             out[f"{host_name}{f.path}"] = header + f.content
         for b in render_host_blocks(cluster, cluster.host(host_name)):

@@ -17,7 +17,7 @@ import pytest
 from test_apply_lab import cluster_of, run_apply, state_root
 
 from hakube.facts.host import POLICY_MARK, POLICY_RC
-from hakube.phases.context import Context
+from hakube.phases.context import Context, RunData
 from hakube.spec.model import Cluster
 from hakube.state import StateDir
 from hakube.transport.base import Redactor, TransportError
@@ -52,10 +52,10 @@ async def _install_and_drop(cluster: Cluster, root: Path, host_name: str) -> str
     host = cluster.host(host_name)
     async with ssh_transports(cluster, trust_new_hosts=False, redactor=Redactor()) as (ts, errs):
         assert not errs, errs
-        ctx = Context(cluster=cluster, secrets=state.secrets(), state=state, transports=ts)
-        await ctx.gather_facts(host)
-        assert "haproxy" not in ctx.facts[host_name].packages
-        install = asyncio.create_task(ctx.ensure_packages(host, ["haproxy", "socat"]))
+        ctx = Context.create(RunData(cluster, state.secrets(), state), ts)
+        await ctx.facts.gather(host)
+        assert "haproxy" not in ctx.facts[host].packages
+        install = asyncio.create_task(ctx.do.ensure_packages(host, ["haproxy", "socat"]))
         seen = ""
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline and not seen:
@@ -71,9 +71,27 @@ async def _install_and_drop(cluster: Cluster, root: Path, host_name: str) -> str
         return seen
 
 
+def test_every_host_carries_the_cluster_id_and_another_state_dir_is_refused(
+    lab: Lab, state_root: Path, tmp_path: Path
+) -> None:
+    cluster = cluster_of(lab)
+    first = run_apply(cluster, state_root, only=PHASES)
+    assert first.ok, first.failures
+    cluster_id = StateDir(cluster.name, root=state_root).record().cluster_id
+    for name in ("cp1", "cp2", "cp3"):
+        assert sh(lab, name, "cat /etc/hakube/cluster-id").strip() == cluster_id
+    # Same cluster name, other state directory (another CA): refused before any change.
+    other = run_apply(cluster, tmp_path / "elsewhere", only=PHASES)
+    assert {f.host for f in other.failures} == {"cp1", "cp2", "cp3"}
+    assert all("belongs to cluster" in f.message for f in other.failures)
+    assert other.changes == []
+    assert not (tmp_path / "elsewhere" / cluster.name / "pki").exists()
+
+
 def test_a_dropped_ssh_session_mid_install_leaves_services_able_to_restart(
     lab: Lab, state_root: Path
 ) -> None:
+    """Runs after the first apply: the lab mirror is configured, so apt can install."""
     cluster = cluster_of(lab)
     lab.run("cp2", f"printf '{OPERATORS_POLICY}' > {POLICY_RC} && chmod 755 {POLICY_RC}")
     seen = asyncio.run(_install_and_drop(cluster, state_root, "cp2"))
@@ -93,23 +111,6 @@ def test_a_dropped_ssh_session_mid_install_leaves_services_able_to_restart(
     lab.run("cp2", "dpkg-query -W -f='${db:Status-Abbrev}' haproxy | grep -q '^ii'")
     lab.run("cp2", "invoke-rc.d haproxy restart && systemctl is-active -q haproxy")
     lab.run("cp2", f"rm -f {POLICY_RC}; systemctl stop haproxy")
-
-
-def test_every_host_carries_the_cluster_id_and_another_state_dir_is_refused(
-    lab: Lab, state_root: Path, tmp_path: Path
-) -> None:
-    cluster = cluster_of(lab)
-    first = run_apply(cluster, state_root, only=PHASES)
-    assert first.ok, first.failures
-    cluster_id = StateDir(cluster.name, root=state_root).record().cluster_id
-    for name in ("cp1", "cp2", "cp3"):
-        assert sh(lab, name, "cat /etc/hakube/cluster-id").strip() == cluster_id
-    # Same cluster name, other state directory (another CA): refused before any change.
-    other = run_apply(cluster, tmp_path / "elsewhere", only=PHASES)
-    assert {f.host for f in other.failures} == {"cp1", "cp2", "cp3"}
-    assert all("belongs to cluster" in f.message for f in other.failures)
-    assert other.changes == []
-    assert not (tmp_path / "elsewhere" / cluster.name / "pki").exists()
 
 
 def test_an_etcd_key_owned_by_root_is_given_back_to_etcd_and_the_member_rejoins(

@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest
 
-from hakube.facts.host import MARK, UNITS
+from hakube.facts.host import MARK, PACKAGES, UNITS, asked_files
 from hakube.phases.base import Change, Event, EventKind, select_phases
 from hakube.phases.context import AUTOSTART_BACK, HELD, NO_AUTOSTART, owner_of
 from hakube.pki.etcd import etcd_members
@@ -95,18 +95,6 @@ class FakeHost:
     contents: dict[str, str] = field(default_factory=dict)
 
 
-def _queried_paths(script: str) -> list[str]:
-    m = re.search(r"^s files; for f in (.*?); do$", script, re.MULTILINE)
-    assert m is not None, "facts script has no files loop"
-    return shlex.split(m.group(1))
-
-
-def _queried_packages(script: str) -> list[str]:
-    m = re.search(r"dpkg-query -W -f='[^']*' ([a-z0-9. -]+?) +2>/dev/null", script)
-    assert m is not None, "facts script has no dpkg-query"
-    return m.group(1).split()
-
-
 def render_facts(h: FakeHost, script: str) -> str:
     """The facts script's output on `h`, as bash would print it (only what it asks for)."""
     out: list[str] = []
@@ -155,15 +143,14 @@ def render_facts(h: FakeHost, script: str) -> str:
             "",
         ]
     section("units", *blocks[:-1])
-    asked = _queried_packages(script)
-    section("pkgs", *(f"{p} {h.packages[p]} ii " for p in asked if p in h.packages))
+    section("pkgs", *(f"{p} {h.packages[p]} ii " for p in PACKAGES if p in h.packages))
     section("holds", *sorted(h.held))
 
     def file_line(p: str) -> str:
         digest, mode, *owner = h.files[p]
         return f"{digest} {mode:o} {owner[0] if owner else 'root:root'} {p}"
 
-    section("files", *(file_line(p) for p in _queried_paths(script) if p in h.files))
+    section("files", *(file_line(p) for p in asked_files(script) if p in h.files))
     section("clusterid", h.cluster_id)
     section("policyrc")
     section("listen", *(f"0.0.0.0:{port}" for port in sorted(h.listening)))
@@ -579,13 +566,29 @@ def lb_changes(run: Run) -> list[tuple[str, str]]:
 def test_a_live_front_rolls_one_lb_host_at_a_time_with_the_vip_owner_last(
     cluster: Cluster, state: StateDir
 ) -> None:
-    ts = stale_keepalived(cluster, state, lambda conf: conf + "# older\n")
+    """HAProxy and keepalived of one LB host change together, then the front must serve
+    again before the next host; the VIP owner (cp1) comes last."""
+
+    def older(h: FakeHost) -> None:
+        for path in (KEEPALIVED_CONF, HAPROXY_CFG):
+            old = rendered(cluster, h.name, state, path) + "# older\n"
+            h.files[path] = (sha(old), 0o600 if path == KEEPALIVED_CONF else 0o644)
+            h.contents[path] = old
+
+    ts = converged_but(cluster, state, dict.fromkeys(LB, older))
     run = run_apply(cluster, state, ts)
     assert run.result.ok, run.result.failures
-    assert lb_changes(run) == [
-        (name, what) for name in ("cp2", "cp3", "cp1")
-        for what in (f"write {KEEPALIVED_CONF}", "reload keepalived")
-    ]  # fmt: skip
+    lb = [(c.host, c.phase, c.description) for c in run.result.changes if c.phase.startswith("lb/")]
+    assert lb == [
+        (name, phase, what)
+        for name in ("cp2", "cp3", "cp1")
+        for phase, what in (
+            ("lb/haproxy", f"write {HAPROXY_CFG}"),
+            ("lb/haproxy", "reload haproxy"),
+            ("lb/keepalived", f"write {KEEPALIVED_CONF}"),
+            ("lb/keepalived", "reload keepalived"),
+        )
+    ]
     # Between two hosts the front was checked (one VIP holder) before the next host changed.
     cp3_first = next(i for i, c in enumerate(ts["cp3"].calls) if c.kind == "put")
     probes = [c for c in ts["cp3"].calls[:cp3_first] if "ip -o -4 addr show" in c.target]

@@ -21,6 +21,7 @@ from hakube.facts.host import (
     FileState,
     HostFacts,
     Unit,
+    asked_files,
     facts_script,
     parse_facts,
 )
@@ -219,3 +220,9 @@ def test_held_packages_count_as_installed() -> None:
     f = parse_facts(text)
     assert f.packages.get("kubectl") == "1.30.4-1.1"
     assert f.packages.get("kubelet") == "1.30.4-1.1"
+
+
+def test_a_facts_script_names_the_files_it_reports_on() -> None:
+    assert asked_files(facts_script(["/etc/b", "/etc/a b", "/etc/b"])) == ["/etc/a b", "/etc/b"]
+    with pytest.raises(FactsError):
+        asked_files("echo hello\n")

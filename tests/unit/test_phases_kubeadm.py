@@ -21,7 +21,7 @@ import pytest
 
 from hakube.facts.host import FileState, HostFacts
 from hakube.phases.base import Event, EventKind, PhaseError, gather_hosts
-from hakube.phases.context import Context
+from hakube.phases.context import Context, RunData
 from hakube.phases.kubeadm import (
     ADMIN_CONF,
     KUBELET_CONF,
@@ -107,20 +107,22 @@ def debian_facts(name: str) -> HostFacts:
 
 
 def make_ctx(
-    cluster: Cluster, state: StateDir, transports: dict[str, ScriptedTransport], phase: str
+    cluster: Cluster,
+    state: StateDir,
+    transports: dict[str, ScriptedTransport],
+    phase: str,
+    *,
+    dry_run: bool = False,
+    emit: Callable[[Event], None] = lambda _e: None,
 ) -> Context:
     given: dict[str, Transport] = dict(transports)
     for h in cluster.hosts:  # hosts a test does not script accept puts and nothing else
         given.setdefault(h.name, ScriptedTransport(h.name))
-    ctx = Context(
-        cluster=cluster,
-        secrets=state.secrets(),
-        state=state,
-        transports=given,
-        record=state.record(),
-    )
-    ctx.facts = {h.name: debian_facts(h.name) for h in cluster.hosts}
-    ctx.phase = phase
+    run_data = RunData(cluster, state.secrets(), state, dry_run=dry_run, record=state.record())
+    ctx = Context.create(run_data, given, emit=emit)
+    for h in cluster.hosts:
+        ctx.facts.set(h, debian_facts(h.name))
+    ctx.report.phase = phase
     return ctx
 
 
@@ -139,10 +141,6 @@ def transcript(state: StateDir, cluster: Cluster, *, token: str | None = None) -
 
 def run(coro: Coroutine[Any, Any, None]) -> None:
     asyncio.run(coro)
-
-
-def run_get(get: Callable[[str], Coroutine[Any, Any, bytes]], path: str) -> bytes:
-    return asyncio.run(get(path))
 
 
 # --- kubeadm/init --------------------------------------------------------------------------------
@@ -183,11 +181,11 @@ def test_init_uploads_the_shared_pki_then_runs_kubeadm_and_fetches_admin_conf(
     assert order.index(INIT_CMD) < next(i for i, c in enumerate(order) if KUBEADM_CONFIG.match(c))
     # kubeadm's own bootstrap token (in init.yaml) is deleted: joins create their own.
     assert TOKEN_DELETE.fullmatch(order[-1])
-    assert ctx.secrets.bootstrap_token.split(".")[0] in order[-1]
+    assert ctx.run.secrets.bootstrap_token.split(".")[0] in order[-1]
     # From now on every LB host's health check fails when all API servers are DOWN.
     for name in ("cp1", "cp2", "cp3"):
-        marker = ctx.transports[name].get  # the scripted host's own file store
-        assert run_get(marker, INIT_MARKER).startswith(rec.cluster_id.encode()), name
+        marker = asyncio.run(ctx.facts.get(cluster.host(name), INIT_MARKER))
+        assert marker.startswith(rec.cluster_id.encode()), name
     pki = state.cluster_pki()
     puts = {c.target: c for c in t.calls if c.kind == "put"}
     assert puts["/etc/kubernetes/pki/ca.crt"].content == pki.ca.cert_pem
@@ -200,7 +198,7 @@ def test_init_uploads_the_shared_pki_then_runs_kubeadm_and_fetches_admin_conf(
     assert puts[f"{INIT_CONFIG}.hakube-new"].mode == 0o600
     init_yaml = puts[f"{INIT_CONFIG}.hakube-new"].content
     assert init_yaml is not None
-    assert ctx.secrets.bootstrap_token.encode() in init_yaml
+    assert ctx.run.secrets.bootstrap_token.encode() in init_yaml
     order = [c.target for c in t.calls]
     validate_at = next(i for i, c in enumerate(order) if VALIDATE.fullmatch(c))
     assert order.index("/etc/kubernetes/pki/ca.key") < order.index(INIT_CMD)
@@ -211,7 +209,7 @@ def test_init_uploads_the_shared_pki_then_runs_kubeadm_and_fetches_admin_conf(
     assert admin.read_bytes() == ADMIN_CONF_BODY
     assert stat.S_IMODE(admin.stat().st_mode) == 0o600
     assert ("kubeadm/init", "cp1", "kubeadm init --upload-certs") in [
-        (c.phase, c.host, c.description) for c in ctx.changes
+        (c.phase, c.host, c.description) for c in ctx.do.changes
     ]
 
 
@@ -250,7 +248,7 @@ def test_init_on_a_recorded_init_host_only_fetches_admin_conf(
     ctx.facts["cp1"].files[ADMIN_CONF] = FileState("0" * 64, 0o600)
     run(KubeadmInit().run(ctx, cluster.host("cp1")))
     assert [(c.kind, c.target) for c in t.calls] == [("get", ADMIN_CONF)]
-    assert ctx.changes == []
+    assert ctx.do.changes == []
     assert (state.path / "admin.conf").read_bytes() == ADMIN_CONF_BODY
 
 
@@ -263,7 +261,7 @@ def test_an_unrecorded_initialised_host_is_adopted_once_it_serves(
     ctx.facts["cp1"].files[ADMIN_CONF] = FileState("0" * 64, 0o600)
     run(KubeadmInit().run(ctx, cluster.host("cp1")))
     # Only the LB hosts' markers: the health check's pre-init exception ends.
-    assert {(c.host, c.description.split(" (")[0]) for c in ctx.changes} == {
+    assert {(c.host, c.description.split(" (")[0]) for c in ctx.do.changes} == {
         (n, f"write {INIT_MARKER}") for n in ("cp1", "cp2", "cp3")
     }
     assert not [c for c in t.commands if c.startswith("kubeadm")]
@@ -317,7 +315,7 @@ def test_a_half_initialised_init_host_is_reset_then_initialised(
     ctx = make_ctx(cluster, state, {"cp1": t}, "kubeadm/init")
     run(KubeadmInit().run(ctx, cluster.host("cp1")))
     assert t.commands.index("kubeadm reset -f") < t.commands.index(INIT_CMD)
-    said = [c.description for c in ctx.changes]
+    said = [c.description for c in ctx.do.changes]
     assert (
         "kubeadm reset -f (a failed init left /etc/kubernetes/manifests/kube-apiserver.yaml)"
         in said
@@ -341,10 +339,8 @@ def test_init_in_a_dry_run_goes_through_the_gate_and_runs_nothing(
     cluster: Cluster, state: StateDir
 ) -> None:
     t = ScriptedTransport("cp1")
-    ctx = make_ctx(cluster, state, {"cp1": t}, "kubeadm/init")
-    ctx.dry_run = True
     events: list[Event] = []
-    ctx.emit = events.append
+    ctx = make_ctx(cluster, state, {"cp1": t}, "kubeadm/init", dry_run=True, emit=events.append)
     run(KubeadmInit().run(ctx, cluster.host("cp1")))
     assert t.calls == []
     assert ("kubeadm/init", "cp1", "kubeadm init --upload-certs") in [
@@ -574,8 +570,8 @@ def test_join_uses_a_fresh_token_made_once_per_phase_and_deleted_after(
         assert ca_hash in text
         assert CA_HASH_PLACEHOLDER not in text
         assert JOIN_TOKEN in text
-        assert ctx.secrets.bootstrap_token not in text  # init's token was deleted after init
-        assert ctx.secrets.certificate_key in text  # a control-plane join fetches the certs
+        assert ctx.run.secrets.bootstrap_token not in text  # init's token was deleted after init
+        assert ctx.run.secrets.certificate_key in text  # a control-plane join fetches the certs
         assert ts[name].commands.count(JOIN_CMD) == 1
         # The shared CA went up too, before the join; join.yaml is removed right after it.
         assert puts["/etc/kubernetes/pki/ca.key"].mode == 0o600
@@ -584,7 +580,7 @@ def test_join_uses_a_fresh_token_made_once_per_phase_and_deleted_after(
         assert JOIN_CONFIG not in ts[name].files
     # Recorded only once the Node object was seen.
     assert state.record().nodes == {"cp2": "control-plane", "cp3": "control-plane"}
-    assert ctx.redactor.redact(JOIN_TOKEN) == "***"  # never in logs or events
+    assert ctx.report.redactor.redact(JOIN_TOKEN) == "***"  # never in logs or events
 
 
 def test_parallel_worker_joins_share_one_token(cluster: Cluster, state: StateDir) -> None:
@@ -618,7 +614,7 @@ def test_a_control_plane_join_two_hours_after_init_reuploads_the_certificates_fi
     assert len(uploads) == 1  # once for the phase, not per host
     assert uploads[0] < log.index(("cp2", JOIN_CMD))
     assert "re-upload the control-plane certificates (kubeadm-certs, 2 h)" in [
-        c.description for c in ctx.changes
+        c.description for c in ctx.do.changes
     ]
 
 

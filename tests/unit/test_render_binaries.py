@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shlex
 import shutil
 import subprocess
 import tempfile
@@ -86,7 +87,10 @@ def test_keepalived_accepts(
         validate = by_path[KEEPALIVED_CONF].validate
         assert validate is not None
         result = run(
-            *[KEEPALIVED if a == "keepalived" else a for a in validate.format(path=conf).split()]
+            *[
+                KEEPALIVED if a == "keepalived" else a
+                for a in shlex.split(validate.command(str(conf)))
+            ]
         )
         assert result.returncode == 0, f"{host_name}: {result.stdout}{result.stderr}"
 
@@ -112,7 +116,8 @@ def test_haproxy_accepts(spec: Path, tmp_path: Path) -> None:
             cfg = tmp_path / f"{host_name}.cfg"
             cfg.write_text(f.content)
             assert f.validate is not None
-            cmd = [HAPROXY if a == "haproxy" else a for a in f.validate.format(path=cfg).split()]
+            argv = shlex.split(f.validate.command(str(cfg)))
+            cmd = [HAPROXY if a == "haproxy" else a for a in argv]
             result = run(*cmd)
             assert result.returncode == 0, f"{host_name}: {result.stdout}{result.stderr}"
             assert "[WARNING]" not in result.stdout + result.stderr

@@ -23,7 +23,7 @@ def test_vip_mode_binds_all_addresses_on_the_endpoint_port() -> None:
     (f,) = render_haproxy(c, c.hosts[0], SECRETS)
     assert f.path == HAPROXY_CFG
     assert "bind *:16443\n" in f.content
-    assert f.validate == "haproxy -c -f {path}"
+    assert str(f.validate) == "haproxy -c -f {path}"
     assert f.reload == "haproxy"
 
 

@@ -23,6 +23,7 @@ from hakube.render.keepalived import (
     check_weight,
     default_check_weight,
     priorities,
+    render_haproxy_tracking,
     render_keepalived,
     vrrp_priorities,
 )
@@ -116,7 +117,7 @@ def test_v2_file_is_secret_v3_still_private() -> None:
     f = next(f for f in render_keepalived(c, c.hosts[0], SECRETS) if f.path == KEEPALIVED_CONF)
     assert f.secret
     assert f.mode == 0o600
-    assert f.validate == "keepalived -t -f {path}"
+    assert str(f.validate) == "keepalived -t -f {path}"
 
 
 def test_unicast_peers_are_the_other_lb_hosts() -> None:
@@ -147,13 +148,14 @@ def test_tutorial_settings_are_expressible() -> None:
     # The priorities shrink to keep |w| = 11 larger than their spread.
     prios = list(priorities(c).values())
     assert max(prios) - min(prios) < 11
-    paths = {f.path for f in render_keepalived(c, c.hosts[0], SECRETS)}
-    assert HAPROXY_DROPIN not in paths
+    lb_files = render_keepalived(c, c.hosts[0], SECRETS) + render_haproxy_tracking(c, c.hosts[0])
+    assert HAPROXY_DROPIN not in {f.path for f in lb_files}
 
 
 def test_track_file_and_dropin() -> None:
     c = tutorial()
-    files = {f.path: f for f in render_keepalived(c, c.hosts[0], SECRETS)}
+    rendered = render_keepalived(c, c.hosts[0], SECRETS) + render_haproxy_tracking(c, c.hosts[0])
+    files = {f.path: f for f in rendered}
     assert f'file "{TRACK_FILE}"' in files[KEEPALIVED_CONF].content
     assert "initialised from HAProxy's current state" in files[KEEPALIVED_CONF].content
     dropin = files[HAPROXY_DROPIN]
@@ -161,7 +163,7 @@ def test_track_file_and_dropin() -> None:
     assert f"echo 1 > {TRACK_FILE}" in dropin.content
     assert "ExecStartPost=" in dropin.content
     assert "ExecStopPost=" in dropin.content
-    assert dropin.reload == "daemon-reload"
+    assert dropin.daemon_reload
 
 
 def test_check_script_goes_through_haproxy() -> None:

@@ -110,7 +110,7 @@ def test_join_files() -> None:
     assert "controlPlane" not in worker
     (f,) = render_kubeadm(c, c.host("w1"), SECRETS, HASH)
     assert f.path == JOIN_CONFIG
-    assert f.validate == "kubeadm config validate --config {path}"
+    assert str(f.validate) == "kubeadm config validate --config {path}"
 
 
 def test_missing_ca_hash_is_a_refused_placeholder() -> None:
@@ -118,7 +118,7 @@ def test_missing_ca_hash_is_a_refused_placeholder() -> None:
     (f,) = render_kubeadm(c, c.host("w1"), SECRETS, None)
     assert CA_HASH_PLACEHOLDER in f.content
     assert f.validate is not None
-    assert CA_HASH_PLACEHOLDER in f.validate
+    assert CA_HASH_PLACEHOLDER in str(f.validate)
     (init,) = render_kubeadm(c, c.hosts[0], SECRETS, None)
     assert init.path == INIT_CONFIG
 

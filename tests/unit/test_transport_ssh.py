@@ -352,3 +352,25 @@ def test_closed_transport_refuses_work(tmp_path: Path) -> None:
             await t.run("true")
 
     serve(tmp_path, body)
+
+
+def test_a_file_transfer_that_hangs_times_out(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A FIFO nobody writes to never ends a read: the transfer is bounded like a command.
+
+    Shell transfers only: the in-process test server would block its own event loop opening
+    the FIFO for SFTP (a real sshd runs sftp-server in its own process)."""
+    monkeypatch.setattr("hakube.transport.ssh.FILE_TIMEOUT", 0.5)
+    fifo = tmp_path / "stuck"
+    os.mkfifo(fifo)
+
+    async def body(server: LoopbackSSHServer) -> None:
+        async with await connect_all([server.target()], use_sftp=False) as pool:
+            started = time.monotonic()
+            with pytest.raises(CommandTimeout) as caught:
+                await pool["node1"].get(str(fifo))
+            assert time.monotonic() - started < 5
+            assert str(fifo) in str(caught.value)
+
+    serve(tmp_path, body)

@@ -6,6 +6,7 @@ and the phases decide from the parsed result what (if anything) to change.
 
 from __future__ import annotations
 
+import json
 import shlex
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -45,9 +46,14 @@ SYSCTLS = (
 )
 
 
+#: Last line of every facts script: the files it reports on, as JSON (a shell comment).
+FILES_HEADER = "# hakube facts, files: "
+
+
 def facts_script(paths: Iterable[str] = ()) -> str:
     """The shell script whose output `parse_facts` reads; `paths` get checksum and mode."""
-    files = " ".join(shlex.quote(p) for p in sorted(set(paths)))
+    asked = sorted(set(paths))
+    files = " ".join(shlex.quote(p) for p in asked)
     units = " ".join(f"{u}.service" for u in UNITS)
     pkgs = " ".join(PACKAGES)
     sysctls = " ".join(SYSCTLS)
@@ -82,6 +88,7 @@ s selinux; getenforce 2>/dev/null
 s etchosts; cat /etc/hosts
 s fstab; cat /etc/fstab 2>/dev/null
 s end
+{FILES_HEADER}{json.dumps(asked)}
 """
 
 
@@ -156,6 +163,15 @@ class HostFacts:
             if any(a.split("/")[0] == address for a in addrs):
                 return iface
         return None
+
+
+def asked_files(script: str) -> list[str]:
+    """The paths a facts script reports on (what a fake host answering it must know)."""
+    last = script.rstrip("\n").rsplit("\n", 1)[-1]
+    if not last.startswith(FILES_HEADER):
+        raise FactsError("not a hakube facts script")
+    files: list[str] = json.loads(last.removeprefix(FILES_HEADER))
+    return files
 
 
 class FactsError(ValueError):

@@ -26,7 +26,7 @@ __all__ = [
     "InitResult",
     "JoinCommand",
     "KubeadmOutputError",
-    "PhaseError",
+    "KubeadmPhaseFailure",
     "PreflightIssue",
     "mask_secrets",
     "parse_certs_check_expiration",
@@ -503,7 +503,7 @@ def parse_preflight_warnings(text: str) -> list[PreflightIssue]:
 
 
 @dataclass(frozen=True)
-class PhaseError:
+class KubeadmPhaseFailure:
     """``error execution phase <phase>: <message>`` and the lines explaining it."""
 
     phase: str
@@ -513,7 +513,7 @@ class PhaseError:
 _PHASE_ERROR_RE = re.compile(r"^error execution phase ([\w/-]+):\s*(.*)$")
 
 
-def parse_phase_error(text: str) -> PhaseError | None:
+def parse_phase_error(text: str) -> KubeadmPhaseFailure | None:
     """The failing phase of a kubeadm workflow, or None if the output shows no phase failure."""
     lines = text.replace("\r\n", "\n").split("\n")
     for index, line in enumerate(lines):
@@ -525,7 +525,9 @@ def parse_phase_error(text: str) -> PhaseError | None:
             if following.startswith("To see the stack trace"):
                 break
             body.append(following.rstrip())
-        return PhaseError(phase=match.group(1), message=mask_secrets("\n".join(body).strip("\n")))
+        return KubeadmPhaseFailure(
+            phase=match.group(1), message=mask_secrets("\n".join(body).strip("\n"))
+        )
     return None
 
 

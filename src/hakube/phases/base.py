@@ -1,8 +1,8 @@
 """Phases: small named steps, each check-then-apply, run by a workflow over many hosts.
 
 A phase reads facts, compares them with what the spec wants, and changes only what differs.
-Every mutation goes through `Context.change` (the one "wet" gate), so `--dry-run` records
-exactly what would change and runs nothing that mutates.
+Every mutation goes through `ctx.do` (the executor, the one "wet" gate), so `--dry-run` records
+exactly what would change and runs nothing that mutates. Each phase renders its own files.
 """
 
 from __future__ import annotations
@@ -13,11 +13,15 @@ from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from hakube.render.base import RenderedFile
 from hakube.secrets import Secrets
 from hakube.spec.model import Cluster, Host
+
+if TYPE_CHECKING:
+    from hakube.facts.host import HostFacts
+    from hakube.phases.context import Context
 
 
 class EventKind(StrEnum):
@@ -74,6 +78,10 @@ class Phase(ABC):
     summary: ClassVar[str]
     #: Run the hosts one after another (e.g. rolling LB reloads, control-plane joins).
     serial: ClassVar[bool] = False
+    #: Rolling phases with the same `roll` name run host by host together: all of them on one
+    #: host, `between_hosts`, then the next host (HAProxy, keepalived and the check script of
+    #: one LB host are updated together).
+    roll: ClassVar[str] = ""
     #: Managed paths the host itself creates (kubeadm's kubeconfigs): never sent from here.
     made_on_host: ClassVar[tuple[str, ...]] = ()
 
@@ -81,32 +89,49 @@ class Phase(ABC):
     def targets(self, cluster: Cluster) -> list[Host]:
         """Hosts this phase touches, in order."""
 
-    def rolling(self, ctx: Any) -> bool:
+    async def between_hosts(self, ctx: Context, host: Host) -> None:  # noqa: B027 - optional
+        """In a roll, after `host` changed and before the next host (e.g. wait for the front)."""
+
+    def rolling(self, ctx: Context) -> bool:
         """Run the hosts one after another this time (default: `serial`)."""
         return self.serial
 
-    def hosts(self, ctx: Any) -> list[Host]:
+    def hosts(self, ctx: Context) -> list[Host]:
         """Hosts this run touches: `targets`, unless the recorded cluster says otherwise (the
         host that ran kubeadm init stays that host whatever the order in the file)."""
-        return self.targets(ctx.cluster)
+        return self.targets(ctx.run.cluster)
 
     def packages(self, cluster: Cluster, host: Host) -> list[str]:
         """Packages this phase needs on the host; `packages` installs them all in one go."""
         return []
 
-    def files(self, cluster: Cluster, host: Host, secrets: Secrets) -> list[RenderedFile]:
-        """Files this phase writes on the host (for `plan`; pure)."""
+    def files(
+        self, cluster: Cluster, host: Host, secrets: Secrets, facts: HostFacts | None = None
+    ) -> list[RenderedFile]:
+        """Files this phase writes on the host, from its own renderer (pure).
+
+        `plan` calls it without facts; `apply` with the host's facts (OS family, codename).
+        """
         return []
+
+    def files_for(self, ctx: Context, host: Host) -> list[RenderedFile]:
+        """This phase's files for `host` in this run, rendered with the host's facts.
+
+        Sorted by path, the order they are installed in: that puts check_apiserver.sh before
+        keepalived.conf (whose validation needs the script) and modules-load.d before sysctl.d.
+        """
+        files = self.files(ctx.run.cluster, host, ctx.run.secrets, ctx.facts[host])
+        return sorted(files, key=lambda f: f.path)
 
     def extra_paths(self, cluster: Cluster, host: Host) -> list[tuple[str, int]]:
         """Files the phase manages that are not rendered from the spec (PKI), as (path, mode)."""
         return []
 
     @abstractmethod
-    async def run(self, ctx: Any, host: Host) -> None:
-        """Check-then-apply on one host; mutate only through `ctx.change`."""
+    async def run(self, ctx: Context, host: Host) -> None:
+        """Check-then-apply on one host; mutate only through `ctx.do`."""
 
-    async def finish(self, ctx: Any) -> None:  # noqa: B027 - optional hook, most phases need none
+    async def finish(self, ctx: Context) -> None:  # noqa: B027 - optional hook, most need none
         """Once, after every target host succeeded (e.g. wait for a cluster to be healthy)."""
 
     def matches(self, selector: str) -> bool:

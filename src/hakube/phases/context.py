@@ -1,13 +1,19 @@
-"""The one narrow object phases share: spec, secrets, transports, facts and the wet gate."""
+"""What a phase gets, split by role: run data, a facts view, the executor and the reporter.
+
+- `RunData`: the spec, the secrets, the state dir and which phases run: read-only inputs.
+- `FactsView`: what each host looks like, and commands that only look (they run in dry-run too).
+- `Executor`: the one gate for every mutation. A phase describes a change and hands over the
+  action; in a dry run the change is recorded and reported, and the action never runs.
+- `Reporter`: events for the progress display and the journal, secrets redacted.
+"""
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import shlex
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING
 
 from hakube.facts.host import (
     PACKAGES,
@@ -26,6 +32,9 @@ from hakube.secrets import Secrets
 from hakube.spec.model import Cluster, Host
 from hakube.state import StateDir
 from hakube.transport.base import CommandResult, Redactor, Transport
+
+if TYPE_CHECKING:
+    from hakube.pki.cluster import ClusterPKI
 
 
 class Timeout:
@@ -86,70 +95,80 @@ def sha256(text: str | bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-@dataclass
-class Context:
+@dataclass(frozen=True)
+class RunData:
+    """The inputs of one run; nothing here changes while it runs."""
+
     cluster: Cluster
     secrets: Secrets
     state: StateDir
-    transports: dict[str, Transport]
-    dry_run: bool = False
-    emit: EventSink = lambda _e: None
-    redactor: Redactor = field(default_factory=Redactor)
-    facts: dict[str, HostFacts] = field(default_factory=dict)
-    changes: list[Change] = field(default_factory=list)
     #: Phase names selected for this run (preflight only checks what will be used).
     selected: frozenset[str] = frozenset()
-    phase: str = ""
-    #: What `verify` found, for the caller to print.
-    report: Any = None
+    dry_run: bool = False
+    #: The recorded cluster; changed only through `remember`, after verification.
+    record: ClusterRecord | None = None
     #: Host -> packages the selected phases need there (installed together by `packages`).
     wanted_packages: dict[str, list[str]] = field(default_factory=dict)
-    #: The recorded cluster; changed only through `remember`.
-    record: ClusterRecord | None = None
 
-    def t(self, host: Host) -> Transport:
-        return self.transports[host.name]
-
-    async def read(
-        self, host: Host, command: str, *, check: bool = True, timeout: float = Timeout.READ
-    ) -> CommandResult:
-        """A command that only looks: it runs in dry-run mode too."""
-        return await self.t(host).run(command, check=check, timeout=timeout)
+    def cluster_pki(self) -> ClusterPKI:
+        return self.state.cluster_pki()
 
     def remember(self, update: Callable[[ClusterRecord], None]) -> None:
-        """Change the recorded cluster (after verification) and save it; never in a dry run."""
+        """Change the recorded cluster and save it; never in a dry run."""
         if self.record is None or self.dry_run:
             return
         update(self.record)
         self.state.save_record(self.record)
 
-    async def change(
-        self, host: Host, description: str, action: Callable[[], Awaitable[object]]
-    ) -> None:
-        """The wet gate: record the change, and perform it unless this is a dry run."""
-        self.changes.append(Change(self.phase, host.name, description, not self.dry_run))
-        self.emit(Event(EventKind.CHANGE, self.phase, host.name, self.redactor.redact(description)))
-        if not self.dry_run:
-            await action()
 
-    async def sh(
-        self, host: Host, description: str, command: str, *, timeout: float = Timeout.CHANGE
-    ) -> None:
-        """A mutating shell command behind the gate."""
+class Reporter:
+    """Events of the run, tagged with the current phase; every message redacted."""
 
-        async def go() -> None:
-            await self.t(host).run(command, timeout=timeout)
+    def __init__(self, sink: EventSink, redactor: Redactor) -> None:
+        self.sink = sink
+        self.redactor = redactor
+        self.phase = ""
 
-        await self.change(host, description, go)
+    def __call__(self, event: Event) -> None:
+        self.sink(event)
 
-    async def gather_facts(self, host: Host, paths: Sequence[str] = ()) -> HostFacts:
-        result = await self.t(host).run(facts_script(paths), timeout=Timeout.READ)
+    def change(self, host: str, description: str) -> None:
+        self.sink(Event(EventKind.CHANGE, self.phase, host, self.redactor.redact(description)))
+
+
+class FactsView:
+    """Facts of every host, and read-only commands and file reads."""
+
+    def __init__(self, transports: dict[str, Transport]) -> None:
+        self._transports = transports
+        self._facts: dict[str, HostFacts] = {}
+
+    def __getitem__(self, host: Host | str) -> HostFacts:
+        return self._facts[host if isinstance(host, str) else host.name]
+
+    def __contains__(self, host: Host | str) -> bool:
+        return (host if isinstance(host, str) else host.name) in self._facts
+
+    def set(self, host: Host | str, facts: HostFacts) -> None:
+        self._facts[host if isinstance(host, str) else host.name] = facts
+
+    async def gather(self, host: Host, paths: Sequence[str] = ()) -> HostFacts:
+        result = await self._transports[host.name].run(facts_script(paths), timeout=Timeout.READ)
         f = parse_facts(result.stdout)
-        self.facts[host.name] = f
+        self._facts[host.name] = f
         return f
 
+    async def read(
+        self, host: Host, command: str, *, check: bool = True, timeout: float = Timeout.READ
+    ) -> CommandResult:
+        """A command that only looks: it runs in dry-run mode too."""
+        return await self._transports[host.name].run(command, check=check, timeout=timeout)
+
+    async def get(self, host: Host, path: str) -> bytes:
+        return await self._transports[host.name].get(path)
+
     def file_is_current(self, host: Host, rf: RenderedFile) -> bool:
-        cur = self.facts[host.name].files.get(rf.path)
+        cur = self[host].files.get(rf.path)
         return (
             cur is not None
             and cur.sha256 == sha256(rf.content)
@@ -157,17 +176,78 @@ class Context:
             and cur.owner == owner_of(rf)
         )
 
-    async def ensure_files(self, host: Host, files: Sequence[RenderedFile]) -> set[str]:
+
+@dataclass
+class Written:
+    """What `Executor.ensure_files` changed, as data for what must follow."""
+
+    paths: list[str] = field(default_factory=list)
+    #: Units whose files changed (to reload or restart).
+    units: set[str] = field(default_factory=set)
+    #: A unit file or drop-in changed: systemd must re-read its units first.
+    daemon_reload: bool = False
+    #: A package repository changed: the package lists are stale.
+    package_sources: bool = False
+
+    def __bool__(self) -> bool:
+        return bool(self.paths)
+
+
+#: A mutation handed to the gate; it gets the host's transport and runs only when wet.
+Action = Callable[[Transport], Awaitable[object]]
+
+
+class Executor:
+    """The one gate for every mutation (k0sctl's Wet()): record, report, and run unless dry."""
+
+    def __init__(
+        self,
+        transports: dict[str, Transport],
+        facts: FactsView,
+        reporter: Reporter,
+        *,
+        dry_run: bool,
+    ) -> None:
+        self._transports = transports
+        self._facts = facts
+        self._reporter = reporter
+        self.dry_run = dry_run
+        self.changes: list[Change] = []
+
+    async def change(self, host: Host, description: str, action: Action) -> None:
+        """Record the change, and perform it unless this is a dry run."""
+        self.changes.append(Change(self._reporter.phase, host.name, description, not self.dry_run))
+        self._reporter.change(host.name, description)
+        if not self.dry_run:
+            await action(self._transports[host.name])
+
+    async def sh(
+        self, host: Host, description: str, command: str, *, timeout: float = Timeout.CHANGE
+    ) -> None:
+        """A mutating shell command behind the gate."""
+
+        async def go(t: Transport) -> None:
+            await t.run(command, timeout=timeout)
+
+        await self.change(host, description, go)
+
+    async def put(self, host: Host, description: str, path: str, content: bytes, mode: int) -> None:
+        async def go(t: Transport) -> None:
+            await t.put(path, content, mode=mode, owner="root:root")
+
+        await self.change(host, description, go)
+
+    async def ensure_files(self, host: Host, files: Sequence[RenderedFile]) -> Written:
         """Write the files that differ; validate each candidate on the host first.
 
-        Returns the units to reload. A candidate that fails validation is removed and the live
-        file is left untouched, so a bad config never replaces a running one.
+        A candidate that fails validation is removed and the live file is left untouched, so a
+        bad config never replaces a running one.
         """
-        units: set[str] = set()
+        written = Written()
         for rf in files:
-            if self.file_is_current(host, rf):
+            if self._facts.file_is_current(host, rf):
                 continue
-            cur = self.facts[host.name].files.get(rf.path)
+            cur = self._facts[host].files.get(rf.path)
             want = FileState(sha256(rf.content), rf.mode, owner_of(rf))
             if cur is not None and (cur.sha256, cur.mode) == (want.sha256, want.mode):
                 q = shlex.quote
@@ -177,61 +257,41 @@ class Context:
                     f"chown {q(want.owner)} {q(rf.path)}",
                 )
             else:
-                await self.change(
-                    host, f"write {rf.path}", functools.partial(self._install, host, rf)
-                )
-            self.facts[host.name].files[rf.path] = want
+                await self.change(host, f"write {rf.path}", _installer(rf, self._reporter.redactor))
+            self._facts[host].files[rf.path] = want
+            written.paths.append(rf.path)
             if rf.reload:
-                units.add(rf.reload)
-        return units
+                written.units.add(rf.reload)
+            written.daemon_reload |= rf.daemon_reload
+            written.package_sources |= rf.package_source
+        return written
 
-    async def _install(self, host: Host, rf: RenderedFile) -> None:
-        t = self.t(host)
-        owner = owner_of(rf)
-        if rf.validate is None:
-            await t.put(rf.path, rf.content.encode(), mode=rf.mode, owner=owner)
-            return
-        candidate = f"{rf.path}.hakube-new"
-        await t.put(candidate, rf.content.encode(), mode=rf.mode, owner=owner)
-        check = rf.validate.replace("{path}", shlex.quote(candidate))
-        q = shlex.quote
-        res = await t.run(
-            f"out=$(mktemp) || exit 1; trap 'rm -f \"$out\"' EXIT; "
-            f'if {check} >"$out" 2>&1; then mv -f {q(candidate)} {q(rf.path)}; '
-            f'else rc=$?; cat "$out" >&2; rm -f {q(candidate)}; exit $rc; fi',
-            check=False,
-            timeout=Timeout.CHANGE,
-        )
-        if not res.ok:
-            raise PhaseError(
-                f"{rf.path}: the new file failed validation on the host ({rf.validate}, exit "
-                f"{res.exit_status}); the running config was left in place:\n"
-                f"{self.redactor.redact(res.stderr_tail(15))}"
-            )
+    async def daemon_reload(self, host: Host) -> None:
+        await self.sh(host, "systemctl daemon-reload", "systemctl daemon-reload")
 
     async def reload_units(self, host: Host, units: set[str]) -> None:
-        """daemon-reload first if unit files changed, then reload-or-restart each unit."""
-        if not units:
-            return
-        ordered = sorted(units, key=lambda u: (u != "daemon-reload", u))
-        for unit in ordered:
-            if unit == "daemon-reload":
-                await self.sh(host, "systemctl daemon-reload", "systemctl daemon-reload")
-            else:
-                await self.sh(
-                    host,
-                    f"reload {unit}",
-                    f"systemctl enable -q {unit} && systemctl reload-or-restart {unit}",
-                )
-                self.facts[host.name].units[unit] = Unit(unit, True, "active", "enabled")
+        """reload-or-restart each unit (enabling it), in name order."""
+        for unit in sorted(units):
+            await self.sh(
+                host,
+                f"reload {unit}",
+                f"systemctl enable -q {unit} && systemctl reload-or-restart {unit}",
+            )
+            self._facts[host].units[unit] = Unit(unit, True, "active", "enabled")
 
-    async def ensure_packages(self, host: Host, packages: Sequence[str]) -> None:
+    async def ensure_packages(
+        self,
+        host: Host,
+        packages: Sequence[str],
+        remember: Callable[[dict[str, str]], None] = lambda _v: None,
+    ) -> None:
         """Install what is missing (never upgrade what is there) in one apt transaction,
-        without autostarting it; hold the ones whose upgrade would restart a service."""
+        without autostarting it; hold the ones whose upgrade would restart a service.
+        `remember` gets the versions the package manager reports for what it installed."""
         unknown = set(packages) - set(PACKAGES)
         if unknown:  # the facts script would never see them installed: never idempotent
             raise ValueError(f"add {sorted(unknown)} to hakube.facts.host.PACKAGES")
-        facts = self.facts[host.name]
+        facts = self._facts[host]
         if facts.package_family != "apt":  # preflight refuses these hosts with the reason
             raise PhaseError(f"{facts.os_pretty or facts.os_id!r} has no apt: not supported")
         missing = [p for p in packages if p not in facts.packages]
@@ -249,15 +309,13 @@ class Context:
                 f"dpkg-query -W -f='${{Package}} ${{Version}}\\n' {names} 2>/dev/null; "
                 f"{AUTOSTART_BACK}; exit $rc"
             )
-            cmd = detached(script)
             what = f"install {' '.join(missing)}" + (f", hold {' '.join(hold)}" if hold else "")
 
-            async def go() -> None:
-                res = await self.t(host).run(cmd, timeout=Timeout.INSTALL)
-                versions = dict(
-                    line.split(" ", 1) for line in res.stdout.splitlines() if " " in line
+            async def go(t: Transport) -> None:
+                res = await t.run(detached(script), timeout=Timeout.INSTALL)
+                remember(
+                    dict(line.split(" ", 1) for line in res.stdout.splitlines() if " " in line)
                 )
-                self.remember(lambda r: r.installed(host.name, versions))
 
             await self.change(host, what, go)
         elif hold:
@@ -268,8 +326,57 @@ class Context:
         facts.held.update(hold)
 
     async def ensure_running(self, host: Host, unit: str) -> None:
-        u = self.facts[host.name].unit(unit)
+        u = self._facts[host].unit(unit)
         if u.running and u.enabled == "enabled":
             return
         await self.sh(host, f"start {unit}", f"systemctl enable -q --now {unit}")
-        self.facts[host.name].units[unit] = Unit(unit, True, "active", "enabled")
+        self._facts[host].units[unit] = Unit(unit, True, "active", "enabled")
+
+
+def _installer(rf: RenderedFile, redactor: Redactor) -> Action:
+    async def install(t: Transport) -> None:
+        if rf.validate is None:
+            await t.put(rf.path, rf.content.encode(), mode=rf.mode, owner=owner_of(rf))
+            return
+        candidate = f"{rf.path}.hakube-new"
+        await t.put(candidate, rf.content.encode(), mode=rf.mode, owner=owner_of(rf))
+        q = shlex.quote
+        res = await t.run(
+            f"out=$(mktemp) || exit 1; trap 'rm -f \"$out\"' EXIT; "
+            f'if {rf.validate.command(candidate)} >"$out" 2>&1; then '
+            f"mv -f {q(candidate)} {q(rf.path)}; "
+            f'else rc=$?; cat "$out" >&2; rm -f {q(candidate)}; exit $rc; fi',
+            check=False,
+            timeout=Timeout.CHANGE,
+        )
+        if not res.ok:
+            raise PhaseError(
+                f"{rf.path}: the new file failed validation on the host ({rf.validate}, exit "
+                f"{res.exit_status}); the running config was left in place:\n"
+                f"{redactor.redact(res.stderr_tail(15))}"
+            )
+
+    return install
+
+
+@dataclass
+class Context:
+    """Everything a phase may use, one attribute per role."""
+
+    run: RunData
+    facts: FactsView
+    do: Executor
+    report: Reporter
+
+    @classmethod
+    def create(
+        cls,
+        run: RunData,
+        transports: dict[str, Transport],
+        *,
+        emit: EventSink = lambda _e: None,
+        redactor: Redactor | None = None,
+    ) -> Context:
+        reporter = Reporter(emit, redactor or Redactor())
+        facts = FactsView(transports)
+        return cls(run, facts, Executor(transports, facts, reporter, dry_run=run.dry_run), reporter)

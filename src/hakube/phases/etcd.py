@@ -5,15 +5,17 @@ from __future__ import annotations
 import asyncio
 import json
 
+from hakube.facts.host import HostFacts
 from hakube.phases import etcd_join
 from hakube.phases.base import Phase, PhaseError
-from hakube.phases.context import Context
+from hakube.phases.context import Context, Timeout
 from hakube.pki.etcd import etcd_members
 from hakube.pki.layout import as_rendered
 from hakube.render.base import RenderedFile
 from hakube.render.etcd import etcdctl, render_etcd
 from hakube.secrets import Secrets
 from hakube.spec.model import Cluster, Host
+from hakube.transport.base import Transport
 
 ETCD_PACKAGES = ("etcd-server", "etcd-client")
 
@@ -29,7 +31,9 @@ class EtcdPhase(Phase):
     def targets(self, cluster: Cluster) -> list[Host]:
         return cluster.etcd_hosts
 
-    def files(self, cluster: Cluster, host: Host, secrets: Secrets) -> list[RenderedFile]:
+    def files(
+        self, cluster: Cluster, host: Host, secrets: Secrets, facts: HostFacts | None = None
+    ) -> list[RenderedFile]:
         return render_etcd(cluster, host)
 
     def packages(self, cluster: Cluster, host: Host) -> list[str]:
@@ -43,43 +47,49 @@ class EtcdPhase(Phase):
         return out
 
     async def run(self, ctx: Context, host: Host) -> None:
-        c = ctx.cluster
-        await ctx.ensure_packages(host, list(ETCD_PACKAGES))
-        pki = ctx.state.etcd_pki(etcd_members(c))
+        c = ctx.run.cluster
+        await ctx.do.ensure_packages(host, list(ETCD_PACKAGES))
+        pki = ctx.run.state.etcd_pki(etcd_members(c))
         # etcd runs as its own user and must read its keys.
-        files = [*as_rendered(pki.etcd_host_files(host.name), owner="etcd"), *render_etcd(c, host)]
-        u = ctx.facts[host.name].unit("etcd")
+        files = [
+            *as_rendered(pki.etcd_host_files(host.name), owner="etcd"),
+            *self.files_for(ctx, host),
+        ]
+        u = ctx.facts[host].unit("etcd")
         if u.running:
             files = await etcd_join.keep_bootstrap(ctx, host, files)
         elif (via := etcd_join.live_peer(ctx, host)) is not None:
             async with self._restart:  # etcd takes one learner at a time
                 await etcd_join.join(ctx, host, via, files)
             return
-        stale = [f for f in files if not ctx.file_is_current(host, f)]
+        stale = [f for f in files if not ctx.facts.file_is_current(host, f)]
         if u.running and stale:
             # A live member: its new certificates and config are written inside the roll, one
             # member at a time, and the next waits until this one and the whole cluster are
             # healthy again, so quorum is never at risk.
+
+            async def restart(t: Transport) -> None:
+                await t.run("systemctl restart etcd", timeout=Timeout.CHANGE)
+                await wait_healthy(ctx, host, whole_cluster=True, member=host)
+
             async with self._restart:
-                await ctx.ensure_files(host, files)
-                await ctx.reload_units(host, {"daemon-reload"} & {f.reload for f in stale})
-                await ctx.sh(host, "restart etcd (certificates or config changed)",
-                             "systemctl restart etcd")  # fmt: skip
-                if not ctx.dry_run:
-                    await wait_healthy(ctx, host, whole_cluster=True, member=host)
+                written = await ctx.do.ensure_files(host, files)
+                if written.daemon_reload:
+                    await ctx.do.daemon_reload(host)
+                await ctx.do.change(host, "restart etcd (certificates or config changed)", restart)
             return
-        await ctx.ensure_files(host, files)
+        await ctx.do.ensure_files(host, files)
         if not u.running or u.enabled != "enabled":
             # --no-block: a new member only reports ready once a quorum of its peers is up,
             # so the first members must not wait for each other.
-            await ctx.sh(
+            await ctx.do.sh(
                 host, "start etcd", "systemctl enable -q etcd && systemctl start --no-block etcd"
             )
 
     async def finish(self, ctx: Context) -> None:
-        if ctx.dry_run or not ctx.cluster.etcd_hosts:
+        if ctx.run.dry_run or not ctx.run.cluster.etcd_hosts:
             return
-        first = ctx.cluster.etcd_hosts[0]
+        first = ctx.run.cluster.etcd_hosts[0]
         health = await wait_healthy(ctx, first, whole_cluster=True)
         healthy = {str(e.get("endpoint")) for e in health if e.get("health") is True}
         found = await member_list(ctx, first)
@@ -89,7 +99,7 @@ class EtcdPhase(Phase):
             for m in found
             if m.get("name") and set(map(str, _list(m.get("clientURLs")))) & healthy
         ]
-        ctx.remember(lambda r: r.etcd_seen(names))
+        ctx.run.remember(lambda r: r.etcd_seen(names))
 
 
 def _list(value: object) -> list[object]:
@@ -97,8 +107,8 @@ def _list(value: object) -> list[object]:
 
 
 async def endpoint_health(ctx: Context, host: Host) -> list[dict[str, object]]:
-    res = await ctx.read(
-        host, etcdctl(ctx.cluster, "endpoint", "health", "--cluster", "-w", "json"), check=False
+    res = await ctx.facts.read(
+        host, etcdctl(ctx.run.cluster, "endpoint", "health", "--cluster", "-w", "json"), check=False
     )
     try:
         data = json.loads(res.stdout or "[]")
@@ -108,7 +118,9 @@ async def endpoint_health(ctx: Context, host: Host) -> list[dict[str, object]]:
 
 
 async def member_list(ctx: Context, host: Host) -> list[dict[str, object]]:
-    res = await ctx.read(host, etcdctl(ctx.cluster, "member", "list", "-w", "json"), check=False)
+    res = await ctx.facts.read(
+        host, etcdctl(ctx.run.cluster, "member", "list", "-w", "json"), check=False
+    )
     if not res.ok:
         return []
     data = json.loads(res.stdout)
@@ -127,8 +139,8 @@ async def wait_healthy(
     """Wait until enough members are healthy (and `member`'s own endpoint among them)."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
-    want = len(ctx.cluster.etcd_hosts) if whole_cluster else 1
-    own = f"https://{member.address}:{ctx.cluster.etcd.client_port}" if member else None
+    want = len(ctx.run.cluster.etcd_hosts) if whole_cluster else 1
+    own = f"https://{member.address}:{ctx.run.cluster.etcd.client_port}" if member else None
     last: list[dict[str, object]] = []
     while loop.time() < deadline:
         last = await endpoint_health(ctx, host)

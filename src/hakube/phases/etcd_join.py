@@ -22,6 +22,7 @@ from hakube.phases.context import Context
 from hakube.render.base import RenderedFile
 from hakube.render.etcd import ETCD_ENV_FILE, etcdctl
 from hakube.spec.model import Host
+from hakube.transport.base import Transport
 
 BOOTSTRAP_KEYS = ("ETCD_INITIAL_CLUSTER", "ETCD_INITIAL_CLUSTER_STATE")
 #: How long a learner may take to catch up before the join is reported as failed (resumable).
@@ -89,24 +90,26 @@ def bootstrapped(files: list[RenderedFile], values: dict[str, str]) -> list[Rend
 
 
 def peer_url(ctx: Context, host: Host) -> str:
-    return f"https://{host.address}:{ctx.cluster.etcd.peer_port}"
+    return f"https://{host.address}:{ctx.run.cluster.etcd.peer_port}"
 
 
 def live_peer(ctx: Context, host: Host) -> Host | None:
     """Another etcd host of the file whose etcd runs: a cluster exists and `host` joins it.
     Recorded members come first (they were seen healthy)."""
-    recorded = set(ctx.record.etcd_members) if ctx.record else set()
+    recorded = set(ctx.run.record.etcd_members) if ctx.run.record else set()
     running = [
         h
-        for h in ctx.cluster.etcd_hosts
-        if h.name != host.name and ctx.facts[h.name].unit("etcd").running
+        for h in ctx.run.cluster.etcd_hosts
+        if h.name != host.name and h in ctx.facts and ctx.facts[h].unit("etcd").running
     ]
     running.sort(key=lambda h: h.name not in recorded)
     return running[0] if running else None
 
 
 async def members(ctx: Context, via: Host) -> list[Member]:
-    res = await ctx.read(via, etcdctl(ctx.cluster, "member", "list", "-w", "json"), check=False)
+    res = await ctx.facts.read(
+        via, etcdctl(ctx.run.cluster, "member", "list", "-w", "json"), check=False
+    )
     if not res.ok:
         raise PhaseError(
             f"etcdctl member list on {via.name} failed ({res.stderr.strip() or res.exit_status}): "
@@ -118,9 +121,9 @@ async def members(ctx: Context, via: Host) -> list[Member]:
 async def keep_bootstrap(ctx: Context, host: Host, files: list[RenderedFile]) -> list[RenderedFile]:
     """`files` with the env file's first-start settings taken from the running member's own."""
     env = next((rf for rf in files if rf.path == ETCD_ENV_FILE), None)
-    if env is None or ctx.file_is_current(host, env):
+    if env is None or ctx.facts.file_is_current(host, env):
         return files
-    res = await ctx.read(host, f"cat {shlex.quote(ETCD_ENV_FILE)}", check=False)
+    res = await ctx.facts.read(host, f"cat {shlex.quote(ETCD_ENV_FILE)}", check=False)
     have = env_values(res.stdout) if res.ok else {}
     return bootstrapped(files, {k: have[k] for k in BOOTSTRAP_KEYS if k in have})
 
@@ -140,45 +143,47 @@ async def join(ctx: Context, host: Host, via: Host, files: list[RenderedFile]) -
     if mine is not None and not mine.learner:
         # One of the members the cluster was bootstrapped with (or already promoted): a normal
         # start, with the configuration it was created with.
-        await ctx.ensure_files(host, files)
+        await ctx.do.ensure_files(host, files)
         await _start(ctx, host)
         return
     if mine is None:
-        add = etcdctl(ctx.cluster, "member", "add", host.name, f"--peer-urls={url}", "--learner")
-        await ctx.sh(via, f"etcd member add {host.name} ({url}) as a learner", add)
-        found = await members(ctx, via) if not ctx.dry_run else found
+        add = etcdctl(
+            ctx.run.cluster, "member", "add", host.name, f"--peer-urls={url}", "--learner"
+        )
+        await ctx.do.sh(via, f"etcd member add {host.name} ({url}) as a learner", add)
+        found = await members(ctx, via) if not ctx.run.dry_run else found
         mine = next((m for m in found if url in m.peer_urls), None)
-        if mine is None and not ctx.dry_run:
+        if mine is None and not ctx.run.dry_run:
             raise PhaseError(f"etcd member add {host.name} succeeded but {url} is not listed")
     peers = [f"{m.name or host.name}={m.peer_urls[0]}" for m in found if m.peer_urls]
     if mine is None:  # dry run: the member list as it will be after the add
         peers.append(f"{host.name}={url}")
     boot = {"ETCD_INITIAL_CLUSTER": ",".join(peers), "ETCD_INITIAL_CLUSTER_STATE": "existing"}
-    await ctx.ensure_files(host, bootstrapped(files, boot))
+    await ctx.do.ensure_files(host, bootstrapped(files, boot))
     await _start(ctx, host)
     member_id = mine.hex_id if mine else "<new>"
-    await ctx.change(
+    await ctx.do.change(
         via,
         f"etcd member promote {host.name} ({member_id}) once it has caught up",
-        lambda: _promote(ctx, via, member_id),
+        lambda t: _promote(ctx, t, member_id),
     )
 
 
 async def _start(ctx: Context, host: Host) -> None:
     u = ctx.facts[host.name].unit("etcd")
     if not u.running or u.enabled != "enabled":
-        await ctx.sh(
+        await ctx.do.sh(
             host, "start etcd", "systemctl enable -q etcd && systemctl start --no-block etcd"
         )
 
 
-async def _promote(ctx: Context, via: Host, member_id: str) -> None:
+async def _promote(ctx: Context, via: Transport, member_id: str) -> None:
     """etcd refuses to promote a learner that is behind the leader; retry until it accepts."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + PROMOTE_TIMEOUT
-    cmd = etcdctl(ctx.cluster, "member", "promote", member_id)
+    cmd = etcdctl(ctx.run.cluster, "member", "promote", member_id)
     while True:
-        res = await ctx.t(via).run(cmd, check=False)
+        res = await via.run(cmd, check=False)
         if res.ok:
             return
         if loop.time() >= deadline:

@@ -3,13 +3,22 @@
 from __future__ import annotations
 
 import shlex
+from collections.abc import Callable
 
-from hakube.facts.host import HOST_ID_PATH, POLICY_RC
+from hakube.facts.host import HOST_ID_PATH, POLICY_RC, HostFacts
 from hakube.phases.base import Phase, PhaseError
 from hakube.phases.context import APT_GET, Context
-from hakube.phases.files import RenderedPhase, files_for
 from hakube.record import version_problems
-from hakube.render.host import apply_block, hosts_block, remove_swap
+from hakube.render.base import RenderedFile
+from hakube.render.host import (
+    apply_block,
+    hosts_block,
+    remove_swap,
+    render_kernel,
+    render_mirror_repo,
+    render_runtime,
+)
+from hakube.secrets import Secrets
 from hakube.spec.model import APISERVER_PORT, Cluster, EndpointMode, Host, Role, Runtime
 
 #: What hakube converges: apt-based Debian and Ubuntu. Red Hat family hosts are refused rather
@@ -42,8 +51,8 @@ class Preflight(Phase):
 
 def check_host(ctx: Context, host: Host) -> list[str]:
     """Every preflight problem of one host, all at once."""
-    c = ctx.cluster
-    f = ctx.facts[host.name]
+    c = ctx.run.cluster
+    f = ctx.facts[host]
     problems: list[str] = []
     if f.package_family == "yum":
         problems.append(
@@ -52,7 +61,7 @@ def check_host(ctx: Context, host: Host) -> list[str]:
         )
     elif f.os_id not in SUPPORTED_OS and not set(f.os_like) & SUPPORTED_OS:
         problems.append(f"unsupported OS {f.os_pretty or f.os_id!r}: use Debian or Ubuntu")
-    kube = any(s.startswith("kubeadm") for s in ctx.selected)
+    kube = any(s.startswith("kubeadm") for s in ctx.run.selected)
     if kube and (host.has(Role.CONTROL_PLANE) or host.has(Role.WORKER)):
         problems.extend(version_problems(c.kubernetes.version, f.packages))
     if kube and c.is_control_plane(host):
@@ -90,15 +99,15 @@ def check_host(ctx: Context, host: Host) -> list[str]:
 
 
 def _port_problems(ctx: Context, host: Host) -> list[str]:
-    c = ctx.cluster
-    f = ctx.facts[host.name]
+    c = ctx.run.cluster
+    f = ctx.facts[host]
     wanted: dict[int, str] = {}
-    if c.is_lb(host) and "lb/haproxy" in ctx.selected:
+    if c.is_lb(host) and "lb/haproxy" in ctx.run.selected:
         wanted[c.endpoint.port] = "haproxy"
-    if c.is_etcd(host) and "etcd" in ctx.selected:
+    if c.is_etcd(host) and "etcd" in ctx.run.selected:
         wanted[c.etcd.client_port] = "etcd"
         wanted[c.etcd.peer_port] = "etcd"
-    kube_first_time = "kubeadm/init" in ctx.selected and "kubelet" not in f.packages
+    kube_first_time = "kubeadm/init" in ctx.run.selected and "kubelet" not in f.packages
     if kube_first_time and c.is_control_plane(host):
         for port in (APISERVER_PORT, 10250, 10257, 10259):
             wanted[port] = "kubelet"
@@ -112,7 +121,7 @@ def _port_problems(ctx: Context, host: Host) -> list[str]:
     return out
 
 
-class Prepare(RenderedPhase):
+class Prepare(Phase):
     name = "prepare"
     summary = (
         "cluster id, hostname, /etc/hosts block, swap off (and in fstab), SELinux, firewalld, "
@@ -122,58 +131,60 @@ class Prepare(RenderedPhase):
     def targets(self, cluster: Cluster) -> list[Host]:
         return _all(cluster)
 
+    def files(
+        self, cluster: Cluster, host: Host, secrets: Secrets, facts: HostFacts | None = None
+    ) -> list[RenderedFile]:
+        return render_kernel(cluster, host)
+
     async def run(self, ctx: Context, host: Host) -> None:
-        f = ctx.facts[host.name]
+        f = ctx.facts[host]
         q = shlex.quote
         await repair_policy_rc(ctx, host)
-        if ctx.record is not None and f.cluster_id != ctx.record.cluster_id:
-            content = (ctx.record.cluster_id + "\n").encode()
-            await ctx.change(
-                host,
-                f"write {HOST_ID_PATH}",
-                lambda: ctx.t(host).put(HOST_ID_PATH, content, mode=0o644, owner="root:root"),
-            )
-            f.cluster_id = ctx.record.cluster_id
+        rec = ctx.run.record
+        if rec is not None and f.cluster_id != rec.cluster_id:
+            content = (rec.cluster_id + "\n").encode()
+            await ctx.do.put(host, f"write {HOST_ID_PATH}", HOST_ID_PATH, content, 0o644)
+            f.cluster_id = rec.cluster_id
         if f.hostname != host.name:
-            await ctx.sh(
+            await ctx.do.sh(
                 host,
                 f"set hostname {host.name} (was {f.hostname})",
                 f"hostnamectl set-hostname {q(host.name)} 2>/dev/null || "
                 f"(echo {q(host.name)} > /etc/hostname && hostname {q(host.name)})",
             )
-        new_hosts = apply_block(f.etc_hosts, hosts_block(ctx.cluster, host))
+        new_hosts = apply_block(f.etc_hosts, hosts_block(ctx.run.cluster, host))
         if new_hosts.rstrip() != f.etc_hosts.rstrip():
-            content = new_hosts.encode()
-            await ctx.change(
+            await ctx.do.put(
                 host,
                 "update the hakube block in /etc/hosts",
-                lambda: ctx.t(host).put("/etc/hosts", content, mode=0o644),
+                "/etc/hosts",
+                new_hosts.encode(),
+                0o644,
             )
             f.etc_hosts = new_hosts
         if f.active_swaps:
-            await ctx.sh(host, f"swapoff ({', '.join(f.active_swaps)})", "swapoff -a")
+            await ctx.do.sh(host, f"swapoff ({', '.join(f.active_swaps)})", "swapoff -a")
         new_fstab = remove_swap(f.fstab)
         if new_fstab.rstrip() != f.fstab.rstrip():
-            content = new_fstab.encode()
-            await ctx.change(
-                host,
-                "comment out swap in /etc/fstab",
-                lambda: ctx.t(host).put("/etc/fstab", content, mode=0o644),
+            await ctx.do.put(
+                host, "comment out swap in /etc/fstab", "/etc/fstab", new_fstab.encode(), 0o644
             )
         if f.selinux == "Enforcing":
-            await ctx.sh(
+            await ctx.do.sh(
                 host,
                 "SELinux permissive (now and in /etc/selinux/config)",
                 "setenforce 0; sed -i 's/^SELINUX=enforcing/SELINUX=permissive/' "
                 "/etc/selinux/config",
             )
         if f.unit("firewalld").running:
-            await ctx.sh(host, "stop and disable firewalld", "systemctl disable --now firewalld")
-        changed = await ctx.ensure_files(host, files_for(self.name, ctx.cluster, host, ctx.secrets))
+            await ctx.do.sh(host, "stop and disable firewalld", "systemctl disable --now firewalld")
+        changed = await ctx.do.ensure_files(host, self.files_for(ctx, host))
         if not f.container:
             missing = [m for m in KERNEL_MODULES if m not in f.modules]
             if missing:
-                await ctx.sh(host, f"load {' '.join(missing)}", f"modprobe -a {' '.join(missing)}")
+                await ctx.do.sh(
+                    host, f"load {' '.join(missing)}", f"modprobe -a {' '.join(missing)}"
+                )
         wanted = _wanted_sysctls(ctx, host)
         stale = {k: v for k, v in wanted.items() if f.sysctl.get(k) != v}
         if changed or stale:
@@ -181,12 +192,17 @@ class Prepare(RenderedPhase):
             keys = [k for k in stale if not f.container or k.startswith("net.")]
             if keys:
                 cmd = " && ".join(f"sysctl -qw {q(k)}={q(wanted[k])}" for k in keys)
-                await ctx.sh(host, f"set {', '.join(keys)}", cmd)
+                await ctx.do.sh(host, f"set {', '.join(keys)}", cmd)
+
+
+def remember(ctx: Context, host: Host) -> Callable[[dict[str, str]], None]:
+    """Record the versions the package manager reports for what it installed on `host`."""
+    return lambda versions: ctx.run.remember(lambda r: r.installed(host.name, versions))
 
 
 async def repair_policy_rc(ctx: Context, host: Host) -> None:
     """A killed install (SIGKILL, power loss) cannot run its trap: put the old file back here."""
-    f = ctx.facts[host.name]
+    f = ctx.facts[host]
     if not f.policy_rc_left and not f.policy_rc_saved:
         return
     q = shlex.quote
@@ -201,23 +217,23 @@ async def repair_policy_rc(ctx: Context, host: Host) -> None:
         )
     steps += [f"rm -f {q(p)}" for p in f.policy_rc_saved]
     what = "put back the policy-rc.d" if f.policy_rc_left else "remove stale policy-rc.d copies"
-    await ctx.sh(host, f"{what} a killed install left behind", " && ".join(steps))
+    await ctx.do.sh(host, f"{what} a killed install left behind", " && ".join(steps))
     f.policy_rc_left = False
     f.policy_rc_saved = []
 
 
 def _wanted_sysctls(ctx: Context, host: Host) -> dict[str, str]:
-    f = ctx.facts[host.name]
+    f = ctx.facts[host]
     out = {"net.ipv4.ip_forward": "1"}
     if "br_netfilter" in f.modules:
         out["net.bridge.bridge-nf-call-iptables"] = "1"
         out["net.bridge.bridge-nf-call-ip6tables"] = "1"
-    if ctx.cluster.is_lb(host) and ctx.cluster.endpoint.mode is EndpointMode.VIP:
+    if ctx.run.cluster.is_lb(host) and ctx.run.cluster.endpoint.mode is EndpointMode.VIP:
         out["net.ipv4.ip_nonlocal_bind"] = "1"
     return out
 
 
-class Packages(RenderedPhase):
+class PackagesPhase(Phase):
     name = "packages"
     summary = (
         "the OS package mirror (packages.repository) on every host; base tools and every "
@@ -227,48 +243,44 @@ class Packages(RenderedPhase):
     def targets(self, cluster: Cluster) -> list[Host]:
         return _all(cluster)
 
+    def files(
+        self, cluster: Cluster, host: Host, secrets: Secrets, facts: HostFacts | None = None
+    ) -> list[RenderedFile]:
+        if facts is None:
+            return render_mirror_repo(cluster, host)
+        return render_mirror_repo(cluster, host, facts.os_id, facts.os_codename)
+
     async def run(self, ctx: Context, host: Host) -> None:
-        f = ctx.facts[host.name]
+        f = ctx.facts[host]
         if not f.package_family:
             raise PhaseError(f"no known package manager on {f.os_pretty or f.os_id!r}")
-        repo_files = files_for(
-            self.name,
-            ctx.cluster,
-            host,
-            ctx.secrets,
-            os_family=f.os_id,
-            os_codename=f.os_codename,
-        )
-        changed = await ctx.ensure_files(host, repo_files)
-        if changed or any(p.startswith("/etc/apt/") for p in _changed_paths(ctx, host)):
-            await ctx.sh(host, "refresh package lists", f"{APT_GET} update -q")
+        written = await ctx.do.ensure_files(host, self.files_for(ctx, host))
+        if written.package_sources:
+            await ctx.do.sh(host, "refresh package lists", f"{APT_GET} update -q")
         # Everything the selected phases need on this host, in one apt transaction.
-        wanted = ["curl", "ca-certificates", *ctx.wanted_packages.get(host.name, [])]
-        await ctx.ensure_packages(host, list(dict.fromkeys(wanted)))
+        wanted = ["curl", "ca-certificates", *ctx.run.wanted_packages.get(host.name, [])]
+        await ctx.do.ensure_packages(host, list(dict.fromkeys(wanted)), remember(ctx, host))
 
 
-def _changed_paths(ctx: Context, host: Host) -> list[str]:
-    return [
-        c.description.removeprefix("write ")
-        for c in ctx.changes
-        if c.host == host.name and c.phase == ctx.phase and c.description.startswith("write ")
-    ]
-
-
-class RuntimePhase(RenderedPhase):
+class RuntimePhase(Phase):
     name = "runtime"
     summary = "containerd (SystemdCgroup, sandbox image) installed, configured and running"
 
     def targets(self, cluster: Cluster) -> list[Host]:
-        return [h for h in cluster.hosts if h.has(Role.CONTROL_PLANE) or h.has(Role.WORKER)]
+        return cluster.nodes
+
+    def files(
+        self, cluster: Cluster, host: Host, secrets: Secrets, facts: HostFacts | None = None
+    ) -> list[RenderedFile]:
+        return render_runtime(cluster, host)
 
     def packages(self, cluster: Cluster, host: Host) -> list[str]:
         return ["docker.io"] if cluster.kubernetes.runtime is Runtime.DOCKER else ["containerd"]
 
     async def run(self, ctx: Context, host: Host) -> None:
-        unit = "docker" if ctx.cluster.kubernetes.runtime is Runtime.DOCKER else "containerd"
-        await ctx.ensure_packages(host, self.packages(ctx.cluster, host))
-        units = await ctx.ensure_files(host, files_for(self.name, ctx.cluster, host, ctx.secrets))
-        if unit in units:
-            await ctx.reload_units(host, {unit})
-        await ctx.ensure_running(host, unit)
+        unit = "docker" if ctx.run.cluster.kubernetes.runtime is Runtime.DOCKER else "containerd"
+        await ctx.do.ensure_packages(host, self.packages(ctx.run.cluster, host))
+        written = await ctx.do.ensure_files(host, self.files_for(ctx, host))
+        if unit in written.units:
+            await ctx.do.reload_units(host, {unit})
+        await ctx.do.ensure_running(host, unit)

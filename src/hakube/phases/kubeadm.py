@@ -14,6 +14,7 @@ import shlex
 import time
 from pathlib import Path
 
+from hakube.facts.host import HostFacts
 from hakube.facts.kubeadm import (
     KubeadmOutputError,
     parse_init_output,
@@ -21,41 +22,50 @@ from hakube.facts.kubeadm import (
     parse_upload_certs_output,
 )
 from hakube.fileio import write_private
-from hakube.phases.base import PhaseError
+from hakube.phases.base import Phase, PhaseError
 from hakube.phases.context import APT_GET, Context, Timeout
-from hakube.phases.files import RenderedPhase, files_for
 from hakube.phases.lb import mark_initialised
 from hakube.pki.etcd import etcd_members
 from hakube.pki.layout import KUBERNETES_PKI_DIR, as_rendered
 from hakube.record import KUBE_PACKAGES, upstream_version, version_problems
 from hakube.render.base import RenderedFile
-from hakube.render.host import APT_KEYRING, kubernetes_key_url, package_manager
+from hakube.render.host import (
+    APT_KEYRING,
+    kubernetes_key_url,
+    package_manager,
+    render_kubernetes_repo,
+)
 from hakube.render.kubeadm import INIT_CONFIG, JOIN_CONFIG, first_control_plane, kubeadm_file
 from hakube.secrets import Secrets
 from hakube.spec.model import Cluster, EtcdTopology, Host, Role
+from hakube.transport.base import Transport
 
 ADMIN_CONF = "/etc/kubernetes/admin.conf"
 KUBELET_CONF = "/etc/kubernetes/kubelet.conf"
 KUBECTL = f"kubectl --kubeconfig {ADMIN_CONF}"
 
 
-def _nodes(cluster: Cluster) -> list[Host]:
-    return [h for h in cluster.hosts if h.has(Role.CONTROL_PLANE) or h.has(Role.WORKER)]
-
-
-class KubePackages(RenderedPhase):
+class KubePackages(Phase):
     name = "kubeadm/packages"
-    summary = "Kubernetes repository; kubelet, kubeadm, kubectl at the pinned version, held"
+    summary = (
+        "Kubernetes repository; kubelet, kubeadm, kubectl at exactly kubernetes.version, held "
+        "(another installed version is refused: no upgrades yet)"
+    )
 
     def targets(self, cluster: Cluster) -> list[Host]:
-        return _nodes(cluster)
+        return cluster.nodes
+
+    def files(
+        self, cluster: Cluster, host: Host, secrets: Secrets, facts: HostFacts | None = None
+    ) -> list[RenderedFile]:
+        return render_kubernetes_repo(cluster, host, facts.os_id if facts else None)
 
     def extra_paths(self, cluster: Cluster, host: Host) -> list[tuple[str, int]]:
         return [(APT_KEYRING, 0o644)]
 
     async def run(self, ctx: Context, host: Host) -> None:
-        c = ctx.cluster
-        f = ctx.facts[host.name]
+        c = ctx.run.cluster
+        f = ctx.facts[host]
         version = c.kubernetes.version
         installed = {p: upstream_version(f.packages[p]) for p in KUBE_PACKAGES if p in f.packages}
         other = {p: v for p, v in installed.items() if v != version}
@@ -67,41 +77,24 @@ class KubePackages(RenderedPhase):
         if len(installed) == len(KUBE_PACKAGES):
             if not set(KUBE_PACKAGES) <= f.held:
                 held = " ".join(KUBE_PACKAGES)
-                await ctx.sh(host, "hold kubelet/kubeadm/kubectl", f"apt-mark hold {held}")
+                await ctx.do.sh(host, "hold kubelet/kubeadm/kubectl", f"apt-mark hold {held}")
                 f.held.update(KUBE_PACKAGES)
             return
-        repo_files = files_for(
-            self.name, c, host, ctx.secrets, os_family=f.os_id, os_codename=f.os_codename
-        )
-        await ctx.ensure_files(host, repo_files)
-        if ctx.dry_run:
-            await ctx.sh(host, f"install kubelet/kubeadm/kubectl {version} and hold them", ":")
-            return
+        repo_files = self.files_for(ctx, host)
+        await ctx.do.ensure_files(host, repo_files)
         manager = package_manager(c, f.os_id)
         key_url = kubernetes_key_url(c, manager)
         if key_url and APT_KEYRING not in f.files:
             # The repository file says signed-by=APT_KEYRING: without the key apt ignores it.
             # The key is data (dearmored into a keyring), never something that is executed.
-            await ctx.sh(
+            await ctx.do.sh(
                 host,
                 "fetch the Kubernetes repository signing key",
                 f"mkdir -p {shlex.quote(str(Path(APT_KEYRING).parent))} && curl -fsSL --retry 3 "
                 f"--max-time 60 {shlex.quote(key_url)} | gpg --dearmor --yes -o "
                 f"{shlex.quote(APT_KEYRING)}",
             )
-        probe = f"{APT_GET} update -q >/dev/null 2>&1; apt-cache madison kubeadm"
-        res = await ctx.read(host, probe, check=False, timeout=Timeout.INSTALL)
-        # madison prints "kubeadm | 1.30.1-1.1 | <repo>": match the upstream version exactly.
-        offered = {upstream_version(line.split("|")[1].strip()) for line in
-                   res.stdout.splitlines() if line.count("|") >= 2}  # fmt: skip
-        if version not in offered:
-            repo = repo_files[0].content.strip().splitlines()[-1] if repo_files else "?"
-            raise PhaseError(
-                f"kubeadm {version} is not available on {host.name} from the Kubernetes "
-                f"repository ({repo}). This host cannot install kubelet/kubeadm/kubectl: point "
-                "packages.kubernetes_repository at a mirror it reaches; to build the rest of the "
-                "cluster without Kubernetes, run with --skip-phases kubeadm,cni"
-            )
+        repo = repo_files[0].content.strip().splitlines()[-1] if repo_files else "?"
         pins = " ".join(f"{p}={version}-*" for p in KUBE_PACKAGES)
         names = " ".join(KUBE_PACKAGES)
         cmd = (
@@ -110,13 +103,28 @@ class KubePackages(RenderedPhase):
             f"dpkg-query -W -f='${{Package}} ${{Version}}\\n' {names}"
         )
 
-        async def install() -> None:
-            out = await ctx.t(host).run(cmd, timeout=Timeout.INSTALL)
+        async def install(t: Transport) -> None:
+            # Probing the repository needs the key and the list in place: part of the action.
+            probe = f"{APT_GET} update -q >/dev/null 2>&1; apt-cache madison kubeadm"
+            res = await t.run(probe, check=False, timeout=Timeout.INSTALL)
+            # madison prints "kubeadm | 1.30.1-1.1 | <repo>": match the upstream version exactly.
+            offered = {upstream_version(line.split("|")[1].strip()) for line in
+                       res.stdout.splitlines() if line.count("|") >= 2}  # fmt: skip
+            if version not in offered:
+                raise PhaseError(
+                    f"kubeadm {version} is not available on {host.name} from the Kubernetes "
+                    f"repository ({repo}). This host cannot install kubelet/kubeadm/kubectl: "
+                    "point packages.kubernetes_repository at a mirror it reaches; to build the "
+                    "rest of the cluster without Kubernetes, run with --skip-phases kubeadm,cni"
+                )
+            out = await t.run(cmd, timeout=Timeout.INSTALL)
             versions = dict(line.split(" ", 1) for line in out.stdout.splitlines() if " " in line)
-            ctx.remember(lambda r: r.installed(host.name, versions))
+            ctx.run.remember(lambda r: r.installed(host.name, versions))
 
-        await ctx.change(host, f"install kubelet/kubeadm/kubectl {version} and hold them", install)
-        await ctx.sh(host, "enable kubelet", "systemctl enable -q kubelet")
+        await ctx.do.change(
+            host, f"install kubelet/kubeadm/kubectl {version} and hold them", install
+        )
+        await ctx.do.sh(host, "enable kubelet", "systemctl enable -q kubelet")
 
 
 def shared_pki_paths(cluster: Cluster) -> list[tuple[str, int]]:
@@ -133,9 +141,11 @@ def shared_pki_paths(cluster: Cluster) -> list[tuple[str, int]]:
 
 
 def _shared_pki(ctx: Context) -> list[RenderedFile]:
-    files = as_rendered(ctx.state.cluster_pki().control_plane_files())
-    if ctx.cluster.etcd.topology is EtcdTopology.EXTERNAL:
-        files += as_rendered(ctx.state.etcd_pki(etcd_members(ctx.cluster)).control_plane_files())
+    files = as_rendered(ctx.run.cluster_pki().control_plane_files())
+    if ctx.run.cluster.etcd.topology is EtcdTopology.EXTERNAL:
+        files += as_rendered(
+            ctx.run.state.etcd_pki(etcd_members(ctx.run.cluster)).control_plane_files()
+        )
     return files
 
 
@@ -156,15 +166,16 @@ def clock() -> float:
 def init_host(ctx: Context) -> Host:
     """The host that ran kubeadm init: the recorded one, else (before init) the first control
     plane. Reordering or inserting hosts in the file never makes another host init."""
-    recorded = ctx.record.init_host if ctx.record else None
+    recorded = ctx.run.record.init_host if ctx.run.record else None
     if recorded is None:
-        return first_control_plane(ctx.cluster)
-    for h in ctx.cluster.control_planes:
+        return first_control_plane(ctx.run.cluster)
+    for h in ctx.run.cluster.control_planes:
         if h.name == recorded:
             return h
     raise PhaseError(
-        f"{recorded} ran kubeadm init (recorded in {ctx.state.path}) but is not a control-plane "
-        "host in the cluster file any more; removing it is not supported yet: put it back"
+        f"{recorded} ran kubeadm init (recorded in {ctx.run.state.path}) but is not a "
+        "control-plane host in the cluster file any more; removing it is not supported yet: "
+        "put it back"
     )
 
 
@@ -174,8 +185,8 @@ async def _api_answers(ctx: Context, host: Host) -> str | None:
     Any HTTP answer (even 401/403) means an API server is there; HAProxy alone with every
     backend down closes the connection instead.
     """
-    url = f"https://{ctx.cluster.control_plane_endpoint}/version"
-    res = await ctx.read(
+    url = f"https://{ctx.run.cluster.control_plane_endpoint}/version"
+    res = await ctx.facts.read(
         host,
         f"curl -sk --max-time 5 -o /dev/null -w '%{{http_code}}' {shlex.quote(url)}",
         check=False,
@@ -186,7 +197,7 @@ async def _api_answers(ctx: Context, host: Host) -> str | None:
 
 async def _serves(ctx: Context, host: Host) -> bool:
     """The API server behind `host`'s admin.conf answers and kubeadm-config exists."""
-    res = await ctx.read(
+    res = await ctx.facts.read(
         host, f"{KUBECTL} -n kube-system get configmap kubeadm-config -o name", check=False
     )
     return res.ok
@@ -194,7 +205,7 @@ async def _serves(ctx: Context, host: Host) -> bool:
 
 async def _half_done(ctx: Context, host: Host) -> list[str]:
     q = " ".join(shlex.quote(p) for p in HALF_DONE)
-    res = await ctx.read(host, f"ls -d {q} 2>/dev/null", check=False)
+    res = await ctx.facts.read(host, f"ls -d {q} 2>/dev/null", check=False)
     return [line for line in res.stdout.split() if line]
 
 
@@ -202,7 +213,7 @@ def _reset_hint(host: Host) -> str:
     return f"`kubeadm reset -f` on {host.name} (it only resets that node), then re-apply"
 
 
-class KubeadmInit(RenderedPhase):
+class KubeadmInit(Phase):
     name = "kubeadm/init"
     summary = (
         "kubeadm init, once per cluster (recorded), on the first control-plane node with the "
@@ -216,18 +227,20 @@ class KubeadmInit(RenderedPhase):
     def hosts(self, ctx: Context) -> list[Host]:
         return [init_host(ctx)]
 
-    def files(self, cluster: Cluster, host: Host, secrets: Secrets) -> list[RenderedFile]:
+    def files(
+        self, cluster: Cluster, host: Host, secrets: Secrets, facts: HostFacts | None = None
+    ) -> list[RenderedFile]:
         return [kubeadm_file(cluster, host, secrets, None, init=True)]
 
     def extra_paths(self, cluster: Cluster, host: Host) -> list[tuple[str, int]]:
         return [*shared_pki_paths(cluster), (ADMIN_CONF, 0o600)]
 
     async def run(self, ctx: Context, host: Host) -> None:
-        c = ctx.cluster
-        rec = ctx.record
+        c = ctx.run.cluster
+        rec = ctx.run.record
         recorded = rec is not None and rec.init_host == host.name
-        if ADMIN_CONF in ctx.facts[host.name].files:
-            if not recorded and not ctx.dry_run:
+        if ADMIN_CONF in ctx.facts[host].files:
+            if not recorded and not ctx.run.dry_run:
                 # Initialised by an older hakube or by a run that died before recording it:
                 # trust it only once it serves.
                 if not await _serves(ctx, host):
@@ -237,7 +250,7 @@ class KubeadmInit(RenderedPhase):
                         f"this node never served a cluster, run {_reset_hint(host)}; otherwise "
                         "start it again (`journalctl -u kubelet` there says why it is down)"
                     )
-                ctx.remember(lambda r: r.initialised(host.name, c, at=None))
+                ctx.run.remember(lambda r: r.initialised(host.name, c, at=None))
                 for lb in c.lb_hosts:
                     await mark_initialised(ctx, lb)
             await _fetch_admin_conf(ctx, host)
@@ -248,12 +261,12 @@ class KubeadmInit(RenderedPhase):
                 "reset or rebuilt. hakube never runs kubeadm init twice for one cluster; restore "
                 "the node, or start over with a new cluster (new name and state directory)"
             )
-        if not ctx.dry_run:
+        if not ctx.run.dry_run:
             code = await _api_answers(ctx, host)
             if code is not None:
                 raise PhaseError(
                     f"{c.control_plane_endpoint} already answers (HTTP {code}) but "
-                    f"{ctx.state.path} records no kubeadm init: a cluster this state directory "
+                    f"{ctx.run.state.path} records no kubeadm init: a cluster this state directory "
                     "does not know is behind that endpoint. Use that cluster's state directory, "
                     "or another endpoint name"
                 )
@@ -261,20 +274,20 @@ class KubeadmInit(RenderedPhase):
             if leftovers:
                 # Nothing was recorded and nothing answers: these come from an init that
                 # failed before it served, so resetting this one node loses nothing.
-                await ctx.sh(
+                await ctx.do.sh(
                     host,
                     f"kubeadm reset -f (a failed init left {', '.join(leftovers)})",
                     "kubeadm reset -f",
                     timeout=Timeout.KUBEADM,
                 )
-        await ctx.ensure_files(host, _shared_pki(ctx))
-        await ctx.ensure_files(host, self.files(c, host, ctx.secrets))
-        await ctx.change(
+        await ctx.do.ensure_files(host, _shared_pki(ctx))
+        await ctx.do.ensure_files(host, self.files(c, host, ctx.run.secrets))
+        await ctx.do.change(
             host, "kubeadm init --upload-certs", functools.partial(self._init, ctx, host)
         )
 
-    async def _init(self, ctx: Context, host: Host) -> None:
-        res = await ctx.t(host).run(
+    async def _init(self, ctx: Context, host: Host, t: Transport) -> None:
+        res = await t.run(
             f"kubeadm init --config {INIT_CONFIG} --upload-certs",
             check=False,
             timeout=Timeout.KUBEADM,
@@ -287,8 +300,8 @@ class KubeadmInit(RenderedPhase):
                 f"kubeadm init failed (exit {res.exit_status}): {e}. The next apply resets "
                 f"{host.name} (nothing was recorded) and tries again"
             ) from None
-        expected = ctx.state.cluster_pki().ca_cert_hash
-        if result.ca_cert_hash != expected or result.token != ctx.secrets.bootstrap_token:
+        expected = ctx.run.state.cluster_pki().ca_cert_hash
+        if result.ca_cert_hash != expected or result.token != ctx.run.secrets.bootstrap_token:
             raise PhaseError(
                 "kubeadm init printed a CA hash or token other than the ones hakube provided: "
                 f"the host had an older /etc/kubernetes; run {_reset_hint(host)}"
@@ -299,22 +312,22 @@ class KubeadmInit(RenderedPhase):
                 f"{ADMIN_CONF}; see `journalctl -u kubelet` on {host.name}"
             )
         now = clock()
-        ctx.remember(lambda r: r.initialised(host.name, ctx.cluster, at=now))
+        ctx.run.remember(lambda r: r.initialised(host.name, ctx.run.cluster, at=now))
         # The token in init.yaml served kubeadm's own bootstrap; joins bring their own.
-        token_id = ctx.secrets.bootstrap_token.split(".")[0]
-        await ctx.t(host).run(
+        token_id = ctx.run.secrets.bootstrap_token.split(".")[0]
+        await t.run(
             f"kubeadm token delete {token_id} >/dev/null", check=False, timeout=Timeout.READ
         )
-        for lb in ctx.cluster.lb_hosts:
+        for lb in ctx.run.cluster.lb_hosts:
             await mark_initialised(ctx, lb)
         await _fetch_admin_conf(ctx, host)
 
 
 async def _fetch_admin_conf(ctx: Context, host: Host) -> None:
-    if ctx.dry_run:
+    if ctx.run.dry_run:
         return
-    data = await ctx.t(host).get(ADMIN_CONF)
-    target = ctx.state.path / "admin.conf"
+    data = await ctx.facts.get(host, ADMIN_CONF)
+    target = ctx.run.state.path / "admin.conf"
     if not target.exists() or target.read_bytes() != data:
         write_private(target, data)
 
@@ -325,11 +338,11 @@ async def _node_exists(ctx: Context, via: Host, name: str, *, wait: float = 0) -
     if wait:
         tries = max(1, int(wait / 2))
         cmd = f"for i in $(seq {tries}); do {cmd} && exit 0; sleep 2; done; exit 1"
-    res = await ctx.read(via, cmd, check=False, timeout=Timeout.READ + wait)
+    res = await ctx.facts.read(via, cmd, check=False, timeout=Timeout.READ + wait)
     return res.ok
 
 
-class _Join(RenderedPhase):
+class _Join(Phase):
     control_plane: bool
     made_on_host = (KUBELET_CONF,)
 
@@ -352,9 +365,11 @@ class _Join(RenderedPhase):
 
     def hosts(self, ctx: Context) -> list[Host]:
         first = init_host(ctx)
-        return [h for h in self.members(ctx.cluster) if h.name != first.name]
+        return [h for h in self.members(ctx.run.cluster) if h.name != first.name]
 
-    def files(self, cluster: Cluster, host: Host, secrets: Secrets) -> list[RenderedFile]:
+    def files(
+        self, cluster: Cluster, host: Host, secrets: Secrets, facts: HostFacts | None = None
+    ) -> list[RenderedFile]:
         return [kubeadm_file(cluster, host, secrets, None, init=False)]
 
     def extra_paths(self, cluster: Cluster, host: Host) -> list[tuple[str, int]]:
@@ -363,9 +378,9 @@ class _Join(RenderedPhase):
 
     async def run(self, ctx: Context, host: Host) -> None:
         first = init_host(ctx)
-        rec = ctx.record
-        if KUBELET_CONF in ctx.facts[host.name].files:
-            if (rec is not None and host.name in rec.nodes) or ctx.dry_run:
+        rec = ctx.run.record
+        if KUBELET_CONF in ctx.facts[host].files:
+            if (rec is not None and host.name in rec.nodes) or ctx.run.dry_run:
                 return
             # Joined before this hakube recorded joins, or a run died before recording it.
             if not await _node_exists(ctx, first, host.name):
@@ -373,70 +388,75 @@ class _Join(RenderedPhase):
                     f"{host.name} has {KUBELET_CONF} but the cluster has no Node "
                     f"{host.name}: a join that failed half-way. Run {_reset_hint(host)}"
                 )
-            ctx.remember(lambda r: r.joined(host.name, self._role))
+            ctx.run.remember(lambda r: r.joined(host.name, self._role))
             return
-        leftovers = [] if ctx.dry_run else await _half_done(ctx, host)
+        leftovers = [] if ctx.run.dry_run else await _half_done(ctx, host)
         if leftovers:
             raise PhaseError(
                 f"{host.name} is half-joined ({', '.join(leftovers)} exist): run "
                 f"{_reset_hint(host)}"
             )
         secrets = await self._credentials(ctx, first)
-        pki = ctx.state.cluster_pki()
+        pki = ctx.run.state.cluster_pki()
         if self.control_plane:
-            await ctx.ensure_files(host, _shared_pki(ctx))
-        join = kubeadm_file(ctx.cluster, host, secrets, pki.ca_cert_hash, init=False)
-        await ctx.ensure_files(host, [join])
+            await ctx.do.ensure_files(host, _shared_pki(ctx))
+        join = kubeadm_file(ctx.run.cluster, host, secrets, pki.ca_cert_hash, init=False)
+        await ctx.do.ensure_files(host, [join])
         what = "kubeadm join" + (" --control-plane" if self.control_plane else "")
-        await ctx.change(host, what, functools.partial(self._join, ctx, host, first))
+        await ctx.do.change(host, what, functools.partial(self._join, ctx, host, first))
 
     @property
     def _role(self) -> str:
         return "control-plane" if self.control_plane else "worker"
 
-    async def _join(self, ctx: Context, host: Host, first: Host) -> None:
-        await ctx.t(host).run(f"kubeadm join --config {JOIN_CONFIG}", timeout=Timeout.KUBEADM)
+    async def _join(self, ctx: Context, host: Host, first: Host, t: Transport) -> None:
+        await t.run(f"kubeadm join --config {JOIN_CONFIG}", timeout=Timeout.KUBEADM)
         # The token in join.yaml must not outlive the join on the node.
-        await ctx.t(host).run(f"rm -f {JOIN_CONFIG}", timeout=Timeout.READ)
-        ctx.facts[host.name].files.pop(JOIN_CONFIG, None)
+        await t.run(f"rm -f {JOIN_CONFIG}", timeout=Timeout.READ)
+        ctx.facts[host].files.pop(JOIN_CONFIG, None)
         if not await _node_exists(ctx, first, host.name, wait=60):
             raise PhaseError(
                 f"kubeadm join succeeded on {host.name} but no Node {host.name} appeared "
                 f"within 60 s; see `journalctl -u kubelet` on {host.name}"
             )
-        ctx.remember(lambda r: r.joined(host.name, self._role))
+        ctx.run.remember(lambda r: r.joined(host.name, self._role))
 
     async def _credentials(self, ctx: Context, first: Host) -> Secrets:
         """The phase's own fresh token (and, for control planes, certificates uploaded within
         the last 2 hours), made once for every host of the phase."""
         async with self._once:
-            if ctx.dry_run:
-                return ctx.secrets
+            if ctx.run.dry_run:
+                return ctx.run.secrets
             if self.control_plane and not self._certs_uploaded:
                 await self._upload_certs(ctx, first)
             if self._token is None:
-                res = await ctx.t(first).run(
-                    f"kubeadm token create --ttl {JOIN_TTL} "
-                    f"--description {shlex.quote('hakube ' + self.name)}",
-                    timeout=Timeout.READ,
+                await ctx.do.change(
+                    first, f"create a {JOIN_TTL} join token for {self.name}", self._create_token
                 )
-                try:
-                    token = parse_token_create(res.stdout)
-                except KubeadmOutputError as e:
-                    raise PhaseError(f"kubeadm token create on {first.name}: {e}") from None
-                ctx.redactor.register(token)
-                self._token = token
-            return dataclasses.replace(ctx.secrets, bootstrap_token=self._token)
+                ctx.report.redactor.register(self._token or "")
+            assert self._token is not None
+            return dataclasses.replace(ctx.run.secrets, bootstrap_token=self._token)
+
+    async def _create_token(self, t: Transport) -> None:
+        res = await t.run(
+            f"kubeadm token create --ttl {JOIN_TTL} "
+            f"--description {shlex.quote('hakube ' + self.name)}",
+            timeout=Timeout.READ,
+        )
+        try:
+            self._token = parse_token_create(res.stdout)
+        except KubeadmOutputError as e:
+            raise PhaseError(f"kubeadm token create on {t.host}: {e}") from None
 
     async def _upload_certs(self, ctx: Context, first: Host) -> None:
-        at = ctx.record.init_at if ctx.record else None
+        at = ctx.run.record.init_at if ctx.run.record else None
         if at is not None and clock() - at < CERTS_FRESH_FOR:
             self._certs_uploaded = True
             return
-        key = ctx.secrets.certificate_key
+        key = ctx.run.secrets.certificate_key
 
-        async def upload() -> None:
-            res = await ctx.t(first).run(
+        async def upload(t: Transport) -> None:
+            res = await t.run(
                 f"kubeadm init phase upload-certs --upload-certs --config {INIT_CONFIG} "
                 f"--certificate-key {shlex.quote(key)}",
                 timeout=Timeout.KUBEADM,
@@ -451,17 +471,17 @@ class _Join(RenderedPhase):
                     "the one hakube gave it"
                 )
 
-        await ctx.change(
+        await ctx.do.change(
             first, "re-upload the control-plane certificates (kubeadm-certs, 2 h)", upload
         )
         self._certs_uploaded = True
 
     async def finish(self, ctx: Context) -> None:
-        if self._token is None or ctx.dry_run:
+        if self._token is None or ctx.run.dry_run:
             return
         token_id = self._token.split(".")[0]
         first = init_host(ctx)
-        await ctx.sh(
+        await ctx.do.sh(
             first, "delete this run's join token", f"kubeadm token delete {token_id} >/dev/null"
         )
         self._token = None

@@ -7,37 +7,49 @@ import re
 import shlex
 
 from hakube.facts.haproxy import SHOW_STAT, parse_show_stat
-from hakube.facts.host import FileState, Unit
+from hakube.facts.host import FileState, HostFacts, Unit
 from hakube.phases.base import Phase, PhaseError
 from hakube.phases.context import Context, sha256
-from hakube.phases.files import RenderedPhase, files_for
-from hakube.render.keepalived import INIT_MARKER, KEEPALIVED_CONF, TRACK_DIR, TRACK_FILE
+from hakube.render.base import RenderedFile
+from hakube.render.haproxy import render_haproxy
+from hakube.render.keepalived import (
+    INIT_MARKER,
+    KEEPALIVED_CONF,
+    TRACK_DIR,
+    TRACK_FILE,
+    render_haproxy_tracking,
+    render_keepalived,
+)
+from hakube.secrets import Secrets
 from hakube.spec.model import Cluster, EndpointMode, Host
 
 
 async def mark_initialised(ctx: Context, host: Host) -> None:
     """Once the init is recorded, end the health check's "every backend DOWN" exception."""
-    rec = ctx.record
-    if rec is None or rec.init_host is None or ctx.cluster.endpoint.mode is not EndpointMode.VIP:
+    rec = ctx.run.record
+    vip_mode = ctx.run.cluster.endpoint.mode is EndpointMode.VIP
+    if rec is None or rec.init_host is None or not vip_mode:
         return
     content = f"{rec.cluster_id} initialised on {rec.init_host}\n"
     want = FileState(sha256(content), 0o644, "root:root")
-    if ctx.facts[host.name].files.get(INIT_MARKER) == want:
+    if host in ctx.facts and ctx.facts[host].files.get(INIT_MARKER) == want:
         return
-    await ctx.change(
+    await ctx.do.put(
         host,
         f"write {INIT_MARKER} (health check: all API servers DOWN now fails)",
-        lambda: ctx.t(host).put(INIT_MARKER, content.encode(), mode=0o644, owner="root:root"),
+        INIT_MARKER,
+        content.encode(),
+        0o644,
     )
-    ctx.facts[host.name].files[INIT_MARKER] = want
+    if host in ctx.facts:
+        ctx.facts[host].files[INIT_MARKER] = want
 
 
 def vip_holder(ctx: Context) -> str | None:
     """The LB host holding the VIP when the facts were read (None before facts or without)."""
-    vip = ctx.cluster.endpoint.vip
-    for h in ctx.cluster.lb_hosts:
-        f = ctx.facts.get(h.name)
-        if vip is not None and f is not None and f.has_address(str(vip)):
+    vip = ctx.run.cluster.endpoint.vip
+    for h in ctx.run.cluster.lb_hosts:
+        if vip is not None and h in ctx.facts and ctx.facts[h].has_address(str(vip)):
             return h.name
     return None
 
@@ -51,15 +63,16 @@ def owner_last(ctx: Context, hosts: list[Host]) -> list[Host]:
 async def front_problems(ctx: Context) -> list[str]:
     """What keeps the front from serving now: not exactly one VIP holder; once the cluster is
     initialised (recorded), any API server backend not UP on any LB host."""
-    c = ctx.cluster
+    c = ctx.run.cluster
     problems: list[str] = []
     if c.endpoint.mode is EndpointMode.VIP:
         owners = await vip_owners(ctx)
         if len(owners) != 1:
             problems.append(f"the VIP is held by {len(owners)} hosts ({', '.join(owners)})")
-    if ctx.record is not None and ctx.record.init_host is not None:
+    rec = ctx.run.record
+    if rec is not None and rec.init_host is not None:
         for lb in c.lb_hosts:
-            res = await ctx.read(lb, SHOW_STAT, check=False)
+            res = await ctx.facts.read(lb, SHOW_STAT, check=False)
             backends = parse_show_stat(res.stdout, lb.name)
             down = [f"{b.server} {b.status}" for b in backends if not b.status.startswith("UP")]
             if not backends or down:
@@ -88,43 +101,37 @@ async def settle(ctx: Context, after: Host) -> None:
         )
 
 
-class _Rolling(RenderedPhase):
-    """An LB phase: all hosts at once on a first install; on a live front one host at a time,
-    the VIP owner last, and the front serving again (one VIP holder, every backend UP) before
-    the next host."""
+def front_is_live(ctx: Context, unit: str) -> bool:
+    """Some LB host already runs `unit`: changes roll one host at a time so the others serve.
+    On a first install nothing serves yet, and every LB host is set up at once."""
+    return any(h in ctx.facts and ctx.facts[h].unit(unit).running for h in ctx.run.cluster.lb_hosts)
+
+
+class _Rolling(Phase):
+    """An LB phase: all hosts at once on a first install; on a live front the LB phases roll
+    together one host at a time, the VIP owner last, and the front serves again (one VIP
+    holder, every backend UP) before the next host."""
 
     serial = True
+    roll = "lb"
     unit: str
 
     def rolling(self, ctx: Context) -> bool:
         return front_is_live(ctx, self.unit)
 
     def hosts(self, ctx: Context) -> list[Host]:
-        return owner_last(ctx, self.targets(ctx.cluster))
+        return owner_last(ctx, self.targets(ctx.run.cluster))
 
-    async def run(self, ctx: Context, host: Host) -> None:
-        live = front_is_live(ctx, self.unit)
-        before = len(ctx.changes)
-        await self.converge(ctx, host)
-        changed = any(c.host == host.name for c in ctx.changes[before:])
-        if live and changed and not ctx.dry_run:
-            await settle(ctx, host)
-
-    async def converge(self, ctx: Context, host: Host) -> None:
-        raise NotImplementedError
-
-
-def front_is_live(ctx: Context, unit: str) -> bool:
-    """Some LB host already runs `unit`: changes roll one host at a time so the others serve.
-    On a first install nothing serves yet, and every LB host is set up at once."""
-    return any(ctx.facts[h.name].unit(unit).running for h in ctx.cluster.lb_hosts)
+    async def between_hosts(self, ctx: Context, host: Host) -> None:
+        await settle(ctx, host)
 
 
 class HAProxyPhase(_Rolling):
     name = "lb/haproxy"
     summary = (
         "HAProxy installed, config validated on the host, reloaded if changed; on a live front "
-        "one host at a time, VIP owner last, front serving again before the next"
+        "one host at a time together with keepalived, VIP owner last, front serving again "
+        "before the next"
     )
     unit = "haproxy"
 
@@ -134,35 +141,40 @@ class HAProxyPhase(_Rolling):
     def packages(self, cluster: Cluster, host: Host) -> list[str]:
         return ["haproxy", "socat"]
 
-    async def converge(self, ctx: Context, host: Host) -> None:
-        c = ctx.cluster
-        await ctx.ensure_packages(host, self.packages(c, host))
-        units = await ctx.ensure_files(host, files_for(self.name, c, host, ctx.secrets))
-        f = ctx.facts[host.name]
+    def files(
+        self, cluster: Cluster, host: Host, secrets: Secrets, facts: HostFacts | None = None
+    ) -> list[RenderedFile]:
+        return [*render_haproxy(cluster, host, secrets), *render_haproxy_tracking(cluster, host)]
+
+    async def run(self, ctx: Context, host: Host) -> None:
+        c = ctx.run.cluster
+        await ctx.do.ensure_packages(host, self.packages(c, host))
+        written = await ctx.do.ensure_files(host, self.files_for(ctx, host))
+        f = ctx.facts[host]
         running = f.unit("haproxy").running
-        if "daemon-reload" in units:
-            await ctx.reload_units(host, {"daemon-reload"})
-        if running and "haproxy" in units:
-            await ctx.sh(host, "reload haproxy", "systemctl reload-or-restart haproxy")
+        if written.daemon_reload:
+            await ctx.do.daemon_reload(host)
+        if running and "haproxy" in written.units:
+            await ctx.do.sh(host, "reload haproxy", "systemctl reload-or-restart haproxy")
         elif not running or f.unit("haproxy").enabled != "enabled":
-            await ctx.sh(host, "start haproxy", "systemctl enable -q --now haproxy")
+            await ctx.do.sh(host, "start haproxy", "systemctl enable -q --now haproxy")
         if c.endpoint.mode is EndpointMode.VIP and c.endpoint.vrrp.track_haproxy_state:
             # A reload does not run ExecStartPost: seed the tracked file from the real state,
             # or keepalived would stay in FAULT and nobody would take the VIP.
             await _sync_state_file(ctx, host)
-        if not ctx.dry_run and units:
+        if not ctx.run.dry_run and (written.units or written.daemon_reload):
             await _wait_listening(ctx, host, c.endpoint.port)
 
 
 async def _sync_state_file(ctx: Context, host: Host) -> None:
-    res = await ctx.read(
+    res = await ctx.facts.read(
         host,
         f"systemctl is-active -q haproxy && want=0 || want=1; "
         f'cur=$(cat {TRACK_FILE} 2>/dev/null); echo "$want $cur"',
     )
     want, _, cur = res.stdout.strip().partition(" ")
     if want != cur:
-        await ctx.sh(
+        await ctx.do.sh(
             host,
             f"seed {TRACK_FILE} with {want}",
             f"mkdir -p {TRACK_DIR} && echo {want} > {TRACK_FILE}",
@@ -174,7 +186,7 @@ async def _wait_listening(ctx: Context, host: Host, port: int, timeout: float = 
         f"for i in $(seq {int(timeout * 5)}); do "
         f"ss -ltnH 'sport = :{port}' | grep -q . && exit 0; sleep 0.2; done; exit 1"
     )
-    res = await ctx.read(host, cmd, check=False)
+    res = await ctx.facts.read(host, cmd, check=False)
     if not res.ok:
         raise PhaseError(f"HAProxy does not listen on port {port} after {timeout:.0f} s")
 
@@ -183,8 +195,8 @@ class KeepalivedPhase(_Rolling):
     name = "lb/keepalived"
     summary = (
         "keepalived (VRRP VIP) installed, config validated on the host, reloaded if changed; on "
-        "a live front one host at a time, VIP owner last; VRRP-incompatible changes as a "
-        "planned stop of every LB host, then start"
+        "a live front one host at a time together with HAProxy, VIP owner last; "
+        "VRRP-incompatible changes as a planned stop of every LB host, then start"
     )
     unit = "keepalived"
 
@@ -201,47 +213,50 @@ class KeepalivedPhase(_Rolling):
     def extra_paths(self, cluster: Cluster, host: Host) -> list[tuple[str, int]]:
         return [(INIT_MARKER, 0o644)]
 
-    async def converge(self, ctx: Context, host: Host) -> None:
-        await ctx.ensure_packages(host, self.packages(ctx.cluster, host))
+    def files(
+        self, cluster: Cluster, host: Host, secrets: Secrets, facts: HostFacts | None = None
+    ) -> list[RenderedFile]:
+        return render_keepalived(cluster, host, secrets)
+
+    async def run(self, ctx: Context, host: Host) -> None:
+        await ctx.do.ensure_packages(host, self.packages(ctx.run.cluster, host))
         async with self._planned:
             if not self._checked:
                 self._checked = True
                 await self._stop_all_if_incompatible(ctx)
         await mark_initialised(ctx, host)
-        units = await ctx.ensure_files(host, files_for(self.name, ctx.cluster, host, ctx.secrets))
-        u = ctx.facts[host.name].unit("keepalived")
-        if u.running and "keepalived" in units:
+        written = await ctx.do.ensure_files(host, self.files_for(ctx, host))
+        u = ctx.facts[host].unit("keepalived")
+        if u.running and "keepalived" in written.units:
             # SIGHUP: keepalived re-reads its config without dropping the VIP it holds.
-            await ctx.sh(host, "reload keepalived", "systemctl reload keepalived")
+            await ctx.do.sh(host, "reload keepalived", "systemctl reload keepalived")
         elif not u.running or u.enabled != "enabled":
-            await ctx.sh(host, "start keepalived", "systemctl enable -q --now keepalived")
+            await ctx.do.sh(host, "start keepalived", "systemctl enable -q --now keepalived")
 
     async def _stop_all_if_incompatible(self, ctx: Context) -> None:
         """Hosts with the old and the new VRRP settings cannot share a VRRP group: each would
         see no peer and become MASTER (two VIP holders mid-roll). Such a change stops keepalived
         on every LB host first; the roll then starts them one at a time."""
         reasons: set[str] = set()
-        running = [h for h in ctx.cluster.lb_hosts if ctx.facts[h.name].unit(self.unit).running]
+        lbs = ctx.run.cluster.lb_hosts
+        running = [h for h in lbs if h in ctx.facts and ctx.facts[h].unit(self.unit).running]
         for h in running:
-            new = next(
-                f for f in files_for(self.name, ctx.cluster, h, ctx.secrets)
-                if f.path == KEEPALIVED_CONF
-            )  # fmt: skip
-            if ctx.file_is_current(h, new):
+            new = next(f for f in self.files_for(ctx, h) if f.path == KEEPALIVED_CONF)
+            if ctx.facts.file_is_current(h, new):
                 continue
-            old = await ctx.read(h, f"cat {KEEPALIVED_CONF}", check=False)
+            old = await ctx.facts.read(h, f"cat {KEEPALIVED_CONF}", check=False)
             reasons.update(vrrp_incompatible(old.stdout, new.content))
         if not reasons:
             return
         why = "; ".join(sorted(reasons))
         for h in running:
-            await ctx.sh(
+            await ctx.do.sh(
                 h,
                 f"stop keepalived (planned: {why} cannot run beside the old settings; every "
                 "LB host stops, then each starts with the new config)",
                 "systemctl stop keepalived",
             )
-            f = ctx.facts[h.name]
+            f = ctx.facts[h]
             f.units[self.unit] = Unit(self.unit, True, "inactive", f.unit(self.unit).enabled)
 
 
@@ -270,37 +285,38 @@ class WaitVIP(Phase):
         return cluster.lb_hosts[:1]
 
     async def run(self, ctx: Context, host: Host) -> None:
-        if ctx.dry_run:
+        if ctx.run.dry_run:
             return
         owners = await wait_vip_owner(ctx, timeout=20)
         if len(owners) != 1:
             raise PhaseError(
-                f"the VIP {ctx.cluster.endpoint.vip} is held by {len(owners)} hosts "
+                f"the VIP {ctx.run.cluster.endpoint.vip} is held by {len(owners)} hosts "
                 f"({', '.join(owners) or 'none'}): check keepalived with "
                 "`journalctl -u keepalived` on the LB hosts"
             )
-        port = ctx.cluster.endpoint.port
-        vip = ctx.cluster.endpoint.vip
+        port = ctx.run.cluster.endpoint.port
+        vip = ctx.run.cluster.endpoint.vip
         # Connect from another LB host (or the owner): the VIP must answer on the L2 segment.
-        probe = next((h for h in ctx.cluster.lb_hosts if h.name != owners[0]), host)
+        probe = next((h for h in ctx.run.cluster.lb_hosts if h.name != owners[0]), host)
         cmd = (
             f"for i in $(seq 50); do timeout 1 bash -c "
             f"{shlex.quote(f'exec 3<>/dev/tcp/{vip}/{port}')} 2>/dev/null && exit 0; "
             f"sleep 0.2; done; exit 1"
         )
-        res = await ctx.read(probe, cmd, check=False)
+        # Up to 50 tries of at most 1.2 s: the command's own limit must be longer than that.
+        res = await ctx.facts.read(probe, cmd, check=False, timeout=90)
         if not res.ok:
             raise PhaseError(f"{vip}:{port} does not accept connections from {probe.name}")
 
 
 async def vip_owners(ctx: Context) -> list[str]:
-    vip = str(ctx.cluster.endpoint.vip)
+    vip = str(ctx.run.cluster.endpoint.vip)
 
     async def holds(h: Host) -> bool:
-        res = await ctx.read(h, f"ip -o -4 addr show | grep -qF 'inet {vip}/'", check=False)
+        res = await ctx.facts.read(h, f"ip -o -4 addr show | grep -qF 'inet {vip}/'", check=False)
         return res.ok
 
-    hosts = ctx.cluster.lb_hosts
+    hosts = ctx.run.cluster.lb_hosts
     found = await asyncio.gather(*(holds(h) for h in hosts))
     return [h.name for h, ok in zip(hosts, found, strict=True) if ok]
 

@@ -36,7 +36,7 @@ from hakube.phases import etcd_join
 from hakube.phases.base import Event, EventKind, Phase, PhaseError
 from hakube.phases.context import Context, Timeout
 from hakube.phases.etcd import endpoint_health
-from hakube.phases.lb import wait_vip_owner
+from hakube.phases.lb import KeepalivedPhase, wait_vip_owner
 from hakube.pki.layout import ETCD_HOST_PKI_DIR
 from hakube.record import ClusterRecord
 from hakube.render import render_host
@@ -55,7 +55,6 @@ STACKED_ETCDCTL = (
 KUBE_LEFTOVERS = ("/etc/cni/net.d", "/var/lib/cni", "/var/lib/kubelet", "/etc/kubernetes",
                   "/root/.kube")  # fmt: skip
 CNI_LINKS = ("cni0", "flannel.1", "vxlan.calico", "tunl0", "kube-ipvs0")
-KEEPALIVED_DIR = "/etc/keepalived/"
 #: hakube's own directory on every host (cluster id, kubeadm configs).
 HAKUBE_DIR = "/etc/hakube"
 SERVICES = ("kubelet", "keepalived", "haproxy", "etcd")
@@ -74,9 +73,7 @@ class Removal:
 
     def reachable(self, ctx: Context, name: str) -> Host | None:
         host = self.hosts.get(name)
-        if host is None or name in self.unreachable or name not in ctx.transports:
-            return None
-        return host
+        return None if host is None or name in self.unreachable else host
 
 
 def coordinator(cluster: Cluster) -> Host:
@@ -88,7 +85,7 @@ def coordinator(cluster: Cluster) -> Host:
 
 
 def _warn(ctx: Context, host: str, message: str) -> None:
-    ctx.emit(Event(EventKind.MEMBERSHIP, ctx.phase, host, message))
+    ctx.report(Event(EventKind.MEMBERSHIP, ctx.report.phase, host, message))
 
 
 class _RemovePhase(Phase):
@@ -111,18 +108,20 @@ class Handover(_RemovePhase):
         for left in r.leaving:
             target = r.reachable(ctx, left.name)
             if target is not None and target.name not in ctx.facts:
-                found = await ctx.gather_facts(target)
+                found = await ctx.facts.gather(target)
                 problem = (
-                    ctx.record.check_host_id(left.name, found.cluster_id) if ctx.record else None
+                    ctx.run.record.check_host_id(left.name, found.cluster_id)
+                    if ctx.run.record
+                    else None
                 )
                 if problem:  # never wipe a host of another cluster
                     raise PhaseError(problem)
-        problems = quorum_problems(ctx.cluster, r.leaving, await self._etcd_count(ctx, host))
+        problems = quorum_problems(ctx.run.cluster, r.leaving, await self._etcd_count(ctx, host))
         if problems:
             raise PhaseError("; ".join(problems) + ". Nothing was removed")
-        if ctx.cluster.endpoint.mode is not EndpointMode.VIP:
+        if ctx.run.cluster.endpoint.mode is not EndpointMode.VIP:
             return
-        vip = str(ctx.cluster.endpoint.vip)
+        vip = str(ctx.run.cluster.endpoint.vip)
         running: list[tuple[Host, bool]] = []
         for left in r.leaving:
             target = r.reachable(ctx, left.name)
@@ -130,14 +129,14 @@ class Handover(_RemovePhase):
                 _warn(ctx, left.name, f"{left.name} is unreachable: if it still held the VIP, "
                                       "keepalived on the survivors has taken it over")  # fmt: skip
             elif ctx.facts[target.name].unit("keepalived").running:
-                res = await ctx.read(target, f"ip -o -4 addr show | grep -qF 'inet {vip}/'",
+                res = await ctx.facts.read(target, f"ip -o -4 addr show | grep -qF 'inet {vip}/'",
                                      check=False)  # fmt: skip
                 running.append((target, res.ok))
         # The owner last: the VIP then goes straight to a survivor, never to another leaver.
         for target, holds in sorted(running, key=lambda x: x[1]):
             what = "hand the VIP over: stop keepalived" if holds else "stop keepalived"
-            await ctx.sh(target, what, "systemctl stop keepalived")
-            if holds and not ctx.dry_run:
+            await ctx.do.sh(target, what, "systemctl stop keepalived")
+            if holds and not ctx.run.dry_run:
                 await self._new_owner_first(ctx, target, vip)
 
     async def _new_owner_first(self, ctx: Context, old: Host, vip: str) -> None:
@@ -154,19 +153,21 @@ class Handover(_RemovePhase):
                 f"survivors ({', '.join(owners) or 'none'}): check keepalived on the LB hosts, "
                 "then re-run"
             )
-        owner = ctx.cluster.host(owners[0])
-        files = [f for f in render_host(ctx.cluster, owner, ctx.secrets)
-                 if f.path.startswith(KEEPALIVED_DIR)]  # fmt: skip
-        if "keepalived" in await ctx.ensure_files(owner, files):
-            await ctx.sh(owner, "reload keepalived (the new VIP owner first)",
+        owner = ctx.run.cluster.host(owners[0])
+        written = await ctx.do.ensure_files(owner, KeepalivedPhase().files_for(ctx, owner))
+        if "keepalived" in written.units:
+            await ctx.do.sh(owner, "reload keepalived (the new VIP owner first)",
                          "systemctl reload keepalived")  # fmt: skip
 
     async def _etcd_count(self, ctx: Context, host: Host) -> EtcdCount | None:
-        c = ctx.cluster
+        c = ctx.run.cluster
         if c.etcd.topology is EtcdTopology.EXTERNAL:
-            via = next((h for h in c.etcd_hosts if ctx.facts[h.name].unit("etcd").running), None)
+            via = next(
+                (h for h in c.etcd_hosts if h in ctx.facts and ctx.facts[h].unit("etcd").running),
+                None,
+            )
             if via is None:
-                return EtcdCount(tuple(ctx.record.etcd_members if ctx.record else ()), ())
+                return EtcdCount(tuple(ctx.run.record.etcd_members if ctx.run.record else ()), ())
             found = await etcd_join.members(ctx, via)
             healthy_urls = {
                 str(e.get("endpoint")) for e in await endpoint_health(ctx, via) if e.get("health")
@@ -175,14 +176,14 @@ class Handover(_RemovePhase):
                 tuple(m.name or "(unstarted)" for m in found),
                 tuple(m.name for m in found if set(m.client_urls) & healthy_urls),
             )
-        rec = ctx.record
+        rec = ctx.run.record
         if rec is None or rec.init_host is None:
             return None  # stacked etcd exists only once kubeadm ran
         cps = [n for n, role in rec.nodes.items() if role == "control-plane"]
         if rec.init_host not in cps:
             cps.append(rec.init_host)
         down = self.removal.unreachable | {
-            left.name for left in self.removal.leaving if left.name not in ctx.transports
+            left.name for left in self.removal.leaving if left.name not in self.removal.hosts
         }
         return EtcdCount(tuple(cps), tuple(n for n in cps if n not in down))
 
@@ -202,45 +203,51 @@ class RemoveHosts(_RemovePhase):
                 _warn(ctx, left.name, f"{left.name} is unreachable: removed from the survivors "
                                       "only; wipe it before it is used again")  # fmt: skip
             await self._remove(ctx, host, left, target)
-            ctx.remember(functools.partial(ClusterRecord.forget, host=left.name))
+            ctx.run.remember(functools.partial(ClusterRecord.forget, host=left.name))
 
     async def _remove(self, ctx: Context, coord: Host, left: Leaving, target: Host | None) -> None:
-        rec = ctx.record
+        rec = ctx.run.record
         is_node = rec is not None and left.name in rec.nodes
         admin = _admin_host(ctx)
         if is_node and admin is not None:
             await _drain(ctx, admin, left.name, reachable=target is not None)
-        if ctx.cluster.etcd.topology is EtcdTopology.EXTERNAL:
+        if ctx.run.cluster.etcd.topology is EtcdTopology.EXTERNAL:
             await _remove_external_member(ctx, left.name, target)
         if target is not None:
             await _reset_and_clean(ctx, target, kube=is_node)
-        if is_node and admin is not None and ctx.cluster.etcd.topology is EtcdTopology.STACKED:
+        if is_node and admin is not None and ctx.run.cluster.etcd.topology is EtcdTopology.STACKED:
             await _check_stacked_member(ctx, admin, left.name)
         if is_node and admin is not None:
-            await ctx.sh(admin, f"kubectl delete node {left.name}",
+            await ctx.do.sh(admin, f"kubectl delete node {left.name}",
                          f"{ADMIN_KUBECTL} delete node {shlex.quote(left.name)} "
                          "--ignore-not-found")  # fmt: skip
-        if target is not None and not ctx.dry_run:
+        if target is not None and not ctx.run.dry_run:
             await _check_clean(ctx, target)
 
 
+def _etcd_via(ctx: Context) -> Host | None:
+    """A surviving etcd host whose etcd runs (it has etcdctl and the client certificate)."""
+    hosts = ctx.run.cluster.etcd_hosts
+    return next((h for h in hosts if h in ctx.facts and ctx.facts[h].unit("etcd").running), None)
+
+
 def _admin_host(ctx: Context) -> Host | None:
-    rec = ctx.record
+    rec = ctx.run.record
     if rec is None or rec.init_host is None:
         return None
-    return next((h for h in ctx.cluster.control_planes if h.name == rec.init_host), None)
+    return next((h for h in ctx.run.cluster.control_planes if h.name == rec.init_host), None)
 
 
 async def _drain(ctx: Context, admin: Host, node: str, *, reachable: bool) -> None:
     q = shlex.quote(node)
-    res = await ctx.read(admin, f"{ADMIN_KUBECTL} get node {q} -o name", check=False)
+    res = await ctx.facts.read(admin, f"{ADMIN_KUBECTL} get node {q} -o name", check=False)
     if not res.ok:
         return  # already deleted by an earlier run
     if not reachable:
         # Its kubelet cannot confirm any eviction: the pods are deleted with the Node object.
         _warn(ctx, node, f"{node} is unreachable: not drained, its pods go with the Node")
         return
-    await ctx.sh(
+    await ctx.do.sh(
         admin,
         f"kubectl drain {node}",
         f"{ADMIN_KUBECTL} drain {q} --ignore-daemonsets --delete-emptydir-data --timeout=300s",
@@ -249,8 +256,10 @@ async def _drain(ctx: Context, admin: Host, node: str, *, reachable: bool) -> No
 
 
 async def _remove_external_member(ctx: Context, name: str, target: Host | None) -> None:
-    c = ctx.cluster
-    via = next((h for h in c.etcd_hosts if ctx.facts[h.name].unit("etcd").running), None)
+    c = ctx.run.cluster
+    via = next(
+        (h for h in c.etcd_hosts if h in ctx.facts and ctx.facts[h].unit("etcd").running), None
+    )
     if via is None:
         raise PhaseError("no surviving etcd member runs: the member cannot be removed")
     urls = {etcd_join.peer_url(ctx, target)} if target is not None else set()
@@ -258,9 +267,9 @@ async def _remove_external_member(ctx: Context, name: str, target: Host | None) 
         m for m in await etcd_join.members(ctx, via) if m.name == name or urls & set(m.peer_urls)
     ]
     for m in found:
-        await ctx.sh(via, f"etcd member remove {name} ({m.hex_id})",
+        await ctx.do.sh(via, f"etcd member remove {name} ({m.hex_id})",
                      etcdctl(c, "member", "remove", m.hex_id))  # fmt: skip
-    if found and not ctx.dry_run:
+    if found and not ctx.run.dry_run:
         left = [m for m in await etcd_join.members(ctx, via) if m.name == name]
         if left:
             raise PhaseError(f"etcd still lists {name} after member remove; re-run")
@@ -269,7 +278,7 @@ async def _remove_external_member(ctx: Context, name: str, target: Host | None) 
 async def _check_stacked_member(ctx: Context, admin: Host, name: str) -> None:
     """kubeadm reset removes a stacked member when it can reach etcd; an orphan is removed."""
     etcdctl = f"{ADMIN_KUBECTL} " + STACKED_ETCDCTL.format(node=shlex.quote(admin.name))
-    res = await ctx.read(admin, f"{etcdctl} member list -w json", check=False)
+    res = await ctx.facts.read(admin, f"{etcdctl} member list -w json", check=False)
     if not res.ok:
         raise PhaseError(
             f"cannot list the stacked etcd members through etcd-{admin.name} "
@@ -278,21 +287,21 @@ async def _check_stacked_member(ctx: Context, admin: Host, name: str) -> None:
         )
     for m in etcd_join.parse_member_list(res.stdout):
         if m.name == name:
-            await ctx.sh(admin, f"etcd member remove {name} ({m.hex_id}), left by kubeadm reset",
+            await ctx.do.sh(admin, f"etcd member remove {name} ({m.hex_id}), left by kubeadm reset",
                          f"{etcdctl} member remove {m.hex_id}")  # fmt: skip
 
 
 def hakube_paths(ctx: Context, target: Host) -> list[str]:
     """Every file hakube put on `target`, rendered as it was while the host was a member."""
-    before = with_hosts(ctx.cluster, [target])
+    before = with_hosts(ctx.run.cluster, [target])
     host = before.host(target.name)
-    files = [*render_host(before, host, ctx.secrets), *render_etcd(before, host)]
+    files = [*render_host(before, host, ctx.run.secrets), *render_etcd(before, host)]
     return sorted({f.path for f in files})
 
 
 def leftover_paths(ctx: Context, target: Host) -> list[str]:
     """What must not exist on a removed host: hakube's files, kubeadm's and the CNI's state."""
-    paths = [*hakube_paths(ctx, target), *KUBE_LEFTOVERS, ctx.cluster.etcd.data_dir]
+    paths = [*hakube_paths(ctx, target), *KUBE_LEFTOVERS, ctx.run.cluster.etcd.data_dir]
     return sorted(set(paths))
 
 
@@ -318,7 +327,7 @@ def _cleanup_script(ctx: Context, target: Host, *, kube: bool) -> str:
 
 async def _reset_and_clean(ctx: Context, target: Host, *, kube: bool) -> None:
     what = "kubeadm reset -f, " if kube else ""
-    await ctx.sh(
+    await ctx.do.sh(
         target,
         f"{what}stop hakube's services, remove its files, CNI state, links and kube rules",
         _cleanup_script(ctx, target, kube=kube),
@@ -334,7 +343,7 @@ async def _check_clean(ctx: Context, target: Host) -> None:
         "systemctl is-active -q $u && echo unit:$u; done; grep -q '^# BEGIN hakube$' /etc/hosts "
         "&& echo /etc/hosts block; true"
     )
-    res = await ctx.read(target, cmd)
+    res = await ctx.facts.read(target, cmd)
     left = [line for line in res.stdout.splitlines() if line.strip()]
     if left:
         raise PhaseError(f"left on {target.name} after the cleanup: {', '.join(left)}; re-run")

@@ -38,11 +38,15 @@ class Verify(Phase):
     name = "verify"
     summary = "VIP owner, every HAProxy backend, etcd members and health, nodes Ready"
 
+    def __init__(self) -> None:
+        #: What the last run found, for the caller to print.
+        self.result: VerifyReport | None = None
+
     def targets(self, cluster: Cluster) -> list[Host]:
         return cluster.hosts[:1]
 
     async def run(self, ctx: Context, host: Host) -> None:
-        if ctx.dry_run:
+        if ctx.run.dry_run:
             return
         # Just after a change HAProxy needs `rise` checks and keepalived an election: give the
         # cluster a bounded moment to settle before calling it unhealthy.
@@ -52,13 +56,13 @@ class Verify(Phase):
         while report.problems and loop.time() < deadline:
             await asyncio.sleep(1)
             report = await build_report(ctx)
-        ctx.report = report
+        self.result = report
         if report.problems:
             raise PhaseError("the cluster is not healthy:\n  - " + "\n  - ".join(report.problems))
 
 
 async def build_report(ctx: Context) -> VerifyReport:
-    c = ctx.cluster
+    c = ctx.run.cluster
     r = VerifyReport()
     tasks: list[Any] = []
     if c.endpoint.mode is EndpointMode.VIP:
@@ -67,7 +71,7 @@ async def build_report(ctx: Context) -> VerifyReport:
     tasks += [_haproxy(ctx, h, r) for h in c.lb_hosts]
     if c.etcd_hosts:
         tasks.append(_etcd(ctx, r))
-    tasks.append(_nodes(ctx, r))
+    tasks.append(_kubernetes_nodes(ctx, r))
     await asyncio.gather(*tasks)
     return r
 
@@ -79,7 +83,7 @@ async def _vip(ctx: Context, r: VerifyReport) -> None:
 
 
 async def _haproxy(ctx: Context, host: Host, r: VerifyReport) -> None:
-    res = await ctx.read(host, SHOW_STAT, check=False)
+    res = await ctx.facts.read(host, SHOW_STAT, check=False)
     found = parse_show_stat(res.stdout, host.name)
     if not found:
         r.problems.append(f"{host.name}: no answer from HAProxy's stats socket")
@@ -90,24 +94,24 @@ async def _haproxy(ctx: Context, host: Host, r: VerifyReport) -> None:
 
 
 async def _etcd(ctx: Context, r: VerifyReport) -> None:
-    first = ctx.cluster.etcd_hosts[0]
+    first = ctx.run.cluster.etcd_hosts[0]
     members, health = await asyncio.gather(member_list(ctx, first), endpoint_health(ctx, first))
     r.etcd_members = sorted(str(m.get("name", "?")) for m in members)
     r.etcd_healthy = sorted(str(e.get("endpoint")) for e in health if e.get("health") is True)
     r.etcd_unhealthy = sorted(str(e.get("endpoint")) for e in health if e.get("health") is not True)
-    want = len(ctx.cluster.etcd_hosts)
+    want = len(ctx.run.cluster.etcd_hosts)
     if len(r.etcd_members) != want or len(r.etcd_healthy) != want:
         r.problems.append(
             f"etcd: {len(r.etcd_members)} members, {len(r.etcd_healthy)} healthy (want {want})"
         )
 
 
-async def _nodes(ctx: Context, r: VerifyReport) -> None:
-    first = ctx.cluster.control_planes[0]
-    if ADMIN_CONF not in ctx.facts[first.name].files and "kubeadm/init" not in ctx.selected:
+async def _kubernetes_nodes(ctx: Context, r: VerifyReport) -> None:
+    first = ctx.run.cluster.control_planes[0]
+    if ADMIN_CONF not in ctx.facts[first.name].files and "kubeadm/init" not in ctx.run.selected:
         r.kubernetes = "not installed (kubeadm phases skipped)"
         return
-    res = await ctx.read(first, f"{KUBECTL} get nodes -o json", check=False)
+    res = await ctx.facts.read(first, f"{KUBECTL} get nodes -o json", check=False)
     if not res.ok:
         r.kubernetes = "unreachable"
         r.problems.append(f"kubectl get nodes failed: {res.stderr_tail(3)}")
@@ -117,8 +121,8 @@ async def _nodes(ctx: Context, r: VerifyReport) -> None:
         conds = {x["type"]: x["status"] for x in item["status"].get("conditions", [])}
         r.nodes[name] = "Ready" if conds.get("Ready") == "True" else "NotReady"
     r.kubernetes = "ok"
-    missing = {h.name for h in ctx.cluster.hosts if h in ctx.cluster.control_planes} | {
-        h.name for h in ctx.cluster.workers
+    missing = {h.name for h in ctx.run.cluster.hosts if h in ctx.run.cluster.control_planes} | {
+        h.name for h in ctx.run.cluster.workers
     }
     not_ready = sorted(n for n in missing if r.nodes.get(n) != "Ready")
     if not_ready:

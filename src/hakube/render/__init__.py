@@ -1,14 +1,17 @@
 """Pure renderers: (cluster, host, secrets) → the files that host needs. No I/O, no SSH.
 
-How the apply layer uses a `RenderedFile`:
+Each phase calls the renderers of its own files (`Phase.files`); `render_host` is the union,
+for `hakube render`, the golden files and the check that every file has exactly one phase.
 
-- Install files in the order given (sorted by path): that puts
-  /etc/keepalived/check_apiserver.sh before keepalived.conf (whose validation needs the
-  script) and /etc/modules-load.d before /etc/sysctl.d (br_netfilter before its keys).
-- Upload a changed file next to the live one, run `validate` with ``{path}`` replaced by the
-  candidate's path, and move it into place only if that exits 0.
-- After all files of a host are in place, run ``systemctl daemon-reload`` once if any changed
-  file has ``reload == "daemon-reload"``, then reload/restart every other named unit once.
+How the apply layer uses a `RenderedFile` (`hakube.phases.context.Executor.ensure_files`):
+
+- Install a phase's files sorted by path: that puts /etc/keepalived/check_apiserver.sh before
+  keepalived.conf (whose validation needs the script) and /etc/modules-load.d before
+  /etc/sysctl.d (br_netfilter before its keys).
+- Upload a changed file next to the live one, run its `validate` on that candidate, and move it
+  into place only if that exits 0.
+- What follows a change is data on the file: `daemon_reload` (systemd re-reads units first),
+  `reload` (the unit to reload or restart), `package_source` (refresh the package lists).
 - `ManagedBlock`s (from `render_host_blocks`) are edits of shared files: read the file, call
   `apply_block`, write back only when different. /etc/fstab likewise goes through `remove_swap`.
 """
@@ -25,14 +28,13 @@ from hakube.render.host import (
     render_blocks,
     render_host_files,
 )
-from hakube.render.keepalived import DAEMON_RELOAD, TRACK_FILE, render_keepalived
+from hakube.render.keepalived import TRACK_FILE, render_haproxy_tracking, render_keepalived
 from hakube.render.kubeadm import CA_HASH_PLACEHOLDER, render_kubeadm
 from hakube.secrets import Secrets
 from hakube.spec.model import Cluster, Host
 
 __all__ = [
     "CA_HASH_PLACEHOLDER",
-    "DAEMON_RELOAD",
     "TRACK_FILE",
     "ManagedBlock",
     "RenderedFile",
@@ -65,6 +67,7 @@ def render_host(
         *render_host_files(cluster, host, secrets, os_family, os_codename),
         *render_haproxy(cluster, host, secrets),
         *render_keepalived(cluster, host, secrets),
+        *render_haproxy_tracking(cluster, host),
         *render_kubeadm(cluster, host, secrets, ca_cert_hash),
     ]
     by_path: dict[str, RenderedFile] = {}

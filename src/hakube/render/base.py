@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shlex
 from dataclasses import dataclass
 from functools import cache
 
@@ -9,20 +10,60 @@ import jinja2
 
 
 @dataclass(frozen=True)
+class Validation:
+    """How the host checks a candidate file before it replaces the live one.
+
+    Either a program run on the candidate (`program` + the candidate's path + `args`), or
+    refusal of a candidate that still holds `placeholder` (its content is not complete yet).
+    """
+
+    program: tuple[str, ...] = ()
+    args: tuple[str, ...] = ()
+    placeholder: str | None = None
+
+    def __post_init__(self) -> None:
+        if bool(self.program) == (self.placeholder is not None):
+            raise ValueError("a validation is either a program or a placeholder refusal")
+
+    @classmethod
+    def run(cls, *program: str, then: tuple[str, ...] = ()) -> Validation:
+        return cls(program=program, args=then)
+
+    @classmethod
+    def refuse(cls, placeholder: str) -> Validation:
+        return cls(placeholder=placeholder)
+
+    def command(self, candidate: str) -> str:
+        """The shell command that exits 0 only for a good candidate at `candidate`."""
+        if self.placeholder is not None:
+            return f"! grep -qF {shlex.quote(self.placeholder)} {shlex.quote(candidate)}"
+        return shlex.join([*self.program, candidate, *self.args])
+
+    def __str__(self) -> str:
+        # For messages and golden files: the command with the candidate written as {path}.
+        if self.placeholder is not None:
+            return f"! grep -qF '{self.placeholder}' {{path}}"
+        return " ".join([*self.program, "{path}", *self.args])
+
+
+@dataclass(frozen=True)
 class RenderedFile:
     """One file for one host. Renderers are pure: this is all they produce.
 
-    `validate` is a shell command run on the host against the new file (``{path}`` is replaced
-    by the candidate's path) before it replaces the live one; `reload` names the systemd unit
-    to reload or restart when the content changed.
+    `validate` checks the new file on the host before it replaces the live one. What a change
+    needs afterwards is data: `reload` names the systemd unit to reload or restart,
+    `daemon_reload` marks a unit file or drop-in (systemd re-reads units first), and
+    `package_source` a package repository (the package lists are refreshed).
     """
 
     path: str
     content: str
     mode: int = 0o644
     secret: bool = False
-    validate: str | None = None
+    validate: Validation | None = None
     reload: str | None = None
+    daemon_reload: bool = False
+    package_source: bool = False
     owner: str = "root"
 
     def __post_init__(self) -> None:

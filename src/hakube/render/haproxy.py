@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from hakube.render.base import RenderedFile, render_template
+from hakube.render.base import RenderedFile, Validation, render_template
 from hakube.secrets import Secrets
 from hakube.spec.model import APISERVER_PORT, Cluster, EndpointMode, Host
 
@@ -44,7 +44,7 @@ def render_haproxy(cluster: Cluster, host: Host, secrets: Secrets) -> list[Rende
             # Only the stats page puts a password in the file.
             mode=0o600 if hp.stats_page else 0o644,
             secret=hp.stats_page,
-            validate="haproxy -c -f {path}",
+            validate=Validation.run("haproxy", "-c", "-f"),
             reload="haproxy",
         )
     ]

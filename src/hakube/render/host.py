@@ -12,7 +12,7 @@ import json
 import re
 from dataclasses import dataclass
 
-from hakube.render.base import RenderedFile, render_template
+from hakube.render.base import RenderedFile, Validation, render_template
 from hakube.secrets import Secrets
 from hakube.spec.model import Cluster, EndpointMode, Host, PackageManager, Role, Runtime
 
@@ -36,6 +36,7 @@ BLOCK_END = "# END hakube"
 SWAP_MARK = "# hakube: swap off for kubelet: "
 
 _DEBIAN_FAMILY = {"debian", "ubuntu", "raspbian", "linuxmint"}
+_HEAD = "# Managed by hakube.\n"
 _REDHAT_FAMILY = {"rhel", "centos", "fedora", "rocky", "almalinux", "ol", "amzn", "anolis"}
 
 
@@ -194,7 +195,7 @@ def render_runtime(cluster: Cluster, host: Host) -> list[RenderedFile]:
                 k8s_minor="{}.{}".format(*k.minor),
                 sandbox_image=sandbox_image(cluster),
             ),
-            validate="containerd --config {path} config dump",
+            validate=Validation.run("containerd", "--config", then=("config", "dump")),
             reload="containerd",
         )
     ]
@@ -244,65 +245,66 @@ def _apt_line(source: str, options: str, default_rest: str) -> str:
     return f"deb{opts} {parts[0]} {rest}\n"
 
 
-def _refuse(placeholder: str) -> str:
-    return f"! grep -qF '{placeholder}' {{path}}"
+def render_kubernetes_repo(
+    cluster: Cluster, host: Host, os_family: str | None = None
+) -> list[RenderedFile]:
+    """The Kubernetes package repository (pkgs.k8s.io or `packages.kubernetes_repository`)."""
+    if not _is_node(host):
+        return []
+    p = cluster.packages
+    manager = package_manager(cluster, os_family)
+    k8s_repo = kubernetes_repository(cluster, manager)
+    if manager is PackageManager.APT:
+        opts = f"signed-by={APT_KEYRING}" if p.gpg_check else "trusted=yes"
+        # A bare Kubernetes repository URL is flat, like pkgs.k8s.io.
+        line = _apt_line(k8s_repo, opts, "/")
+        return [RenderedFile(path=APT_KUBERNETES_LIST, content=_HEAD + line, package_source=True)]
+    content = render_template(
+        "kubernetes.repo.j2",
+        baseurl=k8s_repo,
+        gpgcheck=1 if p.gpg_check else 0,
+        gpgkey=kubernetes_key_url(cluster, manager),
+    )
+    return [RenderedFile(path=YUM_KUBERNETES_REPO, content=content, package_source=True)]
+
+
+def render_mirror_repo(
+    cluster: Cluster, host: Host, os_family: str | None = None, os_codename: str | None = None
+) -> list[RenderedFile]:
+    """The distribution mirror (`packages.repository`), on every host: every host installs
+    packages (HAProxy, keepalived, etcd, containerd). A bare apt URL needs the release
+    codename (os-release VERSION_CODENAME); without it the file carries `CODENAME_PLACEHOLDER`
+    and a validation that refuses to install it."""
+    p = cluster.packages
+    if not p.repository:
+        return []
+    if package_manager(cluster, os_family) is PackageManager.APT:
+        mirror_opts = "" if p.gpg_check else "trusted=yes"
+        suite = f"{os_codename or CODENAME_PLACEHOLDER} main"
+        line = _apt_line(p.repository, mirror_opts, suite)
+        refuse = CODENAME_PLACEHOLDER in line
+        return [
+            RenderedFile(
+                path=APT_MIRROR_LIST,
+                content=_HEAD + line,
+                validate=Validation.refuse(CODENAME_PLACEHOLDER) if refuse else None,
+                package_source=True,
+            )
+        ]
+    content = render_template(
+        "mirror.repo.j2", baseurl=p.repository, gpgcheck=1 if p.gpg_check else 0
+    )
+    return [RenderedFile(path=YUM_MIRROR_REPO, content=content, package_source=True)]
 
 
 def render_packages(
     cluster: Cluster, host: Host, os_family: str | None = None, os_codename: str | None = None
 ) -> list[RenderedFile]:
-    """Repository files. The OS mirror (`packages.repository`) goes to every host, since every
-    host installs packages (HAProxy, keepalived, etcd, containerd); the Kubernetes repository
-    only to nodes. A bare apt mirror URL needs the release codename (os-release
-    VERSION_CODENAME); without it the file carries `CODENAME_PLACEHOLDER` and a validate
-    command that refuses to install it."""
-    p = cluster.packages
-    node = _is_node(host)
-    manager = package_manager(cluster, os_family)
-    k8s_repo = kubernetes_repository(cluster, manager)
-    head = "# Managed by hakube.\n"
-    files: list[RenderedFile] = []
-    if manager is PackageManager.APT:
-        if node:
-            opts = f"signed-by={APT_KEYRING}" if p.gpg_check else "trusted=yes"
-            # A bare Kubernetes repository URL is flat, like pkgs.k8s.io.
-            line = _apt_line(k8s_repo, opts, "/")
-            files.append(RenderedFile(path=APT_KUBERNETES_LIST, content=head + line))
-        if p.repository:
-            mirror_opts = "" if p.gpg_check else "trusted=yes"
-            suite = f"{os_codename or CODENAME_PLACEHOLDER} main"
-            line = _apt_line(p.repository, mirror_opts, suite)
-            files.append(
-                RenderedFile(
-                    path=APT_MIRROR_LIST,
-                    content=head + line,
-                    validate=_refuse(CODENAME_PLACEHOLDER)
-                    if CODENAME_PLACEHOLDER in line
-                    else None,
-                )
-            )
-        return files
-    gpg = 1 if p.gpg_check else 0
-    if node:
-        files.append(
-            RenderedFile(
-                path=YUM_KUBERNETES_REPO,
-                content=render_template(
-                    "kubernetes.repo.j2",
-                    baseurl=k8s_repo,
-                    gpgcheck=gpg,
-                    gpgkey=kubernetes_key_url(cluster, manager),
-                ),
-            )
-        )
-    if p.repository:
-        files.append(
-            RenderedFile(
-                path=YUM_MIRROR_REPO,
-                content=render_template("mirror.repo.j2", baseurl=p.repository, gpgcheck=gpg),
-            )
-        )
-    return files
+    """Every repository file of the host: Kubernetes first, then the mirror."""
+    return [
+        *render_kubernetes_repo(cluster, host, os_family),
+        *render_mirror_repo(cluster, host, os_family, os_codename),
+    ]
 
 
 def render_host_files(

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from hakube.render.base import RenderedFile, render_template
+from hakube.render.base import RenderedFile, Validation, render_template
 from hakube.render.haproxy import STATS_SOCKET
 from hakube.secrets import Secrets
 from hakube.spec.model import Cluster, EndpointMode, Host
@@ -17,9 +17,6 @@ TRACK_DIR = "/run/hakube"
 INIT_MARKER = "/etc/hakube/initialised"
 #: "1" while HAProxy is stopped, "0" while it runs; tracked with weight 0 (FAULT when nonzero).
 TRACK_FILE = f"{TRACK_DIR}/haproxy-down"
-
-#: `RenderedFile.reload` value meaning "run `systemctl daemon-reload`" rather than a unit name.
-DAEMON_RELOAD = "daemon-reload"
 
 _TOP_PRIORITY = 200
 _DEFAULT_STEP = 10
@@ -117,13 +114,13 @@ def render_keepalived(cluster: Cluster, host: Host, secrets: Secrets) -> list[Re
         vip=str(ep.vip),
         prefix=cluster.host_subnet.prefixlen,
     )
-    files = [
+    return [
         RenderedFile(
             path=KEEPALIVED_CONF,
             content=conf,
             mode=0o600,
             secret=vrrp.version == 2,
-            validate="keepalived -t -f {path}",
+            validate=Validation.run("keepalived", "-t", "-f"),
             reload="keepalived",
         ),
         RenderedFile(
@@ -138,17 +135,27 @@ def render_keepalived(cluster: Cluster, host: Host, secrets: Secrets) -> list[Re
             mode=0o700,
         ),
     ]
-    if track_file is not None:
-        ctx = {"track_file": TRACK_FILE, "track_dir": TRACK_DIR}
-        files += [
-            RenderedFile(
-                path=HAPROXY_DROPIN,
-                content=render_template("haproxy-vrrp.conf.j2", **ctx),
-                reload=DAEMON_RELOAD,
-            ),
-            RenderedFile(
-                path=TMPFILES_CONF,
-                content=render_template("tmpfiles-hakube.conf.j2", **ctx),
-            ),
-        ]
-    return files
+
+
+def render_haproxy_tracking(cluster: Cluster, host: Host) -> list[RenderedFile]:
+    """HAProxy's side of `track_haproxy_state`: a drop-in and a tmpfiles entry that keep
+    `TRACK_FILE` saying whether HAProxy runs (keepalived tracks the file)."""
+    if (
+        cluster.endpoint.mode is not EndpointMode.VIP
+        or not cluster.endpoint.vrrp.track_haproxy_state
+    ):
+        return []
+    if host.name not in {h.name for h in cluster.lb_hosts}:
+        return []
+    ctx = {"track_file": TRACK_FILE, "track_dir": TRACK_DIR}
+    return [
+        RenderedFile(
+            path=HAPROXY_DROPIN,
+            content=render_template("haproxy-vrrp.conf.j2", **ctx),
+            daemon_reload=True,
+        ),
+        RenderedFile(
+            path=TMPFILES_CONF,
+            content=render_template("tmpfiles-hakube.conf.j2", **ctx),
+        ),
+    ]

@@ -10,7 +10,7 @@ from typing import Any
 
 import yaml
 
-from hakube.render.base import RenderedFile
+from hakube.render.base import RenderedFile, Validation
 from hakube.secrets import Secrets
 from hakube.spec.model import (
     APISERVER_PORT,
@@ -188,12 +188,12 @@ def _dump(docs: list[dict[str, Any]]) -> str:
     return head + yaml.safe_dump_all(docs, sort_keys=False, default_flow_style=False)
 
 
-def _validate(cluster: Cluster, content: str) -> str | None:
+def _validate(cluster: Cluster, content: str) -> Validation | None:
     if CA_HASH_PLACEHOLDER in content:
-        return f"! grep -qF '{CA_HASH_PLACEHOLDER}' {{path}}"
+        return Validation.refuse(CA_HASH_PLACEHOLDER)
     # `kubeadm config validate` exists from 1.26.
     if cluster.kubernetes.minor >= (1, 26):
-        return "kubeadm config validate --config {path}"
+        return Validation.run("kubeadm", "config", "validate", "--config")
     return None
 
 

@@ -491,6 +491,10 @@ class Cluster(Strict):
         return topology.workers(self)
 
     @cached_property
+    def nodes(self) -> list[Host]:
+        return topology.nodes(self)
+
+    @cached_property
     def lb_hosts(self) -> list[Host]:
         return topology.lb_hosts(self)
 

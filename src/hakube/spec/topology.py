@@ -30,6 +30,11 @@ def workers(cluster: Cluster) -> list[Host]:
     return [h for h in cluster.hosts if h.has(m.Role.WORKER)]
 
 
+def nodes(cluster: Cluster) -> list[Host]:
+    """Hosts that run kubelet: control-plane nodes and workers."""
+    return [h for h in cluster.hosts if h.has(m.Role.CONTROL_PLANE) or h.has(m.Role.WORKER)]
+
+
 def lb_hosts(cluster: Cluster) -> list[Host]:
     """Hosts running HAProxy (and keepalived in vip mode).
 

@@ -38,9 +38,9 @@ from hakube.phases.base import (
     select_phases,
 )
 from hakube.phases.cni import CNIPhase
-from hakube.phases.context import Context
+from hakube.phases.context import Context, RunData
 from hakube.phases.etcd import EtcdPhase
-from hakube.phases.host import Packages, Preflight, Prepare, RuntimePhase
+from hakube.phases.host import PackagesPhase, Preflight, Prepare, RuntimePhase
 from hakube.phases.kubeadm import (
     JoinControlPlanes,
     JoinWorkers,
@@ -63,7 +63,7 @@ def apply_phases() -> list[Phase]:
     return [
         Preflight(),
         Prepare(),
-        Packages(),
+        PackagesPhase(),
         RuntimePhase(),
         HAProxyPhase(),
         KeepalivedPhase(),
@@ -283,17 +283,15 @@ async def apply(
                 conns = {**conns, **await _connect_leaving(
                     stack, cluster, removal, trust_new_hosts, redactor, both, given=transports
                 )}  # fmt: skip
-            ctx = Context(
+            run = RunData(
                 cluster=cluster,
                 secrets=secrets,
                 state=state,
-                transports=conns,
-                dry_run=dry_run,
-                emit=both,
-                redactor=redactor,
                 selected=frozenset(p.name for p in to_run),
+                dry_run=dry_run,
                 record=record,
             )
+            ctx = Context.create(run, conns, emit=both, redactor=redactor)
             for name, message in errors.items():
                 result.failures.append(HostFailure(name, "connect", message))
                 both(Event(EventKind.HOST_FAILED, "connect", name, message))
@@ -301,16 +299,16 @@ async def apply(
                 await _facts(ctx, to_run, result)
             if not result.failures:
                 await _phases(ctx, to_run, result, journal)
-            result.changes = ctx.changes
-            result.report = ctx.report
+            result.changes = ctx.do.changes
+            result.report = next((p.result for p in to_run if isinstance(p, Verify)), None)
     result.seconds = time.monotonic() - started
     return result
 
 
 async def _facts(ctx: Context, to_run: list[Phase], result: ApplyResult) -> None:
-    ctx.phase = "facts"
-    ctx.emit(Event(EventKind.PHASE_START, "facts"))
-    cluster = ctx.cluster
+    ctx.report.phase = "facts"
+    ctx.report(Event(EventKind.PHASE_START, "facts"))
+    cluster = ctx.run.cluster
 
     targets: dict[str, set[str]] = {}
     for p in to_run:
@@ -321,75 +319,128 @@ async def _facts(ctx: Context, to_run: list[Phase], result: ApplyResult) -> None
             return
 
     async def one(h: Host) -> None:
+        # Which files exist does not depend on the facts (only their content does).
         paths: list[str] = []
         for p in to_run:
             if h.name in targets[p.name]:
-                ctx.wanted_packages.setdefault(h.name, []).extend(p.packages(cluster, h))
-                paths += [f.path for f in p.files(cluster, h, ctx.secrets)]
+                ctx.run.wanted_packages.setdefault(h.name, []).extend(p.packages(cluster, h))
+                paths += [f.path for f in p.files(cluster, h, ctx.run.secrets)]
                 paths += [path for path, _ in p.extra_paths(cluster, h)]
-        facts = await ctx.gather_facts(h, paths)
-        assert ctx.record is not None
-        problem = ctx.record.check_host_id(h.name, facts.cluster_id)
+        facts = await ctx.facts.gather(h, paths)
+        assert ctx.run.record is not None
+        problem = ctx.run.record.check_host_id(h.name, facts.cluster_id)
         if problem:
             raise PhaseError(problem)
 
     failures = await gather_hosts(cluster.hosts, one)
     _record_failures(ctx, "facts", failures, result)
     if not failures:  # every host answered with this cluster's id: reachable for a removal
-        ctx.remember(lambda r: r.reached({h.name: host_entry(h) for h in cluster.hosts}))
-    ctx.emit(Event(EventKind.PHASE_DONE, "facts"))
+        ctx.run.remember(lambda r: r.reached({h.name: host_entry(h) for h in cluster.hosts}))
+    ctx.report(Event(EventKind.PHASE_DONE, "facts"))
 
 
 def _record_failures(
     ctx: Context, phase: str, failures: dict[str, BaseException], result: ApplyResult
 ) -> None:
     for host, exc in failures.items():
-        msg = ctx.redactor.redact(str(exc))
+        msg = ctx.report.redactor.redact(str(exc))
         if not isinstance(exc, (PhaseError, TransportError)):
             msg = f"{type(exc).__name__}: {msg}"  # a bug or an unexpected state: say what
         result.failures.append(HostFailure(host, phase, msg))
-        ctx.emit(Event(EventKind.HOST_FAILED, phase, host, msg))
+        ctx.report(Event(EventKind.HOST_FAILED, phase, host, msg))
 
 
 async def _phases(ctx: Context, to_run: list[Phase], result: ApplyResult, journal: Journal) -> None:
     done: list[str] = []
-    if not ctx.dry_run:
+    if not ctx.run.dry_run:
         journal.record(done, finished=False)  # a run killed from here on is "unfinished"
-    for phase in to_run:
-        targets = phase.hosts(ctx)
-        ctx.phase = phase.name
-        if not targets:
-            ctx.emit(Event(EventKind.PHASE_SKIPPED, phase.name, message="no host needs it"))
+    i = 0
+    while i < len(to_run):
+        group = _group(ctx, to_run, i)
+        i += len(group)
+        hosts = {p.name: p.hosts(ctx) for p in group}
+        for phase in group:
+            if not hosts[phase.name]:
+                ctx.report(Event(EventKind.PHASE_SKIPPED, phase.name, message="no host needs it"))
+        group = [p for p in group if hosts[p.name]]
+        if not group:
             continue
-        ctx.emit(
-            Event(EventKind.PHASE_START, phase.name, data={"hosts": [h.name for h in targets]})
-        )
-        before = len(ctx.changes)
-        failures = await gather_hosts(
-            targets, functools.partial(_host, ctx, phase), serial=phase.rolling(ctx)
-        )
-        if not failures:
+        for phase in group:
+            names = [h.name for h in hosts[phase.name]]
+            ctx.report(Event(EventKind.PHASE_START, phase.name, data={"hosts": names}))
+        before = len(ctx.do.changes)
+        if not (group[0].roll and group[0].rolling(ctx)):
+            (phase,) = group
+            ctx.report.phase = phase.name
+            failures = await gather_hosts(
+                hosts[phase.name], functools.partial(_host, ctx, phase), serial=phase.rolling(ctx)
+            )
+            failed = {phase.name: failures} if failures else {}
+        else:
+            failed = await _roll(ctx, group, hosts)
+        for phase in group:
+            if failed:
+                break
             try:
                 await phase.finish(ctx)
             except Exception as e:  # a cluster-wide wait: blame the phase, not a host
-                failures = {"*": e}
-        _record_failures(ctx, phase.name, failures, result)
-        if failures:
-            if not ctx.dry_run:  # the journal records what really ran
+                failed = {phase.name: {"*": e}}
+        for name, failures in failed.items():
+            _record_failures(ctx, name, failures, result)
+        if failed:
+            if not ctx.run.dry_run:  # the journal records what really ran
                 journal.record(done, finished=False)
             return
-        result.phases_run.append(phase.name)
-        done.append(phase.name)
-        changed = len(ctx.changes) - before
-        ctx.emit(Event(EventKind.PHASE_DONE, phase.name, data={"changes": changed}))
-        if not ctx.dry_run:
-            journal.record(done, finished=phase is to_run[-1])
+        for phase in group:
+            result.phases_run.append(phase.name)
+            done.append(phase.name)
+            changed = len([c for c in ctx.do.changes[before:] if c.phase == phase.name])
+            ctx.report(Event(EventKind.PHASE_DONE, phase.name, data={"changes": changed}))
+            if not ctx.run.dry_run:
+                journal.record(done, finished=phase is to_run[-1])
+
+
+def _group(ctx: Context, to_run: list[Phase], start: int) -> list[Phase]:
+    """The phase at `start`, with the phases after it that roll together with it."""
+    first = to_run[start]
+    if not first.roll or not first.rolling(ctx):
+        return [first]
+    group = [first]
+    for p in to_run[start + 1 :]:
+        if p.roll != first.roll or not p.rolling(ctx):
+            break
+        group.append(p)
+    return group
+
+
+async def _roll(
+    ctx: Context, group: list[Phase], hosts: dict[str, list[Host]]
+) -> dict[str, dict[str, BaseException]]:
+    """One host at a time through every phase of the group; stop at the first failure."""
+    order = list({h.name: h for p in group for h in hosts[p.name]}.values())
+    for host in order:
+        before = len(ctx.do.changes)
+        for phase in group:
+            if host not in hosts[phase.name]:
+                continue
+            ctx.report.phase = phase.name
+            try:
+                await _host(ctx, phase, host)
+            except Exception as e:
+                return {phase.name: {host.name: e}}
+        changed = any(c.host == host.name for c in ctx.do.changes[before:])
+        if changed and not ctx.run.dry_run:
+            try:
+                await group[-1].between_hosts(ctx, host)
+            except Exception as e:
+                return {group[-1].name: {host.name: e}}
+    return {}
 
 
 async def _host(ctx: Context, phase: Phase, host: Host) -> None:
-    ctx.emit(Event(EventKind.HOST_START, phase.name, host.name))
+    ctx.report(Event(EventKind.HOST_START, phase.name, host.name))
     await phase.run(ctx, host)
-    ctx.emit(Event(EventKind.HOST_DONE, phase.name, host.name))
+    ctx.report(Event(EventKind.HOST_DONE, phase.name, host.name))
 
 
 def _removal(

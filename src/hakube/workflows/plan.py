@@ -33,7 +33,7 @@ class PlannedPhase:
 
 
 @dataclass
-class HostPlan:
+class PlannedHost:
     host: str
     address: str
     roles: list[str]
@@ -51,7 +51,7 @@ class HostPlan:
 class Plan:
     cluster: str
     endpoint: str
-    hosts: list[HostPlan] = field(default_factory=list)
+    hosts: list[PlannedHost] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
@@ -101,14 +101,13 @@ def build_plan(
     used: set[str] = set()
     targets = {p.name: {t.name for t in p.targets(cluster)} for p in phases}
     for host in cluster.hosts:
-        hp = HostPlan(host.name, str(host.address), [r.value for r in host.roles])
+        hp = PlannedHost(host.name, str(host.address), [r.value for r in host.roles])
         for phase in phases:
             if host.name not in targets[phase.name]:
                 continue
             used.add(phase.name)
-            files = [
-                PlannedFile(f.path, f.mode, f.secret) for f in phase.files(cluster, host, secrets)
-            ]
+            rendered = sorted(phase.files(cluster, host, secrets), key=lambda f: f.path)
+            files = [PlannedFile(f.path, f.mode, f.secret) for f in rendered]
             files += [
                 PlannedFile(path, mode, not mode & 0o077, path not in phase.made_on_host)
                 for path, mode in phase.extra_paths(cluster, host)

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import os
 import tempfile
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 SECRET_FILE_MODE = 0o600
@@ -55,3 +57,18 @@ def write_private(path: Path, data: bytes) -> None:
     """Create or replace a file with mode 0600 atomically, in a 0700 directory."""
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     write_secret_file(path, data)
+
+
+@contextlib.contextmanager
+def exclusive_lock(path: Path, busy: Callable[[], Exception]) -> Iterator[None]:
+    """Hold an flock on `path` (created 0600) for the block; raise `busy()` at once if another
+    process holds it. The kernel releases it if we die."""
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise busy() from None
+        yield
+    finally:
+        os.close(fd)

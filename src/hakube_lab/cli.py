@@ -151,28 +151,24 @@ def _fault(name: str, host: str, action: str, output: Output) -> None:
     _emit(output, st, f"{host}: {action} done (running={st['running']}, link_up={st['link_up']})")
 
 
-@app.command()
-def stop(host: HostArg, name: NameOpt = DEFAULT_NAME, output: OutputOpt = Output.TEXT) -> None:
-    """Power a host off: link down and every process killed at once."""
-    _fault(name, host, "stop", output)
+def _fault_command(action: str, summary: str) -> None:
+    def command(
+        host: HostArg, name: NameOpt = DEFAULT_NAME, output: OutputOpt = Output.TEXT
+    ) -> None:
+        _fault(name, host, action, output)
+
+    command.__doc__ = summary
+    app.command(action)(command)
 
 
-@app.command()
-def start(host: HostArg, name: NameOpt = DEFAULT_NAME, output: OutputOpt = Output.TEXT) -> None:
-    """Boot a stopped host again (its files are kept) and wait for SSH."""
-    _fault(name, host, "start", output)
-
-
-@app.command()
-def isolate(host: HostArg, name: NameOpt = DEFAULT_NAME, output: OutputOpt = Output.TEXT) -> None:
-    """Cut a host's link; it keeps running."""
-    _fault(name, host, "isolate", output)
-
-
-@app.command()
-def heal(host: HostArg, name: NameOpt = DEFAULT_NAME, output: OutputOpt = Output.TEXT) -> None:
-    """Restore a host's link."""
-    _fault(name, host, "heal", output)
+#: The faults a drill injects, one command each.
+for _action, _summary in (
+    ("stop", "Power a host off: link down and every process killed at once."),
+    ("start", "Boot a stopped host again (its files are kept) and wait for SSH."),
+    ("isolate", "Cut a host's link; it keeps running."),
+    ("heal", "Restore a host's link."),
+):
+    _fault_command(_action, _summary)
 
 
 def demo(

@@ -27,7 +27,7 @@ from hakube_lab.addressing import (
 )
 from hakube_lab.image import CACHE_ROOT
 from hakube_lab.lifecycle import Log, destroy, quiet
-from hakube_lab.statefile import STATE_ROOT, read_shape
+from hakube_lab.statefile import STATE_ROOT, read_plan
 
 
 @dataclass(frozen=True)
@@ -51,8 +51,14 @@ class Lab:
         self, plan: LabPlan, state_root: Path = STATE_ROOT, cache_root: Path = CACHE_ROOT
     ) -> None:
         self.plan = plan
+        self.name = plan.name
         self.state_root = state_root
         self.cache_root = cache_root
+        self.state_dir = state_root / plan.name
+        self.key_file = self.state_dir / "id_ed25519"
+        self.known_hosts = self.state_dir / "known_hosts"
+        self.cluster_file = self.state_dir / "cluster.yaml"
+        self.state_file = self.state_dir / "state.json"
 
     @classmethod
     def create(
@@ -68,36 +74,9 @@ class Lab:
 
     @classmethod
     def load(cls, name: str, state_root: Path = STATE_ROOT) -> Lab:
-        shape = read_shape(name, state_root)
-        return cls.create(
-            name, shape.control_planes, shape.workers, shape.subnet, state_root, shape.spares
-        )
+        return cls(read_plan(name, state_root), state_root)
 
     # ---- paths and views ----------------------------------------------------------------
-
-    @property
-    def name(self) -> str:
-        return self.plan.name
-
-    @property
-    def state_dir(self) -> Path:
-        return self.state_root / self.name
-
-    @property
-    def key_file(self) -> Path:
-        return self.state_dir / "id_ed25519"
-
-    @property
-    def known_hosts(self) -> Path:
-        return self.state_dir / "known_hosts"
-
-    @property
-    def cluster_file(self) -> Path:
-        return self.state_dir / "cluster.yaml"
-
-    @property
-    def state_file(self) -> Path:
-        return self.state_dir / "state.json"
 
     @property
     def hosts(self) -> list[LabHost]:

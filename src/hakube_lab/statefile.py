@@ -5,39 +5,33 @@ state.json is written before anything else exists, so `down` finds what to remov
 
 from __future__ import annotations
 
-import fcntl
 import json
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from hakube_lab.addressing import SPARE, LabError, LabPlan, validate_name
+from hakube.fileio import exclusive_lock
+from hakube_lab.addressing import SPARE, LabError, LabPlan, plan_lab, validate_name
 
 STATE_ROOT = Path("/var/lib/hakube/lab")
-
-
-@dataclass(frozen=True)
-class Shape:
-    control_planes: int
-    workers: int
-    subnet: str
-    spares: int = 0
 
 
 def state_file(state_root: Path, name: str) -> Path:
     return state_root / name / "state.json"
 
 
-def read_shape(name: str, state_root: Path) -> Shape:
+def read_plan(name: str, state_root: Path) -> LabPlan:
+    """The plan of a lab that was brought up, from the shape its state file recorded."""
     validate_name(name)
     path = state_file(state_root, name)
     try:
         data = json.loads(path.read_text())
     except FileNotFoundError:
         raise LabError(f"no lab named {name!r} (no {path}); run `hakube lab up`") from None
-    return Shape(data["control_planes"], data["workers"], data["subnet"], data.get("spares", 0))
+    # Labs from before spare hosts existed have none.
+    spares = data.get("spares", 0)
+    return plan_lab(name, data["control_planes"], data["workers"], data["subnet"], spares)
 
 
 def shape_data(plan: LabPlan) -> dict[str, Any]:
@@ -71,17 +65,11 @@ def lab_lock(state_root: Path, name: str) -> Iterator[None]:
     # Outside the state dir so `down` can delete that while holding the lock.
     state_root.mkdir(parents=True, exist_ok=True)
     lock_path = state_root / f".{name}.lock"
-    with lock_path.open("a+") as f:
-        try:
-            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise LabError(
-                f"another hakube lab command is working on lab {name!r} right now"
-            ) from None
+    busy = f"another hakube lab command is working on lab {name!r} right now"
+    with exclusive_lock(lock_path, lambda: LabError(busy)):
         try:
             yield
         finally:
             # A failed first `up` must not leave its lock file behind.
             if not (state_root / name).exists():
                 lock_path.unlink(missing_ok=True)
-            fcntl.flock(f, fcntl.LOCK_UN)

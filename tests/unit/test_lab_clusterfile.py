@@ -12,7 +12,7 @@ from hakube_lab.addressing import plan_lab
 from hakube_lab.clusterfile import cluster_document, render_cluster_file
 from hakube_lab.image import parse_sources, recipe_hash
 from hakube_lab.mirror import parse_print_uris
-from hakube_lab.statefile import read_shape, shape_data
+from hakube_lab.statefile import read_plan, shape_data
 
 
 def test_cluster_file_loads_and_matches_the_plan(tmp_path: Path) -> None:
@@ -84,4 +84,4 @@ def test_the_lab_shape_counts_spares_apart_and_old_state_files_have_none(tmp_pat
     (tmp_path / "t").mkdir()
     old = {k: v for k, v in data.items() if k != "spares"}
     (tmp_path / "t" / "state.json").write_text(json.dumps(old))
-    assert read_shape("t", tmp_path).spares == 0
+    assert [h.name for h in read_plan("t", tmp_path).hosts] == ["cp1", "cp2", "cp3", "w1"]

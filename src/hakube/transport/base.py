@@ -7,9 +7,9 @@ Phases only ever see `Transport`; the asyncssh implementation (`ssh.py`) and the
 from __future__ import annotations
 
 import re
+from abc import ABC, abstractmethod
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Protocol, runtime_checkable
 
 __all__ = [
     "AuthFailed",
@@ -19,6 +19,7 @@ __all__ = [
     "ConnectError",
     "ConnectTimeout",
     "ConnectionRefused",
+    "HostKeyError",
     "HostKeyMismatch",
     "HostKeyUnknown",
     "Redactor",
@@ -93,33 +94,52 @@ class CommandResult:
         return "\n".join(self.stderr.rstrip("\n").splitlines()[-lines:])
 
 
-@runtime_checkable
-class Transport(Protocol):
-    """One host, reached somehow. Everything a phase may do to a host goes through here."""
+class Transport(ABC):
+    """One host, reached somehow. Everything a phase may do to a host goes through here.
 
-    host: str
+    `run` is the same for every implementation (redact, run, raise if asked); each supplies
+    `_run`, `put`, `get` and `close`.
+    """
+
+    def __init__(self, host: str, redactor: Redactor | None = None) -> None:
+        self.host = host
+        self.redactor = redactor or no_redaction()
 
     async def run(
         self,
         command: str,
         *,
         check: bool = True,
+        # The per-command budget; a caller-side asyncio.timeout could not also close the
+        # remote channel, which is the point.
         timeout: float | None = None,
         stdin: str | bytes | None = None,
     ) -> CommandResult:
         """Run ``command`` under ``bash -c``; raise CommandFailed on non-zero exit if ``check``."""
-        ...
+        shown = self.redactor.redact(command)
+        data = stdin.encode() if isinstance(stdin, str) else stdin
+        result = await self._run(command, shown, data, timeout)
+        if check and not result.ok:
+            raise command_failed(result, self.redactor)
+        return result
 
+    @abstractmethod
+    async def _run(
+        self, command: str, shown: str, stdin: bytes | None, timeout: float | None
+    ) -> CommandResult:
+        """Run ``command`` (``shown``, redacted, in every message) and say how it ended."""
+
+    @abstractmethod
     async def put(
         self, path: str, content: bytes, *, mode: int = 0o644, owner: str | None = None
     ) -> None:
         """Atomically replace ``path``: temp file in the same directory, chmod/chown, rename."""
-        ...
 
+    @abstractmethod
     async def get(self, path: str) -> bytes:
         """Read ``path``; raise RemoteFileNotFound if it does not exist."""
-        ...
 
+    @abstractmethod
     async def close(self) -> None: ...
 
 
@@ -177,34 +197,42 @@ class AuthFailed(ConnectError):
         self.key_file = key_file
 
 
-class HostKeyUnknown(ConnectError):
+class HostKeyError(ConnectError):
+    """The host's key is not the pinned one (unknown or changed); says where it is pinned."""
+
     def __init__(self, host: str, host_entry: str, known_hosts: str, fingerprint: str) -> None:
-        seen = f" It presented {fingerprint}." if fingerprint else ""
-        super().__init__(
-            host,
-            f"host key for {host_entry} is not in {known_hosts}.{seen} Verify the fingerprint "
-            "out of band, then rerun with --trust-new-hosts to record it, or add it to the "
-            "known_hosts file yourself.",
-        )
+        super().__init__(host, self.explain(host_entry, known_hosts, fingerprint))
         self.host_entry = host_entry
         self.known_hosts = known_hosts
         self.fingerprint = fingerprint
 
+    @staticmethod
+    def explain(host_entry: str, known_hosts: str, fingerprint: str) -> str:
+        raise NotImplementedError
 
-class HostKeyMismatch(ConnectError):
-    def __init__(self, host: str, host_entry: str, known_hosts: str, fingerprint: str) -> None:
+
+class HostKeyUnknown(HostKeyError):
+    @staticmethod
+    def explain(host_entry: str, known_hosts: str, fingerprint: str) -> str:
+        seen = f" It presented {fingerprint}." if fingerprint else ""
+        return (
+            f"host key for {host_entry} is not in {known_hosts}.{seen} Verify the fingerprint "
+            "out of band, then rerun with --trust-new-hosts to record it, or add it to the "
+            "known_hosts file yourself."
+        )
+
+
+class HostKeyMismatch(HostKeyError):
+    @staticmethod
+    def explain(host_entry: str, known_hosts: str, fingerprint: str) -> str:
         seen = f" It now presents {fingerprint}." if fingerprint else ""
-        super().__init__(
-            host,
+        return (
             f"host key for {host_entry} does not match the one recorded in {known_hosts}: the "
             f"key CHANGED.{seen} Someone may be intercepting the connection (man in the "
             "middle), or the host was reinstalled. If you know it was rebuilt, remove the old "
             f"entry with `ssh-keygen -R '{host_entry}' -f {known_hosts}` and reconnect with "
-            "--trust-new-hosts; otherwise stop and investigate.",
+            "--trust-new-hosts; otherwise stop and investigate."
         )
-        self.host_entry = host_entry
-        self.known_hosts = known_hosts
-        self.fingerprint = fingerprint
 
 
 class CommandFailed(TransportError):

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import logging
 import random
+from dataclasses import dataclass
 
 import asyncssh
 
@@ -19,7 +20,7 @@ from hakube.transport.base import (
 )
 from hakube.transport.hostkeys import pinned_host_keys, server_host_key
 from hakube.transport.ssh import DEFAULT_MAX_CHANNELS, SSHTransport
-from hakube.transport.target import SSHTarget
+from hakube.transport.target import SSHTarget, failing_as
 
 log = logging.getLogger("hakube.transport")
 
@@ -28,45 +29,49 @@ KEEPALIVE_COUNT_MAX = 3
 MAX_BACKOFF = 10.0
 
 
+@dataclass(frozen=True)
+class ConnectOptions:
+    """How to connect and what the transport gets (see `pool.connect_all`)."""
+
+    trust_new_hosts: bool = False
+    retries: int = 3
+    backoff: float = 0.5
+    max_channels: int = DEFAULT_MAX_CHANNELS
+    redactor: Redactor | None = None
+    keepalive_interval: float = KEEPALIVE_INTERVAL
+    use_sftp: bool = True
+
+
 async def connect(
     target: SSHTarget,
+    options: ConnectOptions,
     *,
-    trust_new_hosts: bool = False,
-    retries: int = 3,
-    backoff: float = 0.5,
-    max_channels: int = DEFAULT_MAX_CHANNELS,
-    redactor: Redactor | None = None,
-    keepalive_interval: float = KEEPALIVE_INTERVAL,
-    use_sftp: bool = True,
     handshakes: asyncio.Semaphore | None = None,
     recorded: dict[str, str] | None = None,
 ) -> SSHTransport:
-    """Connect to one target (see ``connect_all``); raise a TransportError subclass on failure."""
+    """Connect to one target; raise a TransportError subclass on failure."""
+    o = options
     key = _load_client_key(target)
     attempts = 0
     while True:
         attempts += 1
         try:
             if handshakes is None:
-                conn, fingerprint = await _handshake(
-                    target, key, trust_new_hosts, keepalive_interval
-                )
+                conn, fingerprint = await _handshake(target, key, o)
             else:
                 async with handshakes:
-                    conn, fingerprint = await _handshake(
-                        target, key, trust_new_hosts, keepalive_interval
-                    )
+                    conn, fingerprint = await _handshake(target, key, o)
         except (ConnectionRefusedError, TimeoutError) as exc:
-            if attempts > retries:
+            if attempts > o.retries:
                 raise _final_connect_error(target, exc, attempts) from None
-            delay = min(backoff * 2 ** (attempts - 1), MAX_BACKOFF) * random.uniform(0.8, 1.2)
+            delay = min(o.backoff * 2 ** (attempts - 1), MAX_BACKOFF) * random.uniform(0.8, 1.2)
             log.info(
                 "%s: %s, retrying in %.2fs (attempt %d of %d)",
                 target.name,
                 "connection refused" if isinstance(exc, ConnectionRefusedError) else "timed out",
                 delay,
                 attempts + 1,
-                retries + 1,
+                o.retries + 1,
             )
             await asyncio.sleep(delay)
             continue
@@ -74,7 +79,7 @@ async def connect(
             recorded[target.name] = fingerprint
         log.debug("%s: connected to %s as %s", target.name, target.host_entry, target.user)
         return SSHTransport(
-            target, conn, max_channels=max_channels, redactor=redactor, use_sftp=use_sftp
+            target, conn, max_channels=o.max_channels, redactor=o.redactor, use_sftp=o.use_sftp
         )
 
 
@@ -101,48 +106,44 @@ def _load_client_key(target: SSHTarget) -> asyncssh.SSHKey | None:
 async def _handshake(
     target: SSHTarget,
     key: asyncssh.SSHKey | None,
-    trust_new_hosts: bool,
-    keepalive_interval: float,
+    options: ConnectOptions,
 ) -> tuple[asyncssh.SSHClientConnection, str | None]:
     """One attempt. Returns the connection and, if a new host key was recorded, its fingerprint."""
-    known, recorded = await pinned_host_keys(target, trust_new_hosts)
+    known, recorded = await pinned_host_keys(target, options.trust_new_hosts)
     known_path = target.known_hosts.expanduser()
-    try:
-        conn = await asyncssh.connect(
-            target.address,
-            target.port,
-            username=target.user,
-            known_hosts=known,
-            client_keys=[key] if key is not None else (),
-            agent_path=None if key is not None else (),
-            password_auth=False,
-            kbdint_auth=False,
-            config=None,
-            connect_timeout=target.connect_timeout,
-            keepalive_interval=keepalive_interval,
-            keepalive_count_max=KEEPALIVE_COUNT_MAX,
-        )
-    except asyncssh.HostKeyNotVerifiable:
-        fingerprint = ""
-        # The fingerprint only improves the message; failing to get it must not hide the error.
-        with contextlib.suppress(OSError, asyncssh.Error, ConnectError):
-            fingerprint = (await server_host_key(target)).get_fingerprint()
-        raise HostKeyMismatch(
-            target.name, target.host_entry, str(known_path), fingerprint
-        ) from None
-    except asyncssh.PermissionDenied as exc:
-        raise AuthFailed(
-            target.name,
-            target.user,
-            str(target.key_file or "(default keys and agent)"),
-            exc.reason,
-        ) from None
-    except (ConnectionRefusedError, TimeoutError):
-        raise
-    except (OSError, asyncssh.Error) as exc:
-        raise ConnectError(
-            target.name,
-            f"could not open an SSH session to {target.address}:{target.port}: {exc}. "
-            "Check that the port belongs to sshd and the network path is stable.",
-        ) from None
+    at = f"{target.address}:{target.port}"
+    # Outermost, so the specific failures below are told apart first.
+    with failing_as(target, lambda e: f"could not open an SSH session to {at}: {e}. Check "
+                    "that the port belongs to sshd and the network path is stable."):  # fmt: skip
+        try:
+            conn = await asyncssh.connect(
+                target.address,
+                target.port,
+                username=target.user,
+                known_hosts=known,
+                client_keys=[key] if key is not None else (),
+                agent_path=None if key is not None else (),
+                password_auth=False,
+                kbdint_auth=False,
+                config=None,
+                connect_timeout=target.connect_timeout,
+                keepalive_interval=options.keepalive_interval,
+                keepalive_count_max=KEEPALIVE_COUNT_MAX,
+            )
+        except asyncssh.HostKeyNotVerifiable:
+            fingerprint = ""
+            # The fingerprint only improves the message; failing to get it must not hide the
+            # error.
+            with contextlib.suppress(OSError, asyncssh.Error, ConnectError):
+                fingerprint = (await server_host_key(target)).get_fingerprint()
+            raise HostKeyMismatch(
+                target.name, target.host_entry, str(known_path), fingerprint
+            ) from None
+        except asyncssh.PermissionDenied as exc:
+            raise AuthFailed(
+                target.name,
+                target.user,
+                str(target.key_file or "(default keys and agent)"),
+                exc.reason,
+            ) from None
     return conn, recorded

@@ -15,7 +15,7 @@ from pathlib import Path
 import asyncssh
 
 from hakube.transport.base import ConnectError, HostKeyUnknown
-from hakube.transport.target import SSHTarget
+from hakube.transport.target import SSHTarget, failing_as
 
 log = logging.getLogger("hakube.transport")
 
@@ -68,19 +68,13 @@ async def resolve(target: SSHTarget) -> str:
 
 
 async def server_host_key(target: SSHTarget) -> asyncssh.SSHKey:
-    try:
+    at = f"{target.address}:{target.port}"
+    with failing_as(target, lambda e: f"SSH key exchange with {at} failed: {e}. "
+                    "Check that the port belongs to sshd."):  # fmt: skip
         presented = await asyncio.wait_for(
             asyncssh.get_server_host_key(target.address, target.port, config=None),
             target.connect_timeout,
         )
-    except (ConnectionRefusedError, TimeoutError):
-        raise
-    except (OSError, asyncssh.Error) as exc:
-        raise ConnectError(
-            target.name,
-            f"SSH key exchange with {target.address}:{target.port} failed: {exc}. "
-            "Check that the port belongs to sshd.",
-        ) from None
     if presented is None:
         raise ConnectError(target.name, "the server presented no host key; cannot pin it.")
     return presented

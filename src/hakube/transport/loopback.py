@@ -15,7 +15,6 @@ import os
 import signal
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import TracebackType
 from typing import Any
 
 import asyncssh
@@ -94,12 +93,7 @@ class LoopbackSSHServer:
     async def __aenter__(self) -> LoopbackSSHServer:
         return await self.start()
 
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    async def __aexit__(self, *exc_info: object) -> None:
         await self.close()
 
     def target(

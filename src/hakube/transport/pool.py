@@ -5,10 +5,9 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from types import TracebackType
 
 from hakube.transport.base import Redactor, TransportError
-from hakube.transport.connect import KEEPALIVE_INTERVAL, connect
+from hakube.transport.connect import KEEPALIVE_INTERVAL, ConnectOptions, connect
 from hakube.transport.ssh import DEFAULT_MAX_CHANNELS, SSHTransport
 from hakube.transport.target import SSHTarget
 
@@ -40,12 +39,7 @@ class SSHPool:
     async def __aenter__(self) -> SSHPool:
         return self
 
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    async def __aexit__(self, *exc_info: object) -> None:
         await self.close()
 
 
@@ -73,21 +67,15 @@ async def connect_all(
     if duplicates:
         raise ValueError(f"duplicate host names: {', '.join(duplicates)}")
     handshakes = asyncio.Semaphore(max_handshakes)
+    options = ConnectOptions(
+        trust_new_hosts, retries, backoff, max_channels, redactor, keepalive_interval, use_sftp
+    )
     pool = SSHPool()
 
     async def one(target: SSHTarget) -> None:
         try:
             pool.transports[target.name] = await connect(
-                target,
-                trust_new_hosts=trust_new_hosts,
-                retries=retries,
-                backoff=backoff,
-                max_channels=max_channels,
-                redactor=redactor,
-                keepalive_interval=keepalive_interval,
-                use_sftp=use_sftp,
-                handshakes=handshakes,
-                recorded=pool.recorded,
+                target, options, handshakes=handshakes, recorded=pool.recorded
             )
         except TransportError as exc:
             pool.errors[target.name] = exc

@@ -18,17 +18,18 @@ import asyncio
 import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from hakube.transport.base import (
     CommandResult,
     CommandTimeout,
-    Redactor,
     RemoteFileNotFound,
+    Transport,
     TransportError,
-    command_failed,
-    no_redaction,
 )
+
+if TYPE_CHECKING:
+    from hakube.transport.base import Redactor
 
 __all__ = ["Call", "FakeFile", "Reply", "Responder", "ScriptedTransport", "UnscriptedCommand"]
 
@@ -72,7 +73,7 @@ class UnscriptedCommand(AssertionError):
     """The code under test ran a command no rule expected."""
 
 
-class ScriptedTransport:
+class ScriptedTransport(Transport):
     """The fake. Rules are tried in order; a str pattern matches the whole command exactly, a
     compiled regex must ``fullmatch``. A str reply is shorthand for ``Reply(stdout=...)``."""
 
@@ -84,13 +85,12 @@ class ScriptedTransport:
         files: Mapping[str, bytes | FakeFile] | None = None,
         redactor: Redactor | None = None,
     ) -> None:
-        self.host = host
+        super().__init__(host, redactor)
         self.rules: list[tuple[Pattern, Responder]] = list(rules)
         self.files: dict[str, FakeFile] = {
             path: data if isinstance(data, FakeFile) else FakeFile(data)
             for path, data in (files or {}).items()
         }
-        self.redactor = redactor or no_redaction()
         self.calls: list[Call] = []
         self.closed = False
 
@@ -104,26 +104,19 @@ class ScriptedTransport:
         """Every command run, in order (unredacted: tests assert on what really ran)."""
         return [c.target for c in self.calls if c.kind == "run"]
 
-    async def run(
-        self,
-        command: str,
-        *,
-        check: bool = True,
-        timeout: float | None = None,
-        stdin: str | bytes | None = None,
+    async def _run(
+        self, command: str, shown: str, stdin: bytes | None, timeout: float | None
     ) -> CommandResult:
         self._ensure_open()
-        data = stdin.encode() if isinstance(stdin, str) else stdin
-        call = Call("run", command, stdin=data, timeout=timeout)
+        call = Call("run", command, stdin=stdin, timeout=timeout)
         self.calls.append(call)
         reply = self._reply(call)
-        shown = self.redactor.redact(command)
         if timeout is not None and reply.delay > timeout:
             raise CommandTimeout(self.host, shown, timeout)
         if reply.delay:
             # Yield once so concurrent callers interleave as they would on a real host.
             await asyncio.sleep(0)
-        result = CommandResult(
+        return CommandResult(
             host=self.host,
             command=shown,
             exit_status=reply.exit_status,
@@ -131,9 +124,6 @@ class ScriptedTransport:
             stderr=reply.stderr,
             duration=reply.delay,
         )
-        if check and not result.ok:
-            raise command_failed(result, self.redactor)
-        return result
 
     async def put(
         self, path: str, content: bytes, *, mode: int = 0o644, owner: str | None = None

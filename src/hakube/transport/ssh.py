@@ -23,9 +23,9 @@ from hakube.transport.base import (
     CommandTimeout,
     Redactor,
     RemoteFileNotFound,
+    Transport,
     TransportError,
     command_failed,
-    no_redaction,
 )
 from hakube.transport.sftp import SFTPFiles
 from hakube.transport.target import SSHTarget
@@ -82,7 +82,7 @@ def _get_script(path: str) -> str:
     return f"test -e {q} || exit {_MISSING_EXIT}\nexec cat -- {q}"
 
 
-class SSHTransport:
+class SSHTransport(Transport):
     """The Transport for one host over one asyncssh connection.
 
     Every run/put/get holds one slot of a per-host semaphore for the life of its channel, so a
@@ -100,30 +100,20 @@ class SSHTransport:
     ) -> None:
         if max_channels < 1:
             raise ValueError("max_channels must be at least 1")
-        self.host = target.name
+        super().__init__(target.name, redactor)
         self.target = target
         self._conn = connection
         self._channels = asyncio.Semaphore(max_channels)
-        self._redactor = redactor or no_redaction()
         self._closed = False
         # SFTP runs as the login user, so it can only replace files when no sudo is involved.
         self._use_sftp = use_sftp and not (target.sudo and target.user != "root")
         self._files = SFTPFiles(self.host, connection, self._lost)
 
-    async def run(
-        self,
-        command: str,
-        *,
-        check: bool = True,
-        # The protocol's per-command budget; a caller-side asyncio.timeout could not also
-        # close the remote channel, which is the point.
-        timeout: float | None = None,
-        stdin: str | bytes | None = None,
+    async def _run(
+        self, command: str, shown: str, stdin: bytes | None, timeout: float | None
     ) -> CommandResult:
-        shown = self._redactor.redact(command)
-        data = stdin.encode() if isinstance(stdin, str) else stdin
-        status, out, err, duration = await self._exec(command, shown, data, timeout)
-        result = CommandResult(
+        status, out, err, duration = await self._exec(command, shown, stdin, timeout)
+        return CommandResult(
             host=self.host,
             command=shown,
             exit_status=status,
@@ -131,9 +121,6 @@ class SSHTransport:
             stderr=err.decode("utf-8", errors="replace"),
             duration=duration,
         )
-        if check and not result.ok:
-            raise command_failed(result, self._redactor)
-        return result
 
     async def put(
         self, path: str, content: bytes, *, mode: int = 0o644, owner: str | None = None
@@ -159,7 +146,7 @@ class SSHTransport:
                     err.decode(errors="replace"),
                     duration,
                 ),
-                self._redactor,
+                self.redactor,
             )
 
     async def get(self, path: str) -> bytes:
@@ -172,7 +159,7 @@ class SSHTransport:
         if status != 0:
             raise command_failed(
                 CommandResult(self.host, shown, status, "", err.decode(errors="replace"), duration),
-                self._redactor,
+                self.redactor,
             )
         return out
 
@@ -233,7 +220,7 @@ class SSHTransport:
         return status, out, err, duration
 
     def _lost(self, exc: BaseException, shown: str) -> TransportError:
-        detail = self._redactor.redact(str(exc) or type(exc).__name__)
+        detail = self.redactor.redact(str(exc) or type(exc).__name__)
         return TransportError(
             self.host,
             f"SSH session failed while running {shown}: {detail}. The connection may have "

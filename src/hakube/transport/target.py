@@ -2,8 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+
+import asyncssh
+
+from hakube.transport.base import ConnectError
 
 
 @dataclass(frozen=True)
@@ -27,3 +33,15 @@ class SSHTarget:
 def known_hosts_entry(address: str, port: int) -> str:
     """The host field OpenSSH (and asyncssh) look up for ``address:port``."""
     return address if port == 22 else f"[{address}]:{port}"
+
+
+@contextmanager
+def failing_as(target: SSHTarget, message: Callable[[BaseException], str]) -> Iterator[None]:
+    """SSH and socket failures as a ConnectError saying `message(exc)`; a refused or timed-out
+    connect passes through unchanged (the caller retries those)."""
+    try:
+        yield
+    except (ConnectionRefusedError, TimeoutError):
+        raise
+    except (OSError, asyncssh.Error) as exc:
+        raise ConnectError(target.name, message(exc)) from None

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import fcntl
 import functools
 import json
 import os
@@ -18,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from hakube.fileio import write_private
+from hakube.fileio import exclusive_lock, write_private
 from hakube.membership import (
     Membership,
     MembershipError,
@@ -127,17 +126,10 @@ def cluster_lock(state: StateDir) -> Iterator[None]:
         yield
         return
     state.ensure()
-    fd = os.open(state.path / "lock", os.O_RDWR | os.O_CREAT, 0o600)
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise ApplyLocked(
-                f"another hakube run holds {state.path / 'lock'}; wait for it to finish"
-            ) from None
+    lock = state.path / "lock"
+    busy = f"another hakube run holds {lock}; wait for it to finish"
+    with exclusive_lock(lock, lambda: ApplyLocked(busy)):
         yield
-    finally:
-        os.close(fd)
 
 
 def ssh_targets(cluster: Cluster, hosts: Sequence[Host] | None = None) -> list[SSHTarget]:

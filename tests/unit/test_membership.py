@@ -417,8 +417,15 @@ def test_prune_hands_the_vip_over_before_the_survivors_drop_the_leaving_backends
     (result, _), world, ts = prune_run(state)
     assert result.ok, result.failures
     first_reload = next(i for i, x in enumerate(world.log) if x.startswith("reload haproxy"))
+    # The other leaver first, the owner last: the VIP goes straight to a survivor.
+    assert world.log[:2] == ["stop keepalived cp2", "stop keepalived cp1"]
     assert world.log.index("stop keepalived cp1") < first_reload
     assert world.vip_owner == "cp3"
+    # The new owner gets its top-priority config before any other survivor's keepalived.
+    keepalived = [(h, d) for p, h, d in triples(result.changes)
+                  if "keepalived" in d and h in ("cp3", "cp4", "cp5")]  # fmt: skip
+    assert keepalived[:2] == [("cp3", "write /etc/keepalived/keepalived.conf"),
+                              ("cp3", "reload keepalived (the new VIP owner first)")]  # fmt: skip
     for name in ("cp3", "cp4", "cp5"):
         cfg = ts[name].files["/etc/haproxy/haproxy.cfg"].content.decode()
         assert "server cp1 " not in cfg

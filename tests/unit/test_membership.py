@@ -411,11 +411,18 @@ def _facts_with_vip(old: Cluster, state: StateDir) -> Any:
     return lambda call: render_facts(h, call.target)
 
 
-def test_prune_hands_the_vip_over_before_the_survivors_drop_the_leaving_backends(
-    state: StateDir,
-) -> None:
+@pytest.fixture
+def pruned(state: StateDir) -> tuple[Any, Survivors, dict[str, FakeHostTransport]]:
+    """cp1 (the VIP owner) and cp2 removed from a converged 5-control-plane cluster."""
     (result, _), world, ts = prune_run(state)
     assert result.ok, result.failures
+    return result, world, ts
+
+
+def test_prune_hands_the_vip_over_before_the_survivors_drop_the_leaving_backends(
+    pruned: tuple[Any, Survivors, dict[str, FakeHostTransport]],
+) -> None:
+    result, world, ts = pruned
     first_reload = next(i for i, x in enumerate(world.log) if x.startswith("reload haproxy"))
     # The other leaver first, the owner last: the VIP goes straight to a survivor.
     assert world.log[:2] == ["stop keepalived cp2", "stop keepalived cp1"]
@@ -434,10 +441,9 @@ def test_prune_hands_the_vip_over_before_the_survivors_drop_the_leaving_backends
 
 
 def test_prune_removes_the_etcd_members_after_the_lb_update_then_cleans_the_hosts(
-    state: StateDir,
+    state: StateDir, pruned: tuple[Any, Survivors, dict[str, FakeHostTransport]]
 ) -> None:
-    (result, _), world, _ = prune_run(state)
-    assert result.ok, result.failures
+    _, world, _ = pruned
     last_reload = max(i for i, x in enumerate(world.log) if x.startswith("reload haproxy"))
     removal = world.log[last_reload + 1 :]
     assert removal == ["member remove cp1", "cleanup cp1", "member remove cp2", "cleanup cp2"]

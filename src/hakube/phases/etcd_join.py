@@ -150,7 +150,11 @@ async def join(ctx: Context, host: Host, via: Host, files: list[RenderedFile]) -
         add = etcdctl(
             ctx.run.cluster, "member", "add", host.name, f"--peer-urls={url}", "--learner"
         )
-        await ctx.do.sh(via, f"etcd member add {host.name} ({url}) as a learner", add)
+        await ctx.do.change(
+            via,
+            f"etcd member add {host.name} ({url}) as a learner",
+            lambda t: _until_accepted(t, add, "unhealthy cluster", _ADD_REFUSED),
+        )
         found = await members(ctx, via) if not ctx.run.dry_run else found
         mine = next((m for m in found if url in m.peer_urls), None)
         if mine is None and not ctx.run.dry_run:
@@ -177,19 +181,33 @@ async def _start(ctx: Context, host: Host) -> None:
         )
 
 
+_ADD_REFUSED = (
+    "etcd refuses to add a member while the cluster is not healthy (a member that just joined "
+    "counts as active only after a while); nothing was added. See `etcdctl endpoint health "
+    "--cluster` on an etcd host, then re-apply"
+)
+_NOT_CAUGHT_UP = (
+    "the etcd learner has not caught up; it stays a non-voting learner, quorum is unchanged. "
+    "See `journalctl -u etcd` on the new host, then re-apply to promote it"
+)
+
+
 async def _promote(ctx: Context, via: Transport, member_id: str) -> None:
-    """etcd refuses to promote a learner that is behind the leader; retry until it accepts."""
+    cmd = etcdctl(ctx.run.cluster, "member", "promote", member_id)
+    await _until_accepted(via, cmd, "in sync with leader", _NOT_CAUGHT_UP)
+
+
+async def _until_accepted(t: Transport, cmd: str, transient: str, failed: str) -> None:
+    """Run a membership command that etcd refuses for a while ("unhealthy cluster" right
+    after a change, "not in sync with leader" for a learner catching up); retry until it
+    accepts, or fail with `failed` after PROMOTE_TIMEOUT."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + PROMOTE_TIMEOUT
-    cmd = etcdctl(ctx.run.cluster, "member", "promote", member_id)
     while True:
-        res = await via.run(cmd, check=False)
+        res = await t.run(cmd, check=False)
         if res.ok:
             return
-        if loop.time() >= deadline:
-            raise PhaseError(
-                f"the etcd learner {member_id} has not caught up after {PROMOTE_TIMEOUT:.0f} s "
-                f"({res.stderr.strip()}); it stays a non-voting learner, quorum is unchanged. "
-                "See `journalctl -u etcd` on the new host, then re-apply to promote it"
-            )
+        why = res.stderr.strip().splitlines()[-1:] or [f"exit {res.exit_status}"]
+        if transient not in res.stderr or loop.time() >= deadline:
+            raise PhaseError(f"{why[0]}: {failed}")
         await asyncio.sleep(PROMOTE_RETRY)

@@ -17,6 +17,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from subprocess import CompletedProcess
 from typing import Any
 
 import yaml
@@ -32,7 +33,7 @@ from hakube_lab.drill.probes import Probes
 from hakube_lab.drill.report import Request, longest_gap
 from hakube_lab.drill.scenarios import Settings
 from hakube_lab.drill.workflow import write_ca
-from hakube_lab.lab import Lab
+from hakube_lab.lab import Lab, LabError
 from hakube_lab.standin import REMOVE as REMOVE_STANDIN
 from hakube_lab.standin import install_standin
 
@@ -126,6 +127,14 @@ def vip_owner(lab: Lab, cluster: Cluster) -> str | None:
     return None
 
 
+def in_host(lab: Lab, host: str, cmd: str, timeout: float = 60) -> CompletedProcess[str] | None:
+    """`cmd` inside a lab host; None when the host is powered off."""
+    try:
+        return lab.nsenter(host, ["bash", "-c", cmd], check=False, timeout=timeout)
+    except LabError:
+        return None
+
+
 class EtcdWatch:
     """Samples member count and healthy members from a host that stays in the cluster."""
 
@@ -139,9 +148,9 @@ class EtcdWatch:
         self._thread.start()
 
     def _json(self, cmd: str) -> Any:
-        res = self.lab.nsenter(self.via, ["bash", "-c", cmd], check=False, timeout=10)
+        res = in_host(self.lab, self.via, cmd, timeout=10)
         try:
-            return json.loads(res.stdout or "null")
+            return json.loads(res.stdout if res is not None else "null")
         except ValueError:
             return None
 
@@ -212,17 +221,19 @@ class MembershipRun:
         self.log(f"-- {name}")
         watch = EtcdWatch(self.lab, cluster, watch_via)
         start = time.monotonic()
-        if before is not None:
-            before()
-        t0 = time.monotonic()
-        result = self.apply(cluster, prune=prune)
-        seconds = time.monotonic() - t0
-        for host in removed:  # LAB ONLY scaffolding: the stand-in is the lab's, not hakube's
-            if self.lab.nsenter(host, ["true"], check=False).returncode == 0:
-                self.lab.nsenter(host, ["bash", "-c", REMOVE_STANDIN], check=False)
-        time.sleep(1.0)  # requests sent during the last reloads have their answers
+        try:
+            if before is not None:
+                before()
+            t0 = time.monotonic()
+            result = self.apply(cluster, prune=prune)
+            seconds = time.monotonic() - t0
+            for host in removed:  # LAB ONLY scaffolding: the stand-in is the lab's, not hakube's
+                in_host(self.lab, host, REMOVE_STANDIN)
+            time.sleep(1.0)  # requests sent during the last reloads have their answers
+        finally:
+            samples = watch.stop()
         end = time.monotonic()
-        fig = StepFigures(name, seconds, result.ok, etcd=watch.stop())
+        fig = StepFigures(name, seconds, result.ok, etcd=samples)
         fig.failures = [f"{f.host} {f.phase}: {f.message}" for f in result.failures]
         reqs = self.requests(start, end)
         fig.requests = len(reqs)
@@ -231,14 +242,16 @@ class MembershipRun:
         fig.control_planes = [h.name for h in cluster.control_planes]
         fig.etcd_members = sorted(self.state.record().etcd_members)
         for lb in cluster.lb_hosts:
-            res = self.lab.nsenter(lb.name, ["bash", "-c", SHOW_STAT], check=False)
-            fig.backends[lb.name] = [b.server for b in parse_show_stat(res.stdout, lb.name)]
+            res = in_host(self.lab, lb.name, SHOW_STAT)
+            out = res.stdout if res is not None else ""
+            fig.backends[lb.name] = [b.server for b in parse_show_stat(out, lb.name)]
         for host in removed:
-            res = self.lab.nsenter(host, ["bash", "-c", LEFTOVER_CHECK], check=False)
-            if res.returncode == 0:
-                fig.leftovers[host] = [x for x in res.stdout.splitlines() if x.strip()]
-            else:
-                fig.leftovers[host] = ["(powered off: not checked)"]
+            res = in_host(self.lab, host, LEFTOVER_CHECK)
+            fig.leftovers[host] = (
+                [x for x in res.stdout.splitlines() if x.strip()]
+                if res is not None
+                else ["(powered off: not checked)"]
+            )
         self.log(json.dumps(fig.as_dict()))
         return fig
 
@@ -252,9 +265,10 @@ def every_lb(lab: Lab, cluster: Cluster) -> Cluster:
     return Cluster.model_validate(data)
 
 
-def run_sequence(run: MembershipRun) -> list[StepFigures]:
+def run_sequence(run: MembershipRun, *, replace: bool = True) -> list[StepFigures]:
     """3 control planes + 1 worker; add two control planes (5); remove the VIP owner and one
-    other (3); power one off and replace it with a new host. The lab has spares s1..s3."""
+    other (3); power one off and replace it with a new host (`replace`). The lab has spares
+    s1..s3."""
     lab = run.lab
     first = cluster_with(lab, ["cp1", "cp2", "cp3"], ["w1"])
     install_standins(first, run.state, ["cp1", "cp2", "cp3"])
@@ -276,6 +290,8 @@ def run_sequence(run: MembershipRun) -> list[StepFigures]:
         three = cluster_with(lab, keep, ["w1"])
         figures.append(run.step("remove", three, prune=True, removed=[owner, other],
                                 watch_via="s2"))  # fmt: skip
+        if not replace:
+            return figures
         now = vip_owner(lab, three)
         off = next(n for n in keep if n not in (now, "s2"))
         replaced = cluster_with(lab, [n for n in keep if n != off] + ["s3"], ["w1"])

@@ -91,10 +91,13 @@ def plan(
 ) -> None:
     """Show, per host, the phases `apply` would run and the files it would write. No host is
     contacted."""
+    from hakube.record import load_record
+    from hakube.state import StateDir
     from hakube.workflows.plan import build_plan
 
     loaded = load_or_exit(file, output)
-    p = build_plan(loaded.cluster)
+    record = load_record(StateDir(loaded.cluster.name).path)
+    p = build_plan(loaded.cluster, record=record)
     if output is Output.JSON:
         print_json(p.as_dict())
         return
@@ -119,6 +122,8 @@ def plan(
             )
     if p.skipped:
         out.print(f"phases not applicable: {', '.join(p.skipped)}", highlight=False)
+    for line in p.membership:
+        out.print(f"[yellow]{line}[/]", highlight=False)
 
 
 SelectorOpt = Annotated[

@@ -39,6 +39,7 @@ from hakube.spec.model import Cluster
 from hakube.state import StateDir
 from hakube.transport.scripted import Call, Reply
 from hakube.workflows.apply import apply
+from hakube.workflows.plan import build_plan
 
 CP4 = {"name": "cp4", "address": "10.88.0.14", "roles": ["control-plane"]}
 CP5 = {"name": "cp5", "address": "10.88.0.15", "roles": ["control-plane"]}
@@ -119,6 +120,17 @@ def test_recorded_hosts_missing_from_the_file_are_listed_with_what_they_were(
         ("cp2", ("control-plane", "etcd member")),
         ("w1", ("worker",)),
     ]
+
+
+def test_plan_lists_joining_and_missing_hosts_from_the_record(state: StateDir) -> None:
+    rec = recorded(state, init=True)
+    plan = build_plan(cluster_with(CP4, CP5, without=("w1",)), record=rec)
+    assert plan.membership == [
+        "joining as nodes: cp4, cp5",
+        "joining etcd (as learners, promoted once caught up): cp4, cp5",
+        "recorded but not in the file: w1 (worker)",
+    ]
+    assert plan.as_dict()["membership"] == plan.membership
 
 
 def test_apply_without_prune_refuses_missing_hosts_and_contacts_no_host(

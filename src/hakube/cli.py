@@ -9,13 +9,15 @@ first need (`PluginGroup`).
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from typer.core import TyperGroup
 
 if TYPE_CHECKING:
     from typer._click import Command, Context  # typer vendors click; these are its types
+
+    from hakube.spec.model import Cluster
 
 from hakube.console import (
     FileOpt,
@@ -149,10 +151,13 @@ def plan(
     contacted."""
     from rich.table import Table
 
+    from hakube.record import load_record
+    from hakube.state import StateDir
     from hakube.workflows.plan import build_plan
 
     loaded = load_or_exit(file, output)
-    p = build_plan(loaded.cluster)
+    record = load_record(StateDir(loaded.cluster.name).path)
+    p = build_plan(loaded.cluster, record=record)
     if output is Output.JSON:
         print_json(p.as_dict())
         return
@@ -177,10 +182,17 @@ def plan(
             )
     if p.skipped:
         out.print(f"phases not applicable: {', '.join(p.skipped)}", highlight=False)
+    for line in p.membership:
+        out.print(f"[yellow]{line}[/]", highlight=False)
 
 
 SelectorOpt = Annotated[
     str, typer.Option(help="Comma-separated phase names or families (e.g. kubeadm,cni).")
+]
+
+
+TrustOpt = Annotated[
+    bool, typer.Option(help="Record host keys not yet in known_hosts (and say so).")
 ]
 
 
@@ -190,24 +202,29 @@ def apply_cmd(
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Read facts, change nothing.")] = False,
     only: SelectorOpt = "",
     skip_phases: SelectorOpt = "",
-    trust_new_hosts: Annotated[
-        bool, typer.Option(help="Record host keys not yet in known_hosts (and say so).")
+    trust_new_hosts: TrustOpt = False,
+    prune: Annotated[
+        bool,
+        typer.Option(
+            "--prune",
+            help="Remove recorded hosts that are no longer in the file (drain, etcd member, "
+            "kubeadm reset, cleanup, LB backends); without it apply refuses and changes nothing.",
+        ),
     ] = False,
     output: OutputOpt = Output.TEXT,
 ) -> None:
     """Converge the hosts into the cluster the file describes (idempotent, resumable)."""
+    loaded = load_or_exit(file, output)
+    _run_apply(loaded.cluster, output, dry_run=dry_run, only=split_list(only),
+               skip=split_list(skip_phases), trust_new_hosts=trust_new_hosts,
+               prune=prune)  # fmt: skip
+
+
+def _run_apply(cluster: Cluster, output: Output, **kwargs: Any) -> None:
     from hakube.workflows.apply import ApplyLocked, run_apply
 
-    loaded = load_or_exit(file, output)
     try:
-        result = run_apply(
-            loaded.cluster,
-            dry_run=dry_run,
-            only=split_list(only),
-            skip=split_list(skip_phases),
-            trust_new_hosts=trust_new_hosts,
-            emit=Progress(output),
-        )
+        result = run_apply(cluster, emit=Progress(output), **kwargs)
     except ValueError as e:
         fail(str(e), 2, output)
     except ApplyLocked as e:
@@ -231,6 +248,49 @@ def version(output: OutputOpt = Output.TEXT) -> None:
         print_json({"hakube": hakube, "python": python, "kubernetes": {"min": lo, "max": hi}})
         return
     out.print(f"hakube {hakube} (Python {python}); installs Kubernetes {lo} to {hi}")
+
+
+node_app = typer.Typer(no_args_is_help=True, help="Cluster membership, one host at a time.")
+app.add_typer(node_app, name="node")
+
+
+@node_app.command("remove")
+def node_remove(
+    name: Annotated[str, typer.Argument(help="The host to remove.")],
+    file: FileOpt = Path("cluster.yaml"),
+    yes: Annotated[bool, typer.Option("--yes", help="Do not ask for confirmation.")] = False,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Read facts, change nothing.")] = False,
+    trust_new_hosts: TrustOpt = False,
+    output: OutputOpt = Output.TEXT,
+) -> None:
+    """Remove one host: drain, etcd member, kubeadm reset, cleanup, LB backends (resumable)."""
+    from hakube.membership import membership, recorded_roles, without
+    from hakube.record import load_record
+    from hakube.state import StateDir
+
+    cluster = load_or_exit(file, output).cluster
+    record = load_record(StateDir(cluster.name).path)
+    roles = recorded_roles(record) if record else {}
+    if record is None or name not in roles:
+        fail(f"{name} is not recorded as part of cluster {cluster.name!r} (it never joined, or "
+             f"was removed already): delete it from {file} instead", 2, output)  # fmt: skip
+    survivors = without(cluster, [name])
+    others = [x.name for x in membership(survivors, record).leaving if x.name != name]
+    if others:
+        fail(f"{', '.join(others)} also left {file}: use `hakube apply --prune -f {file}` to "
+             "remove them together, or put them back", 2, output)  # fmt: skip
+    if not yes and not dry_run:
+        if output is Output.JSON:
+            fail("--yes is needed with --output json (nothing was changed)", 2, output)
+        what = ", ".join(roles[name])
+        if not typer.confirm(f"Remove {name} ({what}) from cluster {cluster.name!r}?"):
+            fail("nothing was changed", 1)
+    leaving = [h for h in cluster.hosts if h.name == name]
+    _run_apply(survivors, output, dry_run=dry_run, trust_new_hosts=trust_new_hosts, prune=True,
+               leaving_from=leaving)  # fmt: skip
+    if leaving and not dry_run and output is Output.TEXT:
+        out.print(f"{name} is removed: delete it from {file} now, or the next apply joins it "
+                  "again as a new host", highlight=False)  # fmt: skip
 
 
 def _mount_import() -> None:

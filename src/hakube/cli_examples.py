@@ -13,6 +13,7 @@ EXAMPLES: dict[str, str] = {
     "plan": "hakube plan -f cluster.yaml",
     "apply": "hakube apply -f cluster.yaml --dry-run && hakube apply -f cluster.yaml",
     "version": "hakube version --output json",
+    "node remove": "hakube node remove -f cluster.yaml cp2 --yes",
     "status": "hakube status -f cluster.yaml --output json",
     "join-command": "hakube join-command -f cluster.yaml --control-plane",
     "token list": "hakube token list -f cluster.yaml",

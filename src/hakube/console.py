@@ -109,7 +109,7 @@ class Progress:
             hosts = e.data.get("hosts")
             suffix = f" on {', '.join(hosts)}" if hosts else ""
             err.print(f"[bold cyan]==> {e.phase}[/]{suffix}", highlight=False)
-        elif k is EventKind.RESUME:
+        elif k in (EventKind.RESUME, EventKind.MEMBERSHIP):
             err.print(f"[yellow]{e.message}[/]", highlight=False)
         elif k is EventKind.CHANGE:
             err.print(f"    [green]{e.host}[/]: {e.message}", highlight=False)

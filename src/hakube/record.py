@@ -70,6 +70,11 @@ class ClusterRecord:
     etcd_members: list[str] = field(default_factory=list)
     #: Host -> package -> installed version, as the package manager reported it.
     versions: dict[str, dict[str, str]] = field(default_factory=dict)
+    #: Host -> its cluster-file entry, saved once the host answered with this cluster's id, so
+    #: that a host deleted from the file can still be reached to remove it (hakube.membership).
+    hosts: dict[str, dict[str, Any]] = field(default_factory=dict)
+    #: Hosts removed from the cluster, with when, and who took over as init host if they were it.
+    removed: list[dict[str, Any]] = field(default_factory=list)
 
     @classmethod
     def new(cls, name: str) -> ClusterRecord:
@@ -127,6 +132,27 @@ class ClusterRecord:
 
     def installed(self, host: str, versions: dict[str, str]) -> None:
         self.versions.setdefault(host, {}).update(versions)
+
+    # Membership changes (hakube.membership, hakube.workflows.remove) -----------------------------
+
+    def reached(self, entries: dict[str, dict[str, Any]]) -> None:
+        self.hosts.update(entries)
+
+    def hand_init_over(self, successor: str) -> None:
+        """The init host leaves: its role (the admin.conf hakube uses; init never runs again)
+        passes to `successor`, a control plane that joined with the same certificates."""
+        self.removed.append({"init_host_was": self.init_host, "init_host_now": successor,
+                             "at": time.time()})  # fmt: skip
+        self.init_host = successor
+
+    def forget(self, host: str) -> None:
+        """`host` was removed (etcd member gone, node deleted, host reset or unreachable)."""
+        entry: dict[str, Any] = {"host": host, "at": time.time()}
+        self.nodes.pop(host, None)
+        self.etcd_members = [m for m in self.etcd_members if m != host]
+        self.versions.pop(host, None)
+        self.hosts.pop(host, None)
+        self.removed.append(entry)
 
 
 def upstream_version(package_version: str) -> str:

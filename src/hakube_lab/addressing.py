@@ -21,8 +21,13 @@ BRIDGE_OFFSET = 1
 CONTROL_PLANE_OFFSET = 11
 WORKER_OFFSET = 21
 VIP_OFFSET = 100
+#: Spare hosts (s1, s2, ...) run like the others but are not in the lab's cluster file: hosts
+#: to add to a cluster later, or to replace one with.
+SPARE_OFFSET = 111
 MAX_CONTROL_PLANES = WORKER_OFFSET - CONTROL_PLANE_OFFSET
 MAX_WORKERS = VIP_OFFSET - WORKER_OFFSET
+MAX_SPARES = 40
+SPARE = "spare"
 
 # Lab names end up in 15-character interface names ("hk" + name + "-" + host), so they are short.
 _NAME_RE = re.compile(r"^[a-z][a-z0-9]{0,7}$")
@@ -70,7 +75,7 @@ def netns_name(lab: str, host: str) -> str:
 @dataclass(frozen=True)
 class HostPlan:
     name: str
-    role: str  # "control-plane" or "worker"
+    role: str  # "control-plane", "worker" or "spare" (not in the cluster file)
     address: ipaddress.IPv4Address
 
 
@@ -118,8 +123,10 @@ def parse_subnet(cidr: str) -> ipaddress.IPv4Network:
     return net
 
 
-def plan_lab(name: str, control_planes: int, workers: int, subnet: str) -> LabPlan:
+def plan_lab(name: str, control_planes: int, workers: int, subnet: str, spares: int = 0) -> LabPlan:
     validate_name(name)
+    if not 0 <= spares <= MAX_SPARES:
+        raise LabError(f"spare hosts must be 0..{MAX_SPARES}, not {spares}")
     if not 1 <= control_planes <= MAX_CONTROL_PLANES:
         raise LabError(f"control planes must be 1..{MAX_CONTROL_PLANES}, not {control_planes}")
     if not 0 <= workers <= MAX_WORKERS:
@@ -130,6 +137,7 @@ def plan_lab(name: str, control_planes: int, workers: int, subnet: str) -> LabPl
         HostPlan(f"cp{i}", "control-plane", base + CONTROL_PLANE_OFFSET + i - 1)
         for i in range(1, control_planes + 1)
     ] + [HostPlan(f"w{i}", "worker", base + WORKER_OFFSET + i - 1) for i in range(1, workers + 1)]
+    hosts += [HostPlan(f"s{i}", SPARE, base + SPARE_OFFSET + i - 1) for i in range(1, spares + 1)]
     return LabPlan(name, net, tuple(hosts))
 
 

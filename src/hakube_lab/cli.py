@@ -119,6 +119,9 @@ def up(
     name: NameOpt = DEFAULT_NAME,
     control_planes: Annotated[int, typer.Option(help="Control-plane hosts cp1..cpN.")] = 3,
     workers: Annotated[int, typer.Option(help="Worker hosts w1..wM.")] = 2,
+    spare: Annotated[
+        int, typer.Option(help="Spare hosts s1..sK, running but not in the cluster file.")
+    ] = 0,
     subnet: Annotated[
         str | None,
         typer.Option(
@@ -136,7 +139,7 @@ def up(
     from hakube_lab.standin import UNIT as STANDIN_UNIT
 
     try:
-        lab = Lab.create(name, control_planes, workers, subnet or choose_subnet(name))
+        lab = Lab.create(name, control_planes, workers, subnet or choose_subnet(name), spares=spare)
         seconds = lab.up(timeout=timeout, log=_log)
         standins = _standins(lab)
         st = lab.status()

@@ -7,7 +7,7 @@ from typing import Any
 
 import yaml
 
-from hakube_lab.addressing import HOST_INTERFACE, LabPlan
+from hakube_lab.addressing import HOST_INTERFACE, SPARE, LabPlan
 
 KUBERNETES_VERSION = "1.30.4"
 
@@ -31,7 +31,9 @@ def cluster_document(plan: LabPlan, state_dir: Path) -> dict[str, Any]:
             "interface": HOST_INTERFACE,
         },
         "hosts": [
-            {"name": h.name, "address": str(h.address), "roles": [h.role]} for h in plan.hosts
+            {"name": h.name, "address": str(h.address), "roles": [h.role]}
+            for h in plan.hosts
+            if h.role != SPARE
         ],
         "network": {"pod_subnet": "10.244.0.0/16", "service_subnet": "10.96.0.0/16"},
         "kubernetes": {"version": KUBERNETES_VERSION},

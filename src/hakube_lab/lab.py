@@ -69,8 +69,9 @@ class Lab:
         workers: int = 2,
         subnet: str = DEFAULT_SUBNET,
         state_root: Path = STATE_ROOT,
+        spares: int = 0,
     ) -> Lab:
-        return cls(plan_lab(name, control_planes, workers, subnet), state_root)
+        return cls(plan_lab(name, control_planes, workers, subnet, spares), state_root)
 
     @classmethod
     def load(cls, name: str, state_root: Path = STATE_ROOT) -> Lab:
@@ -177,10 +178,11 @@ def running_lab(
     workers: int = 2,
     subnet: str = DEFAULT_SUBNET,
     *,
+    spares: int = 0,
     log: Log = quiet,
 ) -> Iterator[Lab]:
     """A lab that is up inside the block and always torn down after it, even on errors."""
-    lab = Lab.create(name, control_planes, workers, subnet)
+    lab = Lab.create(name, control_planes, workers, subnet, spares=spares)
     try:
         lab.up(log=log)
         yield lab

@@ -160,6 +160,13 @@ async def install_standin(
     )
 
 
+#: Stops and removes the stand-in (where a real `kubeadm reset` stops the apiserver).
+REMOVE = (
+    f"systemctl disable --now -q {UNIT} 2>/dev/null; "
+    f"rm -rf /etc/systemd/system/{UNIT}.service {DIR} {SCRIPT}; systemctl daemon-reload"
+)
+
+
 async def install_all(cluster: Cluster, state: StateDir, transports: dict[str, Transport]) -> None:
     await asyncio.gather(
         *(install_standin(cluster, state, h, transports[h.name]) for h in cluster.control_planes)

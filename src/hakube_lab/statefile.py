@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from hakube.fileio import exclusive_lock
-from hakube_lab.addressing import LabError, LabInputError, LabPlan, plan_lab, validate_name
+from hakube_lab.addressing import SPARE, LabError, LabInputError, LabPlan, plan_lab, validate_name
 
 STATE_ROOT = Path("/var/lib/hakube/lab")
 
@@ -29,16 +29,21 @@ def read_plan(name: str, state_root: Path) -> LabPlan:
         data = json.loads(path.read_text())
     except FileNotFoundError:
         raise LabInputError(f"no lab named {name!r} (no {path}); run `hakube lab up`") from None
-    return plan_lab(name, data["control_planes"], data["workers"], data["subnet"])
+    # Labs from before spare hosts existed have none.
+    spares = data.get("spares", 0)
+    return plan_lab(name, data["control_planes"], data["workers"], data["subnet"], spares)
 
 
 def shape_data(plan: LabPlan) -> dict[str, Any]:
-    cps = sum(1 for h in plan.hosts if h.role == "control-plane")
+    def count(role: str) -> int:
+        return sum(1 for h in plan.hosts if h.role == role)
+
     return {
         "name": plan.name,
         "subnet": str(plan.subnet),
-        "control_planes": cps,
-        "workers": len(plan.hosts) - cps,
+        "control_planes": count("control-plane"),
+        "workers": count("worker"),
+        "spares": count(SPARE),
     }
 
 

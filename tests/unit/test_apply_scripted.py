@@ -214,7 +214,7 @@ def converged_host(cluster: Cluster, host: Host, state: StateDir) -> FakeHost:
         "net.bridge.bridge-nf-call-iptables": "1",
         "net.bridge.bridge-nf-call-ip6tables": "1",
     }
-    if host.name in LB:
+    if host in cluster.lb_hosts:
         h.packages |= {
             "haproxy": "2.6.12-1+deb12u1",
             "socat": "1.7.4.4-2",
@@ -234,7 +234,7 @@ def converged_host(cluster: Cluster, host: Host, state: StateDir) -> FakeHost:
     h.held = {p for p in HELD if p in h.packages}
     h.cluster_id = state.record().cluster_id
     h.etc_hosts = apply_block(h.etc_hosts, hosts_block(cluster, host))
-    h.tracked = "0" if host.name in LB else ""
+    h.tracked = "0" if host in cluster.lb_hosts else ""
     return h
 
 

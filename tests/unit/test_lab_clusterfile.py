@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import yaml
@@ -11,6 +12,7 @@ from hakube_lab.addressing import plan_lab
 from hakube_lab.clusterfile import cluster_document, render_cluster_file
 from hakube_lab.image import parse_sources, recipe_hash
 from hakube_lab.mirror import parse_print_uris
+from hakube_lab.statefile import read_plan, shape_data
 
 
 def test_cluster_file_loads_and_matches_the_plan(tmp_path: Path) -> None:
@@ -65,3 +67,21 @@ def test_print_uris_are_parsed_with_epochs() -> None:
 def test_recipe_hash_is_stable() -> None:
     assert recipe_hash() == recipe_hash()
     assert len(recipe_hash()) == 16
+
+
+def test_spare_hosts_run_in_the_lab_but_stay_out_of_its_cluster_file(tmp_path: Path) -> None:
+    plan = plan_lab("t", 3, 1, "10.123.225.0/24", spares=2)
+    spares = [(h.name, str(h.address)) for h in plan.hosts if h.role == "spare"]
+    assert spares == [("s1", "10.123.225.111"), ("s2", "10.123.225.112")]
+    names = [h["name"] for h in cluster_document(plan, tmp_path)["hosts"]]
+    assert names == ["cp1", "cp2", "cp3", "w1"]
+
+
+def test_the_lab_shape_counts_spares_apart_and_old_state_files_have_none(tmp_path: Path) -> None:
+    plan = plan_lab("t", 3, 1, "10.123.225.0/24", spares=2)
+    data = shape_data(plan)
+    assert (data["control_planes"], data["workers"], data["spares"]) == (3, 1, 2)
+    (tmp_path / "t").mkdir()
+    old = {k: v for k, v in data.items() if k != "spares"}
+    (tmp_path / "t" / "state.json").write_text(json.dumps(old))
+    assert [h.name for h in read_plan("t", tmp_path).hosts] == ["cp1", "cp2", "cp3", "w1"]

@@ -33,6 +33,8 @@ class EventKind(StrEnum):
     HOST_FAILED = "host-failed"
     CHANGE = "change"
     RESUME = "resume"
+    #: Hosts joining or recorded hosts missing from the file (see hakube.membership).
+    MEMBERSHIP = "membership"
 
 
 @dataclass(frozen=True)

@@ -6,6 +6,7 @@ import asyncio
 import json
 
 from hakube.facts.host import HostFacts
+from hakube.phases import etcd_join
 from hakube.phases.base import Phase, PhaseError
 from hakube.phases.context import Context, Timeout
 from hakube.pki.etcd import etcd_members
@@ -54,8 +55,14 @@ class EtcdPhase(Phase):
             *as_rendered(pki.etcd_host_files(host.name), owner="etcd"),
             *self.files_for(ctx, host),
         ]
-        stale = [f for f in files if not ctx.facts.file_is_current(host, f)]
         u = ctx.facts[host].unit("etcd")
+        if u.running:
+            files = await etcd_join.keep_bootstrap(ctx, host, files)
+        elif (via := etcd_join.live_peer(ctx, host)) is not None:
+            async with self._restart:  # etcd takes one learner at a time
+                await etcd_join.join(ctx, host, via, files)
+            return
+        stale = [f for f in files if not ctx.facts.file_is_current(host, f)]
         if u.running and stale:
             # A live member: its new certificates and config are written inside the roll, one
             # member at a time, and the next waits until this one and the whole cluster are

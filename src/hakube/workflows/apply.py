@@ -18,6 +18,14 @@ from pathlib import Path
 from typing import Any
 
 from hakube.fileio import exclusive_lock, write_private
+from hakube.membership import (
+    Membership,
+    MembershipError,
+    host_entry,
+    init_successor,
+    leaving_hosts,
+    membership,
+)
 from hakube.phases.base import (
     Change,
     Event,
@@ -39,8 +47,9 @@ from hakube.phases.kubeadm import (
     KubePackages,
 )
 from hakube.phases.lb import HAProxyPhase, KeepalivedPhase, WaitVIP
+from hakube.phases.remove import Handover, Removal, RemoveHosts
 from hakube.phases.verify import Verify, VerifyReport
-from hakube.record import RecordError
+from hakube.record import ClusterRecord, RecordError
 from hakube.spec.checks import missing_key_files
 from hakube.spec.model import Cluster, Host
 from hakube.state import StateDir
@@ -124,9 +133,9 @@ def cluster_lock(state: StateDir) -> Iterator[None]:
         yield
 
 
-def ssh_targets(cluster: Cluster) -> list[SSHTarget]:
+def ssh_targets(cluster: Cluster, hosts: Sequence[Host] | None = None) -> list[SSHTarget]:
     out = []
-    for h in cluster.hosts:
+    for h in cluster.hosts if hosts is None else hosts:
         s = cluster.ssh_for(h)
         out.append(
             SSHTarget(
@@ -208,11 +217,15 @@ async def apply(
     emit: EventSink | None = None,
     transports: dict[str, Transport] | None = None,
     phases: Callable[[], list[Phase]] = apply_phases,
+    prune: bool = False,
+    leaving_from: Sequence[Host] = (),
 ) -> ApplyResult:
     """Converge the cluster. With `transports` given (tests), no SSH connection is made.
 
     Raises RecordError (a ValueError) before contacting any host when the cluster file changes
-    a setting fixed at init.
+    a setting fixed at init, and MembershipError (a ValueError) when recorded hosts left the
+    file and `prune` is not set. `leaving_from`: entries of leaving hosts the record has no
+    address for (`node remove` of a host still in the file).
     """
     state = state or StateDir(cluster.name)
     if dry_run:
@@ -228,6 +241,12 @@ async def apply(
         problems = record.check_settings(cluster)
         if problems:
             raise RecordError("\n".join(problems))
+        members = membership(cluster, record)
+        if members.leaving and not prune:
+            raise MembershipError(members.refusal())
+        removal = _removal(cluster, record, members, leaving_from) if members.leaving else None
+        if removal is not None:
+            to_run = with_removal(to_run, removal)
         secrets = state.secrets()
         redactor = Redactor(secrets.values())
         journal = Journal(state, redactor)
@@ -237,6 +256,8 @@ async def apply(
             journal.event(e)
             sink(e)
 
+        for line in members.lines():
+            both(Event(EventKind.MEMBERSHIP, message=line))
         previous = journal.unfinished()
         if previous is not None and not dry_run:
             # Every phase checks before it changes, so resuming is simply running again.
@@ -253,6 +274,10 @@ async def apply(
                     ssh_transports(cluster, trust_new_hosts=trust_new_hosts, redactor=redactor)
                 )
                 both(Event(EventKind.PHASE_DONE, "connect"))
+            if removal is not None:
+                conns = {**conns, **await _connect_leaving(
+                    stack, cluster, removal, trust_new_hosts, redactor, both, given=transports
+                )}  # fmt: skip
             run = RunData(
                 cluster=cluster,
                 secrets=secrets,
@@ -314,6 +339,8 @@ async def _facts(ctx: Context, to_run: list[Phase], result: ApplyResult) -> None
 
     failures = await gather_hosts(cluster.hosts, one)
     _record_failures(ctx, "facts", failures, result)
+    if not failures:  # every host answered with this cluster's id: reachable for a removal
+        ctx.run.remember(lambda r: r.reached({h.name: host_entry(h) for h in cluster.hosts}))
     ctx.report(Event(EventKind.PHASE_DONE, "facts"))
 
 
@@ -419,6 +446,73 @@ async def _host(ctx: Context, phase: Phase, host: Host) -> None:
     ctx.report(Event(EventKind.HOST_START, phase.name, host.name))
     await phase.run(ctx, host)
     ctx.report(Event(EventKind.HOST_DONE, phase.name, host.name))
+
+
+def _removal(
+    cluster: Cluster, record: ClusterRecord, members: Membership, known: Sequence[Host]
+) -> Removal:
+    """The leaving hosts; the init host's role passes to a survivor before any phase runs."""
+    names = set(members.leaving_names())
+    if record.init_host in names:
+        successor = init_successor(cluster, record)
+        if successor is None:
+            raise MembershipError(
+                f"{record.init_host} ran kubeadm init and leaves, but no control plane in the "
+                "file has joined (none is recorded): join one first, then remove it"
+            )
+        record.hand_init_over(successor)
+    hosts = leaving_hosts(record, members.leaving)
+    for h in known:
+        if hosts.get(h.name, h) is None:
+            hosts[h.name] = h
+    return Removal(members.leaving, hosts)
+
+
+def with_removal(to_run: list[Phase], removal: Removal) -> list[Phase]:
+    """The refusal checks and the VIP handover right after preflight (a refused removal changes
+    nothing); the removal itself after the load-balancer phases, which drop the leaving backends
+    from the survivors' configs while those backends still answer."""
+    out = list(to_run)
+    names = [p.name for p in out]
+    first = names.index("preflight") + 1 if "preflight" in names else 0
+    out.insert(first, Handover(removal))
+    lb = [i for i, p in enumerate(out) if p.name.startswith("lb/")]
+    out.insert(lb[-1] + 1 if lb else first + 1, RemoveHosts(removal))
+    return out
+
+
+async def _connect_leaving(
+    stack: contextlib.AsyncExitStack,
+    cluster: Cluster,
+    removal: Removal,
+    trust_new_hosts: bool,
+    redactor: Redactor,
+    emit: EventSink,
+    *,
+    given: dict[str, Transport] | None,
+) -> dict[str, Transport]:
+    """Connections to the leaving hosts; one that does not answer is unreachable, not a failure."""
+    hosts = [h for h in removal.hosts.values() if h is not None]
+    if given is not None:
+        conns = {h.name: given[h.name] for h in hosts if h.name in given}
+        errors = {h.name: "no transport" for h in hosts if h.name not in given}
+    else:
+        pool = await connect_all(
+            ssh_targets(cluster, hosts), trust_new_hosts=trust_new_hosts, redactor=redactor
+        )
+        stack.push_async_callback(pool.close)
+        conns = dict(pool.transports)
+        errors = {name: str(err) for name, err in pool.errors.items()}
+    for name, why in errors.items():
+        removal.unreachable.add(name)
+        emit(Event(EventKind.MEMBERSHIP, "connect", name, f"{name} is unreachable ({why}): "
+                   "the steps on it are skipped"))  # fmt: skip
+    for name, host in removal.hosts.items():
+        if host is None:
+            removal.unreachable.add(name)
+            emit(Event(EventKind.MEMBERSHIP, "connect", name, f"{name} has no recorded address "
+                       "(recorded by an older hakube): the steps on it are skipped"))  # fmt: skip
+    return conns
 
 
 def run_apply(cluster: Cluster, **kwargs: Any) -> ApplyResult:

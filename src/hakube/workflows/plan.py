@@ -9,7 +9,9 @@ from pathlib import Path
 from typing import Any
 
 from hakube.fileio import write_private
+from hakube.membership import membership
 from hakube.phases.base import Phase
+from hakube.record import ClusterRecord
 from hakube.render import render_host
 from hakube.secrets import Secrets
 from hakube.spec.model import Cluster
@@ -54,6 +56,8 @@ class Plan:
     endpoint: str
     hosts: list[PlannedHost] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
+    #: Hosts joining, and recorded hosts missing from the file (see hakube.membership).
+    membership: list[str] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -85,11 +89,15 @@ class Plan:
                 for h in self.hosts
             ],
             "skipped": self.skipped,
+            "membership": self.membership,
         }
 
 
 def build_plan(
-    cluster: Cluster, secrets: Secrets | None = None, phases: list[Phase] | None = None
+    cluster: Cluster,
+    secrets: Secrets | None = None,
+    phases: list[Phase] | None = None,
+    record: ClusterRecord | None = None,
 ) -> Plan:
     """Per host, the phases that apply would run there and the files each writes.
 
@@ -116,6 +124,8 @@ def build_plan(
             hp.phases.append(PlannedPhase(phase.name, phase.summary, files))
         plan.hosts.append(hp)
     plan.skipped = [p.name for p in phases if p.name not in used]
+    if record is not None:
+        plan.membership = membership(cluster, record).lines()
     return plan
 
 

@@ -1,0 +1,349 @@
+"""Removing hosts that left the cluster file (``apply --prune``, ``hakube node remove``).
+
+Two phases, both run from one surviving host (the coordinator) and both idempotent, so an
+interrupted removal is finished by running the same command again:
+
+``remove/handover`` (before the load-balancer phases): refuse with the numbers when the removal
+would break etcd quorum or remove the last control plane; then, if a leaving host holds the VIP,
+stop its keepalived (it sends a priority-0 advert, so the best backup takes over at once) and
+wait until exactly one survivor holds the VIP. The LB phases that follow then roll the
+survivors' HAProxy backends and keepalived peers to the file, while the leaving apiserver still
+answers: no request is sent to a backend that is going away.
+
+``remove/hosts`` (after them), one leaving host at a time: drain and delete its Node (kubectl
+through admin.conf on a survivor), remove its etcd member (external: etcdctl on a survivor;
+stacked: ``kubeadm reset`` removes it, then the member list is checked and an orphan removed),
+``kubeadm reset -f``, the tutorial's cleanup (CNI config, state and links, kube iptables/IPVS
+rules), hakube's own units and files; then check that nothing is left, and forget the host.
+
+A host that cannot be reached is removed from the survivors only; every step on the host itself
+is skipped with a warning that says what is left there.
+"""
+
+from __future__ import annotations
+
+import functools
+import shlex
+from dataclasses import dataclass, field
+
+from hakube.membership import (
+    EtcdCount,
+    Leaving,
+    quorum_problems,
+    with_hosts,
+)
+from hakube.phases import etcd_join
+from hakube.phases.base import Event, EventKind, Phase, PhaseError
+from hakube.phases.context import Context, Timeout
+from hakube.phases.etcd import endpoint_health
+from hakube.phases.lb import KeepalivedPhase, wait_vip_owner
+from hakube.pki.layout import ETCD_HOST_PKI_DIR
+from hakube.record import ClusterRecord
+from hakube.render import render_host
+from hakube.render.etcd import etcdctl, render_etcd
+from hakube.render.keepalived import TRACK_DIR
+from hakube.spec.model import Cluster, EndpointMode, EtcdTopology, Host
+
+ADMIN_KUBECTL = "kubectl --kubeconfig /etc/kubernetes/admin.conf"
+#: etcdctl inside a stacked etcd static pod (kubeadm's own certificate paths).
+STACKED_ETCDCTL = (
+    "-n kube-system exec etcd-{node} -- etcdctl --endpoints=https://127.0.0.1:2379 "
+    "--cacert=/etc/kubernetes/pki/etcd/ca.crt --cert=/etc/kubernetes/pki/etcd/server.crt "
+    "--key=/etc/kubernetes/pki/etcd/server.key"
+)
+#: What `kubeadm reset` leaves behind (FACTS.md), and what the tutorial removes by hand.
+KUBE_LEFTOVERS = ("/etc/cni/net.d", "/var/lib/cni", "/var/lib/kubelet", "/etc/kubernetes",
+                  "/root/.kube")  # fmt: skip
+CNI_LINKS = ("cni0", "flannel.1", "vxlan.calico", "tunl0", "kube-ipvs0")
+#: hakube's own directory on every host (cluster id, kubeadm configs).
+HAKUBE_DIR = "/etc/hakube"
+SERVICES = ("kubelet", "keepalived", "haproxy", "etcd")
+KUBE_RULES = "KUBE-|cali-|CNI-|FLANNEL"
+
+
+@dataclass
+class Removal:
+    """The leaving hosts, shared by the two phases of one run."""
+
+    leaving: tuple[Leaving, ...]
+    #: name -> Host as last reached; None when it was never recorded.
+    hosts: dict[str, Host | None]
+    #: Names whose SSH connection failed: only the survivors are cleaned up for them.
+    unreachable: set[str] = field(default_factory=set)
+
+    def reachable(self, ctx: Context, name: str) -> Host | None:
+        host = self.hosts.get(name)
+        return None if host is None or name in self.unreachable else host
+
+
+def coordinator(cluster: Cluster) -> Host:
+    """The surviving host that runs the cluster-wide steps: an etcd host (it has etcdctl and
+    the client certificate) or a control plane (admin.conf)."""
+    for h in (*cluster.etcd_hosts, *cluster.control_planes, *cluster.hosts):
+        return h
+    raise PhaseError("no host would be left in the cluster")
+
+
+def _warn(ctx: Context, host: str, message: str) -> None:
+    ctx.report(Event(EventKind.MEMBERSHIP, ctx.report.phase, host, message))
+
+
+class _RemovePhase(Phase):
+    def __init__(self, removal: Removal) -> None:
+        self.removal = removal
+
+    def targets(self, cluster: Cluster) -> list[Host]:
+        return [coordinator(cluster)] if self.removal.leaving else []
+
+
+class Handover(_RemovePhase):
+    name = "remove/handover"
+    summary = (
+        "refuse a removal that breaks etcd quorum or removes the last control plane; a leaving "
+        "VIP owner hands the VIP to a survivor first"
+    )
+
+    async def run(self, ctx: Context, host: Host) -> None:
+        r = self.removal
+        for left in r.leaving:
+            target = r.reachable(ctx, left.name)
+            if target is not None and target.name not in ctx.facts:
+                found = await ctx.facts.gather(target)
+                problem = (
+                    ctx.run.record.check_host_id(left.name, found.cluster_id)
+                    if ctx.run.record
+                    else None
+                )
+                if problem:  # never wipe a host of another cluster
+                    raise PhaseError(problem)
+        problems = quorum_problems(ctx.run.cluster, r.leaving, await self._etcd_count(ctx, host))
+        if problems:
+            raise PhaseError("; ".join(problems) + ". Nothing was removed")
+        if ctx.run.cluster.endpoint.mode is not EndpointMode.VIP:
+            return
+        vip = str(ctx.run.cluster.endpoint.vip)
+        running: list[tuple[Host, bool]] = []
+        for left in r.leaving:
+            target = r.reachable(ctx, left.name)
+            if target is None:
+                _warn(ctx, left.name, f"{left.name} is unreachable: if it still held the VIP, "
+                                      "keepalived on the survivors has taken it over")  # fmt: skip
+            elif ctx.facts[target.name].unit("keepalived").running:
+                res = await ctx.facts.read(target, f"ip -o -4 addr show | grep -qF 'inet {vip}/'",
+                                     check=False)  # fmt: skip
+                running.append((target, res.ok))
+        # The owner last: the VIP then goes straight to a survivor, never to another leaver.
+        for target, holds in sorted(running, key=lambda x: x[1]):
+            what = "hand the VIP over: stop keepalived" if holds else "stop keepalived"
+            await ctx.do.sh(target, what, "systemctl stop keepalived")
+            if holds and not ctx.run.dry_run:
+                await self._new_owner_first(ctx, target, vip)
+
+    async def _new_owner_first(self, ctx: Context, old: Host, vip: str) -> None:
+        """Wait for the survivor that took the VIP and give it its new keepalived config first.
+
+        It was the highest-priority survivor, so the new config (the file without the leavers)
+        gives it the top priority; updated before the others, it stays above every survivor at
+        each step of the roll that follows and the VIP does not move again.
+        """
+        owners = await wait_vip_owner(ctx, timeout=10)
+        if len(owners) != 1:
+            raise PhaseError(
+                f"after {old.name} stopped keepalived the VIP {vip} is held by {len(owners)} "
+                f"survivors ({', '.join(owners) or 'none'}): check keepalived on the LB hosts, "
+                "then re-run"
+            )
+        owner = ctx.run.cluster.host(owners[0])
+        written = await ctx.do.ensure_files(owner, KeepalivedPhase().files_for(ctx, owner))
+        if "keepalived" in written.units:
+            await ctx.do.sh(owner, "reload keepalived (the new VIP owner first)",
+                         "systemctl reload keepalived")  # fmt: skip
+
+    async def _etcd_count(self, ctx: Context, host: Host) -> EtcdCount | None:
+        c = ctx.run.cluster
+        if c.etcd.topology is EtcdTopology.EXTERNAL:
+            via = next(
+                (h for h in c.etcd_hosts if h in ctx.facts and ctx.facts[h].unit("etcd").running),
+                None,
+            )
+            if via is None:
+                return EtcdCount(tuple(ctx.run.record.etcd_members if ctx.run.record else ()), ())
+            found = await etcd_join.members(ctx, via)
+            healthy_urls = {
+                str(e.get("endpoint")) for e in await endpoint_health(ctx, via) if e.get("health")
+            }
+            return EtcdCount(
+                tuple(m.name or "(unstarted)" for m in found),
+                tuple(m.name for m in found if set(m.client_urls) & healthy_urls),
+            )
+        rec = ctx.run.record
+        if rec is None or rec.init_host is None:
+            return None  # stacked etcd exists only once kubeadm ran
+        cps = [n for n, role in rec.nodes.items() if role == "control-plane"]
+        if rec.init_host not in cps:
+            cps.append(rec.init_host)
+        down = self.removal.unreachable | {
+            left.name for left in self.removal.leaving if left.name not in self.removal.hosts
+        }
+        return EtcdCount(tuple(cps), tuple(n for n in cps if n not in down))
+
+
+class RemoveHosts(_RemovePhase):
+    name = "remove/hosts"
+    summary = (
+        "drain and delete the Node, remove the etcd member, kubeadm reset, CNI/iptables "
+        "cleanup, hakube's units and files; checked, then forgotten"
+    )
+
+    async def run(self, ctx: Context, host: Host) -> None:
+        r = self.removal
+        for left in r.leaving:
+            target = r.reachable(ctx, left.name)
+            if target is None:
+                _warn(ctx, left.name, f"{left.name} is unreachable: removed from the survivors "
+                                      "only; wipe it before it is used again")  # fmt: skip
+            await self._remove(ctx, host, left, target)
+            ctx.run.remember(functools.partial(ClusterRecord.forget, host=left.name))
+
+    async def _remove(self, ctx: Context, coord: Host, left: Leaving, target: Host | None) -> None:
+        rec = ctx.run.record
+        is_node = rec is not None and left.name in rec.nodes
+        admin = _admin_host(ctx)
+        if is_node and admin is not None:
+            await _drain(ctx, admin, left.name, reachable=target is not None)
+        if ctx.run.cluster.etcd.topology is EtcdTopology.EXTERNAL:
+            await _remove_external_member(ctx, left.name, target)
+        if target is not None:
+            await _reset_and_clean(ctx, target, kube=is_node)
+        if is_node and admin is not None and ctx.run.cluster.etcd.topology is EtcdTopology.STACKED:
+            await _check_stacked_member(ctx, admin, left.name)
+        if is_node and admin is not None:
+            await ctx.do.sh(admin, f"kubectl delete node {left.name}",
+                         f"{ADMIN_KUBECTL} delete node {shlex.quote(left.name)} "
+                         "--ignore-not-found")  # fmt: skip
+        if target is not None and not ctx.run.dry_run:
+            await _check_clean(ctx, target)
+
+
+def _etcd_via(ctx: Context) -> Host | None:
+    """A surviving etcd host whose etcd runs (it has etcdctl and the client certificate)."""
+    hosts = ctx.run.cluster.etcd_hosts
+    return next((h for h in hosts if h in ctx.facts and ctx.facts[h].unit("etcd").running), None)
+
+
+def _admin_host(ctx: Context) -> Host | None:
+    rec = ctx.run.record
+    if rec is None or rec.init_host is None:
+        return None
+    return next((h for h in ctx.run.cluster.control_planes if h.name == rec.init_host), None)
+
+
+async def _drain(ctx: Context, admin: Host, node: str, *, reachable: bool) -> None:
+    q = shlex.quote(node)
+    res = await ctx.facts.read(admin, f"{ADMIN_KUBECTL} get node {q} -o name", check=False)
+    if not res.ok:
+        return  # already deleted by an earlier run
+    if not reachable:
+        # Its kubelet cannot confirm any eviction: the pods are deleted with the Node object.
+        _warn(ctx, node, f"{node} is unreachable: not drained, its pods go with the Node")
+        return
+    await ctx.do.sh(
+        admin,
+        f"kubectl drain {node}",
+        f"{ADMIN_KUBECTL} drain {q} --ignore-daemonsets --delete-emptydir-data --timeout=300s",
+        timeout=Timeout.KUBEADM,
+    )
+
+
+async def _remove_external_member(ctx: Context, name: str, target: Host | None) -> None:
+    c = ctx.run.cluster
+    via = next(
+        (h for h in c.etcd_hosts if h in ctx.facts and ctx.facts[h].unit("etcd").running), None
+    )
+    if via is None:
+        raise PhaseError("no surviving etcd member runs: the member cannot be removed")
+    urls = {etcd_join.peer_url(ctx, target)} if target is not None else set()
+    found = [
+        m for m in await etcd_join.members(ctx, via) if m.name == name or urls & set(m.peer_urls)
+    ]
+    for m in found:
+        await ctx.do.sh(via, f"etcd member remove {name} ({m.hex_id})",
+                     etcdctl(c, "member", "remove", m.hex_id))  # fmt: skip
+    if found and not ctx.run.dry_run:
+        left = [m for m in await etcd_join.members(ctx, via) if m.name == name]
+        if left:
+            raise PhaseError(f"etcd still lists {name} after member remove; re-run")
+
+
+async def _check_stacked_member(ctx: Context, admin: Host, name: str) -> None:
+    """kubeadm reset removes a stacked member when it can reach etcd; an orphan is removed."""
+    etcdctl = f"{ADMIN_KUBECTL} " + STACKED_ETCDCTL.format(node=shlex.quote(admin.name))
+    res = await ctx.facts.read(admin, f"{etcdctl} member list -w json", check=False)
+    if not res.ok:
+        raise PhaseError(
+            f"cannot list the stacked etcd members through etcd-{admin.name} "
+            f"({res.stderr.strip() or res.exit_status}): check that no member named {name} is "
+            "left (`etcdctl member list`) before adding hosts"
+        )
+    for m in etcd_join.parse_member_list(res.stdout):
+        if m.name == name:
+            await ctx.do.sh(admin, f"etcd member remove {name} ({m.hex_id}), left by kubeadm reset",
+                         f"{etcdctl} member remove {m.hex_id}")  # fmt: skip
+
+
+def hakube_paths(ctx: Context, target: Host) -> list[str]:
+    """Every file hakube put on `target`, rendered as it was while the host was a member."""
+    before = with_hosts(ctx.run.cluster, [target])
+    host = before.host(target.name)
+    files = [*render_host(before, host, ctx.run.secrets), *render_etcd(before, host)]
+    return sorted({f.path for f in files})
+
+
+def leftover_paths(ctx: Context, target: Host) -> list[str]:
+    """What must not exist on a removed host: hakube's files, kubeadm's and the CNI's state."""
+    paths = [*hakube_paths(ctx, target), *KUBE_LEFTOVERS, ctx.run.cluster.etcd.data_dir]
+    return sorted(set(paths))
+
+
+def _cleanup_script(ctx: Context, target: Host, *, kube: bool) -> str:
+    q = shlex.quote
+    paths = [*leftover_paths(ctx, target), str(ETCD_HOST_PKI_DIR), HAKUBE_DIR, TRACK_DIR]
+    steps = []
+    if kube:
+        steps.append("if command -v kubeadm >/dev/null; then kubeadm reset -f >/dev/null 2>&1; fi")
+    steps += [
+        f"for u in {' '.join(SERVICES)}; do systemctl disable --now -q $u 2>/dev/null; done",
+        f"rm -rf {' '.join(q(p) for p in sorted(set(paths)))}",
+        f"for l in {' '.join(CNI_LINKS)}; do ip link delete $l 2>/dev/null; done",
+        "if command -v iptables-save >/dev/null && iptables-save | grep -qE "
+        f"{q(KUBE_RULES)}; then iptables-save | grep -vE {q(KUBE_RULES)} | iptables-restore; fi",
+        "if command -v ipvsadm >/dev/null; then ipvsadm --clear; fi",
+        "sed -i '/^# BEGIN hakube$/,/^# END hakube$/d' /etc/hosts",
+        "systemctl daemon-reload",
+        "true",
+    ]
+    return "; ".join(steps)
+
+
+async def _reset_and_clean(ctx: Context, target: Host, *, kube: bool) -> None:
+    what = "kubeadm reset -f, " if kube else ""
+    await ctx.do.sh(
+        target,
+        f"{what}stop hakube's services, remove its files, CNI state, links and kube rules",
+        _cleanup_script(ctx, target, kube=kube),
+        timeout=Timeout.KUBEADM,
+    )
+
+
+async def _check_clean(ctx: Context, target: Host) -> None:
+    """Nothing of hakube or Kubernetes runs or remains on the removed host."""
+    q = " ".join(shlex.quote(p) for p in leftover_paths(ctx, target))
+    cmd = (
+        f"ls -d {q} 2>/dev/null; for u in {' '.join(SERVICES)}; do "
+        "systemctl is-active -q $u && echo unit:$u; done; grep -q '^# BEGIN hakube$' /etc/hosts "
+        "&& echo /etc/hosts block; true"
+    )
+    res = await ctx.facts.read(target, cmd)
+    left = [line for line in res.stdout.splitlines() if line.strip()]
+    if left:
+        raise PhaseError(f"left on {target.name} after the cleanup: {', '.join(left)}; re-run")

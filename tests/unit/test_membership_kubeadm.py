@@ -1,0 +1,200 @@
+"""Membership changes on the kubeadm side, stacked etcd, through the scripted transport.
+
+kubeadm cannot run here. The join replies are real kubeadm output (``1.32-join-control-plane-1``
+from ../shared; these tests skip when it is absent); the commands hakube sends are asserted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import json
+import re
+import time
+from typing import Any
+
+import pytest
+from test_phases_kubeadm import (
+    CLUSTER_DATA,
+    JOIN_CMD,
+    JOIN_TOKEN,
+    LEFTOVERS,
+    NODE_GET,
+    RM_JOIN,
+    SHARED,
+    TOKEN_CREATE,
+    TOKEN_DELETE,
+    VALIDATE,
+    make_ctx,
+)
+
+from hakube.facts.host import FileState
+from hakube.membership import Leaving, membership, without
+from hakube.phases.base import gather_hosts
+from hakube.phases.kubeadm import KUBELET_CONF, JoinControlPlanes
+from hakube.phases.remove import Removal, RemoveHosts
+from hakube.spec.load import load_cluster_data
+from hakube.spec.model import Cluster
+from hakube.state import StateDir
+from hakube.transport.scripted import Call, Reply, ScriptedTransport
+
+JOIN_CP = SHARED / "1.32-join-control-plane-1.txt"
+needs_transcript = pytest.mark.skipif(not JOIN_CP.exists(), reason="../shared is absent")
+
+
+def stacked(*names: str) -> Cluster:
+    hosts = [{"name": f"cp{i}", "address": f"10.88.0.1{i}", "roles": ["control-plane"]}
+             for i in range(1, 6)]  # fmt: skip
+    hosts.append({"name": "w1", "address": "10.88.0.21", "roles": ["worker"]})
+    data = {**CLUSTER_DATA, "etcd": {"topology": "stacked"}}
+    data["hosts"] = [h for h in hosts if h["name"] in names]
+    return load_cluster_data(data).cluster
+
+
+@pytest.fixture
+def state(tmp_path: Any) -> StateDir:
+    return StateDir("lab", root=tmp_path)
+
+
+def recorded(state: StateDir, cluster: Cluster, *nodes: str) -> None:
+    rec = state.record()
+    rec.initialised("cp1", cluster, at=time.time())  # certificates still uploaded
+    for n in nodes:
+        rec.joined(n, "worker" if n.startswith("w") else "control-plane")
+    state.save_record(rec)
+
+
+@needs_transcript
+def test_new_control_planes_join_a_recorded_stacked_cluster_one_at_a_time(
+    state: StateDir,
+) -> None:
+    cluster = stacked("cp1", "cp2", "cp3", "cp4", "cp5", "w1")
+    recorded(state, cluster, "cp2", "cp3", "w1")
+    assert membership(cluster, state.record()).joining_nodes == ("cp4", "cp5")
+    output = JOIN_CP.read_text()
+    ts = {h.name: ScriptedTransport(h.name) for h in cluster.hosts}
+    ts["cp1"].on(TOKEN_CREATE, Reply(stdout=JOIN_TOKEN + "\n"))
+    ts["cp1"].on(TOKEN_DELETE, Reply()).on(NODE_GET, Reply(stdout="node/x\n"))
+    for name in ("cp4", "cp5"):
+        ts[name].on(LEFTOVERS, Reply(exit_status=2)).on(VALIDATE, Reply())
+        ts[name].on(JOIN_CMD, Reply(stdout=output)).on(RM_JOIN, Reply())
+    ctx = make_ctx(cluster, state, dict(ts), "kubeadm/join-control-planes")
+    for name in ("cp2", "cp3"):  # joined and recorded by an earlier apply
+        ctx.facts[name].files[KUBELET_CONF] = FileState("0" * 64, 0o600, "root:root")
+    phase = JoinControlPlanes()
+    failures = asyncio.run(
+        gather_hosts(phase.hosts(ctx), functools.partial(phase.run, ctx), serial=True)
+    )
+    assert failures == {}
+    asyncio.run(phase.finish(ctx))
+    assert not ts["cp2"].calls
+    assert not ts["cp3"].calls
+    for name in ("cp4", "cp5"):
+        assert ts[name].commands.count(JOIN_CMD) == 1
+        join = next(c for c in ts[name].calls if c.kind == "put" and "join.yaml" in c.target)
+        assert join.content is not None
+        assert "controlPlane" in join.content.decode()
+    assert state.record().nodes == {
+        "cp2": "control-plane", "cp3": "control-plane", "w1": "worker",
+        "cp4": "control-plane", "cp5": "control-plane",
+    }  # fmt: skip
+
+
+KUBECTL = r"kubectl --kubeconfig /etc/kubernetes/admin\.conf"
+STACKED_LIST = re.compile(
+    KUBECTL + r" -n kube-system exec etcd-cp1 -- etcdctl .* member list -w json"
+)
+STACKED_REMOVE = re.compile(
+    KUBECTL + r" -n kube-system exec etcd-cp1 -- etcdctl .* member remove \w+"
+)
+
+
+class Kube:
+    """The API and stacked etcd as kubectl on cp1 sees them."""
+
+    def __init__(self, *, reset_removes_member: bool) -> None:
+        self.nodes = {"cp1", "cp2", "cp3", "cp4", "cp5", "w1"}
+        self.members = {f"cp{i}": 0x100 + i for i in range(1, 6)}
+        self.reset_removes_member = reset_removes_member
+        self.log: list[str] = []
+
+    def get_node(self, call: Call) -> Reply:
+        name = call.target.split(" get node ")[1].split()[0]
+        return Reply(stdout=f"node/{name}\n") if name in self.nodes else Reply(exit_status=1)
+
+    def drain(self, call: Call) -> Reply:
+        self.log.append("drain " + call.target.split(" drain ")[1].split()[0])
+        return Reply()
+
+    def delete(self, call: Call) -> Reply:
+        name = call.target.split(" delete node ")[1].split()[0]
+        self.nodes.discard(name)
+        self.log.append(f"delete node {name}")
+        return Reply()
+
+    def member_list(self, _call: Call) -> str:
+        return json.dumps({"members": [
+            {"ID": i, "name": n, "peerURLs": [f"https://{n}:2380"]} for n, i in self.members.items()
+        ]})  # fmt: skip
+
+    def member_remove(self, call: Call) -> Reply:
+        hex_id = call.target.rsplit(" ", 1)[1]
+        name = next(n for n, i in self.members.items() if f"{i:x}" == hex_id)
+        del self.members[name]
+        self.log.append(f"member remove {name}")
+        return Reply()
+
+    def reset(self, name: str) -> Reply:
+        self.log.append(f"kubeadm reset {name}")
+        if self.reset_removes_member:
+            self.members.pop(name, None)
+        return Reply()
+
+
+def remove_cp2(state: StateDir, kube: Kube, *, reachable: bool = True) -> ScriptedTransport:
+    before = stacked("cp1", "cp2", "cp3", "cp4", "cp5", "w1")
+    recorded(state, before, "cp2", "cp3", "cp4", "cp5", "w1")
+    after = without(before, ["cp2"])
+    cp1 = ScriptedTransport("cp1")
+    cp1.on(re.compile(KUBECTL + r" get node \S+ -o name"), kube.get_node)
+    cp1.on(re.compile(KUBECTL + r" drain cp2 --ignore-daemonsets .*"), kube.drain)
+    cp1.on(re.compile(KUBECTL + r" delete node cp2 --ignore-not-found"), kube.delete)
+    cp1.on(STACKED_LIST, kube.member_list).on(STACKED_REMOVE, kube.member_remove)
+    cp2 = ScriptedTransport("cp2")
+    cp2.on(re.compile(r"if command -v kubeadm >/dev/null; then kubeadm reset -f .*"),
+           lambda _c: kube.reset("cp2"))  # fmt: skip
+    cp2.on(re.compile(r"ls -d .*; true"), Reply())
+    given = {"cp1": cp1} | ({"cp2": cp2} if reachable else {})
+    ctx = make_ctx(after, state, given, "remove/hosts")
+    removal = Removal(
+        (Leaving("cp2", ("control-plane",)),), {"cp2": before.host("cp2")},
+        set() if reachable else {"cp2"},
+    )  # fmt: skip
+    asyncio.run(RemoveHosts(removal).run(ctx, after.host("cp1")))
+    return cp2
+
+
+def test_a_stacked_control_plane_is_drained_reset_and_its_node_deleted(state: StateDir) -> None:
+    kube = Kube(reset_removes_member=True)
+    remove_cp2(state, kube)
+    assert kube.log == ["drain cp2", "kubeadm reset cp2", "delete node cp2"]
+    assert "cp2" not in kube.members
+    assert "cp2" not in state.record().nodes
+
+
+def test_a_member_kubeadm_reset_could_not_remove_is_removed_through_a_survivor(
+    state: StateDir,
+) -> None:
+    kube = Kube(reset_removes_member=False)
+    remove_cp2(state, kube)
+    assert kube.log == ["drain cp2", "kubeadm reset cp2", "member remove cp2", "delete node cp2"]
+    assert sorted(kube.members) == ["cp1", "cp3", "cp4", "cp5"]
+
+
+def test_an_unreachable_stacked_control_plane_is_not_drained_but_leaves_etcd_and_the_api(
+    state: StateDir,
+) -> None:
+    kube = Kube(reset_removes_member=False)
+    cp2 = remove_cp2(state, kube, reachable=False)
+    assert kube.log == ["member remove cp2", "delete node cp2"]
+    assert not cp2.calls

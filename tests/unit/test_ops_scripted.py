@@ -200,14 +200,16 @@ def test_resetting_one_etcd_host_removes_its_member_first_and_keeps_the_state_di
     assert cp1.commands[1].endswith("member remove d")  # 13 in hex, from the member list
     assert cp2.calls == []
     (host,) = result.hosts
-    # The sample host runs etcd, HAProxy, keepalived and containerd; its one hold (containerd)
-    # is not hakube's; kubectl is only "rc" there (config left), so it is not purged again.
-    assert host.actions[:2] == [
+    # The sample host runs etcd, HAProxy, keepalived and containerd; its one hold (containerd,
+    # as apply holds it) must be released or apt refuses the purge; kubectl is only "rc" there
+    # (config left), so it is not purged again.
+    assert host.actions[:3] == [
         "stop and disable keepalived, haproxy, etcd, containerd",
+        "release the hold on containerd",
         "purge keepalived, haproxy, etcd-server, containerd",
     ]
-    assert host.actions[2].startswith("remove ")
-    assert host.actions[3:] == ["remove the hakube block from /etc/hosts"]
+    assert host.actions[3].startswith("remove ")
+    assert host.actions[4:] == ["remove the hakube block from /etc/hosts"]
     hosts_file = cp3.files["/etc/hosts"].content.decode()
     assert "hakube" not in hosts_file
     assert "127.0.1.1\tcp1" in hosts_file

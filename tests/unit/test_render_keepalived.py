@@ -174,11 +174,12 @@ def test_check_script_goes_through_haproxy() -> None:
     assert "curl -sfk --max-time 2 -o /dev/null https://127.0.0.1:16443/readyz" in script.content
 
 
-def test_check_waits_out_a_resent_syn_and_starts_failed() -> None:
+def test_check_waits_out_a_resent_syn_and_init_fail_is_opt_in() -> None:
     text = conf(tutorial())
     assert "    timeout 4\n" in text  # curl's 2 s plus the socket fallback
-    assert "    init_fail\n" in text
+    assert "init_fail" not in text  # re-armed on every reload: a live roll would move the VIP
     assert "preempt_delay 3\n" in text
+    assert "    init_fail\n" in conf(tutorial(check_init_fail=True))
     text = conf(tutorial(check_init_fail=False, check_timeout=5, preempt_delay=0))
     assert "init_fail" not in text
     assert "    timeout 7\n" in text

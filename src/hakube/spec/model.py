@@ -359,9 +359,11 @@ class VRRP(Strict):
         description="Seconds one health script may take: a lost SYN costs 1 s before its resend.",
     )
     check_init_fail: bool = Field(
-        True,
+        False,
         description="A starting host counts as failed until its health script passed `rise` "
-        "times, so it never takes the VIP before its HAProxy serves.",
+        "times. Off by default: keepalived also re-arms it on every reload, so a live config "
+        "change on the VIP owner would move the VIP (10 failed requests in the lab's removal "
+        "of an owner); `preempt_delay` already keeps a starting host from taking the VIP early.",
     )
     rt_priority: int | None = Field(
         None,

@@ -52,7 +52,6 @@ ROLE_PACKAGES = (
     "containerd",
     "docker.io",
 )
-HELD = ("kubelet", "kubeadm", "kubectl")
 #: Directories hakube or kubeadm own outright.
 DIRS = (
     "/etc/hakube",
@@ -122,7 +121,9 @@ async def reset_host(ctx: Context, host: Host) -> HostReset:
             f"stop and disable {', '.join(units)}",
             f"systemctl disable --now {' '.join(f'{u}.service' for u in units)}",
         )
-    held = sorted(set(HELD) & f.held)
+    # apply holds the service packages and kubeadm/packages the Kubernetes ones: purge needs
+    # every hold on a role package released first.
+    held = sorted(set(ROLE_PACKAGES) & f.held)
     if held:
         await step(f"release the hold on {', '.join(held)}", f"apt-mark unhold {' '.join(held)}")
     pkgs = [p for p in ROLE_PACKAGES if p in f.packages]

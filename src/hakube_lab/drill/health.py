@@ -13,6 +13,7 @@ from pathlib import Path
 
 from hakube.facts.haproxy import parse_show_stat, show_stat
 from hakube.render.haproxy import STATS_SOCKET
+from hakube.render.keepalived import priorities
 from hakube.spec.model import Cluster
 from hakube_lab.lab import Lab
 from hakube_lab.standin import UNIT as STANDIN_UNIT
@@ -87,6 +88,13 @@ class HealthCheck:
             owners = self.vip_holders()
             if len(owners) != 1:
                 h.problems.append(f"VIP held by {len(owners)} reachable hosts: {owners}")
+            elif self.cluster.endpoint.vrrp.preempt and not h.problems:
+                # With preemption (and its delay) the highest-priority host takes the VIP back a
+                # few seconds after it is whole again: not settled until it did.
+                prios = priorities(self.cluster)
+                home = max(prios, key=lambda n: prios[n])
+                if owners[0] != home:
+                    h.problems.append(f"VIP on {owners[0]}, not yet back on {home}")
         h.ok = not h.problems
         return h
 

@@ -5,18 +5,19 @@ from __future__ import annotations
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, NoReturn
+from typing import TYPE_CHECKING, Annotated, NoReturn
 
 import typer
 from rich.markup import escape
 
 from hakube.console import Output, err, print_json, problem_json
 from hakube.fileio import write_public_file
-from hakube.importers.common import Imported, render_and_check
-from hakube.importers.inventory import InventoryError
-from hakube.importers.kubeasz import import_kubeasz
-from hakube.importers.kubespray import import_kubespray
-from hakube.spec import SpecError
+
+# The importers load the cluster model (pydantic): only when an import runs, so that mounting
+# this sub-app costs `hakube --help` nothing.
+if TYPE_CHECKING:
+    from hakube.importers.common import Imported
+    from hakube.spec import SpecError
 
 app = typer.Typer(
     no_args_is_help=True,
@@ -59,6 +60,10 @@ def _run(
         _refuse(
             f"{out} exists", "pass --force to replace it, or choose another file with -f", output
         )
+    from hakube.importers.common import render_and_check
+    from hakube.importers.inventory import InventoryError
+    from hakube.spec import SpecError
+
     try:
         imported = importer(source, name)
         text, loaded = render_and_check(imported, command)
@@ -139,6 +144,8 @@ def kubespray(
     output: ReportOpt = Output.TEXT,
 ) -> None:
     """Read a kubespray inventory (and its group_vars/) and write a hakube cluster file."""
+    from hakube.importers.kubespray import import_kubespray
+
     _run(import_kubespray, inventory, "hakube import kubespray", out, name, force, output)
 
 
@@ -151,4 +158,6 @@ def kubeasz(
     output: ReportOpt = Output.TEXT,
 ) -> None:
     """Read a kubeasz hosts file (and config.yml beside it) and write a hakube cluster file."""
+    from hakube.importers.kubeasz import import_kubeasz
+
     _run(import_kubeasz, hosts, "hakube import kubeasz", out, name, force, output)

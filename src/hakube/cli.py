@@ -24,6 +24,7 @@ from hakube.console import (
     Output,
     OutputOpt,
     Progress,
+    YesOpt,
     fail,
     load_or_exit,
     out,
@@ -258,7 +259,7 @@ app.add_typer(node_app, name="node")
 def node_remove(
     name: Annotated[str, typer.Argument(help="The host to remove.")],
     file: FileOpt = Path("cluster.yaml"),
-    yes: Annotated[bool, typer.Option("--yes", help="Do not ask for confirmation.")] = False,
+    yes: YesOpt = False,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Read facts, change nothing.")] = False,
     trust_new_hosts: TrustOpt = False,
     output: OutputOpt = Output.TEXT,

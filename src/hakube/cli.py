@@ -9,6 +9,7 @@ groups of other installed packages (the lab's `lab`, `demo` and `drill`, through
 from __future__ import annotations
 
 import os
+import re
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -116,7 +117,8 @@ def plugin_registrars(group: str) -> Iterator[Register]:
         for name in names:
             if not name.endswith((".dist-info", ".egg-info")):
                 continue
-            dist = name.rpartition(".")[0].partition("-")[0].lower().replace("_", "-")
+            # `name-version.dist-info`, the name normalised as pip does (PEP 503).
+            dist = re.sub(r"[-_.]+", "-", name.rpartition(".")[0].partition("-")[0]).lower()
             if dist in seen:
                 continue
             seen.add(dist)

@@ -85,8 +85,10 @@ def test_plugin_entry_points_are_read_from_dist_info(
                "hkt_plugin_old", code.format(name="old"))  # fmt: skip
     monkeypatch.setattr(sys, "path", [str(first), str(tmp_path / "missing"), str(later)])
     app = typer.Typer()
-    for register in plugin_registrars(PLUGIN_GROUP):
-        register(app)
+    try:
+        for register in plugin_registrars(PLUGIN_GROUP):
+            register(app)
+    finally:
+        for name in ("hkt_plugin_one", "hkt_plugin_old"):
+            sys.modules.pop(name, None)
     assert [c.name for c in app.registered_commands] == ["one"]
-    for name in ("hkt_plugin_one", "hkt_plugin_old"):
-        sys.modules.pop(name, None)

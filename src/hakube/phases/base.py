@@ -85,9 +85,9 @@ class Phase(ABC):
     #: Managed paths the host itself creates (kubeadm's kubeconfigs): never sent from here.
     made_on_host: ClassVar[tuple[str, ...]] = ()
 
-    @abstractmethod
     def targets(self, cluster: Cluster) -> list[Host]:
-        """Hosts this phase touches, in order."""
+        """Hosts this phase touches, in order (default: every host in the file)."""
+        return list(cluster.hosts)
 
     async def between_hosts(self, ctx: Context, host: Host) -> None:  # noqa: B027 - optional
         """In a roll, after `host` changed and before the next host (e.g. wait for the front)."""

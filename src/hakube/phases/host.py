@@ -29,19 +29,12 @@ SUPPORTED_OS = {"debian", "ubuntu"}
 KERNEL_MODULES = ("overlay", "br_netfilter")
 
 
-def _all(cluster: Cluster) -> list[Host]:
-    return list(cluster.hosts)
-
-
 class Preflight(Phase):
     name = "preflight"
     summary = (
         "check cluster identity, OS (Debian/Ubuntu), CPUs, memory, unique MAC/product_uuid, "
         "VIP interface, ports, time sync, installed Kubernetes version"
     )
-
-    def targets(self, cluster: Cluster) -> list[Host]:
-        return _all(cluster)
 
     async def run(self, ctx: Context, host: Host) -> None:
         problems = check_host(ctx, host)
@@ -127,9 +120,6 @@ class Prepare(Phase):
         "cluster id, hostname, /etc/hosts block, swap off (and in fstab), SELinux, firewalld, "
         "sysctl; a policy-rc.d left by a killed install is put back"
     )
-
-    def targets(self, cluster: Cluster) -> list[Host]:
-        return _all(cluster)
 
     def files(
         self, cluster: Cluster, host: Host, secrets: Secrets, facts: HostFacts | None = None
@@ -239,9 +229,6 @@ class PackagesPhase(Phase):
         "the OS package mirror (packages.repository) on every host; base tools and every "
         "package the selected phases need, in one apt transaction, service packages held"
     )
-
-    def targets(self, cluster: Cluster) -> list[Host]:
-        return _all(cluster)
 
     def files(
         self, cluster: Cluster, host: Host, secrets: Secrets, facts: HostFacts | None = None

@@ -5,8 +5,8 @@ from __future__ import annotations
 import shlex
 from collections.abc import Callable
 
-from hakube.facts.host import HOST_ID_PATH, POLICY_RC, HostFacts
-from hakube.phases.base import Phase, PhaseError
+from hakube.facts.host import HOST_ID_PATH, POLICY_RC
+from hakube.phases.base import Phase, PhaseError, RenderInput
 from hakube.phases.context import APT_GET, Context
 from hakube.record import version_problems
 from hakube.render.base import RenderedFile
@@ -18,7 +18,6 @@ from hakube.render.host import (
     render_mirror_repo,
     render_runtime,
 )
-from hakube.secrets import Secrets
 from hakube.spec.model import APISERVER_PORT, Cluster, EndpointMode, Host, Role, Runtime
 
 #: What hakube converges: apt-based Debian and Ubuntu. Red Hat family hosts are refused rather
@@ -30,11 +29,10 @@ KERNEL_MODULES = ("overlay", "br_netfilter")
 
 
 class Preflight(Phase):
+    """check cluster identity, OS (Debian/Ubuntu), CPUs, memory, unique MAC/product_uuid, VIP
+    interface, ports, time sync, installed Kubernetes version"""
+
     name = "preflight"
-    summary = (
-        "check cluster identity, OS (Debian/Ubuntu), CPUs, memory, unique MAC/product_uuid, "
-        "VIP interface, ports, time sync, installed Kubernetes version"
-    )
 
     async def run(self, ctx: Context, host: Host) -> None:
         problems = check_host(ctx, host)
@@ -115,16 +113,13 @@ def _port_problems(ctx: Context, host: Host) -> list[str]:
 
 
 class Prepare(Phase):
-    name = "prepare"
-    summary = (
-        "cluster id, hostname, /etc/hosts block, swap off (and in fstab), SELinux, firewalld, "
-        "sysctl; a policy-rc.d left by a killed install is put back"
-    )
+    """cluster id, hostname, /etc/hosts block, swap off (and in fstab), SELinux, firewalld, sysctl;
+    a policy-rc.d left by a killed install is put back"""
 
-    def files(
-        self, cluster: Cluster, host: Host, secrets: Secrets, facts: HostFacts | None = None
-    ) -> list[RenderedFile]:
-        return render_kernel(cluster, host)
+    name = "prepare"
+
+    def files(self, on: RenderInput) -> list[RenderedFile]:
+        return render_kernel(on.cluster, on.host)
 
     async def run(self, ctx: Context, host: Host) -> None:
         f = ctx.facts[host]
@@ -224,18 +219,15 @@ def _wanted_sysctls(ctx: Context, host: Host) -> dict[str, str]:
 
 
 class PackagesPhase(Phase):
-    name = "packages"
-    summary = (
-        "the OS package mirror (packages.repository) on every host; base tools and every "
-        "package the selected phases need, in one apt transaction, service packages held"
-    )
+    """the OS package mirror (packages.repository) on every host; base tools and every package the
+    selected phases need, in one apt transaction, service packages held"""
 
-    def files(
-        self, cluster: Cluster, host: Host, secrets: Secrets, facts: HostFacts | None = None
-    ) -> list[RenderedFile]:
-        if facts is None:
-            return render_mirror_repo(cluster, host)
-        return render_mirror_repo(cluster, host, facts.os_id, facts.os_codename)
+    name = "packages"
+
+    def files(self, on: RenderInput) -> list[RenderedFile]:
+        if on.facts is None:
+            return render_mirror_repo(on.cluster, on.host)
+        return render_mirror_repo(on.cluster, on.host, on.facts.os_id, on.facts.os_codename)
 
     async def run(self, ctx: Context, host: Host) -> None:
         f = ctx.facts[host]
@@ -250,16 +242,15 @@ class PackagesPhase(Phase):
 
 
 class RuntimePhase(Phase):
+    """containerd (SystemdCgroup, sandbox image) installed, configured and running"""
+
     name = "runtime"
-    summary = "containerd (SystemdCgroup, sandbox image) installed, configured and running"
 
     def targets(self, cluster: Cluster) -> list[Host]:
         return cluster.nodes
 
-    def files(
-        self, cluster: Cluster, host: Host, secrets: Secrets, facts: HostFacts | None = None
-    ) -> list[RenderedFile]:
-        return render_runtime(cluster, host)
+    def files(self, on: RenderInput) -> list[RenderedFile]:
+        return render_runtime(on.cluster, on.host)
 
     def packages(self, cluster: Cluster, host: Host) -> list[str]:
         return ["docker.io"] if cluster.kubernetes.runtime is Runtime.DOCKER else ["containerd"]

@@ -84,7 +84,7 @@ class RenderInput:
 
 class Phase(ABC):
     """One named step. Subclasses set `name` (hierarchical, e.g. ``lb/haproxy``); the class
-    docstring is the `summary` that `plan` and `hakube phases` show."""
+    docstring is the `summary` that `plan` shows."""
 
     name: ClassVar[str]
     summary: ClassVar[str]

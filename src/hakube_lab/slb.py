@@ -105,7 +105,9 @@ def hairpin_blocked_sources(lab: Lab) -> list[str]:
 def setup(lab: Lab, log: Log) -> None:
     """Install HAProxy on the slb host from the lab mirror, configure it, block hairpins."""
     log("slb: installing the lab's model of a cloud L4 balancer (HAProxy, TCP mode)")
-    install = "apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq haproxy socat"
+    install = (
+        "apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq haproxy socat"
+    )
     res = lab.run("slb", install, check=False, timeout=300)
     if res.returncode != 0:
         raise LabError(f"slb: installing haproxy from the lab mirror failed:\n{res.stderr[-2000:]}")

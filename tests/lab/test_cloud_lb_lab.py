@@ -7,24 +7,19 @@ Own lab name and subnet; the module-scoped lab is always torn down.
 
 from __future__ import annotations
 
-import asyncio
-import os
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from conftest import converged_lab
 
-from hakube.spec import load_cluster_file
 from hakube.spec.model import Cluster
 from hakube.state import StateDir
-from hakube.workflows.apply import apply
-from hakube_lab import Lab, running_lab
-from hakube_lab.demo import SKIPPED
+from hakube_lab import Lab
 from hakube_lab.drill.runner import Drill
 from hakube_lab.drill.scenarios import Settings
 from hakube_lab.drill.workflow import run_drill, write_ca
 from hakube_lab.slb import hairpin_blocked_sources
-from hakube_lab.standin import prepare_standins
 
 pytestmark = pytest.mark.lab
 
@@ -36,16 +31,7 @@ SLB = "10.123.235.10"
 @pytest.fixture(scope="module")
 def applied(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Lab, Cluster, Path]]:
     state_root = tmp_path_factory.mktemp("state")
-    with (
-        pytest.MonkeyPatch.context() as mp,
-        running_lab(NAME, 3, 1, SUBNET, endpoint_mode="cloud-lb") as lab,
-    ):
-        mp.setenv("HAKUBE_STATE_DIR", str(state_root))
-        assert os.environ["HAKUBE_STATE_DIR"] == str(state_root)
-        cluster = load_cluster_file(lab.cluster_file).cluster
-        asyncio.run(prepare_standins(cluster, StateDir(cluster.name)))
-        result = asyncio.run(apply(cluster, state=StateDir(cluster.name), skip=SKIPPED))
-        assert result.ok, result.failures
+    with converged_lab(NAME, SUBNET, "cloud-lb", state_root) as (lab, cluster):
         yield lab, cluster, tmp_path_factory.mktemp("drill")
 
 

@@ -7,22 +7,17 @@ Own lab name and subnet; the module-scoped lab is always torn down.
 
 from __future__ import annotations
 
-import asyncio
-import os
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from conftest import converged_lab
 
-from hakube.spec import load_cluster_file
 from hakube.spec.model import Cluster
 from hakube.state import StateDir
-from hakube.workflows.apply import apply
-from hakube_lab import Lab, running_lab
-from hakube_lab.demo import SKIPPED
+from hakube_lab import Lab
 from hakube_lab.drill.scenarios import Settings
 from hakube_lab.drill.workflow import run_drill
-from hakube_lab.standin import prepare_standins
 
 pytestmark = pytest.mark.lab
 
@@ -33,16 +28,7 @@ SUBNET = "10.123.236.0/24"
 @pytest.fixture(scope="module")
 def applied(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Lab, Cluster, Path]]:
     state_root = tmp_path_factory.mktemp("state")
-    with (
-        pytest.MonkeyPatch.context() as mp,
-        running_lab(NAME, 3, 1, SUBNET, endpoint_mode="local-lb") as lab,
-    ):
-        mp.setenv("HAKUBE_STATE_DIR", str(state_root))
-        assert os.environ["HAKUBE_STATE_DIR"] == str(state_root)
-        cluster = load_cluster_file(lab.cluster_file).cluster
-        asyncio.run(prepare_standins(cluster, StateDir(cluster.name)))
-        result = asyncio.run(apply(cluster, state=StateDir(cluster.name), skip=SKIPPED))
-        assert result.ok, result.failures
+    with converged_lab(NAME, SUBNET, "local-lb", state_root) as (lab, cluster):
         yield lab, cluster, tmp_path_factory.mktemp("drill")
 
 

@@ -15,7 +15,8 @@ runs inside the worker's namespace, through the LAB-ONLY balancer host (cloud-lb
 own HAProxy (local-lb), and their columns sit beside vip's; scenarios that only mean something
 with a VIP are skipped and listed under the table.
   .venv/bin/python bench/drill.py --repeat 3 --soak-seconds 0 --modes cloud-lb,local-lb \
-      --scenarios apiserver-down,host-down,etcd-member-down
+      --scenarios apiserver-down,host-down,etcd-member-down \
+      --mode-lab cloud-lb:hkc1:10.123.233.0/24 --mode-lab local-lb:hkc2:10.123.234.0/24
 """
 
 from __future__ import annotations
@@ -72,7 +73,11 @@ def converge(lab: Lab, say: Callable[[str], None]) -> tuple[Cluster, StateDir] |
     return cluster, state
 
 
-def other_lab(name: str, subnet: str, mode: str) -> Lab:
+def other_lab(name: str, subnet: str, mode: str, given: dict[str, tuple[str, str]]) -> Lab:
+    """The lab of a mode without a VIP: as `--mode-lab` names it, else derived from vip's."""
+    if mode in given:
+        name, subnet = given[mode]
+        return Lab.create(name, 3, 1, subnet, endpoint_mode=mode)
     suffix, offset = OTHER_LABS[mode]
     net = ipaddress.IPv4Network(subnet)
     shifted = ipaddress.IPv4Network((int(net.network_address) + offset * 256, net.prefixlen))
@@ -91,6 +96,13 @@ def main(argv: list[str]) -> int:
     p.add_argument("--out", type=Path, default=Path("/tmp/hakube-drill-bench"))
     p.add_argument("--down", action="store_true", help="remove the labs at the end")
     p.add_argument("--modes", default="vip", help=f"endpoint modes to drill, of {','.join(MODES)}")
+    p.add_argument(
+        "--mode-lab",
+        action="append",
+        default=[],
+        metavar="MODE:NAME:SUBNET",
+        help="the lab for cloud-lb or local-lb (default: derived from --name/--subnet)",
+    )
     a = p.parse_args(argv)
     try:
         loss = 0.0 if a.loss.strip().rstrip("%") in ("0", "0.0") else parse_loss(a.loss)
@@ -100,11 +112,19 @@ def main(argv: list[str]) -> int:
     modes = [m for m in a.modes.split(",") if m]
     if not modes or any(m not in MODES for m in modes):
         p.error(f"--modes {a.modes!r}: use a comma-separated list of {', '.join(MODES)}")
+    given: dict[str, tuple[str, str]] = {}
+    for spec in a.mode_lab:
+        parts = spec.split(":")
+        if len(parts) != 3 or parts[0] not in OTHER_LABS:
+            p.error(
+                f"--mode-lab {spec!r}: use MODE:NAME:SUBNET, MODE one of {', '.join(OTHER_LABS)}"
+            )
+        given[parts[0]] = (parts[1], parts[2])
     console = Console()
     say = console.print
     os.environ.setdefault("HAKUBE_STATE_DIR", f"/tmp/{a.name}-state")
     lab = Lab.create(a.name, 3, 0, a.subnet)
-    others = [other_lab(a.name, a.subnet, m) for m in modes if m != "vip"]
+    others = [other_lab(a.name, a.subnet, m, given) for m in modes if m != "vip"]
     scenarios = [s for s in a.scenarios.split(",") if s]
     reports: list[DrillReport] = []
     soak_seconds = soak_seconds if "vip" in modes else 0.0

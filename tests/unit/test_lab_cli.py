@@ -48,7 +48,7 @@ def lab_root(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, home: Path) -> Pat
         (["drill", "--lab", "nosuch"], "no lab named 'nosuch'"),
         (["drill", "--lab", "Bad!"], "lab name 'Bad!' is invalid"),
         (
-            ["lab", "up", "--name", "hkx", "--subnet", "10.123.250.0/24", "--endpoint-mode", "none"],
+            ["lab", "up", "-n", "hkx", "--subnet", "10.123.250.0/24", "--endpoint-mode", "none"],
             "endpoint mode 'none' is not one the lab models: use vip, cloud-lb, local-lb",
         ),
     ],

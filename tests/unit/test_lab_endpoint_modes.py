@@ -15,13 +15,14 @@ from hakube.render.haproxy import render_haproxy
 from hakube.render.host import hosts_block
 from hakube.spec.load import load_cluster_file
 from hakube.spec.model import Cluster, EndpointMode
+from hakube.state import StateDir
 from hakube_lab.addressing import LabInputError, plan_lab
 from hakube_lab.clusterfile import render_cluster_file
 from hakube_lab.drill.front import front_of, inapplicable, target_host
 from hakube_lab.drill.invariants import invariants
 from hakube_lab.drill.report import Marks, Request, compute_metrics
 from hakube_lab.drill.scenarios import SCENARIOS, DrillError
-from hakube_lab.drill.workflow import DrillReport, figures_table
+from hakube_lab.drill.workflow import DrillReport, figures_table, run_comparison
 from hakube_lab.lab import Lab
 from hakube_lab.slb import CHECK_FALL, CHECK_INTERVAL_S, slb_config
 from hakube_lab.statefile import read_plan, write_state
@@ -122,6 +123,14 @@ def test_front_with_a_vip_probes_from_the_machine_and_breaks_the_owner(tmp_path:
     assert (f.address, f.netns) == ("10.123.233.100", None)
     assert target_host(cluster, f, ["cp2"]) == "cp2"
     assert inapplicable(f, list(SCENARIOS)) == {}
+
+
+def test_compare_tutorial_is_refused_without_a_vip(tmp_path: Path) -> None:
+    lab, cluster = _lab(tmp_path, "local-lb")
+    state = StateDir(cluster.name, root=tmp_path / "state")
+    with pytest.raises(DrillError, match="endpoint mode local-lb has no VIP"):
+        run_comparison(cluster, lab, state, scenarios=["host-down"], out_dir=tmp_path / "out")
+    assert not (tmp_path / "out").exists()
 
 
 def test_drill_without_a_worker_is_refused_in_modes_without_a_vip(tmp_path: Path) -> None:

@@ -170,6 +170,12 @@ def run_comparison(
     log: Say = lambda _m: None,
 ) -> list[DrillReport]:
     """hakube's defaults, then the tutorial's own files, on the same lab; defaults restored."""
+    if not front_of(cluster, lab).has_vip:
+        raise DrillError(
+            "--compare-tutorial installs the tutorial's keepalived.conf and haproxy.cfg (a VIP "
+            f"in front of HAProxy); endpoint mode {cluster.endpoint.mode} has no VIP: drill it "
+            "without --compare-tutorial"
+        )
     reports = []
     common: dict[str, Any] = {"scenarios": scenarios, "out_dir": out_dir, "repeat": repeat,
                               "soak_seconds": soak_seconds, "state": state, "settings": settings,

@@ -42,6 +42,7 @@ from hakube_lab.demo import SKIPPED
 from hakube_lab.drill.scenarios import SCENARIOS, Settings
 from hakube_lab.drill.workflow import (
     DEFAULTS,
+    DrillPlan,
     DrillReport,
     figures_table,
     run_comparison,
@@ -135,25 +136,24 @@ def main(argv: list[str]) -> int:
                 return 1
             cluster, state = converged
             if a.repeat > 0:
-                reports = run_comparison(cluster, lab, state, scenarios=scenarios,
-                                         out_dir=a.out, repeat=a.repeat, log=say)  # fmt: skip
+                plan = DrillPlan(scenarios, a.out, repeat=a.repeat, log=say)
+                reports = run_comparison(cluster, lab, state, plan)
         for other in others:
             done = converge(other, say)
             if done is None:
                 return 1
             if a.repeat > 0:
-                reports.append(run_drill(done[0], other, scenarios=scenarios, out_dir=a.out,
-                                         repeat=a.repeat, config=other.plan.endpoint_mode,
-                                         state=done[1], log=say))  # fmt: skip
+                plan = DrillPlan(scenarios, a.out, repeat=a.repeat, state=done[1], log=say)
+                reports.append(run_drill(done[0], other, plan, config=other.plan.endpoint_mode))
             if a.down:
                 destroy(other.name)
         if reports:
             console.print(figures_table(reports))
         soak = None
         if soak_seconds > 0:
-            soak = run_drill(cluster, lab, scenarios=["soak"], out_dir=a.out / "soak",
-                             soak_seconds=soak_seconds, config=DEFAULTS, state=state,
-                             settings=Settings(soak_loss=loss), log=say)  # fmt: skip
+            soak_plan = DrillPlan(["soak"], a.out / "soak", soak_seconds=soak_seconds, state=state,
+                                  settings=Settings(soak_loss=loss), log=say)  # fmt: skip
+            soak = run_drill(cluster, lab, soak_plan, config=DEFAULTS)
             for m in soak.runs:
                 total = m.ok + m.failed
                 beside = (

@@ -18,7 +18,7 @@ from hakube.state import StateDir
 from hakube_lab import Lab
 from hakube_lab.drill.runner import Drill
 from hakube_lab.drill.scenarios import Settings
-from hakube_lab.drill.workflow import run_drill, write_ca
+from hakube_lab.drill.workflow import DrillPlan, run_drill, write_ca
 from hakube_lab.slb import hairpin_blocked_sources
 
 pytestmark = pytest.mark.lab
@@ -60,8 +60,9 @@ def test_host_down_behind_the_balancer_probed_from_a_worker(
     applied: tuple[Lab, Cluster, Path],
 ) -> None:
     lab, cluster, out = applied
-    report = run_drill(cluster, lab, scenarios=["host-down", "haproxy-down"], out_dir=out,
-                       state=StateDir(cluster.name), settings=Settings())  # fmt: skip
+    plan = DrillPlan(["host-down", "haproxy-down"], out, state=StateDir(cluster.name),
+                     settings=Settings())  # fmt: skip
+    report = run_drill(cluster, lab, plan)
     assert report.endpoint_mode == "cloud-lb"
     assert f"inside worker w1's network namespace (hk-{NAME}-w1), to the balancer {SLB}:6443" in (
         report.vantage

@@ -17,7 +17,7 @@ from hakube.spec.model import Cluster
 from hakube.state import StateDir
 from hakube_lab import Lab
 from hakube_lab.drill.scenarios import Settings
-from hakube_lab.drill.workflow import run_drill
+from hakube_lab.drill.workflow import DrillPlan, run_drill
 
 pytestmark = pytest.mark.lab
 
@@ -51,8 +51,8 @@ def test_apiserver_down_probed_through_a_workers_local_endpoint(
     applied: tuple[Lab, Cluster, Path],
 ) -> None:
     lab, cluster, out = applied
-    report = run_drill(cluster, lab, scenarios=["apiserver-down"], out_dir=out,
-                       state=StateDir(cluster.name), settings=Settings())  # fmt: skip
+    plan = DrillPlan(["apiserver-down"], out, state=StateDir(cluster.name), settings=Settings())
+    report = run_drill(cluster, lab, plan)
     assert report.endpoint_mode == "local-lb"
     assert "inside worker w1's network namespace" in report.vantage
     assert "w1's own HAProxy on 127.0.0.1:8443" in report.vantage

@@ -22,7 +22,7 @@ from hakube_lab.drill.front import front_of, inapplicable, target_host
 from hakube_lab.drill.invariants import invariants
 from hakube_lab.drill.report import Marks, Request, compute_metrics
 from hakube_lab.drill.scenarios import SCENARIOS, DrillError
-from hakube_lab.drill.workflow import DrillReport, figures_table, run_comparison
+from hakube_lab.drill.workflow import DrillPlan, DrillReport, figures_table, run_comparison
 from hakube_lab.lab import Lab
 from hakube_lab.slb import CHECK_FALL, CHECK_INTERVAL_S, slb_config
 from hakube_lab.statefile import read_plan, write_state
@@ -129,7 +129,7 @@ def test_compare_tutorial_is_refused_without_a_vip(tmp_path: Path) -> None:
     lab, cluster = _lab(tmp_path, "local-lb")
     state = StateDir(cluster.name, root=tmp_path / "state")
     with pytest.raises(DrillError, match="endpoint mode local-lb has no VIP"):
-        run_comparison(cluster, lab, state, scenarios=["host-down"], out_dir=tmp_path / "out")
+        run_comparison(cluster, lab, state, DrillPlan(["host-down"], tmp_path / "out"))
     assert not (tmp_path / "out").exists()
 
 

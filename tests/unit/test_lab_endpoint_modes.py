@@ -18,7 +18,7 @@ from hakube.spec.model import Cluster, EndpointMode
 from hakube.state import StateDir
 from hakube_lab.addressing import LabInputError, plan_lab
 from hakube_lab.clusterfile import render_cluster_file
-from hakube_lab.drill.front import front_of, inapplicable, target_host
+from hakube_lab.drill.front import front_of, inapplicable, summary, target_host
 from hakube_lab.drill.invariants import invariants
 from hakube_lab.drill.report import Marks, Request, compute_metrics
 from hakube_lab.drill.scenarios import SCENARIOS, DrillError
@@ -111,6 +111,7 @@ def test_front_without_a_vip_probes_from_a_worker_namespace(tmp_path: Path) -> N
     assert f.tls_name == cluster.api_name
     assert "inside worker w1's network namespace" in f.vantage
     assert target_host(cluster, f, []) == "cp1"
+    assert summary(SCENARIOS["host-down"].summary, f).startswith("power a control plane off")
     lab, cluster = _lab(tmp_path, "local-lb")
     f = front_of(cluster, lab)
     assert (f.address, f.port, f.netns) == ("127.0.0.1", 8443, "hk-hkx-w1")
@@ -122,6 +123,7 @@ def test_front_with_a_vip_probes_from_the_machine_and_breaks_the_owner(tmp_path:
     f = front_of(cluster, lab)
     assert (f.address, f.netns) == ("10.123.233.100", None)
     assert target_host(cluster, f, ["cp2"]) == "cp2"
+    assert summary(SCENARIOS["host-down"].summary, f).startswith("power the VIP owner off")
     assert inapplicable(f, list(SCENARIOS)) == {}
 
 

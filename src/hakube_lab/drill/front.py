@@ -79,6 +79,14 @@ def target_host(cluster: Cluster, front: Front, vip_holders: Sequence[str]) -> s
     return cluster.control_planes[0].name
 
 
+def summary(text: str, front: Front) -> str:
+    """A scenario's summary as it applies here: without a VIP the run breaks a control plane."""
+    if front.has_vip:
+        return text
+    text = text.replace("the VIP owner", "a control plane")
+    return text.replace("the owner's", "a control plane's")
+
+
 def inapplicable(front: Front, names: Sequence[str]) -> dict[str, str]:
     """Scenarios that mean nothing in this endpoint mode, each with the reason."""
     if front.has_vip:

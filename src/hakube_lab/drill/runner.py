@@ -10,7 +10,7 @@ from hakube.render.haproxy import STATS_SOCKET
 from hakube.spec.model import Cluster
 from hakube_lab.drill import soak as soak_module
 from hakube_lab.drill.actions import actions
-from hakube_lab.drill.front import ROUTE_AROUND, front_of, target_host
+from hakube_lab.drill.front import ROUTE_AROUND, front_of, summary, target_host
 from hakube_lab.drill.health import Health, HealthCheck
 from hakube_lab.drill.invariants import invariants
 from hakube_lab.drill.plot import plot_timeline
@@ -77,7 +77,8 @@ class Drill:
         try:
             start = time.monotonic()
             time.sleep(st.baseline_s)
-            self.log(f"{name} #{index}: break ({sc.summary}; target {', '.join(targets)})")
+            what = summary(sc.summary, self.front)
+            self.log(f"{name} #{index}: break ({what}; target {', '.join(targets)})")
             t_break = time.monotonic()
             do_break()
             t_break_done = time.monotonic()
@@ -105,7 +106,7 @@ class Drill:
         m.problems = problems
         m.png = str(plot_timeline(
             out / f"{name}-{index}.png",
-            f"{name} #{index} ({self.config}): {sc.summary}",
+            f"{name} #{index} ({self.config}): {summary(sc.summary, self.front)}",
             requests, samples, marks, self.checks.lb_names if self.front.has_vip else [],
         ))  # fmt: skip
         return m

@@ -227,7 +227,8 @@ def figures_table(reports: Sequence[DrillReport]) -> Table:
             good = sum(m.invariants_ok for m in runs)
             colour = "green" if runs and good == len(runs) else "red"
             back = sum(m.moved_back for m in runs)
-            verdicts.append(f"[{colour}]{good}/{len(runs)} ok[/], back home {back}/{len(runs)}")
+            home = f", back home {back}/{len(runs)}" if r.endpoint_mode == "vip" else ""
+            verdicts.append(f"[{colour}]{good}/{len(runs)} ok[/]{home}")
         t.add_row(sc if first else "", "invariants", *verdicts, end_section=True)
     return t
 

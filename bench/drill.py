@@ -8,20 +8,32 @@ if needed); `--down` removes it at the end. Prints median (min-max) of every fig
 columns, then the soak with both cores busy and --loss random packet loss on every lab host
 (hakube defaults), beside the same probe against one LB host's own address (the network's
 share). Timelines and raw probe logs go to --out.
+
+--modes also drills the endpoint modes without a VIP, each on its own lab (3 control planes and
+1 worker; NAMEc for cloud-lb on the next /24, NAMEl for local-lb on the one after): the probe
+runs inside the worker's namespace, through the LAB-ONLY balancer host (cloud-lb) or the worker's
+own HAProxy (local-lb), and their columns sit beside vip's; scenarios that only mean something
+with a VIP are skipped and listed under the table.
+  .venv/bin/python bench/drill.py --repeat 3 --soak-seconds 0 --modes cloud-lb,local-lb \
+      --scenarios apiserver-down,host-down,etcd-member-down \
+      --mode-lab cloud-lb:hkc1:10.123.233.0/24 --mode-lab local-lb:hkc2:10.123.234.0/24
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import ipaddress
 import json
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 from rich.console import Console
 
 from hakube.spec import load_cluster_file
+from hakube.spec.model import Cluster
 from hakube.state import StateDir
 from hakube.workflows.apply import apply
 from hakube_lab import Lab, destroy
@@ -31,6 +43,7 @@ from hakube_lab.drill.scenarios import SCENARIOS, Settings
 from hakube_lab.drill.workflow import (
     DEFAULTS,
     DrillPlan,
+    DrillReport,
     figures_table,
     run_comparison,
     run_drill,
@@ -43,6 +56,35 @@ SUBNET = "10.126.0.0/24"
 HOUR = 3600.0
 
 
+MODES = ("vip", "cloud-lb", "local-lb")
+#: Lab name suffix and /24 offset from --subnet of the labs without a VIP.
+OTHER_LABS = {"cloud-lb": ("c", 1), "local-lb": ("l", 2)}
+
+
+def converge(lab: Lab, say: Callable[[str], None]) -> tuple[Cluster, StateDir] | None:
+    """Up, stand-ins, apply (Kubernetes phases skipped); None when apply failed."""
+    lab.up(log=lambda m: say(f"lab {lab.name}: {m}"))
+    cluster = load_cluster_file(lab.cluster_file).cluster
+    state = StateDir(cluster.name)
+    asyncio.run(prepare_standins(cluster, state))
+    res = asyncio.run(apply(cluster, state=state, skip=SKIPPED))
+    if not res.ok:
+        say(f"[red]apply on lab {lab.name} failed: {res.failures}[/]")
+        return None
+    return cluster, state
+
+
+def other_lab(name: str, subnet: str, mode: str, given: dict[str, tuple[str, str]]) -> Lab:
+    """The lab of a mode without a VIP: as `--mode-lab` names it, else derived from vip's."""
+    if mode in given:
+        name, subnet = given[mode]
+        return Lab.create(name, 3, 1, subnet, endpoint_mode=mode)
+    suffix, offset = OTHER_LABS[mode]
+    net = ipaddress.IPv4Network(subnet)
+    shifted = ipaddress.IPv4Network((int(net.network_address) + offset * 256, net.prefixlen))
+    return Lab.create(f"{name}{suffix}", 3, 1, str(shifted), endpoint_mode=mode)
+
+
 def main(argv: list[str]) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--name", default=NAME)
@@ -53,31 +95,59 @@ def main(argv: list[str]) -> int:
     p.add_argument("--soak-hour", action="store_true", help=f"soak {HOUR:.0f} s")
     p.add_argument("--loss", default="2%", help="loss on every lab host during the soak (0: none)")
     p.add_argument("--out", type=Path, default=Path("/tmp/hakube-drill-bench"))
-    p.add_argument("--down", action="store_true", help="remove the lab at the end")
+    p.add_argument("--down", action="store_true", help="remove the labs at the end")
+    p.add_argument("--modes", default="vip", help=f"endpoint modes to drill, of {','.join(MODES)}")
+    p.add_argument(
+        "--mode-lab",
+        action="append",
+        default=[],
+        metavar="MODE:NAME:SUBNET",
+        help="the lab for cloud-lb or local-lb (default: derived from --name/--subnet)",
+    )
     a = p.parse_args(argv)
     try:
         loss = 0.0 if a.loss.strip().rstrip("%") in ("0", "0.0") else parse_loss(a.loss)
     except LabError as e:
         p.error(str(e))
     soak_seconds = HOUR if a.soak_hour else a.soak_seconds
+    modes = [m for m in a.modes.split(",") if m]
+    if not modes or any(m not in MODES for m in modes):
+        p.error(f"--modes {a.modes!r}: use a comma-separated list of {', '.join(MODES)}")
+    given: dict[str, tuple[str, str]] = {}
+    for spec in a.mode_lab:
+        parts = spec.split(":")
+        if len(parts) != 3 or parts[0] not in OTHER_LABS:
+            p.error(
+                f"--mode-lab {spec!r}: use MODE:NAME:SUBNET, MODE one of {', '.join(OTHER_LABS)}"
+            )
+        given[parts[0]] = (parts[1], parts[2])
     console = Console()
     say = console.print
     os.environ.setdefault("HAKUBE_STATE_DIR", f"/tmp/{a.name}-state")
     lab = Lab.create(a.name, 3, 0, a.subnet)
+    others = [other_lab(a.name, a.subnet, m, given) for m in modes if m != "vip"]
+    scenarios = [s for s in a.scenarios.split(",") if s]
+    reports: list[DrillReport] = []
+    soak_seconds = soak_seconds if "vip" in modes else 0.0
     try:
-        lab.up(log=lambda m: say(f"lab: {m}"))
-        cluster = load_cluster_file(lab.cluster_file).cluster
-        state = StateDir(cluster.name)
-        asyncio.run(prepare_standins(cluster, state))
-        res = asyncio.run(apply(cluster, state=state, skip=SKIPPED))
-        if not res.ok:
-            say(f"[red]apply failed: {res.failures}[/]")
-            return 1
-        scenarios = [s for s in a.scenarios.split(",") if s]
-        reports = []
-        if a.repeat > 0:
-            plan = DrillPlan(scenarios, a.out, repeat=a.repeat, log=say)
-            reports = run_comparison(cluster, lab, state, plan)
+        if "vip" in modes:
+            converged = converge(lab, say)
+            if converged is None:
+                return 1
+            cluster, state = converged
+            if a.repeat > 0:
+                plan = DrillPlan(scenarios, a.out, repeat=a.repeat, log=say)
+                reports = run_comparison(cluster, lab, state, plan)
+        for other in others:
+            done = converge(other, say)
+            if done is None:
+                return 1
+            if a.repeat > 0:
+                plan = DrillPlan(scenarios, a.out, repeat=a.repeat, state=done[1], log=say)
+                reports.append(run_drill(done[0], other, plan, config=other.plan.endpoint_mode))
+            if a.down:
+                destroy(other.name)
+        if reports:
             console.print(figures_table(reports))
         soak = None
         if soak_seconds > 0:
@@ -103,7 +173,8 @@ def main(argv: list[str]) -> int:
         return 0 if all(r.ok for r in reports) and (soak is None or soak.ok) else 1
     finally:
         if a.down:
-            destroy(a.name)
+            for each in [lab, *others]:
+                destroy(each.name)
 
 
 if __name__ == "__main__":

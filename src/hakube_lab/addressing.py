@@ -24,10 +24,18 @@ VIP_OFFSET = 100
 #: Spare hosts (s1, s2, ...) run like the others but are not in the lab's cluster file: hosts
 #: to add to a cluster later, or to replace one with.
 SPARE_OFFSET = 111
+#: cloud-lb labs: the host that models the cloud's L4 balancer (Alibaba SLB) sits just below cp1.
+SLB_OFFSET = 10
 MAX_CONTROL_PLANES = WORKER_OFFSET - CONTROL_PLANE_OFFSET
 MAX_WORKERS = VIP_OFFSET - WORKER_OFFSET
 MAX_SPARES = 40
 SPARE = "spare"
+#: The balancer host of a cloud-lb lab: not a cluster host, not in the cluster file.
+SLB = "slb"
+#: How the lab's cluster reaches the API (the product's endpoint modes the lab can model).
+ENDPOINT_MODES = ("vip", "cloud-lb", "local-lb")
+#: Roles of lab hosts that are not in the cluster file.
+NOT_IN_CLUSTER = (SPARE, SLB)
 
 # Lab names end up in 15-character interface names ("hk" + name + "-" + host), so they are short.
 _NAME_RE = re.compile(r"^[a-z][a-z0-9]{0,7}$")
@@ -75,7 +83,7 @@ def netns_name(lab: str, host: str) -> str:
 @dataclass(frozen=True)
 class HostPlan:
     name: str
-    role: str  # "control-plane", "worker" or "spare" (not in the cluster file)
+    role: str  # "control-plane", "worker", or "spare"/"slb" (not in the cluster file)
     address: ipaddress.IPv4Address
 
 
@@ -84,6 +92,12 @@ class LabPlan:
     name: str
     subnet: ipaddress.IPv4Network
     hosts: tuple[HostPlan, ...]
+    endpoint_mode: str = "vip"
+
+    @property
+    def slb(self) -> HostPlan | None:
+        """The cloud-lb lab's balancer host (None in the other modes)."""
+        return next((h for h in self.hosts if h.role == SLB), None)
 
     @property
     def bridge(self) -> str:
@@ -123,8 +137,20 @@ def parse_subnet(cidr: str) -> ipaddress.IPv4Network:
     return net
 
 
-def plan_lab(name: str, control_planes: int, workers: int, subnet: str, spares: int = 0) -> LabPlan:
+def plan_lab(
+    name: str,
+    control_planes: int,
+    workers: int,
+    subnet: str,
+    spares: int = 0,
+    endpoint_mode: str = "vip",
+) -> LabPlan:
     validate_name(name)
+    if endpoint_mode not in ENDPOINT_MODES:
+        raise LabInputError(
+            f"endpoint mode {endpoint_mode!r} is not one the lab models: use "
+            + ", ".join(ENDPOINT_MODES)
+        )
     if not 0 <= spares <= MAX_SPARES:
         raise LabError(f"spare hosts must be 0..{MAX_SPARES}, not {spares}")
     if not 1 <= control_planes <= MAX_CONTROL_PLANES:
@@ -138,7 +164,9 @@ def plan_lab(name: str, control_planes: int, workers: int, subnet: str, spares: 
         for i in range(1, control_planes + 1)
     ] + [HostPlan(f"w{i}", "worker", base + WORKER_OFFSET + i - 1) for i in range(1, workers + 1)]
     hosts += [HostPlan(f"s{i}", SPARE, base + SPARE_OFFSET + i - 1) for i in range(1, spares + 1)]
-    return LabPlan(name, net, tuple(hosts))
+    if endpoint_mode == "cloud-lb":
+        hosts.append(HostPlan(SLB, SLB, base + SLB_OFFSET))
+    return LabPlan(name, net, tuple(hosts), endpoint_mode)
 
 
 def find_overlaps(

@@ -73,9 +73,14 @@ def _log(msg: str) -> None:
 
 
 def _status_text(st: dict[str, Any]) -> str:
+    mode = st.get("endpoint_mode", "vip")
+    front = {
+        "vip": f"VIP {st['vip']}",
+        "cloud-lb": f"cloud-lb via LAB-ONLY balancer slb {st.get('slb')}",
+        "local-lb": "local-lb (HAProxy on every node, no VIP)",
+    }.get(mode, mode)
     lines = [
-        f"lab {st['name']}: bridge {st['bridge']} ({st['subnet']}), VIP {st['vip']}, "
-        f"mirror {st['mirror']}",
+        f"lab {st['name']}: bridge {st['bridge']} ({st['subnet']}), {front}, mirror {st['mirror']}",
         f"{'HOST':<6} {'ROLE':<14} {'ADDRESS':<15} {'STATE':<9} {'LINK':<5} {'LOSS':<6} MEM(MB)",
     ]
     for h in st["hosts"]:
@@ -114,7 +119,10 @@ def _standins(lab: Lab) -> list[str]:
     return [h.name for h in cluster.control_planes]
 
 
-@app.command(epilog="Example: hakube lab up --name demo --control-planes 3 --workers 2")
+@app.command(
+    epilog="Example: hakube lab up --name demo --control-planes 3 --workers 2 "
+    "(add --endpoint-mode cloud-lb or local-lb for a lab without a VIP)"
+)
 def up(
     *,
     name: NameOpt = DEFAULT_NAME,
@@ -131,6 +139,15 @@ def up(
         ),
     ] = None,
     timeout: Annotated[float, typer.Option(help="Seconds to wait for SSH.")] = 180.0,
+    endpoint_mode: Annotated[
+        str,
+        typer.Option(
+            help="How the cluster file reaches the API: vip (keepalived + HAProxy on the "
+            "control planes), cloud-lb (an extra host slb: HAProxy in TCP mode as the lab's "
+            "model of a cloud balancer such as Alibaba SLB, which cannot hairpin) or local-lb "
+            "(HAProxy on every node on 127.0.0.1, no VIP)."
+        ),
+    ] = "vip",
     output: OutputOpt = Output.TEXT,
 ) -> None:
     """Start (or reuse) a lab, wait until every host answers SSH, and start the LAB-ONLY
@@ -140,7 +157,8 @@ def up(
     from hakube_lab.standin import UNIT as STANDIN_UNIT
 
     try:
-        lab = Lab.create(name, control_planes, workers, subnet or choose_subnet(name), spares=spare)
+        lab = Lab.create(name, control_planes, workers, subnet or choose_subnet(name), spares=spare,
+                         endpoint_mode=endpoint_mode)  # fmt: skip
         seconds = lab.up(timeout=timeout, log=_log)
         standins = _standins(lab)
         st = lab.status()
@@ -153,6 +171,12 @@ def up(
         "",
         f"all hosts answered SSH {seconds:.1f} s after start.",
     ]
+    if lab.plan.slb is not None:
+        lines.append(
+            f"LAB ONLY: host slb ({lab.plan.slb.address}) models a cloud L4 balancer (HAProxy in "
+            "TCP mode, SLB's default checks); an iptables rule on it drops every packet from "
+            "the control-plane nodes (no hairpin)."
+        )
     if standins:
         lines.append(
             f"LAB ONLY: apiserver stand-ins on {', '.join(standins)} (unit {STANDIN_UNIT}: TLS "

@@ -54,7 +54,7 @@ def parse_loss(text: str) -> float:
     return value
 
 
-def _iptables(lab: Lab, host: str, *args: str, check: bool = True) -> str:
+def netns_iptables(lab: Lab, host: str, *args: str, check: bool = True) -> str:
     # The machine's iptables entered into the host's network namespace: the rules live there,
     # so they go with the namespace when the lab is torn down.
     require_tools(("iptables",))
@@ -66,7 +66,7 @@ def loss_rules(lab: Lab, host: str) -> list[str]:
     """The lab's loss rules in the host's namespace, as `iptables -S` prints them."""
     out: list[str] = []
     for chain in LOSS_CHAINS:
-        lines = _iptables(lab, host, "-S", chain).splitlines()
+        lines = netns_iptables(lab, host, "-S", chain).splitlines()
         out += [line for line in lines if LOSS_COMMENT in line]
     return out
 
@@ -92,7 +92,7 @@ def degrade(lab: Lab, host: str, loss: float) -> None:
         raise LabError(f"loss {loss} must be above 0 and below 1")
     restore(lab, host)
     for chain in LOSS_CHAINS:
-        _iptables(lab, host, "-I", chain, "-m", "statistic", "--mode", "random",
+        netns_iptables(lab, host, "-I", chain, "-m", "statistic", "--mode", "random",
                   "--probability", f"{loss:.6f}", "-m", "comment", "--comment", LOSS_COMMENT,
                   "-j", "DROP")  # fmt: skip
 
@@ -101,4 +101,4 @@ def restore(lab: Lab, host: str) -> None:
     """Remove the lab's loss rules from the host (other rules stay)."""
     for rule in loss_rules(lab, host):
         # `-S` prints "-A CHAIN spec..."; the same spec after -D deletes that one rule.
-        _iptables(lab, host, "-D", *shlex.split(rule)[1:])
+        netns_iptables(lab, host, "-D", *shlex.split(rule)[1:])

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from hakube_lab import faults, lifecycle, metrics, remote
+from hakube_lab import faults, lifecycle, metrics, remote, slb
 from hakube_lab import host as hostmod
 from hakube_lab.addressing import (
     DEFAULT_SUBNET,
@@ -70,8 +70,10 @@ class Lab:
         subnet: str = DEFAULT_SUBNET,
         state_root: Path = STATE_ROOT,
         spares: int = 0,
+        endpoint_mode: str = "vip",
     ) -> Lab:
-        return cls(plan_lab(name, control_planes, workers, subnet, spares), state_root)
+        plan = plan_lab(name, control_planes, workers, subnet, spares, endpoint_mode)
+        return cls(plan, state_root)
 
     @classmethod
     def load(cls, name: str, state_root: Path = STATE_ROOT) -> Lab:
@@ -101,8 +103,12 @@ class Lab:
     # ---- lifecycle ----------------------------------------------------------------------
 
     def up(self, *, timeout: float = 180.0, log: Log = quiet) -> float:
-        """Start (or reuse) every host; the seconds until all answered SSH."""
-        return lifecycle.up(self, timeout=timeout, log=log)
+        """Start (or reuse) every host (and a cloud-lb lab's balancer); the seconds until all
+        answered SSH."""
+        seconds = lifecycle.up(self, timeout=timeout, log=log)
+        if self.plan.slb is not None:
+            slb.setup(self, log)
+        return seconds
 
     def down(self) -> None:
         destroy(self.name, self.state_root)
@@ -179,10 +185,13 @@ def running_lab(
     subnet: str = DEFAULT_SUBNET,
     *,
     spares: int = 0,
+    endpoint_mode: str = "vip",
     log: Log = quiet,
 ) -> Iterator[Lab]:
     """A lab that is up inside the block and always torn down after it, even on errors."""
-    lab = Lab.create(name, control_planes, workers, subnet, spares=spares)
+    lab = Lab.create(
+        name, control_planes, workers, subnet, spares=spares, endpoint_mode=endpoint_mode
+    )
     try:
         lab.up(log=log)
         yield lab

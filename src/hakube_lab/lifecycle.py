@@ -115,7 +115,8 @@ def image_of(lab: Lab) -> Path:
 def _check_same_lab(lab: Lab) -> None:
     if not lab.state_file.exists():
         return
-    old = {"spares": 0} | read_state(lab.state_file)  # labs from before spares existed
+    # Labs from before spares and endpoint modes existed.
+    old = {"spares": 0, "endpoint_mode": "vip"} | read_state(lab.state_file)
     mine = shape_data(lab.plan)
     if all(old.get(k) == v for k, v in mine.items()):
         return
@@ -128,7 +129,7 @@ def _check_same_lab(lab: Lab) -> None:
         raise LabError(
             f"lab {lab.name!r} already runs with a different shape "
             f"({old.get('control_planes')} control planes, {old.get('workers')} workers, "
-            f"{old.get('spares', 0)} spares, "
+            f"{old.get('spares', 0)} spares, endpoint mode {old.get('endpoint_mode')}, "
             f"{old.get('subnet')}); run `hakube lab down --name {lab.name}` first, "
             "or pick another --name"
         )

@@ -31,7 +31,8 @@ def read_plan(name: str, state_root: Path) -> LabPlan:
         raise LabInputError(f"no lab named {name!r} (no {path}); run `hakube lab up`") from None
     # Labs from before spare hosts existed have none.
     spares = data.get("spares", 0)
-    return plan_lab(name, data["control_planes"], data["workers"], data["subnet"], spares)
+    mode = data.get("endpoint_mode", "vip")  # and before endpoint modes
+    return plan_lab(name, data["control_planes"], data["workers"], data["subnet"], spares, mode)
 
 
 def shape_data(plan: LabPlan) -> dict[str, Any]:
@@ -44,6 +45,7 @@ def shape_data(plan: LabPlan) -> dict[str, Any]:
         "control_planes": count("control-plane"),
         "workers": count("worker"),
         "spares": count(SPARE),
+        "endpoint_mode": plan.endpoint_mode,
     }
 
 

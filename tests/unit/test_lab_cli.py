@@ -47,6 +47,10 @@ def lab_root(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, home: Path) -> Pat
         (["lab", "stop", "--name", "nosuch", "cp1"], "no lab named 'nosuch'"),
         (["drill", "--lab", "nosuch"], "no lab named 'nosuch'"),
         (["drill", "--lab", "Bad!"], "lab name 'Bad!' is invalid"),
+        (
+            ["lab", "up", "-n", "hkx", "--subnet", "10.123.250.0/24", "--endpoint-mode", "none"],
+            "endpoint mode 'none' is not one the lab models: use vip, cloud-lb, local-lb",
+        ),
     ],
 )
 def test_unknown_or_invalid_lab_exits_2_and_writes_nothing_home(

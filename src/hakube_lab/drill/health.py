@@ -1,4 +1,5 @@
-"""Is the HA setup whole? Units active, HAProxy backends UP, exactly one reachable VIP owner.
+"""Is the HA setup whole? Units active, HAProxy backends UP, exactly one reachable VIP owner
+(vip mode), the lab balancer's backends UP (cloud-lb).
 
 Read through the hosts' namespaces (nsenter, `ip -n`), so an isolated host is still seen.
 """
@@ -14,7 +15,7 @@ from pathlib import Path
 from hakube.facts.haproxy import parse_show_stat, show_stat
 from hakube.render.haproxy import STATS_SOCKET
 from hakube.render.keepalived import priorities
-from hakube.spec.model import Cluster
+from hakube.spec.model import Cluster, EndpointMode
 from hakube_lab.lab import Lab
 from hakube_lab.standin import UNIT as STANDIN_UNIT
 
@@ -33,6 +34,11 @@ class HealthCheck:
         self.lab = lab
         self.show_stat = show_stat(stats_socket)
         self.lb_names = [h.name for h in cluster.lb_hosts]
+        self.vip_mode = cluster.endpoint.mode is EndpointMode.VIP
+        #: Hosts whose HAProxy backends are read: the LB hosts, and a cloud-lb lab's balancer.
+        self.balancers = list(self.lb_names)
+        if lab.plan.slb is not None and cluster.endpoint.mode is EndpointMode.CLOUD_LB:
+            self.balancers.append(lab.plan.slb.name)
 
     def vip_holders(self) -> list[str]:
         """LB hosts holding the VIP with their cable in."""
@@ -50,8 +56,10 @@ class HealthCheck:
     def _units_of(self, host: str) -> list[str]:
         c = self.cluster
         units = []
-        if host in self.lb_names:
-            units += ["haproxy", "keepalived"]
+        if host in self.balancers:
+            units.append("haproxy")
+        if host in self.lb_names and self.vip_mode:
+            units.append("keepalived")
         if host in {h.name for h in c.etcd_hosts}:
             units.append("etcd")
         if host in {h.name for h in c.control_planes}:
@@ -61,10 +69,13 @@ class HealthCheck:
     def check(self, skip: Sequence[str] = (), backends: bool = True) -> Health:
         """Units active on every host (but `skip`), backends UP, exactly one VIP owner."""
         h = Health(ok=True)
-        for host in [x.name for x in self.cluster.hosts if x.name not in skip]:
+        hosts = [x.name for x in self.cluster.hosts] + [
+            b for b in self.balancers if b not in self.lb_names
+        ]
+        for host in [x for x in hosts if x not in skip]:
             units = self._units_of(host)
             cmd = f"systemctl is-active {' '.join(units)}; echo ---; " + (
-                self.show_stat if backends and host in self.lb_names else "true"
+                self.show_stat if backends and host in self.balancers else "true"
             )
             try:
                 res = self.lab.nsenter(host, ["sh", "-c", cmd], check=False, timeout=10)
@@ -76,7 +87,7 @@ class HealthCheck:
             for u in units:
                 if h.units[host].get(u) != "active":
                     h.problems.append(f"{host}: {u} {h.units[host].get(u, 'unknown')}")
-            if backends and host in self.lb_names:
+            if backends and host in self.balancers:
                 found = parse_show_stat(stats.strip(), host)
                 down = [f"{host}→{b.server}" for b in found if not b.status.startswith("UP")]
                 h.backends_down += down
@@ -84,7 +95,7 @@ class HealthCheck:
                     h.problems.append(f"{host}: no HAProxy stats")
                 elif down:
                     h.problems.append(f"{host}: backends not UP: {', '.join(down)}")
-        if not skip:
+        if not skip and self.vip_mode:
             owners = self.vip_holders()
             if len(owners) != 1:
                 h.problems.append(f"VIP held by {len(owners)} reachable hosts: {owners}")

@@ -10,6 +10,7 @@ from hakube.render.haproxy import STATS_SOCKET
 from hakube.spec.model import Cluster
 from hakube_lab.drill import soak as soak_module
 from hakube_lab.drill.actions import actions
+from hakube_lab.drill.front import ROUTE_AROUND, front_of, summary, target_host
 from hakube_lab.drill.health import Health, HealthCheck
 from hakube_lab.drill.invariants import invariants
 from hakube_lab.drill.plot import plot_timeline
@@ -49,6 +50,7 @@ class Drill:
         self.cafile = cafile
         self.log = log
         self.checks = HealthCheck(cluster, lab, stats_socket)
+        self.front = front_of(cluster, lab)
 
     def health(self, skip: Sequence[str] = (), backends: bool = True) -> Health:
         return self.checks.check(skip, backends)
@@ -64,17 +66,19 @@ class Drill:
         before = self.checks.wait_whole()
         if not before.ok:
             raise DrillError(f"cluster not healthy before {name}: {'; '.join(before.problems)}")
-        owner = self.checks.vip_holders()[0]
+        vip_holders = self.checks.vip_holders() if self.front.has_vip else []
+        owner = target_host(self.cluster, self.front, vip_holders)
         targets, do_break, do_restore = actions(sc, owner, self.cluster, self.lab)
         out = self.out_dir / slug(self.config)
         raw = out / f"{name}-{index}"
         bound = st.baseline_s + st.break_max_s + st.restore_max_s + 60
-        probes = Probes(self.lab, self.cluster, raw, st, self.cafile, bound)
+        probes = Probes(self.lab, self.cluster, raw, st, self.cafile, bound, front=self.front)
         problems: list[str] = []
         try:
             start = time.monotonic()
             time.sleep(st.baseline_s)
-            self.log(f"{name} #{index}: break ({sc.summary}; target {', '.join(targets)})")
+            what = summary(sc.summary, self.front)
+            self.log(f"{name} #{index}: break ({what}; target {', '.join(targets)})")
             t_break = time.monotonic()
             do_break()
             t_break_done = time.monotonic()
@@ -98,12 +102,12 @@ class Drill:
             others_ok=others.ok, end_healthy=end_health.ok,
         )  # fmt: skip
         problems += [f"at the end: {p}" for p in end_health.problems]
-        problems += invariants(sc, m, requests, marks, self.cluster)
+        problems += invariants(sc, m, requests, marks, self.cluster, vip=self.front.has_vip)
         m.problems = problems
         m.png = str(plot_timeline(
             out / f"{name}-{index}.png",
-            f"{name} #{index} ({self.config}): {sc.summary}",
-            requests, samples, marks, self.checks.lb_names,
+            f"{name} #{index} ({self.config}): {summary(sc.summary, self.front)}",
+            requests, samples, marks, self.checks.lb_names if self.front.has_vip else [],
         ))  # fmt: skip
         return m
 
@@ -113,12 +117,18 @@ class Drill:
         while time.monotonic() < deadline:
             time.sleep(0.25)
             now = time.monotonic()
+            reqs = probes.requests()
+            recent = [r for r in reqs if r.end >= now - 1.0]
+            if not self.front.has_vip and sc.name in ROUTE_AROUND:
+                # Without a VIP the balancer routes around the lost backend once its checks
+                # mark it down: observe at least as long as with a VIP, and until it has.
+                if now - t_break >= st.observe_s and recent and all(r.ok for r in recent):
+                    return
+                continue
             if not sc.expect_move and not sc.expect_failures:
                 if now - t_break >= st.observe_s:
                     return
                 continue
-            reqs = probes.requests()
-            recent = [r for r in reqs if r.end >= now - 1.0]
             if sc.expect_move:
                 moved = moved_at(probes.samples(), t_break, owner)
                 if moved and now - moved >= 1.0 and recent and all(r.ok for r in recent):
@@ -135,7 +145,7 @@ class Drill:
     ) -> tuple[float | None, Health]:
         """Wait until healthy, the VIP stable (and back home with preempt), requests all ok."""
         st = self.settings
-        preempt = self.cluster.endpoint.vrrp.preempt
+        preempt = self.front.has_vip and self.cluster.endpoint.vrrp.preempt
         deadline = t_restore + st.restore_max_s
         healthy_at: float | None = None
         h = Health(ok=False, problems=["not checked"])

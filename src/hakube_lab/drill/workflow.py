@@ -22,6 +22,7 @@ from hakube.render.haproxy import STATS_SOCKET
 from hakube.spec.model import Cluster
 from hakube.state import StateDir
 from hakube.workflows.apply import apply
+from hakube_lab.drill.front import VANTAGE_BRIDGE, front_of, inapplicable
 from hakube_lab.drill.policy import check_allowed
 from hakube_lab.drill.report import FIGURES, RunMetrics, aggregate, fmt_spread
 from hakube_lab.drill.runner import Drill
@@ -33,10 +34,6 @@ Say = Callable[[str], None]
 
 DEFAULTS = "hakube defaults"
 TUTORIAL = "tutorial"
-
-#: Where the probes stand: outside every lab host, so no scenario can break the observer.
-VANTAGE_BRIDGE = "the machine, over the lab bridge (outside every lab host)"
-
 
 #: What answers behind HAProxy in the lab: kube-apiserver never runs here (no Kubernetes
 #: binaries), so every figure is measured against the stand-in. Reports say so.
@@ -52,6 +49,8 @@ class DrillReport:
     endpoint_mode: str = "vip"
     #: Where the client probe ran and what it targeted.
     vantage: str = VANTAGE_BRIDGE
+    #: Scenarios asked for that mean nothing in this endpoint mode → why (not run, not faked).
+    skipped: dict[str, str] = field(default_factory=dict)
 
     @property
     def ok(self) -> bool:
@@ -75,6 +74,7 @@ class DrillReport:
             "backend": self.backend,
             "endpoint_mode": self.endpoint_mode,
             "vantage": self.vantage,
+            "skipped": self.skipped,
             "ok": self.ok,
             "errors": self.errors,
             "summary": summary,
@@ -118,16 +118,24 @@ def run_drill(
 ) -> DrillReport:
     scenarios, out_dir, state, log = plan.scenarios, plan.out_dir, plan.state, plan.log
     check_allowed(scenarios)
+    front = front_of(cluster, lab)
+    skipped = inapplicable(front, scenarios)
+    runnable = [n for n in scenarios if n not in skipped]
+    if not runnable:
+        raise DrillError(
+            f"no scenario asked for applies to endpoint mode {front.mode}: "
+            + "; ".join(f"{n}: {why}" for n, why in skipped.items())
+        )
+    for name, why in skipped.items():
+        log(f"[yellow]{name}: skipped ({why})[/]")
     cafile = write_ca(state, out_dir) if state is not None else None
     drill = Drill(cluster, lab, out_dir, config=config, settings=plan.settings, cafile=cafile,
                   log=log, stats_socket=stats_socket)  # fmt: skip
     report = DrillReport(
-        config,
-        endpoint_mode=str(cluster.endpoint.mode),
-        vantage=f"{VANTAGE_BRIDGE}, to {cluster.endpoint.vip}:{cluster.endpoint.port}",
+        config, endpoint_mode=str(front.mode), vantage=front.vantage, skipped=skipped
     )
     for i in range(1, plan.repeat + 1):
-        for name in scenarios:
+        for name in runnable:
             try:
                 m = drill.run(name, i, soak_seconds=plan.soak_seconds)
             except DrillError as e:
@@ -166,6 +174,12 @@ def run_comparison(
     cluster: Cluster, lab: Lab, state: StateDir, plan: DrillPlan
 ) -> list[DrillReport]:
     """hakube's defaults, then the tutorial's own files, on the same lab; defaults restored."""
+    if not front_of(cluster, lab).has_vip:
+        raise DrillError(
+            "--compare-tutorial installs the tutorial's keepalived.conf and haproxy.cfg (a VIP "
+            f"in front of HAProxy); endpoint mode {cluster.endpoint.mode} has no VIP: drill it "
+            "without --compare-tutorial"
+        )
     reports = []
     plan = replace(plan, state=state)
     log = plan.log
@@ -188,6 +202,8 @@ def figures_table(reports: Sequence[DrillReport]) -> Table:
     """One row per scenario and figure, one column per configuration: median (min-max)."""
     backends = ", ".join(dict.fromkeys(r.backend for r in reports))
     where = sorted({f"endpoint mode {r.endpoint_mode}; probe from {r.vantage}" for r in reports})
+    where += sorted({f"skipped in endpoint mode {r.endpoint_mode}: {n} ({why})"
+                     for r in reports for n, why in r.skipped.items()})  # fmt: skip
     t = Table(title=f"failover drill: median (min-max) over runs; backend: {backends}",
               caption="\n".join(where))  # fmt: skip
     t.add_column("scenario")
@@ -211,7 +227,8 @@ def figures_table(reports: Sequence[DrillReport]) -> Table:
             good = sum(m.invariants_ok for m in runs)
             colour = "green" if runs and good == len(runs) else "red"
             back = sum(m.moved_back for m in runs)
-            verdicts.append(f"[{colour}]{good}/{len(runs)} ok[/], back home {back}/{len(runs)}")
+            home = f", back home {back}/{len(runs)}" if r.endpoint_mode == "vip" else ""
+            verdicts.append(f"[{colour}]{good}/{len(runs)} ok[/]{home}")
         t.add_row(sc if first else "", "invariants", *verdicts, end_section=True)
     return t
 

@@ -1,0 +1,62 @@
+"""`lab up --endpoint-mode local-lb` on real lab hosts: HAProxy on every node on 127.0.0.1, no
+VIP anywhere, and the drill stops a control plane's apiserver with the probe inside a worker's
+namespace going through that worker's own HAProxy.
+
+Own lab name and subnet; the module-scoped lab is always torn down.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from conftest import converged_lab
+
+from hakube.spec.model import Cluster
+from hakube.state import StateDir
+from hakube_lab import Lab
+from hakube_lab.drill.scenarios import Settings
+from hakube_lab.drill.workflow import DrillPlan, run_drill
+
+pytestmark = pytest.mark.lab
+
+NAME = "hkc4"
+SUBNET = "10.123.236.0/24"
+
+
+@pytest.fixture(scope="module")
+def applied(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Lab, Cluster, Path]]:
+    state_root = tmp_path_factory.mktemp("state")
+    with converged_lab(NAME, SUBNET, "local-lb", state_root) as (lab, cluster):
+        yield lab, cluster, tmp_path_factory.mktemp("drill")
+
+
+def test_every_node_balances_on_loopback_and_no_host_holds_a_vip(
+    applied: tuple[Lab, Cluster, Path],
+) -> None:
+    lab, cluster, _ = applied
+    for h in lab.hosts:
+        listening = lab.run(h.name, "ss -Hltn 'sport = :8443'").stdout
+        assert "127.0.0.1:8443" in listening, h.name
+        assert lab.run(h.name, "systemctl is-active keepalived", check=False).stdout.strip() != (
+            "active"
+        )
+        assert lab.run(h.name, f"getent hosts {cluster.api_name}").stdout.split()[0] == "127.0.0.1"
+    assert lab.run("w1", "curl -sk -m 2 -o /dev/null -w '%{http_code}' "
+                   "https://127.0.0.1:8443/readyz").stdout == "200"  # fmt: skip
+
+
+def test_apiserver_down_probed_through_a_workers_local_endpoint(
+    applied: tuple[Lab, Cluster, Path],
+) -> None:
+    lab, cluster, out = applied
+    plan = DrillPlan(["apiserver-down"], out, state=StateDir(cluster.name), settings=Settings())
+    report = run_drill(cluster, lab, plan)
+    assert report.endpoint_mode == "local-lb"
+    assert "inside worker w1's network namespace" in report.vantage
+    assert "w1's own HAProxy on 127.0.0.1:8443" in report.vantage
+    [m] = report.runs
+    assert (m.target, m.vip_moves) == ("cp1", 0)
+    assert m.ok > 0
+    assert report.ok, (report.errors, m.problems)

@@ -199,20 +199,41 @@ def render(
     ] = Path("render-out"),
     output: OutputOpt = Output.TEXT,
 ) -> None:
-    """Write every host's files under DIR/<host>/ (secrets from the state dir, 0600)."""
+    """Write every host's files under DIR/<host>/ (secrets from the state dir, 0600).
+
+    Creates nothing in the state dir: before the first apply has generated the cluster's
+    secrets and CA, the files that would hold them are listed as withheld, not written."""
+    from hakube.state import StateDir
     from hakube.workflows.plan import RenderTargetError, render_to_dir
 
     loaded = load_or_exit(file, output)
+    state = StateDir(loaded.cluster.name)
     try:
-        written = render_to_dir(loaded.cluster, out_dir)
+        result = render_to_dir(loaded.cluster, out_dir, state)
     except RenderTargetError as e:
         fail(str(e), 2, output)
     except OSError as e:
         fail(f"writing under {out_dir} failed: {e.strerror or e}", 1, output)
     if output is Output.JSON:
-        print_json({"ok": True, "out_dir": str(out_dir), "files": written})
+        print_json(
+            {
+                "ok": True,
+                "out_dir": str(out_dir),
+                "files": result.written,
+                "withheld": result.withheld,
+            }
+        )
         return
-    out.print(f"wrote {written} files under {out_dir}/", highlight=False)
+    out.print(f"wrote {result.written} files under {out_dir}/", highlight=False)
+    if result.withheld:
+        out.print(
+            f"withheld {len(result.withheld)} files that hold secrets or the cluster CA's hash, "
+            f"which do not exist yet in {state.path} (the first `hakube apply` generates them; "
+            "render never does):",
+            highlight=False,
+        )
+        for item in result.withheld:
+            out.print(f"  {item}", highlight=False)
 
 
 @app.command()

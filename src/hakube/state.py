@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import TypeVar
 
 from hakube.fileio import write_private
+from hakube.pki.certs import ca_cert_hash
 from hakube.pki.cluster import ClusterPKI
 from hakube.pki.etcd import EtcdMember, EtcdPKI
 from hakube.record import ClusterRecord, load_record, save_record
@@ -121,6 +122,23 @@ class StateDir:
             )
         self.ensure()
         return ClusterPKI.load_or_generate(d)
+
+    def existing_secrets(self) -> Secrets | None:
+        """The cluster's secrets if every one was generated already; never creates any (a
+        set from an older hakube that lacks a newer secret counts as not generated yet)."""
+        if not self.secrets_file.exists():
+            return None
+        stored = json.loads(self.secrets_file.read_text())
+        if not {x.name for x in fields(Secrets)} <= set(stored):
+            return None
+        return self.read_only().secrets()
+
+    def existing_ca_cert_hash(self) -> str | None:
+        """The discovery hash of the cluster CA if it exists already; never creates one."""
+        cert = self.pki_dir / "kubernetes" / "ca.crt"
+        if not cert.exists():
+            return None
+        return ca_cert_hash(cert.read_bytes())
 
     def etcd_pki(self, members: list[EtcdMember]) -> EtcdPKI:
         """The external etcd PKI, with certificates for any member that has none yet."""

@@ -7,11 +7,13 @@ kubeadm and cni phases and serve /readyz from the LAB-ONLY stand-in (hakube_lab.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import os
 import signal
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -25,6 +27,8 @@ from hakube.state import StateDir
 from hakube.transport.base import Redactor
 from hakube.workflows.apply import ApplyResult, apply, ssh_transports
 from hakube_lab import Lab, running_lab
+from hakube_lab.drill import probe as probe_module
+from hakube_lab.drill.report import parse_vip
 from hakube_lab.standin import install_all
 
 pytestmark = pytest.mark.lab
@@ -158,3 +162,63 @@ def test_unreachable_host_fails_clearly_and_changes_nothing_else(
     assert result.failures[0].phase == "connect"
     assert "10.123.202.99" in result.failures[0].message
     assert result.changes == []
+
+
+def test_a_router_id_change_stops_every_lb_host_then_starts_them_never_two_vip_holders(
+    lab5: Lab, tmp_path: Path, state_root: Path, converged: ApplyResult
+) -> None:
+    """Hosts on the old and the new router id would each see no peer and both become MASTER.
+    A watcher process reads every LB host's namespace (`ip -n`) every 20 ms throughout the
+    apply. Last in this module: it leaves the lab on the new router id."""
+    doc = yaml.safe_load(lab5.cluster_file.read_text())
+    old = load_cluster_data(doc).cluster.endpoint.vrrp.router_id
+    new = old % 255 + 1
+    doc.setdefault("endpoint", {}).setdefault("vrrp", {})["router_id"] = new
+    changed = tmp_path / "cluster.yaml"
+    changed.write_text(yaml.safe_dump(doc))
+    cluster = load_cluster_data(doc).cluster
+    lbs = [h.name for h in cluster.lb_hosts]
+    samples_file = tmp_path / "vip.jsonl"
+    watch = [sys.executable, probe_module.__file__, "vip", "--vip", str(cluster.endpoint.vip),
+             "--interval", "0.02", "--duration", "150", "--out", str(samples_file)]  # fmt: skip
+    watch += [f"--lab-host={h.name}:{h.netns}:{h.veth}" for h in lab5.hosts if h.name in lbs]
+    watcher = subprocess.Popen(watch, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
+    try:
+        time.sleep(0.5)  # samples of the steady state before the change
+        res = subprocess.run(
+            [*HAKUBE, "apply", "-f", str(changed), "--skip-phases", "kubeadm,cni",
+             "--output", "json"],
+            capture_output=True, text=True, env=cli_env(state_root), timeout=140, check=False,
+        )  # fmt: skip
+        time.sleep(0.5)
+    finally:
+        watcher.send_signal(signal.SIGTERM)
+        watcher.wait(timeout=10)
+    samples = parse_vip(samples_file.read_text().splitlines())
+    assert samples
+    assert samples[0].holders
+    # A handover can show both hosts within one 20 ms pass; two groups both MASTER last for
+    # seconds: two holders in two passes in a row would be that.
+    doubles = [
+        (a.t, a.holders)
+        for a, b in itertools.pairwise(samples)
+        if len(a.holders) > 1 and len(b.holders) > 1
+    ]
+    assert not doubles, f"two VIP holders in {len(doubles)} samples in a row, first {doubles[0]}"
+    assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-2000:]
+    events = [json.loads(line) for line in res.stdout.splitlines()]
+    changes = [(e["host"], e["message"]) for e in events if e["event"] == "change"]
+    said = (
+        f"stop keepalived (planned: router id {old} → {new} cannot run beside the old settings; "
+        "every LB host stops, then each starts with the new config)"
+    )
+    stops = [host for host, message in changes if message == said]
+    assert sorted(stops) == sorted(lbs)
+    # Every stop comes before the first host starts on the new config.
+    first_start = next(i for i, (_h, m) in enumerate(changes) if m == "start keepalived")
+    assert max(i for i, (_h, m) in enumerate(changes) if m == said) < first_start
+    assert len(samples[-1].holders) == 1
+    assert any(not s.holders for s in samples)  # the planned stop really left no holder
+    for name in lbs:
+        conf = lab5.run(name, "cat /etc/keepalived/keepalived.conf").stdout
+        assert f"virtual_router_id {new}" in conf

@@ -10,6 +10,7 @@ import yaml
 from typer.testing import CliRunner
 
 from hakube.cli import app
+from hakube.state import StateDir
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 runner = CliRunner()
@@ -103,19 +104,65 @@ def test_plan_text_shows_every_host() -> None:
         assert name in res.stdout
 
 
-def test_render_writes_secret_files_0600(tmp_path: Path) -> None:
+def tree(root: Path) -> dict[str, tuple[bytes, float]]:
+    return {
+        str(p.relative_to(root)): (p.read_bytes(), p.stat().st_mtime)
+        for p in sorted(root.rglob("*"))
+        if p.is_file()
+    }
+
+
+def test_render_with_the_clusters_secrets_writes_every_file_0600_and_changes_no_state(
+    tmp_path: Path,
+) -> None:
+    state = StateDir("tutorial")
+    secrets = state.secrets()
+    ca_hash = state.cluster_pki().ca_cert_hash
+    before = tree(state.path)
     out = tmp_path / "out"
     res = runner.invoke(app, ["render", "-f", str(EXAMPLES / "tutorial.yaml"), "-d", str(out)])
     assert res.exit_code == 0, res.output
+    assert "withheld" not in res.stdout
     conf = out / "server7-master/etc/keepalived/keepalived.conf"
     assert conf.stat().st_mode & 0o777 == 0o600
     join = (out / "server8-node1/etc/hakube/kubeadm/join.yaml").read_text()
-    assert "sha256:" in join
+    assert ca_hash in join
     assert "<filled-in-at-join>" not in join
-    secrets = json.loads((tmp_path / "state/tutorial/secrets.json").read_text())
     init = out / "server7-master/etc/hakube/kubeadm/init.yaml"
     assert init.stat().st_mode & 0o777 == 0o600
-    assert secrets["bootstrap_token"] in init.read_text()
+    assert secrets.bootstrap_token in init.read_text()
+    assert tree(state.path) == before
+
+
+def test_render_before_the_first_apply_creates_no_state_and_withholds_the_secret_files(
+    tmp_path: Path,
+) -> None:
+    out = tmp_path / "out"
+    res = runner.invoke(app, ["render", "-f", str(EXAMPLES / "tutorial.yaml"), "-d", str(out)])
+    assert res.exit_code == 0, res.output
+    assert not (tmp_path / "state").exists()
+    said = " ".join(res.stdout.split())
+    assert "the first `hakube apply` generates them; render never does" in said
+    for withheld in (
+        "server7-master:/etc/hakube/kubeadm/init.yaml",
+        "server8-node1:/etc/hakube/kubeadm/join.yaml",
+        "server9-node2:/etc/hakube/kubeadm/join.yaml",
+    ):
+        assert f"  {withheld}" in res.stdout
+        host, path = withheld.split(":")
+        assert not (out / host / path.lstrip("/")).exists()
+    # What is written is what apply writes, whatever the secrets turn out to be.
+    written = tree(out)
+    assert "server7-master/etc/haproxy/haproxy.cfg" in written
+    assert "server7-master/etc/keepalived/keepalived.conf" in written  # VRRPv3: no password
+    later = tmp_path / "later"
+    StateDir("tutorial").secrets()
+    StateDir("tutorial").cluster_pki()
+    again = runner.invoke(app, ["render", "-f", str(EXAMPLES / "tutorial.yaml"), "-d", str(later)])
+    assert again.exit_code == 0, again.output
+    full = tree(later)
+    assert {k: v[0] for k, v in written.items()} == {k: full[k][0] for k in written}
+    assert len(full) == len(written) + res.stdout.count("\n  ")
 
 
 def test_schema_is_json_schema_of_the_cluster() -> None:
@@ -173,6 +220,7 @@ def test_render_json_reports_the_files_written(tmp_path: Path) -> None:
     assert res.exit_code == 0, res.output
     data = json.loads(res.stdout)
     assert data["files"] == sum(1 for p in (tmp_path / "o").rglob("*") if p.is_file())
+    assert "cp1:/etc/hakube/kubeadm/init.yaml" in data["withheld"]
 
 
 @pytest.mark.parametrize("command", ["validate", "plan", "render", "apply"])

@@ -671,10 +671,109 @@ def test_an_unrecorded_joined_node_is_recorded_once_its_node_object_is_seen(
     assert state.record().nodes["cp2"] == "control-plane"
 
 
-def test_a_half_joined_node_stops_with_the_reset_command(cluster: Cluster, state: StateDir) -> None:
+NOT_FOUND = 'Error from server (NotFound): nodes "{}" not found\n'
+RESET = "kubeadm reset -f"
+
+
+def node_get(*, absent: str) -> Callable[[Call], Reply]:
+    """The init host's `kubectl get node`: `absent` is NotFound until it has joined (the
+    waiting lookup after `kubeadm join` finds it)."""
+
+    def reply(call: Call) -> Reply:
+        if call.target.startswith("for i in") or f" node {absent} " not in call.target:
+            return Reply(stdout="node/x\n")
+        return Reply(stderr=NOT_FOUND.format(absent), exit_status=1)
+
+    return reply
+
+
+def test_a_half_joined_control_plane_stops_with_the_reset_command(
+    cluster: Cluster, state: StateDir
+) -> None:
     ctx, ts, _log = join_setup(cluster, state, lambda _n: Reply())
-    ts["cp1"].rules.insert(0, (NODE_GET, Reply(exit_status=1)))
+    ts["cp1"].rules.insert(0, (NODE_GET, node_get(absent="cp2")))
     ctx.facts["cp2"].files[KUBELET_CONF] = FileState("0" * 64, 0o600)
     failures = run_phase(ctx, serial=True)
     assert "a join that failed half-way. Run `kubeadm reset -f` on cp2" in str(failures["cp2"])
+    assert RESET not in ts["cp2"].commands
     assert "cp2" not in state.record().nodes
+
+
+def worker_join_output() -> str:
+    real = SHARED / "1.33-join-worker-1.txt"
+    if not real.exists():
+        pytest.skip(f"{real} is absent")
+    return real.read_text()
+
+
+def test_a_half_joined_worker_is_reset_and_joined_again_with_a_fresh_token(
+    cluster: Cluster, state: StateDir
+) -> None:
+    """kubelet.conf on w1, no Node w1, nothing recorded: a join that died after the TLS
+    bootstrap started. The next run resets w1 through the gate and joins it again."""
+    output = worker_join_output()
+    ctx, ts, _log = join_setup(
+        cluster, state, lambda _n: Reply(stdout=output), phase="kubeadm/join-workers"
+    )
+    ts["cp1"].rules.insert(0, (NODE_GET, node_get(absent="w1")))
+    ts["w1"].on(RESET, Reply())
+    ctx.facts["w1"].files[KUBELET_CONF] = FileState("0" * 64, 0o600)
+    assert run_phase(ctx, serial=False, phase=JoinWorkers()) == {}
+    ops = ts["w1"].commands
+    assert ops.index(RESET) < ops.index(JOIN_CMD) < ops.index(RM_JOIN)
+    assert next(c.description for c in ctx.do.changes if c.host == "w1") == (
+        "kubeadm reset -f (a join that failed half-way left /etc/kubernetes/kubelet.conf; "
+        "no Node w1)"
+    )
+    join = next(c for c in ts["w1"].calls if c.target == f"{JOIN_CONFIG}.hakube-new")
+    assert join.content is not None
+    assert JOIN_TOKEN in join.content.decode()  # this run's token, not init's
+    assert ctx.run.secrets.bootstrap_token not in join.content.decode()
+    assert state.record().nodes == {"w1": "worker"}
+
+
+def test_a_worker_left_with_only_its_bootstrap_kubeconfig_is_reset_and_joined(
+    cluster: Cluster, state: StateDir
+) -> None:
+    """The TLS bootstrap never finished: no kubelet.conf, but kubeadm's leftovers would fail
+    the next join's preflight."""
+    output = worker_join_output()
+    ctx, ts, _log = join_setup(
+        cluster, state, lambda _n: Reply(stdout=output), phase="kubeadm/join-workers"
+    )
+    ts["cp1"].rules.insert(0, (NODE_GET, node_get(absent="w1")))
+    ts["w1"].rules.insert(0, (LEFTOVERS, Reply(stdout="/etc/kubernetes/bootstrap-kubelet.conf\n")))
+    ts["w1"].on(RESET, Reply())
+    assert run_phase(ctx, serial=False, phase=JoinWorkers()) == {}
+    ops = ts["w1"].commands
+    assert ops.index(RESET) < ops.index(JOIN_CMD)
+    assert state.record().nodes == {"w1": "worker"}
+
+
+def test_a_worker_is_never_reset_when_the_api_server_cannot_say_whether_it_joined(
+    cluster: Cluster, state: StateDir
+) -> None:
+    ctx, ts, _log = join_setup(cluster, state, lambda _n: Reply(), phase="kubeadm/join-workers")
+    refused = "The connection to the server 10.88.0.10:8443 was refused - did you specify the "
+    ts["cp1"].rules.insert(
+        0, (NODE_GET, Reply(stderr=refused + "right host or port?\n", exit_status=1))
+    )
+    ctx.facts["w1"].files[KUBELET_CONF] = FileState("0" * 64, 0o600)
+    failures = run_phase(ctx, serial=False, phase=JoinWorkers())
+    assert "cannot be read through cp1's /etc/kubernetes/admin.conf" in str(failures["w1"])
+    assert "nothing was changed" in str(failures["w1"])
+    assert ts["w1"].calls == []
+    assert ctx.do.changes == []
+
+
+def test_a_worker_with_an_apiserver_manifest_is_not_reset(
+    cluster: Cluster, state: StateDir
+) -> None:
+    ctx, ts, _log = join_setup(cluster, state, lambda _n: Reply(), phase="kubeadm/join-workers")
+    ts["cp1"].rules.insert(0, (NODE_GET, node_get(absent="w1")))
+    manifest = "/etc/kubernetes/manifests/kube-apiserver.yaml\n"
+    ts["w1"].rules.insert(0, (LEFTOVERS, Reply(stdout=manifest)))
+    failures = run_phase(ctx, serial=False, phase=JoinWorkers())
+    assert "Run `kubeadm reset -f` on w1" in str(failures["w1"])
+    assert RESET not in ts["w1"].commands
+    assert JOIN_CMD not in ts["w1"].commands

@@ -30,6 +30,7 @@ from hakube.render.host import (
 )
 from hakube.spec.load import load_cluster_data, load_cluster_file
 from hakube.spec.model import Cluster, PackageManager
+from hakube.workflows.plan import build_plan
 
 BLOCK = ManagedBlock(path="/etc/hosts", content="10.0.0.1 api\n10.0.0.2 a\n")
 FSTAB = """\
@@ -196,3 +197,29 @@ def test_package_manager_auto() -> None:
     assert package_manager(c, "debian") is PackageManager.APT
     assert package_manager(c, "rocky") is PackageManager.YUM
     assert package_manager(tutorial(), "debian") is PackageManager.YUM
+
+
+def test_the_mirror_is_configured_on_every_host_dedicated_lb_and_etcd_hosts_too() -> None:
+    data: dict[str, Any] = {
+        "apiVersion": "hakube/v1alpha1",
+        "kind": "Cluster",
+        "name": "mirrored",
+        "hosts": [
+            *(
+                {"name": f"cp{i}", "address": f"10.0.0.1{i}", "roles": ["control-plane"]}
+                for i in (1, 2, 3)
+            ),
+            *({"name": f"lb{i}", "address": f"10.0.0.{i}", "roles": ["lb"]} for i in (4, 5)),
+            *({"name": f"e{i}", "address": f"10.0.0.2{i}", "roles": ["etcd"]} for i in (1, 2, 3)),
+            {"name": "w1", "address": "10.0.0.31", "roles": ["worker"]},
+        ],
+        "endpoint": {"mode": "vip", "vip": "10.0.0.100", "port": 8443},
+        "etcd": {"topology": "external"},
+        "packages": {"manager": "apt", "repository": "http://mirror/debian", "gpg_check": False},
+    }
+    plan = build_plan(load_cluster_data(data).cluster)
+    for host in plan.hosts:
+        files = {f.path for p in host.phases for f in p.files}
+        assert APT_MIRROR_LIST in files, host.host
+        # The Kubernetes repository only where kubelet/kubeadm/kubectl are installed.
+        assert (APT_KUBERNETES_LIST in files) == (host.host[:2] in ("cp", "w1")), host.host

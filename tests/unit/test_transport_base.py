@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import ast
+import asyncio
+from pathlib import Path
+
 from hakube.transport.base import (
+    DEFAULT_COMMAND_TIMEOUT,
     AuthFailed,
     CommandResult,
     ConnectError,
@@ -13,6 +18,7 @@ from hakube.transport.base import (
     TransportError,
     command_failed,
 )
+from hakube.transport.scripted import Reply, ScriptedTransport
 
 
 def test_redactor_hides_every_secret_longest_first() -> None:
@@ -59,3 +65,29 @@ def test_errors_name_the_host_and_the_fix() -> None:
     assert "--trust-new-hosts" in str(errors[2])
     assert "man in the" in str(errors[3])
     assert "ssh-keygen -R '10.0.0.1' -f /kh" in str(errors[3])
+
+
+def test_a_command_run_without_a_limit_gets_the_default_one() -> None:
+    t = ScriptedTransport("h1").on("true", Reply())
+    asyncio.run(t.run("true"))
+    asyncio.run(t.run("true", timeout=5))
+    assert [c.timeout for c in t.calls] == [DEFAULT_COMMAND_TIMEOUT, 5]
+
+
+#: `.run(...)` calls in src/hakube that are not remote commands.
+_NOT_REMOTE = ("asyncio.run", "subprocess.run", "Validation.run", "phase.run", "_Builder().run")
+
+
+def test_every_remote_command_in_the_product_names_its_own_limit() -> None:
+    """The default limit is a net: each caller says how long its kind of command may take."""
+    src = Path(__file__).resolve().parents[2] / "src" / "hakube"
+    missing = []
+    for path in sorted(src.rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if not (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)):
+                continue
+            if node.func.attr != "run" or ast.unparse(node.func).endswith(_NOT_REMOTE):
+                continue
+            if not {k.arg for k in node.keywords} & {"timeout", None}:
+                missing.append(f"{path.relative_to(src)}:{node.lineno}")
+    assert missing == []

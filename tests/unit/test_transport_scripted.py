@@ -8,6 +8,7 @@ import re
 import pytest
 
 from hakube.transport.base import (
+    DEFAULT_COMMAND_TIMEOUT,
     CommandFailed,
     CommandTimeout,
     Redactor,
@@ -34,7 +35,9 @@ def test_rules_match_exact_then_regex_in_order_and_calls_are_recorded() -> None:
 
     asyncio.run(main())
     assert fake.commands == ["systemctl is-active haproxy", "systemctl is-active keepalived"]
-    assert fake.calls[0] == Call("run", "systemctl is-active haproxy")
+    assert fake.calls[0] == Call(
+        "run", "systemctl is-active haproxy", timeout=DEFAULT_COMMAND_TIMEOUT
+    )
 
 
 def test_regex_must_match_the_whole_command() -> None:

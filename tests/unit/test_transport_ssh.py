@@ -232,6 +232,30 @@ def test_trust_new_hosts_records_key_then_strict_connect_works(
     serve(tmp_path, body)
 
 
+def test_a_dry_run_trusts_a_new_host_key_for_that_run_only(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A dry run writes nothing locally: known_hosts is neither created nor changed."""
+    known = tmp_path / "state" / "known_hosts"
+
+    async def body(server: LoopbackSSHServer) -> None:
+        target = server.target(known_hosts=known)
+        with caplog.at_level(logging.WARNING, logger="hakube.transport"):
+            pool = await connect_all([target], trust_new_hosts=True, record_new_keys=False)
+            async with pool:
+                assert pool.ok
+                assert (await pool["node1"].run("echo trusted")).stdout == "trusted\n"
+        assert any("for this dry run only" in r.getMessage() for r in caplog.records)
+        assert not known.exists()
+        assert not known.parent.exists()
+        # The next run without trust still refuses the unknown key.
+        strict = await connect_all([target], retries=0)
+        assert isinstance(strict.errors["node1"], HostKeyUnknown)
+        await strict.close()
+
+    serve(tmp_path, body)
+
+
 def test_changed_host_key_is_a_mismatch_even_with_trust(tmp_path: Path) -> None:
     known = tmp_path / "known_hosts"
 

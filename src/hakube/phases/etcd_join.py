@@ -18,7 +18,7 @@ import shlex
 from dataclasses import dataclass
 
 from hakube.phases.base import PhaseError
-from hakube.phases.context import Context
+from hakube.phases.context import Context, Timeout
 from hakube.render.base import RenderedFile
 from hakube.render.etcd import ETCD_ENV_FILE, etcdctl
 from hakube.spec.model import Host
@@ -204,7 +204,7 @@ async def _until_accepted(t: Transport, cmd: str, transient: str, failed: str) -
     loop = asyncio.get_running_loop()
     deadline = loop.time() + PROMOTE_TIMEOUT
     while True:
-        res = await t.run(cmd, check=False)
+        res = await t.run(cmd, check=False, timeout=Timeout.READ)
         if res.ok:
             return
         why = res.stderr.strip().splitlines()[-1:] or [f"exit {res.exit_status}"]

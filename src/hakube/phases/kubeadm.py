@@ -41,6 +41,9 @@ from hakube.transport.base import Transport
 
 ADMIN_CONF = "/etc/kubernetes/admin.conf"
 KUBELET_CONF = "/etc/kubernetes/kubelet.conf"
+#: Written by `kubeadm join` before the kubelet's TLS bootstrap; left behind when that fails.
+BOOTSTRAP_KUBELET_CONF = "/etc/kubernetes/bootstrap-kubelet.conf"
+APISERVER_MANIFEST = "/etc/kubernetes/manifests/kube-apiserver.yaml"
 KUBECTL = f"kubectl --kubeconfig {ADMIN_CONF}"
 
 
@@ -151,7 +154,7 @@ CERTS_FRESH_FOR = 2 * 3600 - 15 * 60
 #: Lifetime of the bootstrap token a join phase creates for itself (deleted when it ends).
 JOIN_TTL = "1h"
 #: Files a failed `kubeadm init` or `join` leaves behind, which the next attempt trips over.
-HALF_DONE = ("/etc/kubernetes/manifests/kube-apiserver.yaml", KUBELET_CONF)
+HALF_DONE = (APISERVER_MANIFEST, KUBELET_CONF, BOOTSTRAP_KUBELET_CONF)
 
 
 def clock() -> float:
@@ -325,6 +328,15 @@ async def _fetch_admin_conf(ctx: Context, host: Host) -> None:
         write_private(target, data)
 
 
+async def _node_lookup(ctx: Context, via: Host, name: str) -> bool | None:
+    """Whether the Node object exists; None when the API server could not say (down,
+    unreachable, no admin.conf): only a definite NotFound may lead to resetting a node."""
+    res = await ctx.facts.read(via, f"{KUBECTL} get node {shlex.quote(name)} -o name", check=False)
+    if res.ok:
+        return True
+    return False if "(NotFound)" in res.stderr else None
+
+
 async def _node_exists(ctx: Context, via: Host, name: str, *, wait: float = 0) -> bool:
     """The Node object exists, looked up through the init host's admin.conf."""
     cmd = f"{KUBECTL} get node {shlex.quote(name)} -o name"
@@ -374,19 +386,18 @@ class _Join(Phase):
             if (rec is not None and host.name in rec.nodes) or ctx.run.dry_run:
                 return
             # Joined before this hakube recorded joins, or a run died before recording it.
-            if not await _node_exists(ctx, first, host.name):
+            if await self._joined_or_reset(ctx, host, first, [KUBELET_CONF]):
+                ctx.run.remember(lambda r: r.joined(host.name, self._role))
+                return
+        else:
+            leftovers = [] if ctx.run.dry_run else await _half_done(ctx, host)
+            if leftovers and await self._joined_or_reset(ctx, host, first, leftovers):
                 raise PhaseError(
-                    f"{host.name} has {KUBELET_CONF} but the cluster has no Node "
-                    f"{host.name}: a join that failed half-way. Run {_reset_hint(host)}"
+                    f"{host.name} has {', '.join(leftovers)} but no {KUBELET_CONF}, and the "
+                    f"cluster has a Node {host.name}: another host by that name, or this one "
+                    f"joined and lost its kubelet credentials. Run {_reset_hint(host)} once "
+                    f"`kubectl delete node {host.name}` is right for that Node"
                 )
-            ctx.run.remember(lambda r: r.joined(host.name, self._role))
-            return
-        leftovers = [] if ctx.run.dry_run else await _half_done(ctx, host)
-        if leftovers:
-            raise PhaseError(
-                f"{host.name} is half-joined ({', '.join(leftovers)} exist): run "
-                f"{_reset_hint(host)}"
-            )
         secrets = await self._credentials(ctx, first)
         pki = ctx.run.state.cluster_pki()
         if self.control_plane:
@@ -395,6 +406,43 @@ class _Join(Phase):
         await ctx.do.ensure_files(host, [join])
         what = "kubeadm join" + (" --control-plane" if self.control_plane else "")
         await ctx.do.change(host, what, functools.partial(self._join, ctx, host, first))
+
+    async def _joined_or_reset(
+        self, ctx: Context, host: Host, first: Host, leftovers: list[str]
+    ) -> bool:
+        """True when `host` is a Node of the cluster already. Otherwise a join failed half-way:
+        a worker is reset here and False returned (the caller joins it again with this run's
+        fresh token); a control plane stops with the command to run."""
+        found = await _node_lookup(ctx, first, host.name)
+        if found:
+            return True
+        left = ", ".join(leftovers)
+        if found is None:
+            raise PhaseError(
+                f"{host.name} has {left} but whether the cluster has a Node {host.name} cannot "
+                f"be read through {first.name}'s {ADMIN_CONF} (is the API server up?); nothing "
+                "was changed on it. Re-apply once the API server answers"
+            )
+        # Only a worker is repaired unattended: `kubeadm reset` there touches that node alone.
+        # A control-plane join that failed half-way may already count as an etcd member
+        # (stacked etcd: kubeadm adds the member before that member's etcd runs), and reset
+        # removes it through etcd: whether that keeps quorum depends on the other members,
+        # which an operator must look at (`etcdctl member list`) before resetting. A worker
+        # carrying an apiserver manifest was a control plane once: the same care applies.
+        if self.control_plane or APISERVER_MANIFEST in leftovers:
+            raise PhaseError(
+                f"{host.name} has {left} but the cluster has no Node {host.name}: a join that "
+                f"failed half-way. Run {_reset_hint(host)}"
+            )
+        await ctx.do.sh(
+            host,
+            f"kubeadm reset -f (a join that failed half-way left {left}; no Node {host.name})",
+            "kubeadm reset -f",
+            timeout=Timeout.KUBEADM,
+        )
+        for path in leftovers:
+            ctx.facts[host].files.pop(path, None)
+        return False
 
     @property
     def _role(self) -> str:

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 __all__ = [
+    "DEFAULT_COMMAND_TIMEOUT",
     "AuthFailed",
     "CommandFailed",
     "CommandResult",
@@ -96,6 +97,11 @@ class CommandResult:
         return "\n".join(self.stderr.rstrip("\n").splitlines()[-lines:])
 
 
+#: The limit of a remote command whose caller named none: no command runs unbounded (callers
+#: pass the limit of their kind, `hakube.phases.context.Timeout`; this is the net under them).
+DEFAULT_COMMAND_TIMEOUT = 300.0
+
+
 class Transport(ABC):
     """One host, reached somehow. Everything a phase may do to a host goes through here.
 
@@ -120,7 +126,8 @@ class Transport(ABC):
         """Run ``command`` under ``bash -c``; raise CommandFailed on non-zero exit if ``check``."""
         shown = self.redactor.redact(command)
         data = stdin.encode() if isinstance(stdin, str) else stdin
-        result = await self._run(command, shown, data, timeout)
+        limit = DEFAULT_COMMAND_TIMEOUT if timeout is None else timeout
+        result = await self._run(command, shown, data, limit)
         if check and not result.ok:
             raise command_failed(result, self.redactor)
         return result

@@ -40,6 +40,8 @@ class ConnectOptions:
     redactor: Redactor | None = None
     keepalive_interval: float = KEEPALIVE_INTERVAL
     use_sftp: bool = True
+    #: False: a newly trusted host key is used for this run only, known_hosts stays unchanged.
+    record_new_keys: bool = True
 
 
 async def connect(
@@ -109,7 +111,9 @@ async def _handshake(
     options: ConnectOptions,
 ) -> tuple[asyncssh.SSHClientConnection, str | None]:
     """One attempt. Returns the connection and, if a new host key was recorded, its fingerprint."""
-    known, recorded = await pinned_host_keys(target, options.trust_new_hosts)
+    known, recorded = await pinned_host_keys(
+        target, options.trust_new_hosts, record=options.record_new_keys
+    )
     known_path = target.known_hosts.expanduser()
     at = f"{target.address}:{target.port}"
     # Outermost, so the specific failures below are told apart first.

@@ -21,9 +21,12 @@ log = logging.getLogger("hakube.transport")
 
 
 async def pinned_host_keys(
-    target: SSHTarget, trust_new_hosts: bool
+    target: SSHTarget, trust_new_hosts: bool, *, record: bool = True
 ) -> tuple[asyncssh.SSHKnownHosts, str | None]:
-    """The known_hosts to connect with and, if a new host key was recorded, its fingerprint."""
+    """The known_hosts to connect with and, if a new host key was trusted, its fingerprint.
+
+    With `record` False (dry runs, which write nothing locally) a trusted new key is used for
+    this connection only and known_hosts is left as it was."""
     known_path = target.known_hosts.expanduser()
     addr = await resolve(target)
     known = read_known_hosts(target, known_path)
@@ -37,6 +40,17 @@ async def pinned_host_keys(
         fingerprint = presented.get_fingerprint()
         if not trust_new_hosts:
             raise HostKeyUnknown(target.name, target.host_entry, str(known_path), fingerprint)
+        if not record:
+            log.warning(
+                "%s: trusted NEW host key %s for %s for this dry run only (not recorded in %s)",
+                target.name,
+                fingerprint,
+                target.host_entry,
+                known_path,
+            )
+            return asyncssh.import_known_hosts(known_hosts_line(target.host_entry, presented)), (
+                fingerprint
+            )
         record_host_key(known_path, target.host_entry, presented)
         log.warning(
             "%s: trusted NEW host key %s for %s and recorded it in %s (--trust-new-hosts)",
@@ -91,9 +105,13 @@ def read_known_hosts(target: SSHTarget, path: Path) -> asyncssh.SSHKnownHosts:
         ) from None
 
 
-def record_host_key(path: Path, entry: str, key: asyncssh.SSHKey) -> None:
+def known_hosts_line(entry: str, key: asyncssh.SSHKey) -> str:
     public = key.export_public_key("openssh").decode().split()
-    line = f"{entry} {public[0]} {public[1]}\n".encode()
+    return f"{entry} {public[0]} {public[1]}\n"
+
+
+def record_host_key(path: Path, entry: str, key: asyncssh.SSHKey) -> None:
+    line = known_hosts_line(entry, key).encode()
     path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     # O_APPEND keeps concurrent writers from clobbering each other's lines.
     fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o600)

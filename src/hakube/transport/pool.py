@@ -54,6 +54,7 @@ async def connect_all(
     redactor: Redactor | None = None,
     keepalive_interval: float = KEEPALIVE_INTERVAL,
     use_sftp: bool = True,
+    record_new_keys: bool = True,
 ) -> SSHPool:
     """Connect to every target concurrently; never stop at the first failure.
 
@@ -68,7 +69,14 @@ async def connect_all(
         raise ValueError(f"duplicate host names: {', '.join(duplicates)}")
     handshakes = asyncio.Semaphore(max_handshakes)
     options = ConnectOptions(
-        trust_new_hosts, retries, backoff, max_channels, redactor, keepalive_interval, use_sftp
+        trust_new_hosts,
+        retries,
+        backoff,
+        max_channels,
+        redactor,
+        keepalive_interval,
+        use_sftp,
+        record_new_keys,
     )
     pool = SSHPool()
 

@@ -195,10 +195,13 @@ class Journal:
 
 @contextlib.asynccontextmanager
 async def ssh_transports(
-    cluster: Cluster, *, trust_new_hosts: bool, redactor: Redactor
+    cluster: Cluster, *, trust_new_hosts: bool, redactor: Redactor, record_new_keys: bool = True
 ) -> AsyncIterator[tuple[dict[str, Transport], dict[str, str]]]:
     pool = await connect_all(
-        ssh_targets(cluster), trust_new_hosts=trust_new_hosts, redactor=redactor
+        ssh_targets(cluster),
+        trust_new_hosts=trust_new_hosts,
+        redactor=redactor,
+        record_new_keys=record_new_keys,
     )
     try:
         errors = {name: str(err) for name, err in pool.errors.items()}
@@ -272,12 +275,19 @@ async def apply(
             if transports is None:
                 both(Event(EventKind.PHASE_START, "connect"))
                 conns, errors = await stack.enter_async_context(
-                    ssh_transports(cluster, trust_new_hosts=trust_new_hosts, redactor=redactor)
+                    ssh_transports(
+                        cluster,
+                        trust_new_hosts=trust_new_hosts,
+                        redactor=redactor,
+                        # A dry run writes nothing locally, known_hosts included.
+                        record_new_keys=not dry_run,
+                    )
                 )
                 both(Event(EventKind.PHASE_DONE, "connect"))
             if removal is not None:
                 conns = {**conns, **await _connect_leaving(
-                    stack, cluster, removal, trust_new_hosts, redactor, both, given=transports
+                    stack, cluster, removal, trust_new_hosts, redactor, both, given=transports,
+                    record_new_keys=not dry_run,
                 )}  # fmt: skip
             run = RunData(
                 cluster=cluster,
@@ -491,6 +501,7 @@ async def _connect_leaving(
     emit: EventSink,
     *,
     given: dict[str, Transport] | None,
+    record_new_keys: bool = True,
 ) -> dict[str, Transport]:
     """Connections to the leaving hosts; one that does not answer is unreachable, not a failure."""
     hosts = [h for h in removal.hosts.values() if h is not None]
@@ -499,7 +510,10 @@ async def _connect_leaving(
         errors = {h.name: "no transport" for h in hosts if h.name not in given}
     else:
         pool = await connect_all(
-            ssh_targets(cluster, hosts), trust_new_hosts=trust_new_hosts, redactor=redactor
+            ssh_targets(cluster, hosts),
+            trust_new_hosts=trust_new_hosts,
+            redactor=redactor,
+            record_new_keys=record_new_keys,
         )
         stack.push_async_callback(pool.close)
         conns = dict(pool.transports)

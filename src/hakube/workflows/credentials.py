@@ -23,7 +23,7 @@ from hakube.facts.kubeadm import (
     parse_upload_certs_output,
 )
 from hakube.phases.base import EventSink
-from hakube.phases.context import Context
+from hakube.phases.context import Context, Timeout
 from hakube.pki.certs import ca_cert_hash
 from hakube.pki.cluster import ClusterPKI
 from hakube.render.kubeadm import INIT_CONFIG
@@ -137,7 +137,9 @@ async def join_command(
     out: dict[str, str] = {}
 
     async def create_token(t: Transport) -> None:
-        res = await t.run(f"kubeadm token create --ttl {shlex.quote(ttl)}", check=False)
+        res = await t.run(
+            f"kubeadm token create --ttl {shlex.quote(ttl)}", check=False, timeout=Timeout.READ
+        )
         if not res.ok:
             raise OpsError(f"{host.name}: kubeadm token create failed: {res.stderr_tail(5)}")
         out["token"] = parse_token_create(res.stdout)

@@ -152,18 +152,43 @@ def check_writable_dir(out: Path) -> None:
         ) from None
 
 
-def render_to_dir(cluster: Cluster, out: Path, state: StateDir | None = None) -> int:
+#: Stand-in CA hashes that only tell which files depend on the CA; never written anywhere.
+_PROBE_HASHES = ("sha256:" + "0" * 64, "sha256:" + "f" * 64)
+
+
+@dataclass
+class RenderResult:
+    written: int = 0
+    #: "<host>:<path>" of files that hold a secret (or the CA's hash) not generated yet.
+    withheld: list[str] = field(default_factory=list)
+
+
+def render_to_dir(cluster: Cluster, out: Path, state: StateDir | None = None) -> RenderResult:
     """Write every host's rendered files under out/<host>/<path>, secrets 0600.
 
+    Secrets and the CA come from the state directory, which render never creates or changes:
+    before the first apply has generated them, the files that would hold them are withheld
+    (named in the result) and every other file is written as apply would write it. Which
+    files depend on them is found by rendering with two different throwaway sets: a file that
+    differs holds one, and neither throwaway value ever reaches the output.
+
     The output directory is checked first: a path that cannot be written fails with
-    `RenderTargetError` before any state (secrets, CA) is created."""
-    check_writable_dir(out)
+    `RenderTargetError` before anything is written.
+    """
     state = state or StateDir(cluster.name)
-    secrets = state.secrets()
-    ca_hash = state.cluster_pki().ca_cert_hash
-    count = 0
+    secrets = state.existing_secrets()
+    ca_hash = state.existing_ca_cert_hash()
+    check_writable_dir(out)
+    complete = secrets is not None and ca_hash is not None
+    (s1, h1), (s2, h2) = ((secrets or Secrets.generate(), ca_hash or p) for p in _PROBE_HASHES)
+    result = RenderResult()
     for host in cluster.hosts:
-        for f in render_host(cluster, host, secrets, ca_cert_hash=ca_hash):
+        files = render_host(cluster, host, s1, ca_cert_hash=h1)
+        others = files if complete else render_host(cluster, host, s2, ca_cert_hash=h2)
+        for f, other in zip(files, others, strict=True):
+            if f.content != other.content:
+                result.withheld.append(f"{host.name}:{f.path}")
+                continue
             target = out / host.name / f.path.lstrip("/")
             if f.secret or not f.mode & 0o077:
                 write_private(target, f.content.encode())
@@ -171,5 +196,5 @@ def render_to_dir(cluster: Cluster, out: Path, state: StateDir | None = None) ->
                 target.parent.mkdir(parents=True, exist_ok=True)
                 target.write_text(f.content)
                 os.chmod(target, f.mode)
-            count += 1
-    return count
+            result.written += 1
+    return result

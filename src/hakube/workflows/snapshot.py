@@ -19,7 +19,7 @@ from typing import Any
 
 from hakube.fileio import write_private
 from hakube.phases.base import Event, EventKind, EventSink
-from hakube.phases.context import Context
+from hakube.phases.context import Context, Timeout
 from hakube.phases.etcd import endpoint_health, wait_healthy
 from hakube.render.etcd import etcd_initial_cluster, etcdctl
 from hakube.spec.model import Cluster, EtcdTopology, Host
@@ -145,7 +145,7 @@ async def save(
 
     async def take(t: Transport) -> None:
         # Staged on the member (root only), read back, removed: nothing stays on the host.
-        await t.run(f"install -d -m 700 {REMOTE_DIR}")
+        await t.run(f"install -d -m 700 {REMOTE_DIR}", timeout=Timeout.READ)
         try:
             res = await t.run(
                 etcdctl(ctx.run.cluster, "snapshot", "save", shlex.quote(remote)), check=False,
@@ -156,7 +156,7 @@ async def save(
             got["status"] = await _status(ctx, host, remote)
             got["data"] = await t.get(remote)
         finally:
-            await t.run(f"rm -f {shlex.quote(remote)}", check=False)
+            await t.run(f"rm -f {shlex.quote(remote)}", check=False, timeout=Timeout.READ)
 
     await ctx.do.change(host, "take an etcd snapshot", take)
     st: dict[str, Any] = got["status"]
@@ -210,7 +210,7 @@ async def restore(ctx: Context, errors: dict[str, str], path: Path) -> RestoreRe
     remote = f"{REMOTE_DIR}/restore-{stamp}.db"
 
     async def put(t: Transport) -> None:
-        await t.run(f"install -d -m 700 {REMOTE_DIR}")
+        await t.run(f"install -d -m 700 {REMOTE_DIR}", timeout=Timeout.READ)
         await t.put(remote, data, mode=0o600)
 
     async def stage(h: Host) -> dict[str, Any]:

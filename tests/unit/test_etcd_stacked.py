@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from test_status import CLUSTER as CAPTURED_CLUSTER
 
 from hakube.fileio import write_private
 from hakube.spec.load import load_cluster_data
@@ -33,21 +34,8 @@ DATA = Path(__file__).resolve().parent.parent / "data" / "ops"
 HOSTS = ("cp1", "cp2", "cp3", "w1", "w2")
 STATUS_SCRIPT = re.compile(r"d=\$\(mktemp -d\).*", re.S)
 
-CLUSTER: dict[str, Any] = {
-    "apiVersion": "hakube/v1alpha1",
-    "kind": "Cluster",
-    "name": "hkd1",
-    "endpoint": {"mode": "vip", "vip": "10.123.220.100", "name": "apiserver.hkd1.lab",
-                 "port": 8443, "interface": "host0"},
-    "hosts": [
-        {"name": "cp1", "address": "10.123.220.11", "roles": ["control-plane"]},
-        {"name": "cp2", "address": "10.123.220.12", "roles": ["control-plane"]},
-        {"name": "cp3", "address": "10.123.220.13", "roles": ["control-plane"]},
-        {"name": "w1", "address": "10.123.220.21", "roles": ["worker"]},
-        {"name": "w2", "address": "10.123.220.22", "roles": ["worker"]},
-    ],
-    "etcd": {"topology": "stacked"},
-}  # fmt: skip
+# The captured lab's hosts (names, addresses), with kubeadm's stacked etcd.
+CLUSTER: dict[str, Any] = {**CAPTURED_CLUSTER, "etcd": {"topology": "stacked"}}
 
 
 @pytest.fixture
@@ -186,6 +174,12 @@ def snapshot_bytes() -> bytes:
     return body + hashlib.sha256(body).digest()
 
 
+def snapshot_file(tmp: Path) -> Path:
+    snap = tmp / "s.db"
+    snap.write_bytes(snapshot_bytes())
+    return snap
+
+
 SNAPSHOT_STATUS = (DATA / "snapshot-status.json").read_text().strip()
 SNAP_REVISION = json.loads(SNAPSHOT_STATUS)["revision"]
 
@@ -272,8 +266,7 @@ def test_stacked_save_takes_the_snapshot_in_the_data_dir_the_pod_sees(
 def test_stacked_restore_stops_apiservers_and_etcd_pods_and_brings_apiservers_back_one_by_one(
     cluster: Cluster, tmp_path: Path
 ) -> None:
-    snap = tmp_path / "s.db"
-    snap.write_bytes(snapshot_bytes())
+    snap = snapshot_file(tmp_path)
     log: list[tuple[str, str]] = []
     _, ts = control_planes(log)
     result = asyncio.run(run_restore(cluster, kubeadm_ran(tmp_path), snap, transports=ts))
@@ -317,8 +310,7 @@ def test_stacked_restore_stops_apiservers_and_etcd_pods_and_brings_apiservers_ba
 def test_a_member_that_cannot_restore_stops_nothing_and_cleans_up(
     cluster: Cluster, tmp_path: Path
 ) -> None:
-    snap = tmp_path / "s.db"
-    snap.write_bytes(snapshot_bytes())
+    snap = snapshot_file(tmp_path)
     log: list[tuple[str, str]] = []
     _, ts = control_planes(log, fail_on="cp3")
     with pytest.raises(Exception, match="no space left"):
@@ -333,8 +325,7 @@ def test_members_that_differ_from_the_cluster_file_are_refused_before_anything_s
     renamed = {**CLUSTER, "hosts": [{**h, "name": h["name"].replace("cp", "m")}
                                     for h in CLUSTER["hosts"]]}  # fmt: skip
     cluster = load_cluster_data(renamed).cluster
-    snap = tmp_path / "s.db"
-    snap.write_bytes(snapshot_bytes())
+    snap = snapshot_file(tmp_path)
     log: list[tuple[str, str]] = []
     cps = {n: ControlPlane(n, log) for n in ("m1", "m2", "m3")}
     ts: dict[str, Any] = {n: cp.t for n, cp in cps.items()}
@@ -348,8 +339,7 @@ def test_external_restore_stops_a_kube_apiserver_unit_and_starts_it_after_etcd(
     tmp_path: Path,
 ) -> None:
     cluster = load_cluster_data({**CLUSTER, "etcd": {"topology": "external"}}).cluster
-    snap = tmp_path / "s.db"
-    snap.write_bytes(snapshot_bytes())
+    snap = snapshot_file(tmp_path)
     state = StateDir("hkd1", root=tmp_path)
     log: list[str] = []
 

@@ -363,9 +363,9 @@ async def run_save(
     emit: EventSink | None = None,
     transports: dict[str, Transport] | None = None,
 ) -> SnapshotInfo:
-    access = _access(cluster, state)
     if keep < 1:
         raise OpsInputError("--keep must be at least 1")
+    access = _access(cluster, state)
     async with session(cluster, state, emit=emit, transports=transports, phase="etcd/snapshot") as (
         ctx,
         errors,

@@ -187,10 +187,14 @@ SNAP_REVISION = json.loads(SNAPSHOT_STATUS)["revision"]
 class ControlPlane:
     """A scripted kubeadm control plane: static pods for etcd and kube-apiserver."""
 
-    def __init__(self, name: str, log: list[tuple[str, str]], *, fail_restore: bool = False):
+    def __init__(
+        self, name: str, log: list[tuple[str, str]], *, fail_restore: bool = False,
+        stale: bool = False,
+    ) -> None:  # fmt: skip
         self.name = name
         self.log = log
         self.fail_restore = fail_restore
+        self.stale = stale  # comes back at the captured revision, not the snapshot's
         self.t = ScriptedTransport(name, [(re.compile(r".*", re.S), self.answer)])
 
     def note(self, what: str, reply: Reply | str = "") -> Reply | str:
@@ -206,6 +210,8 @@ class ControlPlane:
             return json.dumps([{**one, "endpoint": f"https://10.123.220.1{i}:2379"}
                                for i in (1, 2, 3)])  # fmt: skip
         if "endpoint status -w json" in c:
+            if self.stale:
+                return captured_section("etcd-status")
             return captured_section("etcd-status").replace(
                 '"revision":1,', f'"revision":{SNAP_REVISION},'
             )
@@ -239,9 +245,12 @@ class ControlPlane:
 
 
 def control_planes(
-    log: list[tuple[str, str]], fail_on: str = ""
+    log: list[tuple[str, str]], fail_on: str = "", *, stale: bool = False
 ) -> tuple[dict[str, ControlPlane], dict[str, Any]]:
-    cps = {n: ControlPlane(n, log, fail_restore=n == fail_on) for n in ("cp1", "cp2", "cp3")}
+    cps = {
+        n: ControlPlane(n, log, fail_restore=n == fail_on, stale=stale)
+        for n in ("cp1", "cp2", "cp3")
+    }
     ts: dict[str, Any] = {n: cp.t for n, cp in cps.items()}
     ts |= {w: ScriptedTransport(w) for w in ("w1", "w2")}
     return cps, ts
@@ -317,6 +326,26 @@ def test_a_member_that_cannot_restore_stops_nothing_and_cleans_up(
         asyncio.run(run_restore(cluster, kubeadm_ran(tmp_path), snap, transports=ts))
     assert not [w for _, w in log if w.startswith(("stop", "swap", "start"))]
     assert sorted(h for h, w in log if w.startswith("rm -rf")) == ["cp1", "cp2", "cp3"]
+
+
+def test_etcd_back_at_an_older_revision_keeps_the_apiservers_stopped_and_says_where_things_are(
+    cluster: Cluster, tmp_path: Path
+) -> None:
+    assert int(json.loads(captured_section("etcd-status"))[0]["Status"]["header"]["revision"]) < (
+        SNAP_REVISION
+    )
+    log: list[tuple[str, str]] = []
+    _, ts = control_planes(log, stale=True)
+    with pytest.raises(OpsError) as e:
+        asyncio.run(run_restore(cluster, kubeadm_ran(tmp_path), snapshot_file(tmp_path),
+                                transports=ts))  # fmt: skip
+    msg = str(e.value)
+    assert f"not the snapshot's {SNAP_REVISION}" in msg
+    assert "kube-apiservers stay stopped" in msg
+    assert re.search(r"manifests in /etc/kubernetes/hakube-restore-aside-\d{8}T\d{6}Z", msg)
+    assert re.search(r"kept as /var/lib/etcd\.before-restore-\d{8}T\d{6}Z", msg)
+    assert [w for _, w in log if w == "start kube-apiserver"] == []
+    assert len([w for _, w in log if w == "start etcd"]) == 3
 
 
 def test_members_that_differ_from_the_cluster_file_are_refused_before_anything_stops(

@@ -35,6 +35,7 @@ from hakube.workflows.apiserver import start_apiservers, stop_apiservers
 from hakube.workflows.apply import ApplyLocked, cluster_lock
 from hakube.workflows.etcd_access import EtcdAccess, etcd_access
 from hakube.workflows.ops import (
+    FAILURES,
     OpsError,
     OpsInputError,
     known_cluster,
@@ -325,24 +326,35 @@ async def restore(
     async def start(h: Host) -> None:
         await ctx.do.sh(h, *access.start_etcd(aside))
 
-    apiservers = await stop_apiservers(ctx, control_planes, aside)
-    await asyncio.gather(*(stop(h) for h in hosts))
-    await asyncio.gather(*(swap(h) for h in hosts))
-    await asyncio.gather(*(start(h) for h in hosts))
-    await wait_healthy(ctx, hosts[0], whole_cluster=True, timeout=120,
-                       etcdctl_prefix=access.ctl_prefix, members=len(hosts))  # fmt: skip
-    res = await ctx.facts.read(
-        hosts[0], access.ctl("endpoint", "status", "-w", "json"), check=False
-    )
-    try:
-        now_rev = int(json.loads(res.stdout)[0]["Status"]["header"]["revision"])
-    except (ValueError, LookupError, TypeError):
-        now_rev = -1
-    if now_rev < revision:
-        raise OpsError(
-            f"etcd is healthy again but at revision {now_rev}, not the snapshot's {revision}; "
-            f"the apiservers stay stopped (manifests in {aside}, or their unit)"
+    async def bring_back() -> int:
+        await asyncio.gather(*(stop(h) for h in hosts))
+        await asyncio.gather(*(swap(h) for h in hosts))
+        await asyncio.gather(*(start(h) for h in hosts))
+        await wait_healthy(ctx, hosts[0], whole_cluster=True, timeout=120,
+                           etcdctl_prefix=access.ctl_prefix, members=len(hosts))  # fmt: skip
+        res = await ctx.facts.read(
+            hosts[0], access.ctl("endpoint", "status", "-w", "json"), check=False
         )
+        try:
+            now = int(json.loads(res.stdout)[0]["Status"]["header"]["revision"])
+        except (ValueError, LookupError, TypeError):
+            now = -1
+        if now < revision:
+            raise OpsError(
+                f"etcd is healthy again but at revision {now}, not the snapshot's {revision}"
+            )
+        return now
+
+    apiservers = await stop_apiservers(ctx, control_planes, aside)
+    try:
+        now_rev = await bring_back()
+    except FAILURES as e:
+        # Past this point the operator finishes by hand: say exactly where everything is.
+        raise OpsError(
+            f"{e}. The restore stopped there: the kube-apiservers stay stopped (kubeadm's "
+            f"manifests in {aside}, or their unit); old data dirs are kept as {old}"
+            + (f", etcd's manifests may still be in {aside}" if access.stacked else "")
+        ) from e
     await start_apiservers(ctx, control_planes, apiservers, aside)
     return RestoreResult(
         snapshot=info,

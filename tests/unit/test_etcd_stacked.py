@@ -74,6 +74,8 @@ def test_status_reads_stacked_members_through_kubeadms_etcd_certificates(
     cp_script = ts["cp1"].commands[0]
     assert "/etc/kubernetes/pki/etcd/healthcheck-client.crt" in cp_script
     assert "crictl exec" in cp_script  # the static pod's own etcdctl when the host has none
+    # hakube writes no /etc/crictl.yaml: crictl is told the runtime kubeadm was given.
+    assert "CONTAINER_RUNTIME_ENDPOINT=unix:///run/containerd/containerd.sock sh -c" in cp_script
     assert "/etc/etcd/pki/healthcheck-client" not in cp_script
     assert "endpoint status" not in ts["w1"].commands[0]
 

@@ -16,7 +16,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from hakube.render.etcd import etcdctl
-from hakube.spec.model import Cluster, EtcdTopology, Host
+from hakube.render.kubeadm import CONTAINERD_SOCKET, DOCKERSHIM_SOCKET
+from hakube.spec.model import Cluster, EtcdTopology, Host, Runtime
 from hakube.workflows.apiserver import MANIFESTS, move_aside, move_back, wait_gone
 
 STACKED_PKI = "/etc/kubernetes/pki/etcd"
@@ -40,18 +41,20 @@ _TOOL = (
 )
 
 
-def etcd_tool(mode: str) -> str:
-    return f"sh -c {shlex.quote(_TOOL)} etcd {mode}"
+def etcd_tool(mode: str, cri: str | None = None) -> str:
+    """`cri`: the container runtime's socket, for crictl (hakube writes no /etc/crictl.yaml)."""
+    env = f"CONTAINER_RUNTIME_ENDPOINT={shlex.quote(cri)} " if cri else ""
+    return f"{env}sh -c {shlex.quote(_TOOL)} etcd {mode}"
 
 
-def stacked_etcdctl(*args: str) -> str:
+def stacked_etcdctl(cri: str, *args: str) -> str:
     """etcdctl against the local stacked member, with kubeadm's healthcheck client cert."""
     flags = (
         f"--endpoints=https://127.0.0.1:{STACKED_CLIENT_PORT} --cacert={STACKED_PKI}/ca.crt "
         f"--cert={STACKED_PKI}/healthcheck-client.crt "
         f"--key={STACKED_PKI}/healthcheck-client.key --dial-timeout=3s --command-timeout=5s"
     )
-    return " ".join((etcd_tool("online"), flags, *args))
+    return " ".join((etcd_tool("online", cri), flags, *args))
 
 
 @dataclass(frozen=True)
@@ -64,13 +67,15 @@ class EtcdAccess:
     ctl_prefix: str
     #: Where a snapshot is staged on a member (root only) so the tool can read it.
     staging: str
+    #: The container runtime's socket where the tool may have to run inside the etcd pod.
+    cri: str | None = None
 
     def ctl(self, *args: str) -> str:
         return " ".join((self.ctl_prefix, *args))
 
-    @staticmethod
-    def offline(*args: str) -> str:
-        return " ".join((etcd_tool("offline"), *args))
+    def offline(self, *args: str) -> str:
+        """etcdutl (or an older etcdctl) for work on files: snapshot status and restore."""
+        return " ".join((etcd_tool("offline", self.cri), *args))
 
     @property
     def what(self) -> str:
@@ -121,13 +126,16 @@ def etcd_access(cluster: Cluster, *, kubernetes: bool) -> EtcdAccess | None:
         )
     if not kubernetes:
         return None
+    docker = cluster.kubernetes.runtime is Runtime.DOCKER
+    cri = DOCKERSHIM_SOCKET if docker else CONTAINERD_SOCKET
     return EtcdAccess(
         stacked=True,
         hosts=tuple(cluster.control_planes),
         data_dir=cluster.etcd.data_dir,
         peer_port=STACKED_PEER_PORT,
-        ctl_prefix=stacked_etcdctl(),
+        ctl_prefix=stacked_etcdctl(cri),
         staging=cluster.etcd.data_dir,
+        cri=cri,
     )
 
 

@@ -140,8 +140,8 @@ async def _healthy_member(ctx: Context, access: EtcdAccess, errors: dict[str, st
     )
 
 
-async def _status(ctx: Context, host: Host, path: str) -> dict[str, Any]:
-    command = EtcdAccess.offline("snapshot", "status", shlex.quote(path), "-w", "json")
+async def _status(ctx: Context, access: EtcdAccess, host: Host, path: str) -> dict[str, Any]:
+    command = access.offline("snapshot", "status", shlex.quote(path), "-w", "json")
     res = await ctx.facts.read(host, command, check=False)
     try:
         data = json.loads(res.stdout)
@@ -172,7 +172,7 @@ async def save(
             )
             if not res.ok:
                 raise OpsError(f"{host.name}: etcdctl snapshot save failed: {res.stderr_tail(5)}")
-            got["status"] = await _status(ctx, host, remote)
+            got["status"] = await _status(ctx, access, host, remote)
             got["data"] = await t.get(remote)
         finally:
             await t.run(f"rm -f {shlex.quote(remote)} {shlex.quote(remote)}.part", check=False)
@@ -279,8 +279,8 @@ async def restore(
 
     async def prepare(h: Host) -> dict[str, Any]:
         await ctx.do.change(h, f"stage the snapshot in {remote}", put)
-        st = await _status(ctx, h, remote)
-        restore_cmd = EtcdAccess.offline(
+        st = await _status(ctx, access, h, remote)
+        restore_cmd = access.offline(
             "snapshot", "restore", q(remote), "--name", q(h.name),
             "--initial-cluster", q(initial), "--initial-cluster-token", q(token),
             "--initial-advertise-peer-urls", q(access.peer_url(h)), "--data-dir", q(fresh),

@@ -25,7 +25,7 @@ from hakube.spec.load import load_cluster_data
 from hakube.spec.model import Cluster
 from hakube.state import StateDir
 from hakube.transport.scripted import Call, FakeFile, Reply, ScriptedTransport
-from hakube.workflows.etcd_access import etcd_tool
+from hakube.workflows.etcd_access import NO_TOOL, etcd_tool
 from hakube.workflows.ops import OpsError
 from hakube.workflows.snapshot import run_restore, run_save
 from hakube.workflows.status import collect
@@ -164,7 +164,7 @@ def test_file_work_prefers_etcdutl_where_etcdctl_lost_it(tmp_path: Path) -> None
 
 def test_no_tool_and_no_running_container_says_so(tmp_path: Path) -> None:
     res = run_tool(tmp_path, "online", [], RUNNING="", IN_POD="")
-    assert res.returncode == 127
+    assert res.returncode == NO_TOOL
     assert "no etcdctl on this host and no running etcd container" in res.stderr
 
 
@@ -191,11 +191,12 @@ class ControlPlane:
 
     def __init__(
         self, name: str, log: list[tuple[str, str]], *, fail_restore: bool = False,
-        stale: bool = False,
+        stale: bool = False, no_tool: bool = False,
     ) -> None:  # fmt: skip
         self.name = name
         self.log = log
         self.fail_restore = fail_restore
+        self.no_tool = no_tool
         self.stale = stale  # comes back at the captured revision, not the snapshot's
         self.t = ScriptedTransport(name, [(re.compile(r".*", re.S), self.answer)])
 
@@ -222,6 +223,10 @@ class ControlPlane:
             self.t.files[path] = FakeFile(snapshot_bytes())
             return self.note("save")
         if "snapshot status" in c:
+            if self.no_tool:
+                # What the tool prints on a host whose etcd pod is gone and that has no etcdctl.
+                return Reply(exit_status=NO_TOOL, stderr="no etcdutl etcdctl on this host and "
+                             "no running etcd container to run it in\n")  # fmt: skip
             return SNAPSHOT_STATUS
         if "snapshot restore" in c:
             if self.fail_restore:
@@ -247,10 +252,10 @@ class ControlPlane:
 
 
 def control_planes(
-    log: list[tuple[str, str]], fail_on: str = "", *, stale: bool = False
+    log: list[tuple[str, str]], fail_on: str = "", *, stale: bool = False, no_tool_on: str = ""
 ) -> tuple[dict[str, ControlPlane], dict[str, Any]]:
     cps = {
-        n: ControlPlane(n, log, fail_restore=n == fail_on, stale=stale)
+        n: ControlPlane(n, log, fail_restore=n == fail_on, stale=stale, no_tool=n == no_tool_on)
         for n in ("cp1", "cp2", "cp3")
     }
     ts: dict[str, Any] = {n: cp.t for n, cp in cps.items()}
@@ -328,6 +333,17 @@ def test_a_member_that_cannot_restore_stops_nothing_and_cleans_up(
         asyncio.run(run_restore(cluster, kubeadm_ran(tmp_path), snap, transports=ts))
     assert not [w for _, w in log if w.startswith(("stop", "swap", "start"))]
     assert sorted(h for h, w in log if w.startswith("rm -rf")) == ["cp1", "cp2", "cp3"]
+
+
+def test_a_host_with_no_etcd_tool_and_no_etcd_pod_is_told_what_to_install(
+    cluster: Cluster, tmp_path: Path
+) -> None:
+    log: list[tuple[str, str]] = []
+    _, ts = control_planes(log, no_tool_on="cp2")
+    with pytest.raises(OpsError, match=r"cp2: no etcdutl etcdctl on this host .*etcd-client"):
+        asyncio.run(run_restore(cluster, kubeadm_ran(tmp_path), snapshot_file(tmp_path),
+                                transports=ts))  # fmt: skip
+    assert not [w for _, w in log if w.startswith(("stop", "swap", "start"))]
 
 
 def test_etcd_back_at_an_older_revision_keeps_the_apiservers_stopped_and_says_where_things_are(

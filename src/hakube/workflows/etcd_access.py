@@ -26,6 +26,9 @@ STACKED_CLIENT_PORT = 2379
 STACKED_PEER_PORT = 2380
 ETCD_MANIFEST = "etcd.yaml"
 
+#: The tool's exit status when neither the host nor a running etcd container has it.
+NO_TOOL = 127
+
 # Runs as `sh -c TOOL etcd MODE ARGS...`: MODE `online` talks to a member (etcdctl), `offline`
 # works on files (etcdutl where it exists: etcd 3.6 dropped `etcdctl snapshot status|restore`).
 _TOOL = (

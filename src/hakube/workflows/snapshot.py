@@ -33,7 +33,7 @@ from hakube.state import StateDir
 from hakube.transport.base import Transport
 from hakube.workflows.apiserver import start_apiservers, stop_apiservers
 from hakube.workflows.apply import ApplyLocked, cluster_lock
-from hakube.workflows.etcd_access import EtcdAccess, etcd_access
+from hakube.workflows.etcd_access import NO_TOOL, EtcdAccess, etcd_access
 from hakube.workflows.ops import (
     FAILURES,
     OpsError,
@@ -147,6 +147,12 @@ async def _status(ctx: Context, access: EtcdAccess, host: Host, path: str) -> di
         data = json.loads(res.stdout)
     except json.JSONDecodeError:
         data = None
+    if res.exit_status == NO_TOOL:
+        raise OpsError(
+            f"{host.name}: {res.stderr_tail(1)}: install etcd's client tools there (Debian/Ubuntu "
+            "package etcd-client: etcdctl, and etcdutl from etcd 3.5), then run this again. "
+            "Nothing was stopped."
+        )
     if not res.ok or not isinstance(data, dict):
         raise OpsInputError(
             f"{host.name}: etcd cannot read the snapshot ({res.stderr_tail(3)}). "

@@ -1,10 +1,11 @@
 """Stacked etcd (kubeadm's static pods) in `status` and `etcd snapshot`, and the apiservers
 stopped around a restore: SCRIPTED, since kubeadm and kubelet cannot run on this machine.
 
-etcdctl's answers are the real ones captured from the lab's etcd 3.4.23 (tests/data/ops:
-status-*.txt, snapshot-status.json); a static pod's etcdctl prints the same JSON. The shell that
-picks the host's etcdctl or the one inside the etcd container runs for real, against fakes of
-etcdctl and crictl on PATH.
+etcdctl's answers are real ones (a static pod's etcdctl prints the same JSON): tests/data/ops/
+status-*.txt were captured from the lab's etcd 3.4.23, and snapshot-status.json is what Debian's
+etcdctl 3.4.23 (the lab's) printed for `snapshot status -w json` of a snapshot taken from an etcd
+3.4.23 on loopback holding 20 keys. The shell that picks the host's etcdctl or the one inside
+the etcd container runs for real, against fakes of etcdctl and crictl on PATH.
 """
 
 from __future__ import annotations

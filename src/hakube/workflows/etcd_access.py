@@ -12,13 +12,12 @@ write (snapshots, restored data dirs) are placed under the data dir, which both 
 from __future__ import annotations
 
 import shlex
-from collections.abc import Sequence
 from dataclasses import dataclass
 
 from hakube.render.etcd import etcdctl
 from hakube.render.kubeadm import CONTAINERD_SOCKET, DOCKERSHIM_SOCKET
 from hakube.spec.model import Cluster, EtcdTopology, Host, Runtime
-from hakube.workflows.apiserver import MANIFESTS, move_aside, move_back, wait_gone
+from hakube.workflows.apiserver import move_aside, move_back, wait_gone
 
 STACKED_PKI = "/etc/kubernetes/pki/etcd"
 #: kubeadm's local etcd always listens on these; hakube's etcd ports apply to external etcd.
@@ -37,10 +36,10 @@ _TOOL = (
     'for n in $names; do if command -v "$n" >/dev/null 2>&1; then exec "$n" "$@"; fi; done; '
     "c=$(crictl ps -q --name '^etcd$' --state running 2>/dev/null | head -n 1); "
     'if [ -z "$c" ]; then echo "no $names on this host and no running etcd container to run '
-    'it in" >&2; exit 127; fi; '
+    f'it in" >&2; exit {NO_TOOL}; fi; '
     'for n in $names; do if crictl exec "$c" "$n" version >/dev/null 2>&1; then '
     'exec crictl exec "$c" "$n" "$@"; fi; done; '
-    'echo "the etcd container has no $names" >&2; exit 127'
+    f'echo "the etcd container has no $names" >&2; exit {NO_TOOL}'
 )
 
 
@@ -139,12 +138,4 @@ def etcd_access(cluster: Cluster, *, kubernetes: bool) -> EtcdAccess | None:
         ctl_prefix=stacked_etcdctl(cri),
         staging=cluster.etcd.data_dir,
         cri=cri,
-    )
-
-
-def stacked_manifests_note(hosts: Sequence[Host], aside: str) -> str:
-    names = ", ".join(h.name for h in hosts)
-    return (
-        f"the etcd and kube-apiserver manifests of {names} are in {aside}; put them back into "
-        f"{MANIFESTS} by hand once the data dir is right"
     )

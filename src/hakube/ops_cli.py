@@ -294,7 +294,8 @@ def snapshot_restore(
     yes: YesOpt = False,
     output: OutputOpt = Output.TEXT,
 ) -> None:
-    """Restore every etcd member from a snapshot (checked before anything stops)."""
+    """Restore every etcd member from a snapshot, apiservers stopped around it (the file is
+    checked before anything stops)."""
     from hakube.workflows.ops import OpsError
     from hakube.workflows.snapshot import read_snapshot, run_restore
 
@@ -303,10 +304,10 @@ def snapshot_restore(
         _, info = read_snapshot(path)
     except OpsError as e:
         raise ops_failed(e) from None
-    hosts = ", ".join(h.name for h in cluster.etcd_hosts)
+    hosts = ", ".join(h.name for h in cluster.etcd_hosts or cluster.control_planes)
     question = (
-        f"Stop etcd on {hosts} and replace its data with {path} (revision "
-        f"{info.revision or 'unknown'})? Everything written after the snapshot is lost"
+        f"Stop the kube-apiservers and etcd on {hosts} and replace etcd's data with {path} "
+        f"(revision {info.revision or 'unknown'})? Everything written after the snapshot is lost"
     )
     run_reported(cluster, output, partial(run_restore, path=path), _print_restored, question, yes)
 
@@ -315,7 +316,12 @@ def _print_restored(r: RestoreResult) -> None:
     out.print(
         f"[green]restored[/] {', '.join(r.members)} at revision {r.revision} in "
         f"{r.seconds:.1f} s"
-        + "".join(f"\n  {h}: old data dir kept in {d}" for h, d in r.old_data_dirs.items()),
+        + "".join(f"\n  {h}: old data dir kept in {d}" for h, d in r.old_data_dirs.items())
+        + "".join(
+            f"\n  {h}: kube-apiserver ({kind}) stopped during the restore, ready again"
+            for h, kind in r.apiservers.items()
+            if kind != "none"
+        ),
         highlight=False,
     )
 

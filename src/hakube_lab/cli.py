@@ -179,8 +179,9 @@ def up(
         )
     if standins:
         lines.append(
-            f"LAB ONLY: apiserver stand-ins on {', '.join(standins)} (unit {STANDIN_UNIT}: TLS "
-            "/readyz on :6443, ready only while etcd has quorum; not Kubernetes)."
+            f"LAB ONLY: apiserver stand-ins on {', '.join(standins)} (unit {STANDIN_UNIT}, "
+            "alias kube-apiserver: TLS /readyz on :6443, ready only while etcd has quorum; not "
+            "Kubernetes)."
         )
     lines += [
         f"cluster file: {lab.cluster_file}",

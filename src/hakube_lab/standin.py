@@ -5,6 +5,10 @@ and keepalived's health script need something TLS on :6443 that behaves like an 
 ready only while etcd has quorum. This unit is that and nothing more. It is installed by the lab
 (never by a product phase), under a name that says so, and serves a certificate issued by the
 cluster's own CA for the host's address, as the real apiserver would.
+
+It answers to the unit name `kube-apiserver` (a systemd alias), the name a binary-installed
+apiserver has, so the product's day-2 steps that stop and start the apiservers (an etcd restore)
+act on it in the lab exactly as they would on such a host.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ from hakube.render.etcd import client_endpoints
 from hakube.spec.model import Cluster, Host
 from hakube.state import StateDir
 from hakube.transport.base import Redactor, Transport
+from hakube.workflows.apiserver import APISERVER_UNIT
 from hakube.workflows.apply import ssh_transports
 
 UNIT = "hakube-lab-apiserver-standin"
@@ -123,6 +128,7 @@ def unit_text(cluster: Cluster) -> str:
         "After=network.target\n\n"
         f"[Service]\nExecStart=/usr/bin/python3 {SCRIPT} {args}\n"
         "Restart=always\nRestartSec=0.5\n\n[Install]\nWantedBy=multi-user.target\n"
+        f"Alias={APISERVER_UNIT}.service\n"
     )
 
 

@@ -103,10 +103,13 @@ def _list(value: object) -> list[object]:
     return list(value) if isinstance(value, list) else []
 
 
-async def endpoint_health(ctx: Context, host: Host) -> list[dict[str, object]]:
-    res = await ctx.facts.read(
-        host, etcdctl(ctx.run.cluster, "endpoint", "health", "--cluster", "-w", "json"), check=False
-    )
+async def endpoint_health(
+    ctx: Context, host: Host, *, etcdctl_prefix: str | None = None
+) -> list[dict[str, object]]:
+    """Every member's health as `host`'s member sees it; `etcdctl_prefix` reaches another
+    etcd than hakube's external one (kubeadm's stacked members)."""
+    prefix = etcdctl_prefix or etcdctl(ctx.run.cluster).rstrip()
+    res = await ctx.facts.read(host, f"{prefix} endpoint health --cluster -w json", check=False)
     try:
         data = json.loads(res.stdout or "[]")
     except json.JSONDecodeError:
@@ -132,15 +135,19 @@ async def wait_healthy(
     whole_cluster: bool,
     member: Host | None = None,
     timeout: float = 60,
+    etcdctl_prefix: str | None = None,
+    members: int | None = None,
 ) -> list[dict[str, object]]:
-    """Wait until enough members are healthy (and `member`'s own endpoint among them)."""
+    """Wait until enough members are healthy (and `member`'s own endpoint among them).
+
+    `members` is how many make the whole cluster (default: the external etcd hosts)."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
-    want = len(ctx.run.cluster.etcd_hosts) if whole_cluster else 1
+    want = (members or len(ctx.run.cluster.etcd_hosts)) if whole_cluster else 1
     own = f"https://{member.address}:{ctx.run.cluster.etcd.client_port}" if member else None
     last: list[dict[str, object]] = []
     while loop.time() < deadline:
-        last = await endpoint_health(ctx, host)
+        last = await endpoint_health(ctx, host, etcdctl_prefix=etcdctl_prefix)
         healthy = {str(e.get("endpoint")) for e in last if e.get("health") is True}
         if len(healthy) >= want and (own is None or own in healthy):
             return last
@@ -149,4 +156,5 @@ async def wait_healthy(
     raise PhaseError(
         f"etcd is not healthy after {timeout:.0f} s ({detail or 'no answer'}): "
         "see `journalctl -u etcd` on the etcd hosts"
+        + (" (kubeadm's static pod: `crictl logs` of the etcd container)" if etcdctl_prefix else "")
     )

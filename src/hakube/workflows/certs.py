@@ -24,6 +24,7 @@ from hakube.pki.layout import as_rendered
 from hakube.spec.model import Cluster, Host
 from hakube.state import StateDir
 from hakube.transport.base import Transport
+from hakube.workflows.apiserver import move_aside, move_back, wait_readyz
 from hakube.workflows.apply import ApplyLocked, cluster_lock
 from hakube.workflows.ops import (
     OpsError,
@@ -36,7 +37,6 @@ from hakube.workflows.status import CERT_WARN_DAYS, CertStatus, cert_status
 
 #: The control-plane static pods that read kubeadm's certificates at start.
 STATIC_PODS = ("kube-apiserver", "kube-controller-manager", "kube-scheduler")
-MANIFESTS = "/etc/kubernetes/manifests"
 
 
 @dataclass
@@ -140,20 +140,13 @@ async def _restart_static_pods(ctx: Context, host: Host, pods: tuple[str, ...]) 
     # kubelet restarts a static pod whose manifest disappears and comes back; moving the
     # manifests aside for a moment is kubeadm's documented way after `certs renew`.
     aside = "/etc/kubernetes/hakube-manifests-aside"
-    names = " ".join(f"{p}.yaml" for p in pods)
+    names = [f"{p}.yaml" for p in pods]
     await ctx.do.sh(
         host,
         "restart the control-plane static pods",
-        f"set -e; mkdir -p {aside}; cd {MANIFESTS}; for m in {names}; do "
-        f'[ -f "$m" ] && mv "$m" {aside}/; done; sleep 20; mv {aside}/*.yaml {MANIFESTS}/; '
-        f"rmdir {aside}",
+        f"{move_aside(names, aside)}; sleep 20; {move_back(names, aside)}",
     )
-    await ctx.do.sh(
-        host,
-        "wait until the local apiserver answers /readyz",
-        "for i in $(seq 120); do curl -sfk --max-time 2 https://127.0.0.1:6443/readyz "
-        ">/dev/null && exit 0; sleep 1; done; exit 1",
-    )
+    await wait_readyz(ctx, host)
 
 
 async def renew_kubeadm(ctx: Context, errors: dict[str, str], result: RenewResult) -> None:

@@ -1,4 +1,11 @@
-"""etcd snapshots of hakube's external etcd: save from a healthy member, restore every member.
+"""etcd snapshots: save from a healthy member, restore every member with the apiservers stopped.
+
+Both of hakube's etcd topologies: its external members (systemd unit) and kubeadm's stacked
+ones (static pods on the control planes; see `etcd_access`). A restore writes each member's new
+data dir while everything still runs, so a snapshot the hosts cannot restore stops nothing; only
+then are the apiservers and every member stopped, the data dirs swapped, the members started
+together and, once etcd is healthy at the snapshot's revision, the apiservers started again one
+host at a time.
 
 A snapshot etcd streams ends with the SHA-256 of everything before it (etcd's maintenance
 Snapshot RPC appends it; `etcdctl snapshot restore` checks it). hakube checks it too, locally and
@@ -21,16 +28,22 @@ from hakube.fileio import write_private
 from hakube.phases.base import Event, EventKind, EventSink
 from hakube.phases.context import Context, Timeout
 from hakube.phases.etcd import endpoint_health, wait_healthy
-from hakube.render.etcd import etcd_initial_cluster, etcdctl
-from hakube.spec.model import Cluster, EtcdTopology, Host
+from hakube.spec.model import Cluster, Host
 from hakube.state import StateDir
 from hakube.transport.base import Transport
+from hakube.workflows.apiserver import start_apiservers, stop_apiservers
 from hakube.workflows.apply import ApplyLocked, cluster_lock
-from hakube.workflows.ops import OpsError, OpsInputError, require_reachable, session
+from hakube.workflows.etcd_access import NO_TOOL, EtcdAccess, etcd_access
+from hakube.workflows.ops import (
+    FAILURES,
+    OpsError,
+    OpsInputError,
+    known_cluster,
+    require_reachable,
+    session,
+)
 
 DEFAULT_KEEP = 10
-#: Where a snapshot is staged on an etcd host (root only).
-REMOTE_DIR = "/var/lib/hakube/snapshots"
 _HASH_SIZE = 32  # sha256
 _PAGE = 512  # etcd's own test: a db file is a whole number of 512-byte blocks
 
@@ -55,6 +68,8 @@ class RestoreResult:
     revision: int
     members: list[str]
     old_data_dirs: dict[str, str] = field(default_factory=dict)
+    #: How each control plane's apiserver ran (static-pod, unit, none): stopped, then restarted.
+    apiservers: dict[str, str] = field(default_factory=dict)
     seconds: float = 0.0
 
     def as_dict(self) -> dict[str, Any]:
@@ -102,61 +117,75 @@ def prune(directory: Path, keep: int) -> list[Path]:
     return removed
 
 
-def _require_external(cluster: Cluster) -> None:
-    if cluster.etcd.topology is not EtcdTopology.EXTERNAL or not cluster.etcd_hosts:
+def _access(cluster: Cluster, state: StateDir) -> EtcdAccess:
+    access = etcd_access(cluster, kubernetes=known_cluster(cluster, state).kubernetes)
+    if access is None or not access.hosts:
         raise OpsInputError(
-            "etcd snapshot works on hakube's external etcd (etcd.topology: external); for "
-            "stacked etcd (kubeadm's static pods) it is not implemented yet"
+            "etcd is stacked (kubeadm's static pods) and Kubernetes is not installed yet (no "
+            "admin.conf in the state dir): there is no etcd to take a snapshot of or restore; "
+            "run `hakube apply` first"
         )
+    return access
 
 
-async def _healthy_member(ctx: Context, errors: dict[str, str]) -> Host:
-    for h in ctx.run.cluster.etcd_hosts:
+async def _healthy_member(ctx: Context, access: EtcdAccess, errors: dict[str, str]) -> Host:
+    for h in access.hosts:
         if h.name in errors:
             continue
-        health = await endpoint_health(ctx, h)
+        health = await endpoint_health(ctx, h, etcdctl_prefix=access.ctl_prefix)
         if any(e.get("health") is True for e in health):
             return h
-    raise OpsError("no healthy etcd member to take a snapshot from (see `hakube status`)")
+    raise OpsError(
+        f"no healthy member of {access.what} to take a snapshot from (see `hakube status`)"
+    )
 
 
-async def _status(ctx: Context, host: Host, path: str) -> dict[str, Any]:
-    command = etcdctl(ctx.run.cluster, "snapshot", "status", shlex.quote(path), "-w", "json")
+async def _status(ctx: Context, access: EtcdAccess, host: Host, path: str) -> dict[str, Any]:
+    command = access.offline("snapshot", "status", shlex.quote(path), "-w", "json")
     res = await ctx.facts.read(host, command, check=False)
     try:
         data = json.loads(res.stdout)
     except json.JSONDecodeError:
         data = None
+    if res.exit_status == NO_TOOL:
+        raise OpsError(
+            f"{host.name}: {res.stderr_tail(1)}: install etcd's client tools there (Debian/Ubuntu "
+            "package etcd-client: etcdctl, and etcdutl from etcd 3.5), then run this again. "
+            "Nothing was stopped."
+        )
     if not res.ok or not isinstance(data, dict):
         raise OpsInputError(
-            f"{host.name}: etcdctl cannot read the snapshot ({res.stderr_tail(3)}). "
+            f"{host.name}: etcd cannot read the snapshot ({res.stderr_tail(3)}). "
             "Nothing was stopped."
         )
     return data
 
 
 async def save(
-    ctx: Context, errors: dict[str, str], *, out: Path | None, keep: int
+    ctx: Context, access: EtcdAccess, errors: dict[str, str], *, out: Path | None, keep: int
 ) -> SnapshotInfo:
-    host = await _healthy_member(ctx, errors)
+    host = await _healthy_member(ctx, access, errors)
     stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
-    remote = f"{REMOTE_DIR}/{ctx.run.cluster.name}-{stamp}.db"
+    remote = f"{access.staging}/hakube-snapshot-{stamp}.db"
     got: dict[str, Any] = {}
 
     async def take(t: Transport) -> None:
         # Staged on the member (root only), read back, removed: nothing stays on the host.
-        await t.run(f"install -d -m 700 {REMOTE_DIR}", timeout=Timeout.READ)
+        await t.run(f"install -d -m 700 {access.staging}", timeout=Timeout.READ)
         try:
             res = await t.run(
-                etcdctl(ctx.run.cluster, "snapshot", "save", shlex.quote(remote)), check=False,
-                timeout=600,
-            )  # fmt: skip
+                access.ctl("snapshot", "save", shlex.quote(remote)), check=False, timeout=600
+            )
             if not res.ok:
                 raise OpsError(f"{host.name}: etcdctl snapshot save failed: {res.stderr_tail(5)}")
-            got["status"] = await _status(ctx, host, remote)
+            got["status"] = await _status(ctx, access, host, remote)
             got["data"] = await t.get(remote)
         finally:
-            await t.run(f"rm -f {shlex.quote(remote)}", check=False, timeout=Timeout.READ)
+            await t.run(
+                f"rm -f {shlex.quote(remote)} {shlex.quote(remote)}.part",
+                check=False,
+                timeout=Timeout.READ,
+            )
 
     await ctx.do.change(host, "take an etcd snapshot", take)
     st: dict[str, Any] = got["status"]
@@ -200,84 +229,149 @@ def read_snapshot(path: Path) -> tuple[bytes, SnapshotInfo]:
     return data, info
 
 
-async def restore(ctx: Context, errors: dict[str, str], path: Path) -> RestoreResult:
+async def _check_members(ctx: Context, access: EtcdAccess, errors: dict[str, str]) -> None:
+    """If etcd still answers, its members must be the ones the restore recreates: a cluster
+    whose names or peer URLs differ would come back as a different cluster."""
+    want = {h.name: access.peer_url(h) for h in access.hosts}
+    for h in access.hosts:
+        if h.name in errors:
+            continue
+        res = await ctx.facts.read(h, access.ctl("member", "list", "-w", "json"), check=False)
+        try:
+            members = json.loads(res.stdout)["members"] if res.ok else None
+        except (ValueError, LookupError, TypeError):
+            members = None
+        if not isinstance(members, list):
+            continue
+        live = {
+            str(m.get("name")): ",".join(m.get("peerURLs") or [])
+            for m in members
+            if isinstance(m, dict) and m.get("name")
+        }
+        if live != want:
+            show = ", ".join(f"{n}={u}" for n, u in sorted(live.items()))
+            raise OpsError(
+                f"the running etcd's members ({show}) are not the ones the restore would create "
+                f"({access.initial_cluster()}); change the cluster file to match, or restore by "
+                "hand. Nothing was stopped."
+            )
+        return
+
+
+def _after_move(path: str, data_dir: str, old: str) -> str:
+    """Where `path` is once `data_dir` has been renamed to `old`."""
+    return old + path[len(data_dir) :] if path.startswith(data_dir + "/") else path
+
+
+async def restore(
+    ctx: Context, access: EtcdAccess, errors: dict[str, str], path: Path
+) -> RestoreResult:
     started = time.monotonic()
     c = ctx.run.cluster
-    hosts = c.etcd_hosts
-    require_reachable(errors, hosts)
+    hosts = list(access.hosts)
+    control_planes = list(c.control_planes)
+    require_reachable(errors, [*hosts, *(h for h in control_planes if h not in hosts)])
     data, info = read_snapshot(path)
     stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
-    remote = f"{REMOTE_DIR}/restore-{stamp}.db"
+    remote = f"{access.staging}/hakube-restore-{stamp}.db"
+    token = f"hakube-{c.name}-restore-{stamp}".lower()
+    data_dir = access.data_dir
+    fresh = access.restore_dir(stamp)
+    old = f"{data_dir}.before-restore-{stamp}"
+    aside = f"/etc/kubernetes/hakube-restore-aside-{stamp}"
+    initial = access.initial_cluster()
+    q = shlex.quote
+    await _check_members(ctx, access, errors)
 
     async def put(t: Transport) -> None:
-        await t.run(f"install -d -m 700 {REMOTE_DIR}", timeout=Timeout.READ)
+        await t.run(f"install -d -m 700 {access.staging}", timeout=Timeout.READ)
         await t.put(remote, data, mode=0o600)
 
-    async def stage(h: Host) -> dict[str, Any]:
+    async def prepare(h: Host) -> dict[str, Any]:
         await ctx.do.change(h, f"stage the snapshot in {remote}", put)
-        return await _status(ctx, h, remote)
-
-    # Every member gets the file and reads it BEFORE anything stops.
-    statuses = await asyncio.gather(*(stage(h) for h in hosts))
-    revision = int(statuses[0].get("revision", 0))
-    info.revision = info.revision or revision
-    token = f"hakube-{c.name}-restore-{stamp}".lower()
-    data_dir = c.etcd.data_dir
-    old = f"{data_dir}.before-restore-{stamp}"
-    initial = etcd_initial_cluster(c)
-
-    async def stop(h: Host) -> None:
-        await ctx.do.sh(h, "stop etcd", "systemctl stop etcd")
-
-    kept: dict[str, str] = {}
-
-    async def rebuild(h: Host) -> None:
-        peer = f"https://{h.address}:{c.etcd.peer_port}"
-        q = shlex.quote
-        restore_cmd = (
-            f"snapshot restore {q(remote)} --name {q(h.name)} --initial-cluster {q(initial)} "
-            f"--initial-cluster-token {q(token)} --initial-advertise-peer-urls {q(peer)} "
-            f"--data-dir {q(data_dir)}"
-        )
-        existed = (await ctx.facts.read(h, f"test -e {q(data_dir)}", check=False)).ok
-        if existed:
-            kept[h.name] = old
-        # etcd >= 3.5 moved offline restore to etcdutl; Debian 12's 3.4 has it in etcdctl.
+        st = await _status(ctx, access, h, remote)
+        restore_cmd = access.offline(
+            "snapshot", "restore", q(remote), "--name", q(h.name),
+            "--initial-cluster", q(initial), "--initial-cluster-token", q(token),
+            "--initial-advertise-peer-urls", q(access.peer_url(h)), "--data-dir", q(fresh),
+        )  # fmt: skip
         await ctx.do.sh(
             h,
-            f"restore {data_dir} from the snapshot as member {h.name}"
-            + (f" (old one kept as {old})" if existed else ""),
+            f"restore the snapshot into {fresh} as member {h.name} (etcd still running)",
+            f"rm -rf {q(fresh)}; {restore_cmd}",
+        )
+        return st
+
+    async def discard(h: Host) -> None:
+        await ctx.do.sh(h, "remove the staged snapshot and restored data dir",
+                        f"rm -rf {q(fresh)} {q(remote)}")  # fmt: skip
+
+    # Every member reads the file and builds its new data dir BEFORE anything stops.
+    try:
+        statuses = await asyncio.gather(*(prepare(h) for h in hosts))
+    except BaseException:
+        await asyncio.gather(*(discard(h) for h in hosts), return_exceptions=True)
+        raise
+    revision = int(statuses[0].get("revision", 0))
+    info.revision = info.revision or revision
+    kept: dict[str, str] = {}
+    for h in hosts:
+        if (await ctx.facts.read(h, f"test -e {q(data_dir)}", check=False)).ok:
+            kept[h.name] = old
+
+    async def stop(h: Host) -> None:
+        await ctx.do.sh(h, *access.stop_etcd(aside))
+
+    async def swap(h: Host) -> None:
+        moved = _after_move(fresh, data_dir, old)
+        await ctx.do.sh(
+            h,
+            f"put the restored data dir in place of {data_dir}"
+            + (f" (old one kept as {old})" if h.name in kept else ""),
             f"set -e; if [ -e {q(data_dir)} ]; then mv {q(data_dir)} {q(old)}; fi; "
-            f"if command -v etcdutl >/dev/null; then etcdutl {restore_cmd}; "
-            f"else ETCDCTL_API=3 etcdctl {restore_cmd}; fi; "
-            f"chown -R etcd:etcd {q(data_dir)} 2>/dev/null || true; chmod 700 {q(data_dir)}; "
-            f"rm -f {q(remote)}",
+            f"mv {q(moved)} {q(data_dir)}; chown -R etcd:etcd {q(data_dir)} 2>/dev/null || true; "
+            f"chmod 700 {q(data_dir)}; rm -f {q(_after_move(remote, data_dir, old))}",
         )
 
     async def start(h: Host) -> None:
-        # --no-block: a member only reports ready once a quorum of its peers is up.
-        await ctx.do.sh(h, "start etcd", "systemctl start --no-block etcd")
+        await ctx.do.sh(h, *access.start_etcd(aside))
 
-    await asyncio.gather(*(stop(h) for h in hosts))
-    await asyncio.gather(*(rebuild(h) for h in hosts))
-    await asyncio.gather(*(start(h) for h in hosts))
-    await wait_healthy(ctx, hosts[0], whole_cluster=True, timeout=90)
-    res = await ctx.facts.read(
-        hosts[0], etcdctl(c, "endpoint", "status", "-w", "json"), check=False
-    )
-    try:
-        now_rev = int(json.loads(res.stdout)[0]["Status"]["header"]["revision"])
-    except (ValueError, LookupError, TypeError):
-        now_rev = -1
-    if now_rev < revision:
-        raise OpsError(
-            f"etcd is healthy again but at revision {now_rev}, not the snapshot's {revision}"
+    async def bring_back() -> int:
+        await asyncio.gather(*(stop(h) for h in hosts))
+        await asyncio.gather(*(swap(h) for h in hosts))
+        await asyncio.gather(*(start(h) for h in hosts))
+        await wait_healthy(ctx, hosts[0], whole_cluster=True, timeout=120,
+                           etcdctl_prefix=access.ctl_prefix, members=len(hosts))  # fmt: skip
+        res = await ctx.facts.read(
+            hosts[0], access.ctl("endpoint", "status", "-w", "json"), check=False
         )
+        try:
+            now = int(json.loads(res.stdout)[0]["Status"]["header"]["revision"])
+        except (ValueError, LookupError, TypeError):
+            now = -1
+        if now < revision:
+            raise OpsError(
+                f"etcd is healthy again but at revision {now}, not the snapshot's {revision}"
+            )
+        return now
+
+    apiservers = await stop_apiservers(ctx, control_planes, aside)
+    try:
+        now_rev = await bring_back()
+    except FAILURES as e:
+        # Past this point the operator finishes by hand: say exactly where everything is.
+        raise OpsError(
+            f"{e}. The restore stopped there: the kube-apiservers stay stopped (kubeadm's "
+            f"manifests in {aside}, or their unit); old data dirs are kept as {old}"
+            + (f", etcd's manifests may still be in {aside}" if access.stacked else "")
+        ) from e
+    await start_apiservers(ctx, control_planes, apiservers, aside)
     return RestoreResult(
         snapshot=info,
         revision=now_rev,
         members=[h.name for h in hosts],
         old_data_dirs=kept,
+        apiservers={name: str(kind) for name, kind in apiservers.items()},
         seconds=time.monotonic() - started,
     )
 
@@ -291,14 +385,14 @@ async def run_save(
     emit: EventSink | None = None,
     transports: dict[str, Transport] | None = None,
 ) -> SnapshotInfo:
-    _require_external(cluster)
     if keep < 1:
         raise OpsInputError("--keep must be at least 1")
+    access = _access(cluster, state)
     async with session(cluster, state, emit=emit, transports=transports, phase="etcd/snapshot") as (
         ctx,
         errors,
     ):
-        return await save(ctx, errors, out=out, keep=keep)
+        return await save(ctx, access, errors, out=out, keep=keep)
 
 
 async def run_restore(
@@ -309,13 +403,13 @@ async def run_restore(
     emit: EventSink | None = None,
     transports: dict[str, Transport] | None = None,
 ) -> RestoreResult:
-    _require_external(cluster)
+    access = _access(cluster, state)
     read_snapshot(path)  # bad input fails here, before any host is contacted
     try:
         with cluster_lock(state):
             async with session(
                 cluster, state, emit=emit, transports=transports, phase="etcd/restore"
             ) as (ctx, errors):
-                return await restore(ctx, errors, path)
+                return await restore(ctx, access, errors, path)
     except ApplyLocked as e:
         raise OpsError(str(e)) from None

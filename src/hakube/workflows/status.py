@@ -27,13 +27,13 @@ from hakube.phases.kubeadm import ADMIN_CONF, KUBECTL
 from hakube.pki.etcd import EtcdPKI, etcd_members
 from hakube.pki.layout import as_rendered
 from hakube.render.base import RenderedFile
-from hakube.render.etcd import etcdctl
 from hakube.render.haproxy import STATS_SOCKET
 from hakube.render.keepalived import priorities
 from hakube.spec.model import Cluster, EndpointMode, Host
 from hakube.state import StateDir
 from hakube.transport.base import Transport
 from hakube.workflows.apply import apply_phases
+from hakube.workflows.etcd_access import etcd_access
 from hakube.workflows.ops import ClusterView, known_cluster, session, stored_secrets
 
 CERT_WARN_DAYS = 30
@@ -127,10 +127,16 @@ def host_query(cluster: Cluster, view: ClusterView, host: Host) -> OpsQuery:
         vip=str(cluster.endpoint.vip) if vip else None,
         vrrp=vip,
         haproxy_socket=STATS_SOCKET if cluster.is_lb(host) else None,
-        etcdctl=etcdctl(cluster).rstrip() if view.external_etcd and cluster.is_etcd(host) else None,
+        etcdctl=etcd_prefix(cluster, view, host),
         kubectl=KUBECTL if on_init else None,
         kubeadm_tokens=on_init,
     )
+
+
+def etcd_prefix(cluster: Cluster, view: ClusterView, host: Host) -> str | None:
+    """The etcdctl that reads `host`'s own member: hakube's external one or kubeadm's stacked."""
+    access = etcd_access(cluster, kubernetes=view.kubernetes)
+    return access.ctl_prefix if access and host.name in {h.name for h in access.hosts} else None
 
 
 def stored_etcd_pki(cluster: Cluster, state: StateDir) -> EtcdPKI | None:
@@ -274,10 +280,13 @@ def _judge(
         r.problems.append(
             f"VIP {r.vip} is held by {len(r.vip_owners)} hosts ({', '.join(r.vip_owners)})"
         )
-    if view.external_etcd:
-        _judge_etcd(view, ops, r)
+    access = etcd_access(cluster, kubernetes=view.kubernetes)
+    if access is not None:
+        _judge_etcd(list(access.hosts), ops, r)
     else:
-        r.notes.append("etcd: stacked (kubeadm's static pods); status does not read it yet")
+        r.notes.append(
+            "etcd: stacked (kubeadm's static pods), which only run once kubeadm init has"
+        )
     for name, f in ops.items():
         r.certs += [cert_status(name, fact, now) for fact in f.certs]
     for c in r.certs:
@@ -296,17 +305,17 @@ def _judge(
         r.notes.append(f"kubernetes: not installed ({ADMIN_CONF} not fetched into the state dir)")
 
 
-def _judge_etcd(view: ClusterView, ops: dict[str, OpsFacts], r: StatusReport) -> None:
+def _judge_etcd(etcd_hosts: list[Host], ops: dict[str, OpsFacts], r: StatusReport) -> None:
     names: dict[str, str] = {}
     listed: set[str] = set()
-    for h in view.etcd_hosts:
+    for h in etcd_hosts:
         f = ops.get(h.name)
         for m in f.etcd_members if f else []:
             mid = f"{int(m.get('ID', 0)):x}" if isinstance(m.get("ID"), int) else str(m.get("ID"))
             names[mid] = str(m.get("name", "")) or "(not started)"
             listed.add(names[mid])
     leaders = set()
-    for h in view.etcd_hosts:
+    for h in etcd_hosts:
         f = ops.get(h.name)
         if f is None or f.etcd is None:
             continue
@@ -334,10 +343,10 @@ def _judge_etcd(view: ClusterView, ops: dict[str, OpsFacts], r: StatusReport) ->
             r.problems.append(f"etcd {h.name}: unhealthy ({e.error or 'no answer'})")
         if e.errors:
             r.problems.append(f"etcd {h.name}: {'; '.join(e.errors)}")
-    alarm_lines = {a for h in view.etcd_hosts if h.name in ops for a in ops[h.name].etcd_alarms}
+    alarm_lines = {a for h in etcd_hosts if h.name in ops for a in ops[h.name].etcd_alarms}
     if alarm_lines:
         r.problems.append(f"etcd alarms: {', '.join(sorted(alarm_lines))}")
-    want = {h.name for h in view.etcd_hosts}
+    want = {h.name for h in etcd_hosts}
     missing = sorted(want - listed) if listed else []
     if missing:
         r.problems.append(f"etcd: {', '.join(missing)} not in the member list")

@@ -512,6 +512,21 @@ def _etcd(c: Cluster) -> list[Problem]:
                     "remove etcd.hosts, or set etcd.topology: external",
                 )
             )
+        # kubeadm's stacked etcd always listens on 2379/2380: another value would be accepted
+        # here and ignored on the hosts.
+        for field, port, default in (
+            ("client_port", e.client_port, 2379),
+            ("peer_port", e.peer_port, 2380),
+        ):
+            if port != default:
+                out.append(
+                    _err(
+                        f"etcd.{field}",
+                        f"{field} {port} with stacked etcd: kubeadm's etcd static pod always "
+                        f"uses {default}",
+                        f"remove etcd.{field}, or set etcd.topology: external",
+                    )
+                )
         return out
     known = {h.name for h in c.hosts}
     for i, name in enumerate(e.hosts or []):

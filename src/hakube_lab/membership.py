@@ -23,6 +23,7 @@ from typing import Any
 import yaml
 
 from hakube.facts.haproxy import SHOW_STAT, parse_show_stat
+from hakube.phases.base import Event, EventKind
 from hakube.render.etcd import etcdctl
 from hakube.spec.load import load_cluster_data
 from hakube.spec.model import Cluster, Host
@@ -30,7 +31,7 @@ from hakube.state import StateDir
 from hakube.transport.base import Redactor
 from hakube.workflows.apply import ApplyResult, apply, ssh_transports
 from hakube_lab.drill.probes import Probes
-from hakube_lab.drill.report import Request, longest_gap
+from hakube_lab.drill.report import Request, VipSample, longest_gap
 from hakube_lab.drill.scenarios import Settings
 from hakube_lab.drill.workflow import write_ca
 from hakube_lab.lab import Lab, LabError
@@ -40,6 +41,13 @@ from hakube_lab.standin import install_standin
 SKIP = ["kubeadm", "cni"]
 Log = Callable[[str], None]
 #: What no removed host may still run or have (hakube's units and files, etcd's data).
+#: HAProxy sessions that did not end normally (tcplog termination state other than "--"),
+#: server state changes and keepalived state changes since `{since}` (epoch seconds).
+LB_LOG = (
+    "journalctl -q -o short-precise --since @{since} -t haproxy -t Keepalived_vrrp "
+    "| grep -vE ' [0-9]+ -- [0-9]+/' | grep -E ' [0-9]+ [^ ]{{2}} [0-9]+/|is (UP|DOWN)|Entering' "
+    "| tail -n 40; true"
+)
 LEFTOVER_CHECK = (
     "for u in haproxy keepalived etcd kubelet; do systemctl is-active -q $u && echo unit:$u; "
     "done; for p in /etc/haproxy/haproxy.cfg /etc/keepalived/keepalived.conf /etc/default/etcd "
@@ -73,6 +81,16 @@ class StepFigures:
     control_planes: list[str] = field(default_factory=list)
     leftovers: dict[str, list[str]] = field(default_factory=dict)
     failures: list[str] = field(default_factory=list)
+    #: Each failed request: when (s after the step began), its errors, the VIP holders then
+    #: and the last changes hakube made before it.
+    failed_detail: list[str] = field(default_factory=list)
+    #: What the LB hosts logged in the step that bears on failed requests: HAProxy sessions
+    #: that did not end normally (termination state other than --), server state changes,
+    #: keepalived state changes; journal time (the step began at `wall_start`).
+    lb_log: list[str] = field(default_factory=list)
+    wall_start: str = ""
+    #: 99th percentile and maximum time of a successful request (retry included): the load.
+    latency_p99_max: tuple[float, float] = (0.0, 0.0)
 
     @property
     def backends_exact(self) -> bool:
@@ -100,6 +118,10 @@ class StepFigures:
             "backends_exact": self.backends_exact,
             "leftovers": self.leftovers,
             "failures": self.failures,
+            "failed_detail": self.failed_detail,
+            "latency_p99_max_s": [round(x, 3) for x in self.latency_p99_max],
+            "wall_start": self.wall_start,
+            "lb_log": self.lb_log,
         }  # fmt: skip
 
 
@@ -189,10 +211,23 @@ class MembershipRun:
         self.file = out_dir / "cluster.yaml"
         out_dir.mkdir(parents=True, exist_ok=True)
         self.probes: Probes | None = None
+        #: hakube's changes (CHANGE events) of every apply, on the probe's clock.
+        self.changes: list[Event] = []
+        #: Marks of the run's own lab actions (power-off, stand-in removal) on that clock.
+        self.marks: list[tuple[float, str]] = []
+
+    def _event(self, e: Event) -> None:
+        if e.kind is EventKind.CHANGE:
+            self.changes.append(e)
+
+    def mark(self, what: str) -> None:
+        self.marks.append((time.monotonic(), what))
 
     def apply(self, cluster: Cluster, *, prune: bool = False) -> ApplyResult:
         write_cluster(cluster, self.file)
-        return asyncio.run(apply(cluster, state=self.state, skip=SKIP, prune=prune))
+        return asyncio.run(
+            apply(cluster, state=self.state, skip=SKIP, prune=prune, emit=self._event)
+        )
 
     def start_probe(self, every_lb: Cluster, seconds: float) -> None:
         cafile = write_ca(self.state, self.out_dir)
@@ -220,6 +255,7 @@ class MembershipRun:
     ) -> StepFigures:
         self.log(f"-- {name}")
         watch = EtcdWatch(self.lab, cluster, watch_via)
+        wall = time.time()
         start = time.monotonic()
         try:
             if before is not None:
@@ -228,6 +264,7 @@ class MembershipRun:
             result = self.apply(cluster, prune=prune)
             seconds = time.monotonic() - t0
             for host in removed:  # LAB ONLY scaffolding: the stand-in is the lab's, not hakube's
+                self.mark(f"{host}: stand-in removed")
                 in_host(self.lab, host, REMOVE_STANDIN)
             time.sleep(1.0)  # requests sent during the last reloads have their answers
         finally:
@@ -238,6 +275,14 @@ class MembershipRun:
         reqs = self.requests(start, end)
         fig.requests = len(reqs)
         fig.failed = sum(1 for r in reqs if not r.ok)
+        fig.failed_detail = [self._explain(r, start) for r in reqs if not r.ok]
+        took = sorted(r.end - r.t for r in reqs if r.ok)
+        if took:
+            fig.latency_p99_max = (took[int(len(took) * 0.99)], took[-1])
+        fig.wall_start = time.strftime("%H:%M:%S", time.localtime(wall))
+        for name in sorted({*(h.name for h in cluster.lb_hosts), *removed}):
+            res = in_host(self.lab, name, LB_LOG.format(since=int(wall)))
+            fig.lb_log += [f"{name}: {x}" for x in (res.stdout if res else "").splitlines()]
         fig.longest_gap = longest_gap(reqs, start, end) if reqs else 0.0
         fig.control_planes = [h.name for h in cluster.control_planes]
         fig.etcd_members = sorted(self.state.record().etcd_members)
@@ -254,6 +299,21 @@ class MembershipRun:
             )
         self.log(json.dumps(fig.as_dict()))
         return fig
+
+    def _explain(self, r: Request, start: float) -> str:
+        assert self.probes is not None
+        held: VipSample | None = None
+        for v in self.probes.samples():
+            if v.t > r.t:
+                break
+            held = v
+        marks = [(e.at, f"{e.host} {e.phase}: {e.message}") for e in self.changes]
+        marks += self.marks
+        before = sorted(m for m in marks if m[0] <= r.end)[-3:]
+        recent = "; ".join(f"{what} (-{r.t - at:.2f} s)" for at, what in before)
+        vip = ",".join(held.holders) if held is not None else "?"
+        return (f"+{r.t - start:.2f} s, {r.end - r.t:.2f} s, {' | '.join(r.errors)}; VIP on "
+                f"{vip}; last changes: {recent}")  # fmt: skip
 
 
 def every_lb(lab: Lab, cluster: Cluster) -> Cluster:
@@ -297,7 +357,9 @@ def run_sequence(run: MembershipRun, *, replace: bool = True) -> list[StepFigure
         replaced = cluster_with(lab, [n for n in keep if n != off] + ["s3"], ["w1"])
 
         def power_off_and_prepare() -> None:
+            run.mark(f"{off}: power off")
             lab.stop(off)
+            run.mark(f"{off}: powered off")
             install_standins(replaced, run.state, ["s3"])
 
         figures.append(run.step("replace", replaced, prune=True, removed=[off], watch_via="s2",

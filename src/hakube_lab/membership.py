@@ -280,7 +280,7 @@ class MembershipRun:
         if took:
             fig.latency_p99_max = (took[int(len(took) * 0.99)], took[-1])
         fig.wall_start = time.strftime("%H:%M:%S", time.localtime(wall))
-        for lb_name in sorted({*(h.lb_name for h in cluster.lb_hosts), *removed}):
+        for lb_name in sorted({*(h.name for h in cluster.lb_hosts), *removed}):
             res = in_host(self.lab, lb_name, LB_LOG.format(since=int(wall)))
             fig.lb_log += [f"{lb_name}: {x}" for x in (res.stdout if res else "").splitlines()]
         fig.longest_gap = longest_gap(reqs, start, end) if reqs else 0.0

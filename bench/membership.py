@@ -1,6 +1,7 @@
 """Membership under load on the lab, and the time of adding one worker.
 
-Run as root: `python bench/membership.py [--workers N]`.
+Run as root: `python bench/membership.py [--workers N] [--part sequence|add-worker]`
+(one part per run keeps each under the shared lab lock's 8 minutes).
 
 1. 3 control planes + 1 worker, external etcd; with the drill's probe at 50 req/s through the
    VIP: add two control planes (5), remove the VIP owner and one other (3), power one off and
@@ -42,8 +43,16 @@ def sequence(root: Path) -> None:
               f"{f.backends_exact!s:>15}  {left or '-'}")  # fmt: skip
         for lb, servers in f.backends.items():
             print(f"         haproxy {lb}: {' '.join(servers)}")
+        if f.failed_before_apply:
+            print(f"         {f.failed_before_apply} of the failed before apply started")
         for failure in f.failures:
             print(f"         FAILED {failure}")
+        for line in f.failed_detail:
+            print(f"         failed request {line}")
+        for line in f.lb_log:
+            print(f"         log {line}")
+        p99, slowest = f.latency_p99_max
+        print(f"         latency of successful requests: p99 {p99:.3f} s, max {slowest:.3f} s")
 
 
 def add_worker(root: Path, workers: int) -> None:
@@ -76,10 +85,13 @@ def add_worker(root: Path, workers: int) -> None:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--workers", type=int, default=1, help="workers of the add-a-worker lab")
+    ap.add_argument("--part", choices=["all", "sequence", "add-worker"], default="all")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as d:
-        sequence(Path(d))
-        add_worker(Path(d), args.workers)
+        if args.part in ("all", "sequence"):
+            sequence(Path(d))
+        if args.part in ("all", "add-worker"):
+            add_worker(Path(d), args.workers)
 
 
 if __name__ == "__main__":

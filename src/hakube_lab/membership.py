@@ -74,6 +74,8 @@ class StepFigures:
     ok: bool
     requests: int = 0
     failed: int = 0
+    #: Of `failed`, those sent before apply started (the step's own lab action, e.g. power-off).
+    failed_before_apply: int = 0
     longest_gap: float = 0.0
     etcd: list[EtcdSample] = field(default_factory=list)
     etcd_members: list[str] = field(default_factory=list)
@@ -108,6 +110,7 @@ class StepFigures:
             "ok": self.ok,
             "requests": self.requests,
             "failed_after_retry": self.failed,
+            "failed_before_apply": self.failed_before_apply,
             "longest_gap_s": round(self.longest_gap, 3),
             "etcd_samples": len(self.etcd),
             "etcd_members_min_max": [min((s.members for s in self.etcd), default=0),
@@ -275,6 +278,7 @@ class MembershipRun:
         reqs = self.requests(start, end)
         fig.requests = len(reqs)
         fig.failed = sum(1 for r in reqs if not r.ok)
+        fig.failed_before_apply = sum(1 for r in reqs if not r.ok and r.t < t0)
         fig.failed_detail = [self._explain(r, start) for r in reqs if not r.ok]
         took = sorted(r.end - r.t for r in reqs if r.ok)
         if took:

@@ -486,6 +486,7 @@ def test_fresh_hosts_apply_succeeds_and_runs_the_expected_phases(fresh_run: Run)
         "lb/vip",
         "kubeadm/packages",
         "kubeadm/init",
+        "kubeadm/etcd-endpoints",
         "kubeadm/join-control-planes",
         "cni",
         "kubeadm/join-workers",
@@ -989,6 +990,7 @@ def test_skip_kubeadm_skips_every_kubeadm_phase() -> None:
     assert [p.name for p in skipped] == [
         "kubeadm/packages",
         "kubeadm/init",
+        "kubeadm/etcd-endpoints",
         "kubeadm/join-control-planes",
         "kubeadm/join-workers",
     ]

@@ -71,10 +71,13 @@ async def front_problems(ctx: Context) -> list[str]:
             problems.append(f"the VIP is held by {len(owners)} hosts ({', '.join(owners)})")
     rec = ctx.run.record
     if rec is not None and rec.init_host is not None:
+        # A control plane that joins later in this run has no apiserver yet: DOWN is right.
+        joined = {rec.init_host, *(n for n, role in rec.nodes.items() if role == "control-plane")}
         for lb in c.lb_hosts:
             res = await ctx.facts.read(lb, SHOW_STAT, check=False)
             backends = parse_show_stat(res.stdout, lb.name)
-            down = [f"{b.server} {b.status}" for b in backends if not b.status.startswith("UP")]
+            down = [f"{b.server} {b.status}" for b in backends
+                    if b.server in joined and not b.status.startswith("UP")]  # fmt: skip
             if not backends or down:
                 problems.append(f"{lb.name}: backends {', '.join(down) or 'unreadable'}")
     return problems

@@ -39,6 +39,7 @@ from hakube.phases.base import (
 from hakube.phases.cni import CNIPhase
 from hakube.phases.context import Context, RunData
 from hakube.phases.etcd import EtcdPhase
+from hakube.phases.etcd_endpoints import EtcdEndpoints
 from hakube.phases.host import PackagesPhase, Preflight, Prepare, RuntimePhase
 from hakube.phases.kubeadm import (
     JoinControlPlanes,
@@ -71,6 +72,7 @@ def apply_phases() -> list[Phase]:
         EtcdPhase(),
         KubePackages(),
         KubeadmInit(),
+        EtcdEndpoints(),
         JoinControlPlanes(),
         CNIPhase(),
         JoinWorkers(),

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import shlex
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -35,8 +36,8 @@ from hakube_lab.drill.report import Request, VipSample, longest_gap
 from hakube_lab.drill.scenarios import Settings
 from hakube_lab.drill.workflow import write_ca
 from hakube_lab.lab import Lab, LabError
+from hakube_lab.standin import ENDPOINTS_FILE, endpoints_file, install_standin
 from hakube_lab.standin import REMOVE as REMOVE_STANDIN
-from hakube_lab.standin import install_standin
 
 SKIP = ["kubeadm", "cni"]
 Log = Callable[[str], None]
@@ -266,6 +267,7 @@ class MembershipRun:
             t0 = time.monotonic()
             result = self.apply(cluster, prune=prune)
             seconds = time.monotonic() - t0
+            self.standin_endpoints(cluster)
             for host in removed:  # LAB ONLY scaffolding: the stand-in is the lab's, not hakube's
                 self.mark(f"{host}: stand-in removed")
                 in_host(self.lab, host, REMOVE_STANDIN)
@@ -303,6 +305,15 @@ class MembershipRun:
             )
         self.log(json.dumps(fig.as_dict()))
         return fig
+
+    def standin_endpoints(self, cluster: Cluster) -> None:
+        """LAB ONLY: the stand-ins' etcd list follows the members, as the skipped
+        kubeadm/etcd-endpoints phase makes real apiservers' --etcd-servers do."""
+        data = shlex.quote(endpoints_file(cluster).decode())
+        cmd = f"printf %s {data} > {ENDPOINTS_FILE}.new && mv {ENDPOINTS_FILE}.new {ENDPOINTS_FILE}"
+        self.mark("stand-ins: etcd endpoints updated")
+        for h in cluster.control_planes:
+            in_host(self.lab, h.name, cmd)
 
     def _explain(self, r: Request, start: float) -> str:
         assert self.probes is not None

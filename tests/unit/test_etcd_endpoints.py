@@ -28,10 +28,12 @@ from hakube.phases.etcd_endpoints import (
     with_endpoints,
     with_etcd_servers,
 )
+from hakube.phases.remove import Removal
 from hakube.spec.load import load_cluster_data
 from hakube.spec.model import Cluster
 from hakube.state import StateDir
 from hakube.transport.scripted import FakeFile, Reply, ScriptedTransport
+from hakube.workflows.apply import apply_phases, with_removal
 
 OLD = "https://10.88.0.11:2379,https://10.88.0.12:2379,https://10.88.0.13:2379"
 NEW = OLD + ",https://10.88.0.14:2379,https://10.88.0.15:2379"
@@ -274,3 +276,11 @@ def test_a_stacked_cluster_configuration_is_refused_with_the_fix() -> None:
     with pytest.raises(PhaseError, match="topology: stacked"):
         with_endpoints(stacked, NEW.split(","))
     assert with_endpoints(CLUSTER_CONFIGURATION, OLD.split(",")) is None
+
+
+def test_the_lists_change_after_the_lb_roll_and_before_members_leave_or_join() -> None:
+    names = [p.name for p in with_removal(apply_phases(), Removal((), {}))]
+    assert names.index("lb/vip") < names.index("kubeadm/etcd-endpoints")
+    assert names.index("kubeadm/etcd-endpoints") < names.index("remove/hosts")
+    assert names.index("remove/hosts") < names.index("etcd")
+    assert names.index("etcd") < names.index("kubeadm/join-control-planes")

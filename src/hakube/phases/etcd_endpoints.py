@@ -5,10 +5,15 @@ kubeadm writes the etcd endpoint list once, at init or join: into the kubeadm-co
 kube-apiserver manifest (``--etcd-servers``). When etcd hosts are added or removed, nothing
 updates them: the survivors keep talking to a removed member (and lose etcd altogether once
 every listed member is gone), and a control plane that joins later copies the stale list from
-the ConfigMap. This phase, after the etcd members changed and before new control planes join,
-rewrites the ConfigMap's list and then each joined control plane's manifest, one host at a time:
-the kubelet restarts that apiserver, and the next host waits until it runs with the new list,
-answers /readyz and every HAProxy lists it UP again.
+the ConfigMap. This phase rewrites the ConfigMap's list and then each joined control plane's
+manifest, one host at a time: the kubelet restarts that apiserver, and the next host waits until
+it runs with the new list, answers /readyz and every HAProxy lists it UP again.
+
+It runs before the etcd members change: a leaving member is dropped from every list before
+`remove/hosts` removes it (a removed member that still runs answers "unhealthy", and an apiserver
+asking it would report not ready), and a new member is listed before it starts (the etcd client
+skips an endpoint that refuses, until it answers). New control planes join after both, with the
+ConfigMap's new list.
 """
 
 from __future__ import annotations

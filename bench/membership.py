@@ -18,6 +18,7 @@ serve /readyz. Every lab is torn down.
 from __future__ import annotations
 
 import argparse
+import signal
 import tempfile
 import time
 from pathlib import Path
@@ -82,11 +83,17 @@ def add_worker(root: Path, workers: int) -> None:
           f"{', '.join(touched)})")  # fmt: skip
 
 
+def _stop(signum: int, _frame: object) -> None:
+    raise SystemExit(128 + signum)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--workers", type=int, default=1, help="workers of the add-a-worker lab")
     ap.add_argument("--part", choices=["all", "sequence", "add-worker"], default="all")
     args = ap.parse_args()
+    # `timeout` (the lab lock's 8 minutes) sends SIGTERM: unwind, so every lab is torn down.
+    signal.signal(signal.SIGTERM, _stop)
     with tempfile.TemporaryDirectory() as d:
         if args.part in ("all", "sequence"):
             sequence(Path(d))

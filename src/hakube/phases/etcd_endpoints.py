@@ -95,11 +95,10 @@ def restarted_with(servers: str) -> str:
 
 
 class EtcdEndpoints(Phase):
+    """external etcd: kubeadm-config's etcd endpoints and each joined control plane's
+    kube-apiserver --etcd-servers follow the etcd members, one control plane at a time"""
+
     name = "kubeadm/etcd-endpoints"
-    summary = (
-        "external etcd: kubeadm-config's etcd endpoints and each joined control plane's "
-        "kube-apiserver --etcd-servers follow the etcd members, one control plane at a time"
-    )
     serial = True
 
     def __init__(self) -> None:

@@ -103,11 +103,10 @@ class _RemovePhase(Phase):
 
 
 class Handover(_RemovePhase):
+    """refuse a removal that breaks etcd quorum or removes the last control plane; a leaving VIP
+    owner hands the VIP to a survivor first"""
+
     name = "remove/handover"
-    summary = (
-        "refuse a removal that breaks etcd quorum or removes the last control plane; a leaving "
-        "VIP owner hands the VIP to a survivor first"
-    )
 
     async def run(self, ctx: Context, host: Host) -> None:
         await self._same_cluster(ctx)
@@ -190,11 +189,10 @@ class Handover(_RemovePhase):
 
 
 class RemoveHosts(_RemovePhase):
+    """drain and delete the Node, remove the etcd member, kubeadm reset, CNI/iptables cleanup,
+    hakube's units and files; checked, then forgotten"""
+
     name = "remove/hosts"
-    summary = (
-        "drain and delete the Node, remove the etcd member, kubeadm reset, CNI/iptables "
-        "cleanup, hakube's units and files; checked, then forgotten"
-    )
 
     async def run(self, ctx: Context, host: Host) -> None:
         for left, target in self.leaving(ctx):

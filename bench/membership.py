@@ -1,6 +1,6 @@
 """Membership under load on the lab, and the time of adding one worker.
 
-Run as root: `python bench/membership.py [--workers N] [--part sequence|add-worker]`
+Run as root: `python bench/membership.py [--workers N] [--part sequence|replace|add-worker]`
 (one part per run keeps each under the shared lab lock's 8 minutes).
 
 1. 3 control planes + 1 worker, external etcd; with the drill's probe at 50 req/s through the
@@ -25,14 +25,21 @@ from pathlib import Path
 
 from hakube.state import StateDir
 from hakube_lab import running_lab
-from hakube_lab.membership import MembershipRun, cluster_with, install_standins, run_sequence
+from hakube_lab.membership import (
+    MembershipRun,
+    cluster_with,
+    install_standins,
+    run_replace,
+    run_sequence,
+)
 
 
-def sequence(root: Path) -> None:
+def sequence(root: Path, *, replace_only: bool = False) -> None:
     with running_lab("hkm2", 3, 1, "10.123.226.0/24", spares=3) as lab:
+        # Each step's figures as JSON the moment it ends: a run cut short keeps what it measured.
         run = MembershipRun(lab, StateDir("hkm2", root=root / "seq"), root / "seq-out",
-                            log=lambda _m: None)  # fmt: skip
-        figures = run_sequence(run)
+                            log=lambda m: print(m, flush=True))  # fmt: skip
+        figures = run_replace(run) if replace_only else run_sequence(run)
     print(f"{'step':<8} {'apply s':>8} {'requests':>9} {'failed':>7} {'gap s':>6} "
           f"{'etcd members':>13} {'quorum':>7} {'backends exact':>15}  leftovers")  # fmt: skip
     for f in figures:
@@ -90,13 +97,14 @@ def _stop(signum: int, _frame: object) -> None:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--workers", type=int, default=1, help="workers of the add-a-worker lab")
-    ap.add_argument("--part", choices=["all", "sequence", "add-worker"], default="all")
+    ap.add_argument("--part", choices=["all", "sequence", "replace", "add-worker"],
+                    default="all", help="replace: the replace step alone, on 3 control planes")  # fmt: skip
     args = ap.parse_args()
     # `timeout` (the lab lock's 8 minutes) sends SIGTERM: unwind, so every lab is torn down.
     signal.signal(signal.SIGTERM, _stop)
     with tempfile.TemporaryDirectory() as d:
-        if args.part in ("all", "sequence"):
-            sequence(Path(d))
+        if args.part in ("all", "sequence", "replace"):
+            sequence(Path(d), replace_only=args.part == "replace")
         if args.part in ("all", "add-worker"):
             add_worker(Path(d), args.workers)
 

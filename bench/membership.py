@@ -97,8 +97,12 @@ def _stop(signum: int, _frame: object) -> None:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--workers", type=int, default=1, help="workers of the add-a-worker lab")
-    ap.add_argument("--part", choices=["all", "sequence", "replace", "add-worker"],
-                    default="all", help="replace: the replace step alone, on 3 control planes")  # fmt: skip
+    ap.add_argument(
+        "--part",
+        choices=["all", "sequence", "replace", "add-worker"],
+        default="all",
+        help="replace: the replace step alone, on 3 control planes",
+    )
     args = ap.parse_args()
     # `timeout` (the lab lock's 8 minutes) sends SIGTERM: unwind, so every lab is torn down.
     signal.signal(signal.SIGTERM, _stop)

@@ -74,9 +74,11 @@ def add_worker(root: Path, workers: int) -> None:
         t0 = time.perf_counter()
         first = run.apply(before)
         first_s = time.perf_counter() - t0
+        print(f"{hosts} hosts: first apply {first_s:.1f} s", flush=True)
         t0 = time.perf_counter()
         noop = run.apply(before)
         noop_s = time.perf_counter() - t0
+        print(f"{hosts} hosts: no-op apply {noop_s:.1f} s", flush=True)
         after = cluster_with(lab, ["cp1", "cp2", "cp3"], [*names, "s1"])
         t0 = time.perf_counter()
         added = run.apply(after)

@@ -21,7 +21,8 @@ from typing import Any
 
 from hakube.facts.host import HOST_ID_PATH
 from hakube.fileio import write_private
-from hakube.spec.model import Cluster
+from hakube.render.etcd import client_endpoints
+from hakube.spec.model import Cluster, EtcdTopology
 
 RECORD_FILE = "cluster.json"
 KUBE_PACKAGES = ("kubelet", "kubeadm", "kubectl")
@@ -75,6 +76,9 @@ class ClusterRecord:
     hosts: dict[str, dict[str, Any]] = field(default_factory=dict)
     #: Hosts removed from the cluster, with when, and who took over as init host if they were it.
     removed: list[dict[str, Any]] = field(default_factory=list)
+    #: External etcd: the client endpoints kubeadm-config and every joined apiserver were last
+    #: set to (None: unknown, so the next apply checks them on the hosts).
+    etcd_endpoints: list[str] | None = None
 
     @classmethod
     def new(cls, name: str) -> ClusterRecord:
@@ -123,6 +127,8 @@ class ClusterRecord:
         self.init_host = host
         self.init_at = at
         self.fixed = immutable_settings(cluster)
+        if at is not None and cluster.etcd.topology is EtcdTopology.EXTERNAL:
+            self.etcd_endpoints = client_endpoints(cluster)  # this init wrote the file's list
 
     def joined(self, node: str, role: str) -> None:
         self.nodes[node] = role

@@ -34,9 +34,18 @@ SERVER_SOURCE = r'''#!/usr/bin/python3
 """LAB ONLY stand-in for kube-apiserver /readyz (see hakube_lab.standin)."""
 import http.server, json, socketserver, ssl, sys, threading, time, urllib.request
 
-CERT, KEY, ETCD_CA, ETCD_CERT, ETCD_KEY = sys.argv[1:6]
-ETCD = sys.argv[6].split(",")
+CERT, KEY, ETCD_CA, ETCD_CERT, ETCD_KEY, ENDPOINTS = sys.argv[1:7]
 state = {"ready": False, "why": "starting"}
+
+
+def etcd_endpoints(last):
+    # Re-read every poll: after an etcd member change the lab rewrites the list in place (what
+    # hakube does to a real apiserver's --etcd-servers), with no restart of this server.
+    try:
+        with open(ENDPOINTS) as f:
+            return [e for e in f.read().strip().split(",") if e] or last
+    except OSError:
+        return last
 
 
 def etcd_ctx():
@@ -48,9 +57,11 @@ def etcd_ctx():
 
 def poll():
     ctx = etcd_ctx()
+    etcd = []
     while True:
+        etcd = etcd_endpoints(etcd)
         ready, why = False, "no etcd member answered"
-        for ep in ETCD:
+        for ep in etcd:
             try:
                 # /health answers true only when the member sees a leader, i.e. quorum holds.
                 with urllib.request.urlopen(ep + "/health", timeout=0.5, context=ctx) as r:
@@ -110,8 +121,15 @@ srv.serve_forever()
 '''
 
 
+#: The etcd client endpoints the stand-in asks, comma-separated (its --etcd-servers).
+ENDPOINTS_FILE = f"{DIR}/etcd-endpoints"
+
+
+def endpoints_file(cluster: Cluster) -> bytes:
+    return ",".join(client_endpoints(cluster)).encode() + b"\n"
+
+
 def unit_text(cluster: Cluster) -> str:
-    endpoints = ",".join(client_endpoints(cluster))
     args = " ".join(
         [
             f"{DIR}/apiserver.crt",
@@ -119,7 +137,7 @@ def unit_text(cluster: Cluster) -> str:
             "/etc/etcd/pki/ca.crt",
             "/etc/etcd/pki/healthcheck-client.crt",
             "/etc/etcd/pki/healthcheck-client.key",
-            endpoints,
+            ENDPOINTS_FILE,
         ]
     )
     return (
@@ -151,6 +169,7 @@ async def install_standin(
         f"{DIR}/apiserver.crt": (cert.cert_pem, 0o644),
         f"{DIR}/apiserver.key": (cert.key_pem, 0o600),
         SCRIPT: (SERVER_SOURCE.encode(), 0o755),
+        ENDPOINTS_FILE: (endpoints_file(cluster), 0o644),
         f"/etc/systemd/system/{UNIT}.service": (unit_text(cluster).encode(), 0o644),
     }
     # The stand-in reads etcd's health with the healthcheck client; before the etcd phase has

@@ -43,9 +43,15 @@ def test_the_spares_are_not_in_the_first_cluster_file(lab: Lab) -> None:
 def test_every_step_converges_with_at_most_a_few_failed_requests(
     steps: dict[str, StepFigures], step: str
 ) -> None:
-    """The target is 0 failed requests after one retry (issue 10, still open): on the merged
-    tree two CI runs gave 0/0 and then 3/4 (add/remove), so the bound here is 1 % of the
-    requests, which still catches a VIP that moves or a backend left in HAProxy."""
+    """The target is 0 failed requests after one retry (issue 10, still open), so the bound
+    here is 1 % of the requests, which still catches a VIP that moves or a backend left in
+    HAProxy. What the stray failures were (each is attributed in `failed_detail` and `lb_log`):
+    timeouts of the probe's 0.2 s attempts while the serving hosts are starved of CPU (dpkg on
+    new hosts: now preinstalled; other work on the machine), a stand-in asking a just-removed
+    member (fixed: the lists change first), and, under heavy load, HAProxy health checks whose
+    TLS handshake exceeds `timeout connect` (100 ms, which HAProxy also applies to checks):
+    servers marked DOWN together, in-flight sessions shut down, and right after a reload every
+    server one failed check from DOWN. That last one is not fixed yet."""
     f = steps[step]
     assert f.ok, f.failures
     assert f.requests > 0

@@ -484,6 +484,7 @@ def test_fresh_hosts_apply_succeeds_and_runs_the_expected_phases(fresh_run: Run)
     ]
     assert r.phases_skipped == [
         "lb/vip",
+        "kubeadm/etcd-endpoints",
         "kubeadm/packages",
         "kubeadm/init",
         "kubeadm/join-control-planes",
@@ -987,6 +988,7 @@ def test_state_dir_files_are_private(fresh_run: Run) -> None:
 def test_skip_kubeadm_skips_every_kubeadm_phase() -> None:
     run, skipped = select_phases(apply_phases(), skip=["kubeadm"])
     assert [p.name for p in skipped] == [
+        "kubeadm/etcd-endpoints",
         "kubeadm/packages",
         "kubeadm/init",
         "kubeadm/join-control-planes",

@@ -70,10 +70,13 @@ async def front_problems(ctx: Context) -> list[str]:
             problems.append(f"the VIP is held by {len(owners)} hosts ({', '.join(owners)})")
     rec = ctx.run.record
     if rec is not None and rec.init_host is not None:
+        # A control plane that joins later in this run has no apiserver yet: DOWN is right.
+        joined = {rec.init_host, *(n for n, role in rec.nodes.items() if role == "control-plane")}
         for lb in c.lb_hosts:
             res = await ctx.facts.read(lb, SHOW_STAT, check=False)
             backends = parse_show_stat(res.stdout, lb.name)
-            down = [f"{b.server} {b.status}" for b in backends if not b.status.startswith("UP")]
+            down = [f"{b.server} {b.status}" for b in backends
+                    if b.server in joined and not b.status.startswith("UP")]  # fmt: skip
             if not backends or down:
                 problems.append(f"{lb.name}: backends {', '.join(down) or 'unreadable'}")
     return problems
@@ -283,17 +286,11 @@ class WaitVIP(Phase):
     async def run(self, ctx: Context, host: Host) -> None:
         if ctx.run.dry_run:
             return
-        owners = await wait_vip_owner(ctx, timeout=20)
-        if len(owners) != 1:
-            raise PhaseError(
-                f"the VIP {ctx.run.cluster.endpoint.vip} is held by {len(owners)} hosts "
-                f"({', '.join(owners) or 'none'}): check keepalived with "
-                "`journalctl -u keepalived` on the LB hosts"
-            )
+        owner = await sole_vip_owner(ctx, timeout=20)
         port = ctx.run.cluster.endpoint.port
         vip = ctx.run.cluster.endpoint.vip
         # Connect from another LB host (or the owner): the VIP must answer on the L2 segment.
-        probe = next((h for h in ctx.run.cluster.lb_hosts if h.name != owners[0]), host)
+        probe = next((h for h in ctx.run.cluster.lb_hosts if h.name != owner), host)
         cmd = (
             f"for i in $(seq 50); do timeout 1 bash -c "
             f"{shlex.quote(f'exec 3<>/dev/tcp/{vip}/{port}')} 2>/dev/null && exit 0; "
@@ -325,3 +322,16 @@ async def wait_vip_owner(ctx: Context, timeout: float) -> list[str]:
         await asyncio.sleep(0.3)
         owners = await vip_owners(ctx)
     return owners
+
+
+async def sole_vip_owner(ctx: Context, timeout: float, after: str = "") -> str:
+    """The one LB host holding the VIP within `timeout` s; else a PhaseError naming the holders
+    (`after`: what just happened, to start the message with)."""
+    owners = await wait_vip_owner(ctx, timeout)
+    if len(owners) != 1:
+        raise PhaseError(
+            f"{after}the VIP {ctx.run.cluster.endpoint.vip} is held by {len(owners)} hosts "
+            f"({', '.join(owners) or 'none'}): check keepalived with `journalctl -u keepalived` "
+            "on the LB hosts, then re-run"
+        )
+    return owners[0]

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import functools
 import shlex
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 from hakube.membership import (
@@ -36,7 +37,7 @@ from hakube.phases import etcd_join
 from hakube.phases.base import Event, EventKind, Phase, PhaseError
 from hakube.phases.context import Context, Timeout
 from hakube.phases.etcd import endpoint_health
-from hakube.phases.lb import KeepalivedPhase, wait_vip_owner
+from hakube.phases.lb import KeepalivedPhase, sole_vip_owner
 from hakube.pki.layout import ETCD_HOST_PKI_DIR
 from hakube.record import ClusterRecord
 from hakube.render import render_host
@@ -95,18 +96,31 @@ class _RemovePhase(Phase):
     def targets(self, cluster: Cluster) -> list[Host]:
         return [coordinator(cluster)] if self.removal.leaving else []
 
+    def leaving(self, ctx: Context) -> Iterator[tuple[Leaving, Host | None]]:
+        """Each leaving host, with its entry when it can be reached (None: survivors only)."""
+        for left in self.removal.leaving:
+            yield left, self.removal.reachable(ctx, left.name)
+
 
 class Handover(_RemovePhase):
+    """refuse a removal that breaks etcd quorum or removes the last control plane; a leaving VIP
+    owner hands the VIP to a survivor first"""
+
     name = "remove/handover"
-    summary = (
-        "refuse a removal that breaks etcd quorum or removes the last control plane; a leaving "
-        "VIP owner hands the VIP to a survivor first"
-    )
 
     async def run(self, ctx: Context, host: Host) -> None:
-        r = self.removal
-        for left in r.leaving:
-            target = r.reachable(ctx, left.name)
+        await self._same_cluster(ctx)
+        problems = quorum_problems(
+            ctx.run.cluster, self.removal.leaving, await self._etcd_count(ctx, host)
+        )
+        if problems:
+            raise PhaseError("; ".join(problems) + ". Nothing was removed")
+        if ctx.run.cluster.endpoint.mode is EndpointMode.VIP:
+            await self._hand_over(ctx)
+
+    async def _same_cluster(self, ctx: Context) -> None:
+        """Never wipe a host that belongs to another cluster."""
+        for left, target in self.leaving(ctx):
             if target is not None and target.name not in ctx.facts:
                 found = await ctx.facts.gather(target)
                 problem = (
@@ -114,17 +128,13 @@ class Handover(_RemovePhase):
                     if ctx.run.record
                     else None
                 )
-                if problem:  # never wipe a host of another cluster
+                if problem:
                     raise PhaseError(problem)
-        problems = quorum_problems(ctx.run.cluster, r.leaving, await self._etcd_count(ctx, host))
-        if problems:
-            raise PhaseError("; ".join(problems) + ". Nothing was removed")
-        if ctx.run.cluster.endpoint.mode is not EndpointMode.VIP:
-            return
+
+    async def _hand_over(self, ctx: Context) -> None:
         vip = str(ctx.run.cluster.endpoint.vip)
         running: list[tuple[Host, bool]] = []
-        for left in r.leaving:
-            target = r.reachable(ctx, left.name)
+        for left, target in self.leaving(ctx):
             if target is None:
                 _warn(ctx, left.name, f"{left.name} is unreachable: if it still held the VIP, "
                                       "keepalived on the survivors has taken it over")  # fmt: skip
@@ -137,35 +147,25 @@ class Handover(_RemovePhase):
             what = "hand the VIP over: stop keepalived" if holds else "stop keepalived"
             await ctx.do.sh(target, what, "systemctl stop keepalived")
             if holds and not ctx.run.dry_run:
-                await self._new_owner_first(ctx, target, vip)
+                await self._new_owner_first(ctx, target)
 
-    async def _new_owner_first(self, ctx: Context, old: Host, vip: str) -> None:
+    async def _new_owner_first(self, ctx: Context, old: Host) -> None:
         """Wait for the survivor that took the VIP and give it its new keepalived config first.
 
         It was the highest-priority survivor, so the new config (the file without the leavers)
         gives it the top priority; updated before the others, it stays above every survivor at
         each step of the roll that follows and the VIP does not move again.
         """
-        owners = await wait_vip_owner(ctx, timeout=10)
-        if len(owners) != 1:
-            raise PhaseError(
-                f"after {old.name} stopped keepalived the VIP {vip} is held by {len(owners)} "
-                f"survivors ({', '.join(owners) or 'none'}): check keepalived on the LB hosts, "
-                "then re-run"
-            )
-        owner = ctx.run.cluster.host(owners[0])
+        after = f"after {old.name} stopped keepalived "
+        owner = ctx.run.cluster.host(await sole_vip_owner(ctx, timeout=10, after=after))
         written = await ctx.do.ensure_files(owner, KeepalivedPhase().files_for(ctx, owner))
         if "keepalived" in written.units:
             await ctx.do.sh(owner, "reload keepalived (the new VIP owner first)",
                          "systemctl reload keepalived")  # fmt: skip
 
     async def _etcd_count(self, ctx: Context, host: Host) -> EtcdCount | None:
-        c = ctx.run.cluster
-        if c.etcd.topology is EtcdTopology.EXTERNAL:
-            via = next(
-                (h for h in c.etcd_hosts if h in ctx.facts and ctx.facts[h].unit("etcd").running),
-                None,
-            )
+        if ctx.run.cluster.etcd.topology is EtcdTopology.EXTERNAL:
+            via = _etcd_via(ctx)
             if via is None:
                 return EtcdCount(tuple(ctx.run.record.etcd_members if ctx.run.record else ()), ())
             found = await etcd_join.members(ctx, via)
@@ -189,16 +189,13 @@ class Handover(_RemovePhase):
 
 
 class RemoveHosts(_RemovePhase):
+    """drain and delete the Node, remove the etcd member, kubeadm reset, CNI/iptables cleanup,
+    hakube's units and files; checked, then forgotten"""
+
     name = "remove/hosts"
-    summary = (
-        "drain and delete the Node, remove the etcd member, kubeadm reset, CNI/iptables "
-        "cleanup, hakube's units and files; checked, then forgotten"
-    )
 
     async def run(self, ctx: Context, host: Host) -> None:
-        r = self.removal
-        for left in r.leaving:
-            target = r.reachable(ctx, left.name)
+        for left, target in self.leaving(ctx):
             if target is None:
                 _warn(ctx, left.name, f"{left.name} is unreachable: removed from the survivors "
                                       "only; wipe it before it is used again")  # fmt: skip
@@ -257,9 +254,7 @@ async def _drain(ctx: Context, admin: Host, node: str, *, reachable: bool) -> No
 
 async def _remove_external_member(ctx: Context, name: str, target: Host | None) -> None:
     c = ctx.run.cluster
-    via = next(
-        (h for h in c.etcd_hosts if h in ctx.facts and ctx.facts[h].unit("etcd").running), None
-    )
+    via = _etcd_via(ctx)
     if via is None:
         raise PhaseError("no surviving etcd member runs: the member cannot be removed")
     urls = {etcd_join.peer_url(ctx, target)} if target is not None else set()

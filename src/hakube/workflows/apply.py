@@ -40,6 +40,7 @@ from hakube.phases.base import (
 from hakube.phases.cni import CNIPhase
 from hakube.phases.context import Context, RunData
 from hakube.phases.etcd import EtcdPhase
+from hakube.phases.etcd_endpoints import EtcdEndpoints
 from hakube.phases.host import PackagesPhase, Preflight, Prepare, RuntimePhase
 from hakube.phases.kubeadm import (
     JoinControlPlanes,
@@ -69,6 +70,7 @@ def apply_phases() -> list[Phase]:
         HAProxyPhase(),
         KeepalivedPhase(),
         WaitVIP(),
+        EtcdEndpoints(),
         EtcdPhase(),
         KubePackages(),
         KubeadmInit(),
@@ -482,14 +484,19 @@ def _removal(
 def with_removal(to_run: list[Phase], removal: Removal) -> list[Phase]:
     """The refusal checks and the VIP handover right after preflight (a refused removal changes
     nothing); the removal itself after the load-balancer phases, which drop the leaving backends
-    from the survivors' configs while those backends still answer."""
+    from the survivors' configs while those backends still answer, and after the apiservers'
+    etcd lists dropped the leaving members (no apiserver asks a member that is going away)."""
     out = list(to_run)
     names = [p.name for p in out]
     first = names.index("preflight") + 1 if "preflight" in names else 0
     out.insert(first, Handover(removal))
-    lb = [i for i, p in enumerate(out) if p.name.startswith("lb/")]
-    out.insert(lb[-1] + 1 if lb else first + 1, RemoveHosts(removal))
+    before = [i for i, p in enumerate(out) if p.name.startswith("lb/") or p is _endpoints(out)]
+    out.insert(before[-1] + 1 if before else first + 1, RemoveHosts(removal))
     return out
+
+
+def _endpoints(phases: list[Phase]) -> Phase | None:
+    return next((p for p in phases if isinstance(p, EtcdEndpoints)), None)
 
 
 async def _connect_leaving(

@@ -16,6 +16,7 @@ from typing import Any
 
 from hakube.facts.ops import OpsQuery, ops_script, parse_ops
 from hakube.fileio import write_private
+from hakube.phases.base import EventSink
 from hakube.phases.context import Context
 from hakube.phases.etcd import wait_healthy
 from hakube.phases.kubeadm import ADMIN_CONF
@@ -178,7 +179,7 @@ async def renew(
     *,
     etcd: bool = True,
     kubeadm: bool = True,
-    emit: Any = None,
+    emit: EventSink | None = None,
     transports: dict[str, Transport] | None = None,
 ) -> RenewResult:
     view = known_cluster(cluster, state)

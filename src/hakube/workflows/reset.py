@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from hakube.facts.host import HostFacts
-from hakube.phases.base import RenderInput
+from hakube.phases.base import EventSink, RenderInput
 from hakube.phases.context import Context
 from hakube.render.etcd import etcdctl
 from hakube.render.host import SWAP_MARK, remove_block, restore_swap
@@ -196,7 +196,7 @@ async def reset(
     state: StateDir,
     *,
     host: str | None = None,
-    emit: Any = None,
+    emit: EventSink | None = None,
     transports: dict[str, Transport] | None = None,
 ) -> ResetResult:
     if host is not None and host not in {h.name for h in cluster.hosts}:

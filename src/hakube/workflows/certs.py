@@ -12,11 +12,10 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from hakube.facts.ops import OpsQuery, ops_script, parse_ops
 from hakube.fileio import write_private
-from hakube.phases.base import EventSink
 from hakube.phases.context import Context
 from hakube.phases.etcd import wait_healthy
 from hakube.phases.kubeadm import ADMIN_CONF
@@ -26,14 +25,13 @@ from hakube.spec.model import Cluster, Host
 from hakube.state import StateDir
 from hakube.transport.base import Transport
 from hakube.workflows.apply import ApplyLocked, cluster_lock
-from hakube.workflows.ops import (
-    OpsError,
-    OpsInputError,
-    known_cluster,
-    require_reachable,
-    session,
-)
+from hakube.workflows.ops import OpsError, OpsInputError, known_cluster, require_reachable, session
 from hakube.workflows.status import CERT_WARN_DAYS, CertStatus, cert_status
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
+
+    from hakube.workflows.ops import Reach
 
 #: The control-plane static pods that read kubeadm's certificates at start.
 STATIC_PODS = ("kube-apiserver", "kube-controller-manager", "kube-scheduler")
@@ -65,17 +63,13 @@ class CertsReport:
 
 
 async def check(
-    cluster: Cluster,
-    state: StateDir,
-    *,
-    transports: dict[str, Transport] | None = None,
-    now: dt.datetime | None = None,
+    cluster: Cluster, state: StateDir, *, now: dt.datetime | None = None, **reach: Unpack[Reach]
 ) -> CertsReport:
     """One round trip per host; certificates are parsed here, keys are never read."""
     when = now or dt.datetime.now(dt.UTC)
     report = CertsReport()
     script = ops_script(OpsQuery(certs=True))
-    async with session(cluster, state, transports=transports) as (ctx, errors):
+    async with session(cluster, state, **reach) as (ctx, errors):
         report.unreachable = dict(errors)
         hosts = [h for h in cluster.hosts if h.name not in errors]
         results = await asyncio.gather(
@@ -179,16 +173,13 @@ async def renew(
     *,
     etcd: bool = True,
     kubeadm: bool = True,
-    emit: EventSink | None = None,
-    transports: dict[str, Transport] | None = None,
+    **reach: Unpack[Reach],
 ) -> RenewResult:
     view = known_cluster(cluster, state)
     result = RenewResult()
     try:
         with cluster_lock(state):
-            async with session(
-                cluster, state, emit=emit, transports=transports, phase="certs/renew"
-            ) as (ctx, errors):
+            async with session(cluster, state, phase="certs/renew", **reach) as (ctx, errors):
                 if etcd and view.external_etcd:
                     await renew_etcd(ctx, errors, result)
                 elif etcd:

@@ -9,16 +9,17 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import functools
 import hashlib
 import json
 import shlex
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from hakube.fileio import write_private
-from hakube.phases.base import Event, EventKind, EventSink
+from hakube.phases.base import Event, EventKind
 from hakube.phases.context import Context
 from hakube.phases.etcd import endpoint_health, wait_healthy
 from hakube.render.etcd import etcd_initial_cluster, etcdctl
@@ -26,7 +27,12 @@ from hakube.spec.model import Cluster, EtcdTopology, Host
 from hakube.state import StateDir
 from hakube.transport.base import Transport
 from hakube.workflows.apply import ApplyLocked, cluster_lock
-from hakube.workflows.ops import OpsError, OpsInputError, require_reachable, session
+from hakube.workflows.ops import OpsError, OpsInputError, in_session, require_reachable, session
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
+
+    from hakube.workflows.ops import Reach
 
 DEFAULT_KEEP = 10
 #: Where a snapshot is staged on an etcd host (root only).
@@ -288,34 +294,26 @@ async def run_save(
     *,
     out: Path | None = None,
     keep: int = DEFAULT_KEEP,
-    emit: EventSink | None = None,
-    transports: dict[str, Transport] | None = None,
+    **reach: Unpack[Reach],
 ) -> SnapshotInfo:
     _require_external(cluster)
     if keep < 1:
         raise OpsInputError("--keep must be at least 1")
-    async with session(cluster, state, emit=emit, transports=transports, phase="etcd/snapshot") as (
-        ctx,
-        errors,
-    ):
-        return await save(ctx, errors, out=out, keep=keep)
+    snapshot = functools.partial(save, out=out, keep=keep)
+    return await in_session(cluster, state, "etcd/snapshot", snapshot, **reach)
 
 
 async def run_restore(
     cluster: Cluster,
     state: StateDir,
     path: Path,
-    *,
-    emit: EventSink | None = None,
-    transports: dict[str, Transport] | None = None,
+    **reach: Unpack[Reach],
 ) -> RestoreResult:
     _require_external(cluster)
     read_snapshot(path)  # bad input fails here, before any host is contacted
     try:
         with cluster_lock(state):
-            async with session(
-                cluster, state, emit=emit, transports=transports, phase="etcd/restore"
-            ) as (ctx, errors):
+            async with session(cluster, state, phase="etcd/restore", **reach) as (ctx, errors):
                 return await restore(ctx, errors, path)
     except ApplyLocked as e:
         raise OpsError(str(e)) from None

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -21,6 +22,7 @@ from hakube.phases.etcd import wait_healthy
 from hakube.phases.kubeadm import ADMIN_CONF
 from hakube.pki.etcd import EtcdPKI, etcd_members
 from hakube.pki.layout import as_rendered
+from hakube.render.base import RenderedFile
 from hakube.spec.model import Cluster, Host
 from hakube.state import StateDir
 from hakube.transport.base import Transport
@@ -108,12 +110,8 @@ async def renew_etcd(ctx: Context, errors: dict[str, str], result: RenewResult) 
     fresh.save(etcd_dir)
     for h in hosts:
         files = as_rendered(fresh.etcd_host_files(h.name), owner="etcd")
-
-        async def put(t: Transport, files: list[Any] = files) -> None:
-            for f in files:
-                await t.put(f.path, f.content.encode(), mode=f.mode, owner=f.owner)
-
-        await ctx.do.change(h, "write renewed etcd certificates (server, peer, client)", put)
+        what = "write renewed etcd certificates (server, peer, client)"
+        await ctx.do.change(h, what, _writer(files))
         await ctx.do.sh(h, "restart etcd on its renewed certificates", "systemctl restart etcd")
         await wait_healthy(ctx, h, whole_cluster=True, timeout=60)
         result.renewed.append(f"{h.name}: etcd server, peer and healthcheck-client")
@@ -123,12 +121,18 @@ async def renew_etcd(ctx: Context, errors: dict[str, str], result: RenewResult) 
         # restarted one at a time by the kubeadm renewal that follows.
         for h in c.control_planes:
             for f in as_rendered(fresh.control_plane_files()):
-
-                async def put_cp(t: Transport, f: Any = f) -> None:
-                    await t.put(f.path, f.content.encode(), mode=f.mode, owner=f.owner)
-
-                await ctx.do.change(h, f"write renewed {f.path}", put_cp)
+                await ctx.do.change(h, f"write renewed {f.path}", _writer([f]))
             result.renewed.append(f"{h.name}: apiserver-etcd-client")
+
+
+def _writer(files: list[RenderedFile]) -> Callable[[Transport], Awaitable[None]]:
+    """A change that writes `files` as they are: renewed certificates replace the old ones."""
+
+    async def put(t: Transport) -> None:
+        for f in files:
+            await t.put(f.path, f.content.encode(), mode=f.mode, owner=f.owner)
+
+    return put
 
 
 async def _restart_static_pods(ctx: Context, host: Host, pods: tuple[str, ...]) -> None:

@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from hakube.facts.ops import OpsQuery, ops_script, parse_ops
 from hakube.fileio import write_private
@@ -21,19 +22,19 @@ from hakube.phases.etcd import wait_healthy
 from hakube.phases.kubeadm import ADMIN_CONF
 from hakube.pki.etcd import EtcdPKI, etcd_members
 from hakube.pki.layout import as_rendered
+from hakube.render.base import RenderedFile
 from hakube.spec.model import Cluster, Host
 from hakube.state import StateDir
 from hakube.transport.base import Transport
 from hakube.workflows.apiserver import move_aside, move_back, wait_readyz
 from hakube.workflows.apply import ApplyLocked, cluster_lock
-from hakube.workflows.ops import (
-    OpsError,
-    OpsInputError,
-    known_cluster,
-    require_reachable,
-    session,
-)
+from hakube.workflows.ops import OpsError, OpsInputError, known_cluster, require_reachable, session
 from hakube.workflows.status import CERT_WARN_DAYS, CertStatus, cert_status
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
+
+    from hakube.workflows.ops import Reach
 
 #: The control-plane static pods that read kubeadm's certificates at start.
 STATIC_PODS = ("kube-apiserver", "kube-controller-manager", "kube-scheduler")
@@ -64,17 +65,13 @@ class CertsReport:
 
 
 async def check(
-    cluster: Cluster,
-    state: StateDir,
-    *,
-    transports: dict[str, Transport] | None = None,
-    now: dt.datetime | None = None,
+    cluster: Cluster, state: StateDir, *, now: dt.datetime | None = None, **reach: Unpack[Reach]
 ) -> CertsReport:
     """One round trip per host; certificates are parsed here, keys are never read."""
     when = now or dt.datetime.now(dt.UTC)
     report = CertsReport()
     script = ops_script(OpsQuery(certs=True))
-    async with session(cluster, state, transports=transports) as (ctx, errors):
+    async with session(cluster, state, **reach) as (ctx, errors):
         report.unreachable = dict(errors)
         hosts = [h for h in cluster.hosts if h.name not in errors]
         results = await asyncio.gather(
@@ -113,12 +110,8 @@ async def renew_etcd(ctx: Context, errors: dict[str, str], result: RenewResult) 
     fresh.save(etcd_dir)
     for h in hosts:
         files = as_rendered(fresh.etcd_host_files(h.name), owner="etcd")
-
-        async def put(t: Transport, files: list[Any] = files) -> None:
-            for f in files:
-                await t.put(f.path, f.content.encode(), mode=f.mode, owner=f.owner)
-
-        await ctx.do.change(h, "write renewed etcd certificates (server, peer, client)", put)
+        what = "write renewed etcd certificates (server, peer, client)"
+        await ctx.do.change(h, what, _writer(files))
         await ctx.do.sh(h, "restart etcd on its renewed certificates", "systemctl restart etcd")
         await wait_healthy(ctx, h, whole_cluster=True, timeout=60)
         result.renewed.append(f"{h.name}: etcd server, peer and healthcheck-client")
@@ -128,12 +121,18 @@ async def renew_etcd(ctx: Context, errors: dict[str, str], result: RenewResult) 
         # restarted one at a time by the kubeadm renewal that follows.
         for h in c.control_planes:
             for f in as_rendered(fresh.control_plane_files()):
-
-                async def put_cp(t: Transport, f: Any = f) -> None:
-                    await t.put(f.path, f.content.encode(), mode=f.mode, owner=f.owner)
-
-                await ctx.do.change(h, f"write renewed {f.path}", put_cp)
+                await ctx.do.change(h, f"write renewed {f.path}", _writer([f]))
             result.renewed.append(f"{h.name}: apiserver-etcd-client")
+
+
+def _writer(files: list[RenderedFile]) -> Callable[[Transport], Awaitable[None]]:
+    """A change that writes `files` as they are: renewed certificates replace the old ones."""
+
+    async def put(t: Transport) -> None:
+        for f in files:
+            await t.put(f.path, f.content.encode(), mode=f.mode, owner=f.owner)
+
+    return put
 
 
 async def _restart_static_pods(ctx: Context, host: Host, pods: tuple[str, ...]) -> None:
@@ -171,16 +170,13 @@ async def renew(
     *,
     etcd: bool = True,
     kubeadm: bool = True,
-    emit: Any = None,
-    transports: dict[str, Transport] | None = None,
+    **reach: Unpack[Reach],
 ) -> RenewResult:
     view = known_cluster(cluster, state)
     result = RenewResult()
     try:
         with cluster_lock(state):
-            async with session(
-                cluster, state, emit=emit, transports=transports, phase="certs/renew"
-            ) as (ctx, errors):
+            async with session(cluster, state, phase="certs/renew", **reach) as (ctx, errors):
                 if etcd and view.external_etcd:
                     await renew_etcd(ctx, errors, result)
                 elif etcd:

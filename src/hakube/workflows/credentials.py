@@ -11,7 +11,7 @@ import functools
 import re
 import shlex
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from hakube.facts.kubeadm import (
     BootstrapTokenInfo,
@@ -22,7 +22,6 @@ from hakube.facts.kubeadm import (
     parse_token_list,
     parse_upload_certs_output,
 )
-from hakube.phases.base import EventSink
 from hakube.phases.context import Context, Timeout
 from hakube.pki.certs import ca_cert_hash
 from hakube.pki.cluster import ClusterPKI
@@ -37,6 +36,11 @@ from hakube.workflows.ops import (
     known_cluster,
     require_reachable,
 )
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
+
+    from hakube.workflows.ops import Reach
 
 CLUSTER_CA = "/etc/kubernetes/pki/ca.crt"
 #: kubeadm deletes the kubeadm-certs Secret (and so the key's use) after this long.
@@ -237,32 +241,21 @@ async def revoke_token(ctx: Context, errors: dict[str, str], token: str) -> str:
 
 
 async def run_join_command(
-    cluster: Cluster,
-    state: StateDir,
-    *,
-    control_plane: bool,
-    ttl: str,
-    transports: dict[str, Transport] | None = None,
-    emit: EventSink | None = None,
+    cluster: Cluster, state: StateDir, *, control_plane: bool, ttl: str, **reach: Unpack[Reach]
 ) -> JoinResult:
     validate_ttl(ttl)
     join = functools.partial(join_command, control_plane=control_plane, ttl=ttl)
-    return await in_session(cluster, state, "join", join, transports=transports, emit=emit)
+    return await in_session(cluster, state, "join", join, **reach)
 
 
 async def run_list_tokens(
-    cluster: Cluster, state: StateDir, *, transports: dict[str, Transport] | None = None
+    cluster: Cluster, state: StateDir, **reach: Unpack[Reach]
 ) -> list[BootstrapTokenInfo]:
-    return await in_session(cluster, state, "token", list_tokens, transports=transports)
+    return await in_session(cluster, state, "token", list_tokens, **reach)
 
 
 async def run_revoke_token(
-    cluster: Cluster,
-    state: StateDir,
-    token: str,
-    *,
-    transports: dict[str, Transport] | None = None,
-    emit: EventSink | None = None,
+    cluster: Cluster, state: StateDir, token: str, **reach: Unpack[Reach]
 ) -> str:
     revoke = functools.partial(revoke_token, token=token)
-    return await in_session(cluster, state, "token", revoke, transports=transports, emit=emit)
+    return await in_session(cluster, state, "token", revoke, **reach)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 
@@ -13,8 +13,12 @@ from hakube.fileio import write_private
 from hakube.phases.kubeadm import ADMIN_CONF
 from hakube.spec.model import Cluster, EndpointMode
 from hakube.state import StateDir
-from hakube.transport.base import Transport
 from hakube.workflows.ops import OpsError, OpsInputError, known_cluster, require_reachable, session
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
+
+    from hakube.workflows.ops import Reach
 
 DEFAULT_KUBECONFIG = Path("~/.kube/config")
 
@@ -102,15 +106,13 @@ def merge(existing: dict[str, Any], ours: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-async def admin_conf(
-    cluster: Cluster, state: StateDir, transports: dict[str, Transport] | None = None
-) -> bytes:
+async def admin_conf(cluster: Cluster, state: StateDir, **reach: Unpack[Reach]) -> bytes:
     """admin.conf from the state dir (apply fetched it), else from the init host."""
     local = state.path / "admin.conf"
     if local.exists():
         return local.read_bytes()
     view = known_cluster(cluster, state)
-    async with session(cluster, state, transports=transports) as (ctx, errors):
+    async with session(cluster, state, **reach) as (ctx, errors):
         require_reachable(errors, [view.init_host])
         try:
             return await ctx.facts.get(view.init_host, ADMIN_CONF)
@@ -127,9 +129,9 @@ async def write_kubeconfig(
     *,
     out: Path | None,
     merge_into: Path | None,
-    transports: dict[str, Transport] | None = None,
+    **reach: Unpack[Reach],
 ) -> KubeconfigResult:
-    data = await admin_conf(cluster, state, transports)
+    data = await admin_conf(cluster, state, **reach)
     server, note = external_server(cluster)
     ours = rewrite(_load(data, "admin.conf"), cluster.name, server)
     if merge_into is not None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypedDict, TypeVar
 
 from hakube.phases.base import Event, EventKind, EventSink, PhaseError
 from hakube.phases.context import Context, RunData
@@ -20,6 +20,9 @@ from hakube.spec.model import Cluster, EtcdTopology, Host
 from hakube.state import StateDir
 from hakube.transport.base import Redactor, Transport, TransportError
 from hakube.workflows.apply import ssh_transports
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
 
 
 class OpsError(Exception):
@@ -65,23 +68,32 @@ def redactor_for(state: StateDir) -> Redactor:
     return Redactor(s.values() if s else ())
 
 
+class Reach(TypedDict, total=False):
+    """How a day-2 command reaches the hosts; every command takes these as keywords."""
+
+    #: Progress events (connect failures, changes); none by default.
+    emit: EventSink | None
+    #: Transports by host name instead of SSH (the scripted fakes in tests).
+    transports: dict[str, Transport] | None
+
+
 @contextlib.asynccontextmanager
 async def session(
     cluster: Cluster,
     state: StateDir,
     *,
-    emit: EventSink | None = None,
     dry_run: bool = False,
-    transports: dict[str, Transport] | None = None,
     trust_new_hosts: bool = False,
     phase: str = "",
+    **reach: Unpack[Reach],
 ) -> AsyncIterator[tuple[Context, dict[str, str]]]:
     """A Context (the wet gate, redaction, progress) over SSH, or over given transports.
 
     Yields the context and the hosts that could not be reached (name → message).
     """
     redactor = redactor_for(state)
-    sink = emit or (lambda _e: None)
+    sink = reach.get("emit") or (lambda _e: None)
+    transports = reach.get("transports")
     secrets = stored_secrets(state) or Secrets("", "", "", "")
     async with contextlib.AsyncExitStack() as stack:
         errors: dict[str, str] = {}
@@ -106,15 +118,10 @@ async def in_session(
     state: StateDir,
     phase: str,
     body: Callable[[Context, dict[str, str]], Awaitable[T]],
-    *,
-    transports: dict[str, Transport] | None = None,
-    emit: EventSink | None = None,
+    **reach: Unpack[Reach],
 ) -> T:
     """`body(ctx, errors)` over one `session`: the whole of a day-2 command that needs no more."""
-    async with session(cluster, state, emit=emit, transports=transports, phase=phase) as (
-        ctx,
-        errors,
-    ):
+    async with session(cluster, state, phase=phase, **reach) as (ctx, errors):
         return await body(ctx, errors)
 
 

@@ -19,7 +19,7 @@ import json
 import shlex
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from hakube.facts.host import HostFacts
 from hakube.phases.base import RenderInput
@@ -29,15 +29,8 @@ from hakube.render.host import SWAP_MARK, remove_block, restore_swap
 from hakube.render.keepalived import TRACK_DIR
 from hakube.spec.model import Cluster, Host
 from hakube.state import StateDir
-from hakube.transport.base import Transport
 from hakube.workflows.apply import ApplyLocked, apply_phases, cluster_lock
-from hakube.workflows.ops import (
-    OpsError,
-    OpsInputError,
-    known_cluster,
-    require_reachable,
-    session,
-)
+from hakube.workflows.ops import OpsError, OpsInputError, known_cluster, require_reachable, session
 
 #: Units apply enables (the runtime and kubelet included).
 UNITS = ("keepalived", "haproxy", "etcd", "kubelet", "containerd", "docker")
@@ -64,6 +57,11 @@ DIRS = (
     "/etc/cni/net.d",
     "/root/.kube",
 )
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
+
+    from hakube.workflows.ops import Reach
 #: What the purged packages leave behind once hakube's files are gone (runtime files, empty
 #: directories); removed with them.
 PACKAGE_LEFTOVERS = ("/etc/keepalived", "/etc/haproxy", "/var/lib/haproxy")
@@ -196,8 +194,7 @@ async def reset(
     state: StateDir,
     *,
     host: str | None = None,
-    emit: Any = None,
-    transports: dict[str, Transport] | None = None,
+    **reach: Unpack[Reach],
 ) -> ResetResult:
     if host is not None and host not in {h.name for h in cluster.hosts}:
         names = ", ".join(h.name for h in cluster.hosts)
@@ -211,7 +208,7 @@ async def reset(
     ]
     try:
         with cluster_lock(state):
-            async with session(cluster, state, emit=emit, transports=transports, phase="reset") as (
+            async with session(cluster, state, phase="reset", **reach) as (
                 ctx,
                 errors,
             ):

@@ -22,10 +22,10 @@ import shlex
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from hakube.fileio import write_private
-from hakube.phases.base import Event, EventKind, EventSink
+from hakube.phases.base import Event, EventKind
 from hakube.phases.context import Context, Timeout
 from hakube.phases.etcd import endpoint_health, wait_healthy
 from hakube.spec.model import Cluster, Host
@@ -38,10 +38,16 @@ from hakube.workflows.ops import (
     FAILURES,
     OpsError,
     OpsInputError,
+    in_session,
     known_cluster,
     require_reachable,
     session,
 )
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
+
+    from hakube.workflows.ops import Reach
 
 DEFAULT_KEEP = 10
 _HASH_SIZE = 32  # sha256
@@ -382,34 +388,29 @@ async def run_save(
     *,
     out: Path | None = None,
     keep: int = DEFAULT_KEEP,
-    emit: EventSink | None = None,
-    transports: dict[str, Transport] | None = None,
+    **reach: Unpack[Reach],
 ) -> SnapshotInfo:
     if keep < 1:
         raise OpsInputError("--keep must be at least 1")
     access = _access(cluster, state)
-    async with session(cluster, state, emit=emit, transports=transports, phase="etcd/snapshot") as (
-        ctx,
-        errors,
-    ):
+
+    async def snapshot(ctx: Context, errors: dict[str, str]) -> SnapshotInfo:
         return await save(ctx, access, errors, out=out, keep=keep)
+
+    return await in_session(cluster, state, "etcd/snapshot", snapshot, **reach)
 
 
 async def run_restore(
     cluster: Cluster,
     state: StateDir,
     path: Path,
-    *,
-    emit: EventSink | None = None,
-    transports: dict[str, Transport] | None = None,
+    **reach: Unpack[Reach],
 ) -> RestoreResult:
     access = _access(cluster, state)
     read_snapshot(path)  # bad input fails here, before any host is contacted
     try:
         with cluster_lock(state):
-            async with session(
-                cluster, state, emit=emit, transports=transports, phase="etcd/restore"
-            ) as (ctx, errors):
+            async with session(cluster, state, phase="etcd/restore", **reach) as (ctx, errors):
                 return await restore(ctx, access, errors, path)
     except ApplyLocked as e:
         raise OpsError(str(e)) from None

@@ -14,7 +14,7 @@ import datetime as dt
 import re
 import time
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from hakube.facts.haproxy import Backend, parse_show_stat
 from hakube.facts.host import FileState, facts_script, parse_facts
@@ -31,10 +31,14 @@ from hakube.render.haproxy import STATS_SOCKET
 from hakube.render.keepalived import priorities
 from hakube.spec.model import Cluster, EndpointMode, Host
 from hakube.state import StateDir
-from hakube.transport.base import Transport
 from hakube.workflows.apply import apply_phases
 from hakube.workflows.etcd_access import etcd_access
 from hakube.workflows.ops import ClusterView, known_cluster, session, stored_secrets
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
+
+    from hakube.workflows.ops import Reach
 
 CERT_WARN_DAYS = 30
 STATUS_FACTS = ("units", "files")
@@ -173,16 +177,12 @@ async def read_host(
 
 
 async def collect(
-    cluster: Cluster,
-    state: StateDir,
-    *,
-    transports: dict[str, Transport] | None = None,
-    now: dt.datetime | None = None,
+    cluster: Cluster, state: StateDir, *, now: dt.datetime | None = None, **reach: Unpack[Reach]
 ) -> StatusReport:
     started = time.monotonic()
     view = known_cluster(cluster, state)
     report = StatusReport(cluster=cluster.name)
-    async with session(cluster, state, transports=transports) as (ctx, errors):
+    async with session(cluster, state, **reach) as (ctx, errors):
         report.unreachable = dict(errors)
         secrets = stored_secrets(state)
         hosts = [h for h in cluster.hosts if h.name not in errors]

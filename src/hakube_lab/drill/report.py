@@ -8,7 +8,7 @@ import json
 import statistics
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 
 @dataclass(frozen=True)
@@ -274,25 +274,34 @@ def spread(values: Iterable[float | int | None]) -> Spread | None:
     return Spread(min(vals), statistics.median(vals), max(vals), len(vals))
 
 
-#: Figures aggregated over repeats, in table order: (attribute, column title, unit).
-FIGURES: tuple[tuple[str, str, str], ...] = (
-    ("detect_s", "detect", "s"),
-    ("move_s", "VIP moved", "s"),
-    ("gap_s", "longest gap", "s"),
-    ("failed", "failed", ""),
-    ("failed_after_move", "failed after the move", ""),
-    ("failed_restore", "failed on restore", ""),
-    ("direct_failed", "failed, own address", ""),
-    ("ok", "ok", ""),
-    ("retried", "ok on retry", ""),
-    ("recover_s", "recover", "s"),
-    ("gap_restore_s", "gap on restore", "s"),
-    ("vip_moves", "VIP moves", ""),
+class Figure(NamedTuple):
+    """One figure aggregated over repeats: a `RunMetrics` attribute, its title, its unit."""
+
+    attribute: str
+    title: str
+    #: "s" for times; counts have none.
+    unit: str = ""
+
+
+#: The figures in table order.
+FIGURES: tuple[Figure, ...] = (
+    Figure("detect_s", "detect", "s"),
+    Figure("move_s", "VIP moved", "s"),
+    Figure("gap_s", "longest gap", "s"),
+    Figure("failed", "failed"),
+    Figure("failed_after_move", "failed after the move"),
+    Figure("failed_restore", "failed on restore"),
+    Figure("direct_failed", "failed, own address"),
+    Figure("ok", "ok"),
+    Figure("retried", "ok on retry"),
+    Figure("recover_s", "recover", "s"),
+    Figure("gap_restore_s", "gap on restore", "s"),
+    Figure("vip_moves", "VIP moves"),
 )
 
 
 def aggregate(runs: Sequence[RunMetrics]) -> dict[str, Spread | None]:
-    return {name: spread(getattr(m, name) for m in runs) for name, _, _ in FIGURES}
+    return {f.attribute: spread(getattr(m, f.attribute) for m in runs) for f in FIGURES}
 
 
 def fmt_spread(s: Spread | None, unit: str, total: int | None = None) -> str:

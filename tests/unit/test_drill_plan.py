@@ -1,0 +1,127 @@
+"""run_drill and run_comparison follow their DrillPlan: every scenario once per repeat with the
+plan's settings, errors kept per run, the report written; a comparison drills both
+configurations with the state it was given and re-applies hakube's files even after a failure.
+The lab-driving Drill is replaced by a recorder here (tests/lab/test_drill.py drills for real).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, ClassVar, cast
+
+import pytest
+from fakes import ROOT
+
+from hakube.spec import load_cluster_file
+from hakube.spec.model import Cluster
+from hakube.state import StateDir
+from hakube_lab.drill import workflow
+from hakube_lab.drill.report import RunMetrics
+from hakube_lab.drill.scenarios import DrillError, Settings, slug
+from hakube_lab.lab import Lab
+
+LAB = cast(Lab, object())  # only handed to Drill, which is the recorder below
+
+
+def metrics(scenario: str, config: str, run: int) -> RunMetrics:
+    return RunMetrics(scenario, config, run, "cp1", "cp1", "cp2", "cp1", 1.0, 1.2, 0.5, 2.0,
+                      0.0, 100, 3, 0, 0, 1, 2.5, True, True, 2, 0.1, True, True)  # fmt: skip
+
+
+class Recorder:
+    """Stands in for `Drill`: records how it was built and what it was asked to run."""
+
+    built: ClassVar[list[dict[str, Any]]] = []
+    runs: ClassVar[list[tuple[str, str, int, float]]] = []
+    fail: ClassVar[set[tuple[str, int]]] = set()
+
+    def __init__(self, cluster: Cluster, lab: Lab, out_dir: Path, **kw: Any) -> None:
+        self.config = str(kw["config"])
+        Recorder.built.append({"out_dir": out_dir, **kw})
+
+    def run(self, name: str, index: int, *, soak_seconds: float) -> RunMetrics:
+        Recorder.runs.append((self.config, name, index, soak_seconds))
+        if (name, index) in Recorder.fail:
+            raise DrillError("the VIP never moved")
+        return metrics(name, self.config, index)
+
+
+@pytest.fixture
+def recorder(monkeypatch: pytest.MonkeyPatch) -> type[Recorder]:
+    Recorder.built, Recorder.runs, Recorder.fail = [], [], set()
+    monkeypatch.setattr(workflow, "Drill", Recorder)
+    return Recorder
+
+
+def tutorial_cluster() -> Cluster:
+    return load_cluster_file(ROOT / "examples" / "tutorial.yaml").cluster
+
+
+def test_run_drill_runs_each_scenario_per_repeat_with_the_plans_settings(
+    tmp_path: Path, recorder: type[Recorder]
+) -> None:
+    logged: list[str] = []
+    recorder.fail = {("host-down", 2)}
+    settings = Settings(soak_loss=0.02)
+    plan = workflow.DrillPlan(
+        ["haproxy-down", "host-down"], tmp_path, 2, 5.0, settings=settings, log=logged.append
+    )
+    report = workflow.run_drill(tutorial_cluster(), LAB, plan, config="my config")
+    assert recorder.runs == [
+        ("my config", "haproxy-down", 1, 5.0),
+        ("my config", "host-down", 1, 5.0),
+        ("my config", "haproxy-down", 2, 5.0),
+        ("my config", "host-down", 2, 5.0),
+    ]
+    (built,) = recorder.built
+    assert built["settings"] is settings
+    assert built["cafile"] is None  # no state: the probe has no CA to check against
+    assert built["out_dir"] == tmp_path
+    assert [(m.scenario, m.run) for m in report.runs] == [
+        ("haproxy-down", 1),
+        ("host-down", 1),
+        ("haproxy-down", 2),
+    ]
+    assert report.errors == ["host-down #2: the VIP never moved"]
+    assert any("host-down #2" in line for line in logged)
+    written = json.loads((tmp_path / f"{slug('my config')}.json").read_text())
+    assert written["config"] == "my config"
+    assert written["summary"]["haproxy-down"]["runs"] == 2
+
+
+def test_run_drill_refuses_an_unknown_scenario_before_building_the_drill(
+    tmp_path: Path, recorder: type[Recorder]
+) -> None:
+    with pytest.raises(DrillError, match="unknown scenario"):
+        workflow.run_drill(tutorial_cluster(), LAB, workflow.DrillPlan(["nosuch"], tmp_path))
+    assert recorder.built == []
+
+
+def test_run_comparison_drills_both_configurations_and_always_restores_the_defaults(
+    tmp_path: Path, recorder: type[Recorder], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    applied: list[str] = []
+
+    async def apply_lb(cluster: Cluster, state: StateDir) -> None:
+        applied.append(state.path.name)
+
+    def install_tutorial(*_args: Any) -> None:
+        applied.append("tutorial files")
+        raise DrillError("cannot write haproxy.cfg")
+
+    def write_ca(state: StateDir, out_dir: Path) -> Path:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        return out_dir / f"{state.path.name}-ca.crt"
+
+    monkeypatch.setattr(workflow, "_apply_lb", apply_lb)
+    monkeypatch.setattr(workflow, "install_tutorial", install_tutorial)
+    monkeypatch.setattr(workflow, "write_ca", write_ca)
+    state = StateDir("tutorial", root=tmp_path / "state")
+    plan = workflow.DrillPlan(["haproxy-down"], tmp_path / "out", repeat=1, soak_seconds=1.0)
+    with pytest.raises(DrillError, match=r"cannot write haproxy\.cfg"):
+        workflow.run_comparison(tutorial_cluster(), LAB, state, plan)
+    # The defaults were drilled with the state's CA, then re-applied after the failed install.
+    assert [b["config"] for b in recorder.built] == [workflow.DEFAULTS]
+    assert recorder.built[0]["cafile"] == tmp_path / "out" / "tutorial-ca.crt"
+    assert applied == ["tutorial", "tutorial files", "tutorial"]

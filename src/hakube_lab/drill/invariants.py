@@ -30,7 +30,7 @@ def invariants(
         if not any(not r.ok for r in requests if marks.break_at <= r.t <= marks.restore_at):
             p.append("readiness never failed although etcd lost quorum")
     elif not sc.expect_move and m.failed:
-        p.append(f"{m.failed} requests failed after their retry; expected none")
+        p.append(f"{m.failed} requests failed (retries included); expected none")
     tail = [r for r in requests if r.t >= marks.end - 1.0]
     if not tail or not all(r.ok for r in tail):
         p.append("the service had not recovered at the end")

@@ -84,7 +84,7 @@ def test_unknown_host_of_an_existing_lab_exits_2_naming_the_hosts(home: Path, co
 @pytest.mark.usefixtures("lab_root")
 def test_drill_retries_reach_the_probe_settings(monkeypatch: pytest.MonkeyPatch) -> None:
     """`--retries 0` measures a client without retry (the issue's restore figure)."""
-    import hakube_lab.drill.workflow as workflow
+    from hakube_lab.drill import workflow
     from hakube_lab.drill.scenarios import Settings
 
     seen: list[Settings] = []

@@ -28,7 +28,13 @@ from hakube_lab import Lab, destroy
 from hakube_lab.addressing import LabError
 from hakube_lab.demo import SKIPPED
 from hakube_lab.drill.scenarios import SCENARIOS, Settings
-from hakube_lab.drill.workflow import DEFAULTS, figures_table, run_comparison, run_drill
+from hakube_lab.drill.workflow import (
+    DEFAULTS,
+    DrillPlan,
+    figures_table,
+    run_comparison,
+    run_drill,
+)
 from hakube_lab.faults import parse_loss
 from hakube_lab.standin import prepare_standins
 
@@ -70,14 +76,14 @@ def main(argv: list[str]) -> int:
         scenarios = [s for s in a.scenarios.split(",") if s]
         reports = []
         if a.repeat > 0:
-            reports = run_comparison(cluster, lab, state, scenarios=scenarios, out_dir=a.out,
-                                     repeat=a.repeat, log=say)  # fmt: skip
+            plan = DrillPlan(scenarios, a.out, repeat=a.repeat, log=say)
+            reports = run_comparison(cluster, lab, state, plan)
             console.print(figures_table(reports))
         soak = None
         if soak_seconds > 0:
-            soak = run_drill(cluster, lab, scenarios=["soak"], out_dir=a.out / "soak",
-                             soak_seconds=soak_seconds, config=DEFAULTS, state=state,
-                             settings=Settings(soak_loss=loss), log=say)  # fmt: skip
+            soak_plan = DrillPlan(["soak"], a.out / "soak", soak_seconds=soak_seconds, state=state,
+                                  settings=Settings(soak_loss=loss), log=say)  # fmt: skip
+            soak = run_drill(cluster, lab, soak_plan, config=DEFAULTS)
             for m in soak.runs:
                 total = m.ok + m.failed
                 beside = (

@@ -331,22 +331,18 @@ def drill_cmd(
     # writes its cache under the home directory.
     from hakube.state import StateDir
     from hakube_lab.drill.scenarios import ALL, DrillError, Settings
-    from hakube_lab.drill.workflow import figures_table, run_comparison, run_drill
+    from hakube_lab.drill.workflow import DrillPlan, figures_table, run_comparison, run_drill
 
     settings = Settings(soak_loss=loss, retries=retries)
     state = StateDir(cluster.name)
     names = list(ALL) if scenarios == "all" else split_list(scenarios)
     log = (lambda m: err.print(m, highlight=False)) if output is Output.JSON else out.print
     try:
+        plan = DrillPlan(names, output_dir, repeat, soak_seconds, state, settings, log)
         if compare_tutorial:
-            reports = run_comparison(cluster, the_lab, state, scenarios=names, out_dir=output_dir,
-                                     repeat=repeat, soak_seconds=soak_seconds, settings=settings,
-                                     log=log)  # fmt: skip
+            reports = run_comparison(cluster, the_lab, state, plan)
         else:
-            reports = [run_drill(cluster, the_lab, scenarios=names, out_dir=output_dir,
-                                 repeat=repeat, soak_seconds=soak_seconds, state=state,
-                                 settings=settings,
-                                 log=log)]  # fmt: skip
+            reports = [run_drill(cluster, the_lab, plan)]
     except DrillError as e:
         fail(str(e), 2, output)
     if output is Output.JSON:

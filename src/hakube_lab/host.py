@@ -13,7 +13,6 @@ import os
 import subprocess
 import time
 import uuid
-from dataclasses import dataclass
 from pathlib import Path
 
 from hakube_lab.addressing import LabError
@@ -22,35 +21,19 @@ from hakube_lab.system import kill_pid, pid_alive, read_pid, run
 CGROUP_GROUP = "hakube-lab"
 
 
-@dataclass(frozen=True)
 class HostPaths:
-    lab: str
-    host: str
-    dir: Path
+    """Where one lab host lives below its directory, and its machine name; set once."""
 
-    @property
-    def upper(self) -> Path:
-        return self.dir / "upper"
-
-    @property
-    def work(self) -> Path:
-        return self.dir / "work"
-
-    @property
-    def root(self) -> Path:
-        return self.dir / "root"
-
-    @property
-    def pid_file(self) -> Path:
-        return self.dir / "nspawn.pid"
-
-    @property
-    def log_file(self) -> Path:
-        return self.dir / "console.log"
-
-    @property
-    def machine(self) -> str:
-        return f"hk-{self.lab}-{self.host}"
+    def __init__(self, lab: str, host: str, dir: Path) -> None:
+        self.lab = lab
+        self.host = host
+        self.dir = dir
+        self.upper = dir / "upper"
+        self.work = dir / "work"
+        self.root = dir / "root"
+        self.pid_file = dir / "nspawn.pid"
+        self.log_file = dir / "console.log"
+        self.machine = f"hk-{lab}-{host}"
 
 
 def cgroup2_mount() -> Path | None:

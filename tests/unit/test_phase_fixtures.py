@@ -22,7 +22,7 @@ import yaml
 from fakes import ROOT, SECRETS
 
 from hakube.facts.host import FileState, HostFacts, Unit
-from hakube.phases.base import Phase
+from hakube.phases.base import Phase, RenderInput
 from hakube.phases.context import Context, RunData, owner_of, sha256
 from hakube.pki.etcd import etcd_members
 from hakube.pki.layout import as_rendered
@@ -79,7 +79,7 @@ def run_case(doc: dict[str, Any], tmp_path: Path) -> tuple[Context, ScriptedTran
     facts = host_facts(doc.get("facts", {}))
     phase = phase_named(doc["phase"])
     current = set(doc.get("current", []))
-    rendered = phase.files(cluster, host, SECRETS, facts)
+    rendered = phase.files(RenderInput(cluster, host, SECRETS, facts))
     if "etcd-pki" in current:
         pki = state.etcd_pki(etcd_members(cluster))
         certs = as_rendered(pki.etcd_host_files(host.name), owner="etcd")

@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 import yaml
-from fakes import ROOT, SECRETS
+from fakes import ROOT
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -49,7 +49,7 @@ def tutorial(**section: Any) -> Cluster:
 
 
 def by_path(cluster: Cluster, index: int = 0, **kw: Any) -> dict[str, str]:
-    files = render_host_files(cluster, cluster.hosts[index], SECRETS, **kw)
+    files = render_host_files(cluster, cluster.hosts[index], **kw)
     return {f.path: f.content for f in files}
 
 

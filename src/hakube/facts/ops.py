@@ -51,6 +51,31 @@ class OpsQuery:
 
 CERT_MARK = "@@hakube-cert:"
 
+# SIGUSR1 makes keepalived dump its instances; the file appears a moment later.
+VRRP_SCRIPT = (
+    f'p=$(cat {KEEPALIVED_PID} 2>/dev/null) && kill -0 "$p" 2>/dev/null || exit 0; '
+    f'rm -f {KEEPALIVED_DATA}; kill -USR1 "$p"; for i in $(seq 100); do '
+    f"grep -q 'Effective priority' {KEEPALIVED_DATA} 2>/dev/null && break; sleep 0.01; "
+    f"done; grep -E '^ *(VRRP Instance|State|Effective priority|Priority) = ' "
+    f"{KEEPALIVED_DATA}"
+)
+# Certificates are public: their PEM is read here, expiry parsed on our side (no openssl
+# process per file). Private keys are never read.
+CERTS_SCRIPT = (
+    f"find {' '.join(CERT_DIRS)} -name '*.crt' -type f 2>/dev/null | sort | "
+    f'while read -r f; do echo "{CERT_MARK}$f"; cat "$f"; done; '
+    f'for f in {" ".join(KUBECONFIGS)}; do [ -f "$f" ] || continue; '
+    f'echo "{CERT_MARK}$f"; sed -n \'s/^ *client-certificate-data: *//p\' "$f" | '
+    "head -1 | base64 -d; done"
+)
+#: Section name → etcdctl subcommand, for the local member.
+ETCD_SECTIONS = {
+    "etcd-status": "endpoint status -w json",
+    "etcd-health": "endpoint health -w json",
+    "etcd-members": "member list -w json",
+    "etcd-alarms": "alarm list",
+}
+
 
 def ops_sections(q: OpsQuery) -> dict[str, str]:
     """Section name → the shell that prints it (only what `q` asks for)."""
@@ -58,34 +83,15 @@ def ops_sections(q: OpsQuery) -> dict[str, str]:
     if q.vip:
         out["vip"] = f"ip -o -4 addr show | grep -cF {shlex.quote(f'inet {q.vip}/')}"
     if q.vrrp:
-        # SIGUSR1 makes keepalived dump its instances; the file appears a moment later.
-        out["vrrp"] = (
-            f'p=$(cat {KEEPALIVED_PID} 2>/dev/null) && kill -0 "$p" 2>/dev/null || exit 0; '
-            f'rm -f {KEEPALIVED_DATA}; kill -USR1 "$p"; for i in $(seq 100); do '
-            f"grep -q 'Effective priority' {KEEPALIVED_DATA} 2>/dev/null && break; sleep 0.01; "
-            f"done; grep -E '^ *(VRRP Instance|State|Effective priority|Priority) = ' "
-            f"{KEEPALIVED_DATA}"
-        )
+        out["vrrp"] = VRRP_SCRIPT
     if q.haproxy_socket:
         out["haproxy"] = (
             f"echo 'show stat' | socat -t 1 stdio unix-connect:{shlex.quote(q.haproxy_socket)}"
         )
     if q.etcdctl:
-        e = q.etcdctl
-        out["etcd-status"] = f"{e} endpoint status -w json"
-        out["etcd-health"] = f"{e} endpoint health -w json"
-        out["etcd-members"] = f"{e} member list -w json"
-        out["etcd-alarms"] = f"{e} alarm list"
+        out.update({name: f"{q.etcdctl} {sub}" for name, sub in ETCD_SECTIONS.items()})
     if q.certs:
-        # Certificates are public: their PEM is read here, expiry parsed on our side (no
-        # openssl process per file). Private keys are never read.
-        out["certs"] = (
-            f"find {' '.join(CERT_DIRS)} -name '*.crt' -type f 2>/dev/null | sort | "
-            f'while read -r f; do echo "{CERT_MARK}$f"; cat "$f"; done; '
-            f'for f in {" ".join(KUBECONFIGS)}; do [ -f "$f" ] || continue; '
-            f'echo "{CERT_MARK}$f"; sed -n \'s/^ *client-certificate-data: *//p\' "$f" | '
-            "head -1 | base64 -d; done"
-        )
+        out["certs"] = CERTS_SCRIPT
     if q.kubeadm_tokens:
         out["tokens"] = "kubeadm token list"
     if q.kubectl:

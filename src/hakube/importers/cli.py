@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -133,31 +134,39 @@ def _refuse(message: str, hint: str, output: Output) -> NoReturn:
     raise typer.Exit(2)
 
 
-@app.command()
-def kubespray(
-    inventory: Annotated[
-        Path, typer.Argument(help="inventory.ini / hosts.yaml, or the directory holding it.")
-    ],
-    out: OutOpt = Path("cluster.yaml"),
-    name: NameOpt = None,
-    force: ForceOpt = False,
-    output: ReportOpt = Output.TEXT,
-) -> None:
-    """Read a kubespray inventory (and its group_vars/) and write a hakube cluster file."""
-    from hakube.importers.kubespray import import_kubespray
+def _import_command(tool: str, source: str, source_help: str, summary: str) -> None:
+    def command(
+        source: Path,
+        out: OutOpt = Path("cluster.yaml"),
+        name: NameOpt = None,
+        force: ForceOpt = False,
+        output: ReportOpt = Output.TEXT,
+    ) -> None:
+        # Imported on use: the importers load the cluster model.
+        importer = getattr(importlib.import_module(f"hakube.importers.{tool}"), f"import_{tool}")
+        _run(importer, source, f"hakube import {tool}", out, name, force, output)
 
-    _run(import_kubespray, inventory, "hakube import kubespray", out, name, force, output)
+    # Each tool names its input the way its own docs do (INVENTORY, HOSTS).
+    command.__annotations__["source"] = Annotated[
+        Path, typer.Argument(help=source_help, metavar=source, show_default=False)
+    ]
+    command.__doc__ = summary
+    app.command(tool)(command)
 
 
-@app.command()
-def kubeasz(
-    hosts: Annotated[Path, typer.Argument(help="kubeasz's hosts file (or its directory).")],
-    out: OutOpt = Path("cluster.yaml"),
-    name: NameOpt = None,
-    force: ForceOpt = False,
-    output: ReportOpt = Output.TEXT,
-) -> None:
-    """Read a kubeasz hosts file (and config.yml beside it) and write a hakube cluster file."""
-    from hakube.importers.kubeasz import import_kubeasz
-
-    _run(import_kubeasz, hosts, "hakube import kubeasz", out, name, force, output)
+#: One command per importer: (tool, what its input is called, help for it, what it does).
+for _tool, _source, _help, _summary in (
+    (
+        "kubespray",
+        "inventory",
+        "inventory.ini / hosts.yaml, or the directory holding it.",
+        "Read a kubespray inventory (and its group_vars/) and write a hakube cluster file.",
+    ),
+    (
+        "kubeasz",
+        "hosts",
+        "kubeasz's hosts file (or its directory).",
+        "Read a kubeasz hosts file (and config.yml beside it) and write a hakube cluster file.",
+    ),
+):
+    _import_command(_tool, _source, _help, _summary)

@@ -124,15 +124,15 @@ def read_ini(path: Path) -> Inventory:
             continue
         group, kind = section
         if kind == "vars":
-            key, eq, value = line.partition("=")
-            key = key.strip()
-            if not eq or not _VAR_RE.match(key):
-                raise InventoryError(
+            key, value = _key_value(
+                line,
+                InventoryError(
                     path,
                     f"[{group}:vars] expects key=value lines, got {line!r}",
                     'write one variable per line, e.g. SERVICE_CIDR="10.68.0.0/16"',
                     number,
-                )
+                ),
+            )
             inv.group(group).vars[key] = _unquote(value.strip(), path, number)
         elif kind == "children":
             child = line.split("#", 1)[0].strip()
@@ -169,16 +169,26 @@ def _host_line(line: str, path: Path, number: int) -> tuple[str, dict[str, Any]]
             raise InventoryError(path, f"{tokens[0]!r}: the port is not a number", "", number)
         hostvars["ansible_port"] = port
     for tok in rest:
-        key, eq, value = tok.partition("=")
-        if not eq or not _VAR_RE.match(key):
-            raise InventoryError(
+        key, value = _key_value(
+            tok,
+            InventoryError(
                 path,
                 f"host {name!r}: {tok!r} is not key=value",
                 "host lines look like: node1 ansible_host=10.0.0.11 ip=10.0.0.11",
                 number,
-            )
+            ),
+        )
         hostvars[key] = value
     return name, hostvars
+
+
+def _key_value(text: str, wrong: InventoryError) -> tuple[str, str]:
+    """`key=value` with a variable name as key (Ansible's rule), or `wrong` is raised."""
+    key, eq, value = text.partition("=")
+    key = key.strip()
+    if not eq or not _VAR_RE.match(key):
+        raise wrong
+    return key, value
 
 
 def _load_yaml(path: Path, what: str) -> Any:

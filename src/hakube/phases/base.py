@@ -71,8 +71,20 @@ class PhaseError(Exception):
     """A phase cannot go on for one host; the message says why and what to do."""
 
 
+@dataclass(frozen=True)
+class RenderInput:
+    """What a phase renders one host's files from: the spec, the run's secrets and, in `apply`,
+    the host's facts (OS family, codename); `plan` renders without facts."""
+
+    cluster: Cluster
+    host: Host
+    secrets: Secrets
+    facts: HostFacts | None = None
+
+
 class Phase(ABC):
-    """One named step. Subclasses set `name` (hierarchical, e.g. ``lb/haproxy``) and `summary`."""
+    """One named step. Subclasses set `name` (hierarchical, e.g. ``lb/haproxy``); the class
+    docstring is the `summary` that `plan` shows."""
 
     name: ClassVar[str]
     summary: ClassVar[str]
@@ -85,9 +97,17 @@ class Phase(ABC):
     #: Managed paths the host itself creates (kubeadm's kubeconfigs): never sent from here.
     made_on_host: ClassVar[tuple[str, ...]] = ()
 
-    @abstractmethod
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        # The docstring says what the phase does; one text serves readers and the CLI.
+        if "name" in cls.__dict__ and "summary" not in cls.__dict__:
+            if not cls.__doc__:
+                raise TypeError(f"phase {cls.name}: its docstring is its summary; write one")
+            cls.summary = " ".join(cls.__doc__.split())
+
     def targets(self, cluster: Cluster) -> list[Host]:
-        """Hosts this phase touches, in order."""
+        """Hosts this phase touches, in order (default: every host in the file)."""
+        return list(cluster.hosts)
 
     async def between_hosts(self, ctx: Context, host: Host) -> None:  # noqa: B027 - optional
         """In a roll, after `host` changed and before the next host (e.g. wait for the front)."""
@@ -105,13 +125,8 @@ class Phase(ABC):
         """Packages this phase needs on the host; `packages` installs them all in one go."""
         return []
 
-    def files(
-        self, cluster: Cluster, host: Host, secrets: Secrets, facts: HostFacts | None = None
-    ) -> list[RenderedFile]:
-        """Files this phase writes on the host, from its own renderer (pure).
-
-        `plan` calls it without facts; `apply` with the host's facts (OS family, codename).
-        """
+    def files(self, on: RenderInput) -> list[RenderedFile]:
+        """Files this phase writes on the host, from its own renderer (pure)."""
         return []
 
     def files_for(self, ctx: Context, host: Host) -> list[RenderedFile]:
@@ -120,7 +135,7 @@ class Phase(ABC):
         Sorted by path, the order they are installed in: that puts check_apiserver.sh before
         keepalived.conf (whose validation needs the script) and modules-load.d before sysctl.d.
         """
-        files = self.files(ctx.run.cluster, host, ctx.run.secrets, ctx.facts[host])
+        files = self.files(RenderInput(ctx.run.cluster, host, ctx.run.secrets, ctx.facts[host]))
         return sorted(files, key=lambda f: f.path)
 
     def extra_paths(self, cluster: Cluster, host: Host) -> list[tuple[str, int]]:

@@ -15,8 +15,9 @@ from hakube.transport.base import Transport
 
 
 class CNIPhase(Phase):
+    """pod network (flannel or calico) with the cluster's real pod subnet"""
+
     name = "cni"
-    summary = "pod network (flannel or calico) with the cluster's real pod subnet"
 
     def targets(self, cluster: Cluster) -> list[Host]:
         if cluster.kubernetes.cni.plugin is CNIPlugin.NONE:

@@ -5,15 +5,13 @@ from __future__ import annotations
 import asyncio
 import json
 
-from hakube.facts.host import HostFacts
 from hakube.phases import etcd_join
-from hakube.phases.base import Phase, PhaseError
+from hakube.phases.base import Phase, PhaseError, RenderInput
 from hakube.phases.context import Context, Timeout
 from hakube.pki.etcd import etcd_members
 from hakube.pki.layout import as_rendered
 from hakube.render.base import RenderedFile
 from hakube.render.etcd import etcdctl, render_etcd
-from hakube.secrets import Secrets
 from hakube.spec.model import Cluster, Host
 from hakube.transport.base import Transport
 
@@ -21,8 +19,9 @@ ETCD_PACKAGES = ("etcd-server", "etcd-client")
 
 
 class EtcdPhase(Phase):
+    """external etcd cluster: CA, peer/server/client certs, member config, health"""
+
     name = "etcd"
-    summary = "external etcd cluster: CA, peer/server/client certs, member config, health"
 
     def __init__(self) -> None:
         # Restarting members of a live cluster one at a time keeps quorum.
@@ -31,10 +30,8 @@ class EtcdPhase(Phase):
     def targets(self, cluster: Cluster) -> list[Host]:
         return cluster.etcd_hosts
 
-    def files(
-        self, cluster: Cluster, host: Host, secrets: Secrets, facts: HostFacts | None = None
-    ) -> list[RenderedFile]:
-        return render_etcd(cluster, host)
+    def files(self, on: RenderInput) -> list[RenderedFile]:
+        return render_etcd(on.cluster, on.host)
 
     def packages(self, cluster: Cluster, host: Host) -> list[str]:
         return list(ETCD_PACKAGES)

@@ -5,8 +5,8 @@ from __future__ import annotations
 import shlex
 from collections.abc import Callable
 
-from hakube.facts.host import HOST_ID_PATH, POLICY_RC, HostFacts
-from hakube.phases.base import Phase, PhaseError
+from hakube.facts.host import HOST_ID_PATH, POLICY_RC
+from hakube.phases.base import Phase, PhaseError, RenderInput
 from hakube.phases.context import APT_GET, Context
 from hakube.record import version_problems
 from hakube.render.base import RenderedFile
@@ -18,7 +18,6 @@ from hakube.render.host import (
     render_mirror_repo,
     render_runtime,
 )
-from hakube.secrets import Secrets
 from hakube.spec.model import APISERVER_PORT, Cluster, EndpointMode, Host, Role, Runtime
 
 #: What hakube converges: apt-based Debian and Ubuntu. Red Hat family hosts are refused rather
@@ -29,19 +28,11 @@ SUPPORTED_OS = {"debian", "ubuntu"}
 KERNEL_MODULES = ("overlay", "br_netfilter")
 
 
-def _all(cluster: Cluster) -> list[Host]:
-    return list(cluster.hosts)
-
-
 class Preflight(Phase):
-    name = "preflight"
-    summary = (
-        "check cluster identity, OS (Debian/Ubuntu), CPUs, memory, unique MAC/product_uuid, "
-        "VIP interface, ports, time sync, installed Kubernetes version"
-    )
+    """check cluster identity, OS (Debian/Ubuntu), CPUs, memory, unique MAC/product_uuid, VIP
+    interface, ports, time sync, installed Kubernetes version"""
 
-    def targets(self, cluster: Cluster) -> list[Host]:
-        return _all(cluster)
+    name = "preflight"
 
     async def run(self, ctx: Context, host: Host) -> None:
         problems = check_host(ctx, host)
@@ -122,19 +113,13 @@ def _port_problems(ctx: Context, host: Host) -> list[str]:
 
 
 class Prepare(Phase):
+    """cluster id, hostname, /etc/hosts block, swap off (and in fstab), SELinux, firewalld, sysctl;
+    a policy-rc.d left by a killed install is put back"""
+
     name = "prepare"
-    summary = (
-        "cluster id, hostname, /etc/hosts block, swap off (and in fstab), SELinux, firewalld, "
-        "sysctl; a policy-rc.d left by a killed install is put back"
-    )
 
-    def targets(self, cluster: Cluster) -> list[Host]:
-        return _all(cluster)
-
-    def files(
-        self, cluster: Cluster, host: Host, secrets: Secrets, facts: HostFacts | None = None
-    ) -> list[RenderedFile]:
-        return render_kernel(cluster, host)
+    def files(self, on: RenderInput) -> list[RenderedFile]:
+        return render_kernel(on.cluster, on.host)
 
     async def run(self, ctx: Context, host: Host) -> None:
         f = ctx.facts[host]
@@ -234,21 +219,15 @@ def _wanted_sysctls(ctx: Context, host: Host) -> dict[str, str]:
 
 
 class PackagesPhase(Phase):
+    """the OS package mirror (packages.repository) on every host; base tools and every package the
+    selected phases need, in one apt transaction, service packages held"""
+
     name = "packages"
-    summary = (
-        "the OS package mirror (packages.repository) on every host; base tools and every "
-        "package the selected phases need, in one apt transaction, service packages held"
-    )
 
-    def targets(self, cluster: Cluster) -> list[Host]:
-        return _all(cluster)
-
-    def files(
-        self, cluster: Cluster, host: Host, secrets: Secrets, facts: HostFacts | None = None
-    ) -> list[RenderedFile]:
-        if facts is None:
-            return render_mirror_repo(cluster, host)
-        return render_mirror_repo(cluster, host, facts.os_id, facts.os_codename)
+    def files(self, on: RenderInput) -> list[RenderedFile]:
+        if on.facts is None:
+            return render_mirror_repo(on.cluster, on.host)
+        return render_mirror_repo(on.cluster, on.host, on.facts.os_id, on.facts.os_codename)
 
     async def run(self, ctx: Context, host: Host) -> None:
         f = ctx.facts[host]
@@ -263,16 +242,15 @@ class PackagesPhase(Phase):
 
 
 class RuntimePhase(Phase):
+    """containerd (SystemdCgroup, sandbox image) installed, configured and running"""
+
     name = "runtime"
-    summary = "containerd (SystemdCgroup, sandbox image) installed, configured and running"
 
     def targets(self, cluster: Cluster) -> list[Host]:
         return cluster.nodes
 
-    def files(
-        self, cluster: Cluster, host: Host, secrets: Secrets, facts: HostFacts | None = None
-    ) -> list[RenderedFile]:
-        return render_runtime(cluster, host)
+    def files(self, on: RenderInput) -> list[RenderedFile]:
+        return render_runtime(on.cluster, on.host)
 
     def packages(self, cluster: Cluster, host: Host) -> list[str]:
         return ["docker.io"] if cluster.kubernetes.runtime is Runtime.DOCKER else ["containerd"]

@@ -14,7 +14,6 @@ import shlex
 import time
 from pathlib import Path
 
-from hakube.facts.host import HostFacts
 from hakube.facts.kubeadm import (
     KubeadmOutputError,
     parse_init_output,
@@ -22,7 +21,7 @@ from hakube.facts.kubeadm import (
     parse_upload_certs_output,
 )
 from hakube.fileio import write_private
-from hakube.phases.base import Phase, PhaseError
+from hakube.phases.base import Phase, PhaseError, RenderInput
 from hakube.phases.context import APT_GET, Context, Timeout
 from hakube.phases.lb import mark_initialised
 from hakube.pki.etcd import etcd_members
@@ -46,19 +45,16 @@ KUBECTL = f"kubectl --kubeconfig {ADMIN_CONF}"
 
 
 class KubePackages(Phase):
+    """Kubernetes repository; kubelet, kubeadm, kubectl at exactly kubernetes.version, held
+    (another installed version is refused: no upgrades yet)"""
+
     name = "kubeadm/packages"
-    summary = (
-        "Kubernetes repository; kubelet, kubeadm, kubectl at exactly kubernetes.version, held "
-        "(another installed version is refused: no upgrades yet)"
-    )
 
     def targets(self, cluster: Cluster) -> list[Host]:
         return cluster.nodes
 
-    def files(
-        self, cluster: Cluster, host: Host, secrets: Secrets, facts: HostFacts | None = None
-    ) -> list[RenderedFile]:
-        return render_kubernetes_repo(cluster, host, facts.os_id if facts else None)
+    def files(self, on: RenderInput) -> list[RenderedFile]:
+        return render_kubernetes_repo(on.cluster, on.host, on.facts.os_id if on.facts else None)
 
     def extra_paths(self, cluster: Cluster, host: Host) -> list[tuple[str, int]]:
         return [(APT_KEYRING, 0o644)]
@@ -214,11 +210,10 @@ def _reset_hint(host: Host) -> str:
 
 
 class KubeadmInit(Phase):
+    """kubeadm init, once per cluster (recorded), on the first control-plane node with the shared
+    CA; fetch admin.conf"""
+
     name = "kubeadm/init"
-    summary = (
-        "kubeadm init, once per cluster (recorded), on the first control-plane node with the "
-        "shared CA; fetch admin.conf"
-    )
     made_on_host = (ADMIN_CONF,)
 
     def targets(self, cluster: Cluster) -> list[Host]:
@@ -227,10 +222,8 @@ class KubeadmInit(Phase):
     def hosts(self, ctx: Context) -> list[Host]:
         return [init_host(ctx)]
 
-    def files(
-        self, cluster: Cluster, host: Host, secrets: Secrets, facts: HostFacts | None = None
-    ) -> list[RenderedFile]:
-        return [kubeadm_file(cluster, host, secrets, None, init=True)]
+    def files(self, on: RenderInput) -> list[RenderedFile]:
+        return [kubeadm_file(on.cluster, on.host, on.secrets, None, init=True)]
 
     def extra_paths(self, cluster: Cluster, host: Host) -> list[tuple[str, int]]:
         return [*shared_pki_paths(cluster), (ADMIN_CONF, 0o600)]
@@ -281,7 +274,7 @@ class KubeadmInit(Phase):
                     timeout=Timeout.KUBEADM,
                 )
         await ctx.do.ensure_files(host, _shared_pki(ctx))
-        await ctx.do.ensure_files(host, self.files(c, host, ctx.run.secrets))
+        await ctx.do.ensure_files(host, self.files(RenderInput(c, host, ctx.run.secrets)))
         await ctx.do.change(
             host, "kubeadm init --upload-certs", functools.partial(self._init, ctx, host)
         )
@@ -367,10 +360,8 @@ class _Join(Phase):
         first = init_host(ctx)
         return [h for h in self.members(ctx.run.cluster) if h.name != first.name]
 
-    def files(
-        self, cluster: Cluster, host: Host, secrets: Secrets, facts: HostFacts | None = None
-    ) -> list[RenderedFile]:
-        return [kubeadm_file(cluster, host, secrets, None, init=False)]
+    def files(self, on: RenderInput) -> list[RenderedFile]:
+        return [kubeadm_file(on.cluster, on.host, on.secrets, None, init=False)]
 
     def extra_paths(self, cluster: Cluster, host: Host) -> list[tuple[str, int]]:
         pki = shared_pki_paths(cluster) if self.control_plane else []
@@ -488,13 +479,15 @@ class _Join(Phase):
 
 
 class JoinControlPlanes(_Join):
+    """join the other control-plane nodes, one at a time (etcd/quorum safe)"""
+
     name = "kubeadm/join-control-planes"
-    summary = "join the other control-plane nodes, one at a time (etcd/quorum safe)"
     serial = True
     control_plane = True
 
 
 class JoinWorkers(_Join):
+    """join the workers in parallel"""
+
     name = "kubeadm/join-workers"
-    summary = "join the workers in parallel"
     control_plane = False

@@ -7,8 +7,8 @@ import re
 import shlex
 
 from hakube.facts.haproxy import SHOW_STAT, parse_show_stat
-from hakube.facts.host import FileState, HostFacts, Unit
-from hakube.phases.base import Phase, PhaseError
+from hakube.facts.host import FileState, Unit
+from hakube.phases.base import Phase, PhaseError, RenderInput
 from hakube.phases.context import Context, sha256
 from hakube.render.base import RenderedFile
 from hakube.render.haproxy import render_haproxy
@@ -20,7 +20,6 @@ from hakube.render.keepalived import (
     render_haproxy_tracking,
     render_keepalived,
 )
-from hakube.secrets import Secrets
 from hakube.spec.model import Cluster, EndpointMode, Host
 
 
@@ -127,12 +126,10 @@ class _Rolling(Phase):
 
 
 class HAProxyPhase(_Rolling):
+    """HAProxy installed, config validated on the host, reloaded if changed; on a live front one
+    host at a time together with keepalived, VIP owner last, front serving again before the next"""
+
     name = "lb/haproxy"
-    summary = (
-        "HAProxy installed, config validated on the host, reloaded if changed; on a live front "
-        "one host at a time together with keepalived, VIP owner last, front serving again "
-        "before the next"
-    )
     unit = "haproxy"
 
     def targets(self, cluster: Cluster) -> list[Host]:
@@ -141,10 +138,11 @@ class HAProxyPhase(_Rolling):
     def packages(self, cluster: Cluster, host: Host) -> list[str]:
         return ["haproxy", "socat"]
 
-    def files(
-        self, cluster: Cluster, host: Host, secrets: Secrets, facts: HostFacts | None = None
-    ) -> list[RenderedFile]:
-        return [*render_haproxy(cluster, host, secrets), *render_haproxy_tracking(cluster, host)]
+    def files(self, on: RenderInput) -> list[RenderedFile]:
+        return [
+            *render_haproxy(on.cluster, on.host, on.secrets),
+            *render_haproxy_tracking(on.cluster, on.host),
+        ]
 
     async def run(self, ctx: Context, host: Host) -> None:
         c = ctx.run.cluster
@@ -192,12 +190,11 @@ async def _wait_listening(ctx: Context, host: Host, port: int, timeout: float = 
 
 
 class KeepalivedPhase(_Rolling):
+    """keepalived (VRRP VIP) installed, config validated on the host, reloaded if changed; on a
+    live front one host at a time together with HAProxy, VIP owner last; VRRP-incompatible changes
+    as a planned stop of every LB host, then start"""
+
     name = "lb/keepalived"
-    summary = (
-        "keepalived (VRRP VIP) installed, config validated on the host, reloaded if changed; on "
-        "a live front one host at a time together with HAProxy, VIP owner last; "
-        "VRRP-incompatible changes as a planned stop of every LB host, then start"
-    )
     unit = "keepalived"
 
     def __init__(self) -> None:
@@ -213,10 +210,8 @@ class KeepalivedPhase(_Rolling):
     def extra_paths(self, cluster: Cluster, host: Host) -> list[tuple[str, int]]:
         return [(INIT_MARKER, 0o644)]
 
-    def files(
-        self, cluster: Cluster, host: Host, secrets: Secrets, facts: HostFacts | None = None
-    ) -> list[RenderedFile]:
-        return render_keepalived(cluster, host, secrets)
+    def files(self, on: RenderInput) -> list[RenderedFile]:
+        return render_keepalived(on.cluster, on.host, on.secrets)
 
     async def run(self, ctx: Context, host: Host) -> None:
         await ctx.do.ensure_packages(host, self.packages(ctx.run.cluster, host))
@@ -276,8 +271,9 @@ def vrrp_incompatible(old: str, new: str) -> list[str]:
 
 
 class WaitVIP(Phase):
+    """exactly one LB host holds the VIP and it answers on the frontend port"""
+
     name = "lb/vip"
-    summary = "exactly one LB host holds the VIP and it answers on the frontend port"
 
     def targets(self, cluster: Cluster) -> list[Host]:
         if cluster.endpoint.mode is not EndpointMode.VIP:

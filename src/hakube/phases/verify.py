@@ -35,8 +35,9 @@ class VerifyReport:
 
 
 class Verify(Phase):
+    """VIP owner, every HAProxy backend, etcd members and health, nodes Ready"""
+
     name = "verify"
-    summary = "VIP owner, every HAProxy backend, etcd members and health, nodes Ready"
 
     def __init__(self) -> None:
         #: What the last run found, for the caller to print.

@@ -64,7 +64,7 @@ def render_host(
     placeholder carry a validate command that refuses them.
     """
     files = [
-        *render_host_files(cluster, host, secrets, os_family, os_codename),
+        *render_host_files(cluster, host, os_family, os_codename),
         *render_haproxy(cluster, host, secrets),
         *render_keepalived(cluster, host, secrets),
         *render_haproxy_tracking(cluster, host),

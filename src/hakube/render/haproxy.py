@@ -24,20 +24,10 @@ def render_haproxy(cluster: Cluster, host: Host, secrets: Secrets) -> list[Rende
         host_name=host.name,
         local=mode is EndpointMode.LOCAL_LB,
         port=cluster.endpoint.port,
-        tunnel_timeout=hp.tunnel_timeout,
-        maxconn=hp.maxconn,
-        inter=hp.check_inter_ms,
-        fastinter=hp.check_fastinter_ms,
-        downinter=hp.check_downinter_ms,
-        fall=hp.check_fall,
-        rise=hp.check_rise,
-        connect_timeout=hp.connect_timeout_ms,
-        retries=hp.retries,
-        on_error=hp.observe_errors,
+        # The settings as they are: the template reads the names the cluster file uses.
+        hp=hp,
         servers=cluster.control_planes,
         apiserver_port=APISERVER_PORT,
-        stats_page=hp.stats_page,
-        stats_bind=hp.stats_bind,
         stats_password=secrets.stats_password if hp.stats_page else "",
     )
     return [

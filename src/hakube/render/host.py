@@ -13,7 +13,6 @@ import re
 from dataclasses import dataclass
 
 from hakube.render.base import RenderedFile, Validation, render_template
-from hakube.secrets import Secrets
 from hakube.spec.model import Cluster, EndpointMode, Host, PackageManager, Role, Runtime
 
 SYSCTL_CONF = "/etc/sysctl.d/90-hakube.conf"
@@ -321,13 +320,9 @@ def render_packages(
 
 
 def render_host_files(
-    cluster: Cluster,
-    host: Host,
-    secrets: Secrets,
-    os_family: str | None = None,
-    os_codename: str | None = None,
+    cluster: Cluster, host: Host, os_family: str | None = None, os_codename: str | None = None
 ) -> list[RenderedFile]:
-    del secrets  # uniform renderer signature; nothing here is secret
+    """The host-level files (kernel, runtime, repositories); nothing here is secret."""
     return [
         *render_kernel(cluster, host),
         *render_runtime(cluster, host),

@@ -453,32 +453,32 @@ def _kubernetes(c: Cluster) -> list[Problem]:
                 "uses mirrors.aliyun.com/kubernetes), or use Kubernetes 1.24 or newer",
             )
         )
-    api = k.config_api
+    bad_api = _config_api_problem(k.config_api, minor, k.version)
+    if bad_api:
+        out.append(_err("kubernetes.config_api", *bad_api))
+    return out
+
+
+def _config_api_problem(
+    api: KubeadmAPI | None, minor: tuple[int, int], version: str
+) -> tuple[str, str] | None:
+    """Why kubeadm `version` cannot use the config API asked for, and what to do (or None)."""
     if api is KubeadmAPI.V1BETA2 and minor > (1, 26):
-        out.append(
-            _err(
-                "kubernetes.config_api",
-                f"kubeadm {k.version} no longer reads v1beta2 (removed in 1.27)",
-                "remove config_api to get the right one, or use v1beta3",
-            )
+        return (
+            f"kubeadm {version} no longer reads v1beta2 (removed in 1.27)",
+            "remove config_api to get the right one, or use v1beta3",
         )
     if api is KubeadmAPI.V1BETA4 and minor < (1, 31):
-        out.append(
-            _err(
-                "kubernetes.config_api",
-                f"v1beta4 exists from kubeadm 1.31; {k.version} does not read it",
-                "remove config_api to get the right one (v1beta3 for this version)",
-            )
+        return (
+            f"v1beta4 exists from kubeadm 1.31; {version} does not read it",
+            "remove config_api to get the right one (v1beta3 for this version)",
         )
     if api is KubeadmAPI.V1BETA3 and minor > (1, 33):
-        out.append(
-            _err(
-                "kubernetes.config_api",
-                f"v1beta3 is deprecated and no longer safe for {k.version}",
-                "remove config_api to use v1beta4",
-            )
+        return (
+            f"v1beta3 is deprecated and no longer safe for {version}",
+            "remove config_api to use v1beta4",
         )
-    return out
+    return None
 
 
 def _etcd_settings(c: Cluster) -> list[Problem]:

@@ -9,7 +9,6 @@ from __future__ import annotations
 import ipaddress
 import re
 from enum import StrEnum
-from functools import cached_property
 from pathlib import Path
 from typing import Any, Literal
 
@@ -25,7 +24,7 @@ from pydantic_core import PydanticCustomError
 
 # Imported as a module: topology reads the model's enums at call time, so neither module needs
 # the other's names while it is being imported.
-from hakube.spec import topology
+from hakube.spec.topology import Topology
 
 API_VERSION = "hakube/v1alpha1"
 
@@ -88,6 +87,14 @@ def _dns_label_problem(label: str) -> str | None:
 
 def _hostname_problem(v: str) -> str | None:
     return "is empty" if not v else _dns_label_problem(v)
+
+
+def _hostname(v: str, what: str, fix: str, why: str = "") -> str:
+    """`v` if it is a lower-case RFC 1123 label, else an error naming `what` (and `why`)."""
+    bad = _hostname_problem(v)
+    if bad:
+        raise invalid(f"{what} {v!r} {bad}{why}", fix)
+    return v
 
 
 def _dns_name_problem(v: str) -> str | None:
@@ -298,15 +305,13 @@ class Host(Strict):
     @field_validator("name")
     @classmethod
     def _hostname(cls, v: str) -> str:
-        bad = _hostname_problem(v)
-        if bad:
-            raise invalid(
-                f"host name {v!r} {bad}; kubeadm registers it as the Node name, which must be a "
-                "lower-case RFC 1123 label",
-                "use only a-z, 0-9 and '-' (at most 63), starting and ending with a letter or "
-                "digit, e.g. cp1",
-            )
-        return v
+        return _hostname(
+            v,
+            "host name",
+            "use only a-z, 0-9 and '-' (at most 63), starting and ending with a letter or "
+            "digit, e.g. cp1",
+            "; kubeadm registers it as the Node name, which must be a lower-case RFC 1123 label",
+        )
 
     @field_validator("labels")
     @classmethod
@@ -634,7 +639,7 @@ class Etcd(Strict):
     peer_port: int = Field(2380, ge=1, le=65535)
 
 
-class Cluster(Strict):
+class Cluster(Strict, Topology):
     api_version: Literal["hakube/v1alpha1"] = Field(alias="apiVersion")
     kind: Literal["Cluster"]
     name: str = Field(description="Cluster name; names the state directory.")
@@ -651,69 +656,6 @@ class Cluster(Strict):
     @field_validator("name")
     @classmethod
     def _name(cls, v: str) -> str:
-        bad = _hostname_problem(v)
-        if bad:
-            raise invalid(
-                f"cluster name {v!r} {bad}",
-                "use a lower-case DNS label: a-z, 0-9 and '-', e.g. prod-1",
-            )
-        return v
-
-    # Derived views, computed in `spec.topology`; named here so call sites read `cluster.x`.
-
-    def host(self, name: str) -> Host:
-        return topology.host(self, name)
-
-    @cached_property
-    def control_planes(self) -> list[Host]:
-        return topology.control_planes(self)
-
-    @cached_property
-    def workers(self) -> list[Host]:
-        return topology.workers(self)
-
-    @cached_property
-    def nodes(self) -> list[Host]:
-        return topology.nodes(self)
-
-    @cached_property
-    def lb_hosts(self) -> list[Host]:
-        return topology.lb_hosts(self)
-
-    @cached_property
-    def etcd_hosts(self) -> list[Host]:
-        return topology.etcd_hosts(self)
-
-    def is_control_plane(self, host: Host) -> bool:
-        return topology.is_control_plane(self, host)
-
-    def is_lb(self, host: Host) -> bool:
-        return topology.is_lb(self, host)
-
-    def is_etcd(self, host: Host) -> bool:
-        return topology.is_etcd(self, host)
-
-    def interface_of(self, host: Host) -> str:
-        return topology.interface_of(self, host)
-
-    def ssh_for(self, host: Host) -> SSHSettings:
-        return topology.ssh_for(self, host)
-
-    @property
-    def api_name(self) -> str:
-        return topology.api_name(self)
-
-    @property
-    def control_plane_endpoint(self) -> str:
-        return topology.control_plane_endpoint(self)
-
-    @property
-    def endpoint_port(self) -> int:
-        return topology.endpoint_port(self)
-
-    def endpoint_address_for(self, host: Host) -> ipaddress.IPv4Address:
-        return topology.endpoint_address_for(self, host)
-
-    @property
-    def host_subnet(self) -> ipaddress.IPv4Network:
-        return topology.host_subnet(self)
+        return _hostname(
+            v, "cluster name", "use a lower-case DNS label: a-z, 0-9 and '-', e.g. prod-1"
+        )

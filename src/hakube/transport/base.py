@@ -10,6 +10,7 @@ import re
 from abc import ABC, abstractmethod
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import ClassVar
 
 __all__ = [
     "AuthFailed",
@@ -26,6 +27,7 @@ __all__ = [
     "RemoteFileNotFound",
     "Transport",
     "TransportError",
+    "Unreachable",
 ]
 
 REDACTED = "***"
@@ -156,32 +158,42 @@ class ConnectError(TransportError):
     """Could not establish a session with the host (also used for unclassified causes)."""
 
 
-class ConnectionRefused(ConnectError):
-    def __init__(self, host: str, address: str, port: int, attempts: int) -> None:
-        super().__init__(
-            host,
-            f"connection to {address}:{port} refused after {attempts} attempt(s). "
-            "Check that sshd is running on the host and listening on that port, "
-            "and that no firewall rejects it.",
-        )
+class Unreachable(ConnectError):
+    """No session with ``address:port`` after ``attempts`` tries (refused, or no handshake)."""
+
+    def __init__(self, host: str, address: str, port: int, attempts: int, why: str) -> None:
+        super().__init__(host, why)
         self.address = address
         self.port = port
         self.attempts = attempts
 
 
-class ConnectTimeout(ConnectError):
+class ConnectionRefused(Unreachable):
+    def __init__(self, host: str, address: str, port: int, attempts: int) -> None:
+        super().__init__(
+            host,
+            address,
+            port,
+            attempts,
+            f"connection to {address}:{port} refused after {attempts} attempt(s). "
+            "Check that sshd is running on the host and listening on that port, "
+            "and that no firewall rejects it.",
+        )
+
+
+class ConnectTimeout(Unreachable):
     def __init__(self, host: str, address: str, port: int, timeout: float, attempts: int) -> None:
         super().__init__(
             host,
+            address,
+            port,
+            attempts,
             f"no SSH handshake with {address}:{port} within {timeout:g}s "
             f"({attempts} attempt(s)). Check that the host is up and reachable, that the "
             "address is right, and that a firewall is not dropping packets; raise the connect "
             "timeout for slow links.",
         )
-        self.address = address
-        self.port = port
         self.timeout = timeout
-        self.attempts = attempts
 
 
 class AuthFailed(ConnectError):
@@ -200,39 +212,37 @@ class AuthFailed(ConnectError):
 class HostKeyError(ConnectError):
     """The host's key is not the pinned one (unknown or changed); says where it is pinned."""
 
+    #: The pinned key changed (HostKeyMismatch), rather than none being pinned yet.
+    changed: ClassVar[bool]
+
     def __init__(self, host: str, host_entry: str, known_hosts: str, fingerprint: str) -> None:
-        super().__init__(host, self.explain(host_entry, known_hosts, fingerprint))
+        presents = "It now presents" if self.changed else "It presented"
+        seen = f" {presents} {fingerprint}." if fingerprint else ""
+        if self.changed:
+            why = (
+                f"does not match the one recorded in {known_hosts}: the key CHANGED.{seen} "
+                "Someone may be intercepting the connection (man in the middle), or the host "
+                "was reinstalled. If you know it was rebuilt, remove the old entry with "
+                f"`ssh-keygen -R '{host_entry}' -f {known_hosts}` and reconnect with "
+                "--trust-new-hosts; otherwise stop and investigate."
+            )
+        else:
+            why = (
+                f"is not in {known_hosts}.{seen} Verify the fingerprint out of band, then rerun "
+                "with --trust-new-hosts to record it, or add it to the known_hosts file yourself."
+            )
+        super().__init__(host, f"host key for {host_entry} {why}")
         self.host_entry = host_entry
         self.known_hosts = known_hosts
         self.fingerprint = fingerprint
 
-    @staticmethod
-    def explain(host_entry: str, known_hosts: str, fingerprint: str) -> str:
-        raise NotImplementedError
-
 
 class HostKeyUnknown(HostKeyError):
-    @staticmethod
-    def explain(host_entry: str, known_hosts: str, fingerprint: str) -> str:
-        seen = f" It presented {fingerprint}." if fingerprint else ""
-        return (
-            f"host key for {host_entry} is not in {known_hosts}.{seen} Verify the fingerprint "
-            "out of band, then rerun with --trust-new-hosts to record it, or add it to the "
-            "known_hosts file yourself."
-        )
+    changed = False
 
 
 class HostKeyMismatch(HostKeyError):
-    @staticmethod
-    def explain(host_entry: str, known_hosts: str, fingerprint: str) -> str:
-        seen = f" It now presents {fingerprint}." if fingerprint else ""
-        return (
-            f"host key for {host_entry} does not match the one recorded in {known_hosts}: the "
-            f"key CHANGED.{seen} Someone may be intercepting the connection (man in the "
-            "middle), or the host was reinstalled. If you know it was rebuilt, remove the old "
-            f"entry with `ssh-keygen -R '{host_entry}' -f {known_hosts}` and reconnect with "
-            "--trust-new-hosts; otherwise stop and investigate."
-        )
+    changed = True
 
 
 class CommandFailed(TransportError):

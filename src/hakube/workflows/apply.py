@@ -33,6 +33,7 @@ from hakube.phases.base import (
     EventSink,
     Phase,
     PhaseError,
+    RenderInput,
     gather_hosts,
     select_phases,
 )
@@ -329,7 +330,7 @@ async def _facts(ctx: Context, to_run: list[Phase], result: ApplyResult) -> None
         for p in to_run:
             if h.name in targets[p.name]:
                 ctx.run.wanted_packages.setdefault(h.name, []).extend(p.packages(cluster, h))
-                paths += [f.path for f in p.files(cluster, h, ctx.run.secrets)]
+                paths += [f.path for f in p.files(RenderInput(cluster, h, ctx.run.secrets))]
                 paths += [path for path, _ in p.extra_paths(cluster, h)]
         facts = await ctx.facts.gather(h, paths)
         assert ctx.run.record is not None

@@ -7,6 +7,7 @@ the tutorial's openssl pipeline run on a control-plane node, so a node whose
 
 from __future__ import annotations
 
+import functools
 import re
 import shlex
 from dataclasses import dataclass, field
@@ -21,6 +22,7 @@ from hakube.facts.kubeadm import (
     parse_token_list,
     parse_upload_certs_output,
 )
+from hakube.phases.base import EventSink
 from hakube.phases.context import Context
 from hakube.pki.certs import ca_cert_hash
 from hakube.pki.cluster import ClusterPKI
@@ -31,9 +33,9 @@ from hakube.transport.base import Transport
 from hakube.workflows.ops import (
     OpsError,
     OpsInputError,
+    in_session,
     known_cluster,
     require_reachable,
-    session,
 )
 
 CLUSTER_CA = "/etc/kubernetes/pki/ca.crt"
@@ -239,21 +241,17 @@ async def run_join_command(
     control_plane: bool,
     ttl: str,
     transports: dict[str, Transport] | None = None,
-    emit: Any = None,
+    emit: EventSink | None = None,
 ) -> JoinResult:
     validate_ttl(ttl)
-    async with session(cluster, state, emit=emit, transports=transports, phase="join") as (
-        ctx,
-        errors,
-    ):
-        return await join_command(ctx, errors, control_plane=control_plane, ttl=ttl)
+    join = functools.partial(join_command, control_plane=control_plane, ttl=ttl)
+    return await in_session(cluster, state, "join", join, transports=transports, emit=emit)
 
 
 async def run_list_tokens(
     cluster: Cluster, state: StateDir, *, transports: dict[str, Transport] | None = None
 ) -> list[BootstrapTokenInfo]:
-    async with session(cluster, state, transports=transports, phase="token") as (ctx, errors):
-        return await list_tokens(ctx, errors)
+    return await in_session(cluster, state, "token", list_tokens, transports=transports)
 
 
 async def run_revoke_token(
@@ -262,10 +260,7 @@ async def run_revoke_token(
     token: str,
     *,
     transports: dict[str, Transport] | None = None,
-    emit: Any = None,
+    emit: EventSink | None = None,
 ) -> str:
-    async with session(cluster, state, emit=emit, transports=transports, phase="token") as (
-        ctx,
-        errors,
-    ):
-        return await revoke_token(ctx, errors, token)
+    revoke = functools.partial(revoke_token, token=token)
+    return await in_session(cluster, state, "token", revoke, transports=transports, emit=emit)

@@ -8,8 +8,9 @@ directory; a recorded cluster state (issue 8) plugs in here without touching the
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
+from typing import TypeVar
 
 from hakube.phases.base import Event, EventKind, EventSink, PhaseError
 from hakube.phases.context import Context, RunData
@@ -95,6 +96,26 @@ async def session(
         ctx = Context.create(run, conns, emit=sink, redactor=redactor)
         ctx.report.phase = phase
         yield ctx, errors
+
+
+T = TypeVar("T")
+
+
+async def in_session(
+    cluster: Cluster,
+    state: StateDir,
+    phase: str,
+    body: Callable[[Context, dict[str, str]], Awaitable[T]],
+    *,
+    transports: dict[str, Transport] | None = None,
+    emit: EventSink | None = None,
+) -> T:
+    """`body(ctx, errors)` over one `session`: the whole of a day-2 command that needs no more."""
+    async with session(cluster, state, emit=emit, transports=transports, phase=phase) as (
+        ctx,
+        errors,
+    ):
+        return await body(ctx, errors)
 
 
 def require_reachable(errors: dict[str, str], hosts: list[Host]) -> None:

@@ -10,7 +10,7 @@ from typing import Any
 
 from hakube.fileio import write_private
 from hakube.membership import membership
-from hakube.phases.base import Phase
+from hakube.phases.base import Phase, RenderInput
 from hakube.record import ClusterRecord
 from hakube.render import render_host
 from hakube.secrets import Secrets
@@ -115,7 +115,9 @@ def build_plan(
             if host.name not in targets[phase.name]:
                 continue
             used.add(phase.name)
-            rendered = sorted(phase.files(cluster, host, secrets), key=lambda f: f.path)
+            rendered = sorted(
+                phase.files(RenderInput(cluster, host, secrets)), key=lambda f: f.path
+            )
             files = [PlannedFile(f.path, f.mode, f.secret) for f in rendered]
             files += [
                 PlannedFile(path, mode, not mode & 0o077, path not in phase.made_on_host)

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from hakube.facts.host import HostFacts
+from hakube.phases.base import RenderInput
 from hakube.phases.context import Context
 from hakube.render.etcd import etcdctl
 from hakube.render.host import SWAP_MARK, remove_block, restore_swap
@@ -92,7 +93,7 @@ def managed_paths(ctx: Context, host: Host) -> list[str]:
     paths: set[str] = set()
     for p in apply_phases():
         if host.name in {t.name for t in p.targets(c)}:
-            paths.update(f.path for f in p.files(c, host, ctx.run.secrets))
+            paths.update(f.path for f in p.files(RenderInput(c, host, ctx.run.secrets)))
             paths.update(path for path, _ in p.extra_paths(c, host))
     return sorted(paths)
 

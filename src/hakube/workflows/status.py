@@ -20,6 +20,7 @@ from hakube.facts.haproxy import Backend, parse_show_stat
 from hakube.facts.host import FileState, facts_script, parse_facts
 from hakube.facts.kubeadm import KubeadmOutputError, parse_token_list
 from hakube.facts.ops import CertFact, OpsFacts, OpsQuery, ops_script, parse_ops
+from hakube.phases.base import RenderInput
 from hakube.phases.context import Context, sha256
 from hakube.phases.etcd import EtcdPhase
 from hakube.phases.kubeadm import ADMIN_CONF, KUBECTL
@@ -147,7 +148,7 @@ def expected_files(ctx: Context, host: Host, etcd_pki: EtcdPKI | None = None) ->
     out: list[RenderedFile] = []
     for p in apply_phases():
         if p.name in DRIFT_PHASES and host.name in {t.name for t in p.targets(c)}:
-            out += p.files(c, host, ctx.run.secrets)
+            out += p.files(RenderInput(c, host, ctx.run.secrets))
             if isinstance(p, EtcdPhase) and etcd_pki and host.name in etcd_pki.members:
                 out += as_rendered(etcd_pki.etcd_host_files(host.name))
     return out

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -90,33 +90,46 @@ def write_ca(state: StateDir, out_dir: Path) -> Path:
     return path
 
 
+def _quiet(_message: str) -> None:
+    pass
+
+
+@dataclass(frozen=True)
+class DrillPlan:
+    """What to drill and how often, and where the results go: one drill or a comparison."""
+
+    scenarios: Sequence[str]
+    out_dir: Path
+    repeat: int = 1
+    soak_seconds: float = 600.0
+    #: The cluster's state: its CA lets the probe check the server it reached.
+    state: StateDir | None = None
+    settings: Settings | None = None
+    log: Say = _quiet
+
+
 def run_drill(
     cluster: Cluster,
     lab: Lab,
+    plan: DrillPlan,
     *,
-    scenarios: Sequence[str],
-    out_dir: Path,
-    repeat: int = 1,
-    soak_seconds: float = 600.0,
     config: str = DEFAULTS,
-    state: StateDir | None = None,
-    settings: Settings | None = None,
     stats_socket: str = STATS_SOCKET,
-    log: Say = lambda _m: None,
 ) -> DrillReport:
+    scenarios, out_dir, state, log = plan.scenarios, plan.out_dir, plan.state, plan.log
     check_allowed(scenarios)
     cafile = write_ca(state, out_dir) if state is not None else None
-    drill = Drill(cluster, lab, out_dir, config=config, settings=settings, cafile=cafile, log=log,
-                  stats_socket=stats_socket)  # fmt: skip
+    drill = Drill(cluster, lab, out_dir, config=config, settings=plan.settings, cafile=cafile,
+                  log=log, stats_socket=stats_socket)  # fmt: skip
     report = DrillReport(
         config,
         endpoint_mode=str(cluster.endpoint.mode),
         vantage=f"{VANTAGE_BRIDGE}, to {cluster.endpoint.vip}:{cluster.endpoint.port}",
     )
-    for i in range(1, repeat + 1):
+    for i in range(1, plan.repeat + 1):
         for name in scenarios:
             try:
-                m = drill.run(name, i, soak_seconds=soak_seconds)
+                m = drill.run(name, i, soak_seconds=plan.soak_seconds)
             except DrillError as e:
                 report.errors.append(f"{name} #{i}: {e}")
                 log(f"[red]{name} #{i}: {e}[/]")
@@ -150,30 +163,20 @@ async def _apply_lb(cluster: Cluster, state: StateDir) -> None:
 
 
 def run_comparison(
-    cluster: Cluster,
-    lab: Lab,
-    state: StateDir,
-    *,
-    scenarios: Sequence[str],
-    out_dir: Path,
-    repeat: int = 1,
-    soak_seconds: float = 600.0,
-    settings: Settings | None = None,
-    log: Say = lambda _m: None,
+    cluster: Cluster, lab: Lab, state: StateDir, plan: DrillPlan
 ) -> list[DrillReport]:
     """hakube's defaults, then the tutorial's own files, on the same lab; defaults restored."""
     reports = []
-    common: dict[str, Any] = {"scenarios": scenarios, "out_dir": out_dir, "repeat": repeat,
-                              "soak_seconds": soak_seconds, "state": state, "settings": settings,
-                              "log": log}  # fmt: skip
+    plan = replace(plan, state=state)
+    log = plan.log
     try:
         log(f"[bold]apply --only lb with {DEFAULTS}[/]")
         asyncio.run(_apply_lb(cluster, state))
-        reports.append(run_drill(cluster, lab, config=DEFAULTS, **common))
+        reports.append(run_drill(cluster, lab, plan, config=DEFAULTS))
         log("[bold]the tutorial's keepalived.conf and haproxy.cfg on every LB host[/]")
         install_tutorial(cluster, lab, state.secrets())
         reports.append(
-            run_drill(cluster, lab, config=TUTORIAL, stats_socket=TUTORIAL_STATS_SOCKET, **common)
+            run_drill(cluster, lab, plan, config=TUTORIAL, stats_socket=TUTORIAL_STATS_SOCKET)
         )
     finally:
         log("[bold]apply --only lb with hakube defaults again[/]")
@@ -216,8 +219,8 @@ def figures_table(reports: Sequence[DrillReport]) -> Table:
 def run_demo_drill(cluster: Cluster, lab: Lab, state: StateDir, say: Say) -> int:
     """`make demo`'s last step: haproxy-down and host-down once each, figures printed."""
     out_dir = state.path / "drill"
-    report = run_drill(cluster, lab, scenarios=["haproxy-down", "host-down"], out_dir=out_dir,
-                       state=state, log=say)  # fmt: skip
+    plan = DrillPlan(["haproxy-down", "host-down"], out_dir, state=state, log=say)
+    report = run_drill(cluster, lab, plan)
     Console().print(figures_table([report]))
     for m in report.runs:
         say(f"    timeline: {m.png}")
@@ -239,6 +242,7 @@ __all__ = [
     "SOAK",
     "TUTORIAL",
     "VANTAGE_BRIDGE",
+    "DrillPlan",
     "DrillReport",
     "figures_table",
     "run_comparison",

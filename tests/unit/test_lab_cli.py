@@ -87,10 +87,12 @@ def test_drill_retries_reach_the_probe_settings(monkeypatch: pytest.MonkeyPatch)
     from hakube_lab.drill import workflow
     from hakube_lab.drill.scenarios import Settings
 
-    seen: list[Settings] = []
+    seen: list[Settings | None] = []
 
-    def fake_run_drill(*_a: object, settings: Settings, **_k: object) -> workflow.DrillReport:
-        seen.append(settings)
+    def fake_run_drill(*args: object, **_k: object) -> workflow.DrillReport:
+        plan = args[-1]
+        assert isinstance(plan, workflow.DrillPlan)
+        seen.append(plan.settings)
         return workflow.DrillReport("hakube defaults")
 
     monkeypatch.setattr(workflow, "run_drill", fake_run_drill)
@@ -98,7 +100,7 @@ def test_drill_retries_reach_the_probe_settings(monkeypatch: pytest.MonkeyPatch)
     argv = ["drill", "--lab", "hkx", "-f", tutorial, "-s", "host-down", "--retries", "0"]
     res = runner.invoke(app, argv)
     assert res.exit_code == 0, res.output
-    assert [s.retries for s in seen] == [0]
+    assert [s.retries if s else None for s in seen] == [0]
     res = runner.invoke(app, [*argv[:-1], "9"])
     assert res.exit_code == 2
     assert "--retries" in " ".join(res.output.split())

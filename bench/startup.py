@@ -1,5 +1,10 @@
 """Wall time of `hakube --help` and `hakube validate -f examples/tutorial.yaml`, each run 10 times
 as a fresh process (what a user waits for): `python bench/startup.py`. Target: median <= 0.25 s.
+Before/after a change: `python bench/startup.py --src OLD/src NEW/src` (runs alternate).
+
+Each command runs once untimed first, with bytecode caching on (PYTHONDONTWRITEBYTECODE is
+dropped for the children), so that the figures are those of an installed hakube, whose modules
+are compiled once, not of a shell that recompiles every module on every run.
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 RUNS = 10
+ENV = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
 
 
 def hakube() -> str:
@@ -25,23 +31,36 @@ def hakube() -> str:
     return found
 
 
-def median_seconds(argv: list[str]) -> tuple[float, float, float, float]:
-    """Wall time min/median/max, and the median CPU time (user + system) of the child: on a
-    busy machine the wall time mostly measures the other processes."""
-    times, cpu = [], []
+def run_once(argv: list[str]) -> tuple[float, float]:
+    """Wall time and the CPU time (user + system) of one run of argv as a child process."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    t0 = time.perf_counter()
+    subprocess.run(argv, cwd=ROOT, check=True, capture_output=True, env=ENV)
+    wall = time.perf_counter() - t0
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return wall, after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime
+
+
+def measure(argvs: list[list[str]]) -> list[tuple[float, float, float, float]]:
+    """Per argv: wall time min/median/max and the median CPU time. With several argvs (before
+    and after a change) the runs alternate, so that a change in the machine's load falls on
+    each alike; on a busy machine the CPU time is the steadier figure."""
+    for argv in argvs:
+        subprocess.run(argv, cwd=ROOT, check=True, capture_output=True, env=ENV)  # bytecode
+    runs: list[list[tuple[float, float]]] = [[] for _ in argvs]
     for _ in range(RUNS):
-        before = resource.getrusage(resource.RUSAGE_CHILDREN)
-        t0 = time.perf_counter()
-        subprocess.run(argv, cwd=ROOT, check=True, capture_output=True)
-        times.append(time.perf_counter() - t0)
-        after = resource.getrusage(resource.RUSAGE_CHILDREN)
-        cpu.append(after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime)
-    return min(times), statistics.median(times), max(times), statistics.median(cpu)
+        for i, argv in enumerate(argvs):
+            runs[i].append(run_once(argv))
+    out = []
+    for r in runs:
+        times, cpu = [w for w, _ in r], [c for _, c in r]
+        out.append((min(times), statistics.median(times), max(times), statistics.median(cpu)))
+    return out
 
 
 def command(src: str | None) -> list[str]:
-    """The installed `hakube`, or (`--src DIR`) the hakube package found in DIR, e.g. an older
-    checkout's src/, to measure before and after a change on the same machine."""
+    """The installed `hakube`, or the hakube package found in `src`, e.g. an older checkout's
+    src/, to measure before and after a change on the same machine."""
     if src is None:
         return [hakube()]
     code = f"import sys; sys.path.insert(0, {src!r}); from hakube.cli import main; main()"
@@ -49,16 +68,21 @@ def command(src: str | None) -> list[str]:
 
 
 def main() -> None:
+    """`startup.py`: the installed hakube. `startup.py --src DIR [DIR...]`: the hakube in each
+    DIR, runs alternating between them (before/after)."""
     args = sys.argv[1:]
-    exe = command(args[1] if args[:1] == ["--src"] and len(args) > 1 else None)
+    srcs: list[str | None] = list(args[1:]) if args[:1] == ["--src"] and args[1:] else [None]
+    exes = [command(src) for src in srcs]
     print(f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
-    for argv in ([*exe, "--help"], [*exe, "validate", "-f", "examples/tutorial.yaml"]):
-        lo, med, hi, cpu = median_seconds(argv)
-        shown = " ".join(["hakube", *argv[len(exe) :]])
-        print(
-            f"{shown:<44} wall median {med:.3f} s (min {lo:.3f}, max {hi:.3f}), "
-            f"CPU median {cpu:.3f} s, {RUNS} runs"
-        )
+    for words in (["--help"], ["validate", "-f", "examples/tutorial.yaml"]):
+        figures = measure([[*exe, *words] for exe in exes])
+        for src, (lo, med, hi, cpu) in zip(srcs, figures, strict=True):
+            shown = " ".join(["hakube", *words]) + (f" [{src}]" if src else "")
+            print(
+                f"{shown:<44} wall median {med:.3f} s (min {lo:.3f}, max {hi:.3f}), "
+                f"CPU median {cpu:.3f} s, {RUNS} runs"
+            )
+    print(f"load average {os.getloadavg()[0]:.1f} at the end")
 
 
 if __name__ == "__main__":

@@ -1,18 +1,24 @@
 """Command line: a thin typer shell over the hakube library.
 
 Every command that reports something also offers `--output json`. Bad input exits 2 with every
-problem listed; a failed run exits 1. Command groups of other installed packages (the lab's
-`lab`, `demo` and `drill`) are mounted through the `hakube.cli_plugins` entry-point group, on
-first need (`PluginGroup`).
+problem listed; a failed run exits 1. The day-2 commands (`hakube.ops_cli`) and the command
+groups of other installed packages (the lab's `lab`, `demo` and `drill`, through the
+`hakube.cli_plugins` entry-point group) are mounted on first need (`PluginGroup`).
 """
 
 from __future__ import annotations
 
+import os
+import re
+import sys
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from typer.core import TyperGroup
+
+from hakube.cli_examples import EXAMPLES, attach
 
 if TYPE_CHECKING:
     from typer._click import Command, Context  # typer vendors click; these are its types
@@ -24,6 +30,7 @@ from hakube.console import (
     Output,
     OutputOpt,
     Progress,
+    YesOpt,
     fail,
     load_or_exit,
     out,
@@ -32,35 +39,52 @@ from hakube.console import (
     problem_json,
     split_list,
 )
-from hakube.ops_cli import register as register_ops
 
 PLUGIN_GROUP = "hakube.cli_plugins"
 
+Register = Callable[[typer.Typer], None]
+
 
 class PluginGroup(TyperGroup):
-    """The product's commands, and the plugins' (`register(typer_app)` per entry point) mounted
-    on first need: `hakube validate` and the other product commands start without reading
-    entry points or importing any plugin; help and unknown command names load them."""
+    """The product's start-up commands, then on first need the day-2 commands and the plugins'
+    (`register(typer_app)` per entry point): `hakube validate` builds none of them and imports
+    no plugin; a day-2 command name mounts the day-2 commands; help, completion and other
+    unknown names mount the plugins too. Start-up time is what a user waits for on every run."""
 
+    day2_loaded = False
     plugins_loaded = False
 
-    def load_plugins(self) -> None:
-        if self.plugins_loaded:
-            return
-        self.plugins_loaded = True
-        from importlib.metadata import entry_points
+    def load_day2(self) -> None:
+        if not self.day2_loaded:
+            self.day2_loaded = True
+            from hakube.ops_cli import register
 
+            self._mount([register], first=True)
+
+    def load_plugins(self) -> None:
+        self.load_day2()
+        if not self.plugins_loaded:
+            self.plugins_loaded = True
+            self._mount(plugin_registrars(PLUGIN_GROUP), first=False)
+
+    def _mount(self, registrars: Iterator[Register] | list[Register], first: bool) -> None:
         extra = typer.Typer()
-        for ep in entry_points(group=PLUGIN_GROUP):
-            try:
-                register = ep.load()
-            except ImportError:
-                # Its distribution's metadata is there but the package is not importable.
-                continue
+        for register in registrars:
             register(extra)
-        if extra.registered_commands or extra.registered_groups:
-            for name, command in typer.main.get_group(extra).commands.items():
-                self.add_command(command, name)
+        attach(extra, EXAMPLES)
+        if not (extra.registered_commands or extra.registered_groups):
+            return
+        built = typer.main.get_group(extra).commands
+        if not first:
+            self.commands = {**self.commands, **built}
+            return
+        # Listed as if registered on `app` before its own commands (where `hakube --help` has
+        # always shown them): typer lists an app's commands first, then its groups.
+        both = {**built, **self.commands}
+        self.commands = {
+            **{n: c for n, c in both.items() if not isinstance(c, TyperGroup)},
+            **{n: c for n, c in both.items() if isinstance(c, TyperGroup)},
+        }
 
     def list_commands(self, ctx: Context) -> list[str]:
         self.load_plugins()
@@ -68,10 +92,61 @@ class PluginGroup(TyperGroup):
 
     def get_command(self, ctx: Context, cmd_name: str) -> Command | None:
         found = super().get_command(ctx, cmd_name)
-        if found is None and not self.plugins_loaded:
-            self.load_plugins()
-            found = super().get_command(ctx, cmd_name)
+        for load in (self.load_day2, self.load_plugins):
+            if found is None:
+                load()
+                found = super().get_command(ctx, cmd_name)
         return found
+
+
+def plugin_registrars(group: str) -> Iterator[Register]:
+    """The objects named by the installed distributions' entry points in `group`, loaded.
+
+    Read from each `*.dist-info` (or `*.egg-info`) `entry_points.txt` in the directories on
+    sys.path, the first distribution of a name winning as with importlib.metadata, whose import
+    alone costs more start-up time than `hakube --help`'s own work. An entry point whose package
+    is not importable is passed over."""
+    import importlib
+
+    seen: set[str] = set()
+    for entry in sys.path:
+        try:
+            names = sorted(os.listdir(entry or "."))
+        except OSError:
+            continue
+        for name in names:
+            if not name.endswith((".dist-info", ".egg-info")):
+                continue
+            # `name-version.dist-info`, the name normalised as pip does (PEP 503).
+            dist = re.sub(r"[-_.]+", "-", name.rpartition(".")[0].partition("-")[0]).lower()
+            if dist in seen:
+                continue
+            seen.add(dist)
+            for value in _entry_point_values(Path(entry, name, "entry_points.txt"), group):
+                module, _, attr = value.partition(":")
+                try:
+                    found: Any = importlib.import_module(module.strip())
+                except ImportError:
+                    continue  # metadata without an importable package (e.g. a half-removed one)
+                for part in attr.strip().split("."):
+                    found = getattr(found, part) if part else found
+                yield found
+
+
+def _entry_point_values(path: Path, group: str) -> list[str]:
+    """`name = value` lines of one section of an entry_points.txt (INI); [] when absent."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError:
+        return []
+    values, section = [], ""
+    for raw in text.splitlines():
+        line = raw.strip()
+        if line.startswith("[") and line.endswith("]"):
+            section = line[1:-1].strip()
+        elif section == group and "=" in line and not line.startswith(("#", ";")):
+            values.append(line.partition("=")[2].strip())
+    return values
 
 
 app = typer.Typer(
@@ -82,8 +157,6 @@ app = typer.Typer(
     help="Build and run highly available Kubernetes clusters on plain Linux hosts over SSH.",
     pretty_exceptions_enable=False,
 )
-# Day-2 commands are the product's own: mounted here, light until one of them runs.
-register_ops(app)
 
 
 @app.command()
@@ -258,7 +331,7 @@ app.add_typer(node_app, name="node")
 def node_remove(
     name: Annotated[str, typer.Argument(help="The host to remove.")],
     file: FileOpt = Path("cluster.yaml"),
-    yes: Annotated[bool, typer.Option("--yes", help="Do not ask for confirmation.")] = False,
+    yes: YesOpt = False,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Read facts, change nothing.")] = False,
     trust_new_hosts: TrustOpt = False,
     output: OutputOpt = Output.TEXT,
@@ -299,14 +372,8 @@ def _mount_import() -> None:
     app.add_typer(import_app, name="import")
 
 
-def _attach_examples() -> None:
-    from hakube.cli_examples import EXAMPLES, attach
-
-    attach(app, EXAMPLES)
-
-
 _mount_import()
-_attach_examples()
+attach(app, EXAMPLES)
 
 
 def main() -> None:

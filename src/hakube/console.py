@@ -18,6 +18,8 @@ from rich.console import Console
 # Start-up time: `hakube --help` and `hakube validate` must not pay for the phases, asyncssh or
 # the PKI, so everything below is imported where it is used.
 if TYPE_CHECKING:
+    from rich.table import Table
+
     from hakube.phases.base import Event
     from hakube.phases.verify import VerifyReport
     from hakube.spec import Loaded
@@ -36,6 +38,7 @@ FileOpt = Annotated[
     Path, typer.Option("--file", "-f", help="Cluster file (YAML).", show_default=True)
 ]
 OutputOpt = Annotated[Output, typer.Option("--output", "-o", help="text or json.")]
+YesOpt = Annotated[bool, typer.Option("--yes", help="Do not ask for confirmation.")]
 
 
 def print_json(data: Any) -> None:
@@ -119,6 +122,16 @@ class Progress:
             )
         elif k is EventKind.PHASE_DONE and e.data.get("changes") == 0:
             err.print("    no change", style="dim")
+
+
+def table(title: str, *columns: str) -> Table:
+    """A table titled on the left with these plain columns (rich.table loads on first use)."""
+    from rich.table import Table
+
+    t = Table(title=title, title_justify="left")
+    for col in columns:
+        t.add_column(col)
+    return t
 
 
 def print_report(report: VerifyReport | None) -> None:

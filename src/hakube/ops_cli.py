@@ -6,36 +6,50 @@ Exit codes: 0 ok/healthy, 1 failed/degraded, 2 bad input (nothing changed).
 
 from __future__ import annotations
 
-import asyncio
 import json
 import sys
 import time
 from collections.abc import Awaitable, Callable
+from functools import partial
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, TypeVar
+from typing import TYPE_CHECKING, Annotated, Protocol, TypeVar
 
 import typer
-from rich.table import Table
 
-from hakube.console import (
-    FileOpt,
-    Output,
-    OutputOpt,
-    Progress,
-    err,
-    fail,
-    load_or_exit,
-    out,
-    print_json,
-)
+from hakube import console
+from hakube.console import FileOpt, Output, OutputOpt, YesOpt, err, fail, out, table
 
 if TYPE_CHECKING:
-    # Imported where used: `hakube validate` and `--help` must not load workflows or the PKI.
+    # Imported where used (asyncio too): these commands are mounted on first need, and even
+    # then `hakube <cmd> --help` must not load workflows, asyncio or the PKI.
     from hakube.phases.base import Event, EventSink
     from hakube.spec.model import Cluster
     from hakube.state import StateDir
+    from hakube.workflows.certs import RenewResult
+    from hakube.workflows.credentials import JoinResult
+    from hakube.workflows.reset import ResetResult
+    from hakube.workflows.snapshot import RestoreResult, SnapshotInfo
 
 T = TypeVar("T")
+
+
+class Reported(Protocol):
+    """A day-2 result: `--output json` prints its `as_dict()` as the one document."""
+
+    def as_dict(self) -> object: ...
+
+
+R = TypeVar("R", bound=Reported)
+R_co = TypeVar("R_co", bound=Reported, covariant=True)
+
+
+class Reporting(Protocol[R_co]):
+    """A day-2 operation with its options bound (`functools.partial`), progress to `emit`."""
+
+    def __call__(
+        self, cluster: Cluster, state: StateDir, *, emit: EventSink
+    ) -> Awaitable[R_co]: ...
+
 
 WatchOpt = Annotated[
     float, typer.Option("--watch", "-w", help="Repeat every SECONDS until interrupted (0: once).")
@@ -75,7 +89,7 @@ def status(
 
     if watch < 0:
         fail("--watch must be 0 (once) or a number of seconds", 2)
-    cluster = load_or_exit(file, output).cluster
+    cluster = console.load_or_exit(file, output).cluster
     from hakube.state import StateDir
 
     state = StateDir(cluster.name)
@@ -89,7 +103,7 @@ def status(
                 sys.stdout.write(json.dumps(report.as_dict(), default=str) + "\n")
                 sys.stdout.flush()
             elif output is Output.JSON:
-                print_json(report.as_dict())
+                console.print_json(report.as_dict())
             else:
                 if watch:
                     out.clear()
@@ -114,9 +128,7 @@ def print_status(r: object) -> None:
         owners = ", ".join(r.vip_owners) or "nobody"
         out.print(f"VIP {r.vip} on {_colour(len(r.vip_owners) == 1, owners)}", highlight=False)
     if r.lbs:
-        t = Table(title="load balancers", title_justify="left")
-        for col in ("host", "VRRP", "priority", "keepalived", "haproxy", "backends"):
-            t.add_column(col)
+        t = table("load balancers", "host", "VRRP", "priority", "keepalived", "haproxy", "backends")
         for lb in r.lbs:
             mine = [b for b in r.backends if b.lb == lb.host]
             up = sum(b.status.startswith("UP") for b in mine)
@@ -133,9 +145,8 @@ def print_status(r: object) -> None:
             )
         out.print(t)
     if r.etcd:
-        t = Table(title="etcd", title_justify="left")
-        for col in ("member", "id", "leader", "learner", "raft index", "revision", "DB", "health"):
-            t.add_column(col)
+        t = table("etcd", "member", "id", "leader", "learner", "raft index", "revision", "DB",
+                  "health")  # fmt: skip
         for m in r.etcd:
             health = "healthy" if m.healthy else (m.error or "unhealthy")
             if m.alarms:
@@ -186,15 +197,11 @@ def join_command(
     """Print a `kubeadm join` command: new token, CA hash checked with openssl, cert key."""
     from hakube.workflows.credentials import run_join_command
 
-    r = run_op(
-        file,
-        output,
-        lambda c, s: run_join_command(
-            c, s, control_plane=control_plane, ttl=ttl, emit=progress(output)
-        ),
-    )
-    if json_out(output, r.as_dict()):
-        return
+    op = partial(run_join_command, control_plane=control_plane, ttl=ttl)
+    run_reported(file, output, op, _print_join)
+
+
+def _print_join(r: JoinResult) -> None:
     for n in r.notes:
         err.print(f"[dim]note: {n}[/]", highlight=False)
     # stdout carries the command alone, so that it can be piped or captured.
@@ -207,12 +214,9 @@ def token_list(file: FileOpt = Path("cluster.yaml"), output: OutputOpt = Output.
 
     tokens = run_op(file, output, run_list_tokens)
     rows = [token_json(t) for t in tokens]
-    if output is Output.JSON:
-        print_json({"tokens": rows})
+    if json_out(output, {"tokens": rows}):
         return
-    t = Table(title="bootstrap tokens", title_justify="left")
-    for col in ("id", "ttl", "expires", "usages", "description"):
-        t.add_column(col)
+    t = table("bootstrap tokens", "id", "ttl", "expires", "usages", "description")
     for r in rows:
         t.add_row(r["id"], r["ttl"], r["expires"] or "never", ",".join(r["usages"]),
                   r["description"] or "")  # fmt: skip
@@ -230,9 +234,7 @@ def token_revoke(
     token_id = run_op(
         file, output, lambda c, s: run_revoke_token(c, s, token, emit=progress(output))
     )
-    if output is Output.JSON:
-        print_json({"revoked": token_id})
-    else:
+    if not json_out(output, {"revoked": token_id}):
         out.print(f"revoked bootstrap token {token_id}", highlight=False)
 
 
@@ -251,12 +253,9 @@ def kubeconfig(
 
     if merge and out_file is not None:
         fail("--merge and --out exclude each other (--merge writes ~/.kube/config)", 2)
+    merge_into = DEFAULT_KUBECONFIG if merge else None
     r = run_op(
-        file,
-        output,
-        lambda c, s: write_kubeconfig(
-            c, s, out=out_file, merge_into=DEFAULT_KUBECONFIG if merge else None
-        ),
+        file, output, lambda c, s: write_kubeconfig(c, s, out=out_file, merge_into=merge_into)
     )
     if json_out(output, r.as_dict()):
         return
@@ -278,11 +277,10 @@ def snapshot_save(
     """Take a snapshot from a healthy etcd member (checksum and revision recorded, 0600)."""
     from hakube.workflows.snapshot import run_save
 
-    info = run_op(
-        file, output, lambda c, s: run_save(c, s, out=out_file, keep=keep, emit=progress(output))
-    )
-    if json_out(output, info.as_dict()):
-        return
+    run_reported(file, output, partial(run_save, out=out_file, keep=keep), _print_snapshot)
+
+
+def _print_snapshot(info: SnapshotInfo) -> None:
     out.print(
         f"snapshot of revision {info.revision} ({info.total_keys} keys, {info.size} bytes) "
         f"from {info.member}: {info.path}\nsha256 {info.sha256}",
@@ -293,29 +291,27 @@ def snapshot_save(
 def snapshot_restore(
     path: Annotated[Path, typer.Argument(help="Snapshot file (from `etcd snapshot save`).")],
     file: FileOpt = Path("cluster.yaml"),
-    yes: Annotated[bool, typer.Option("--yes", help="Do not ask for confirmation.")] = False,
+    yes: YesOpt = False,
     output: OutputOpt = Output.TEXT,
 ) -> None:
     """Restore every etcd member from a snapshot (checked before anything stops)."""
     from hakube.workflows.ops import OpsError
     from hakube.workflows.snapshot import read_snapshot, run_restore
 
-    cluster = load_or_exit(file, output).cluster
+    cluster = console.load_or_exit(file, output).cluster
     try:
         _, info = read_snapshot(path)
     except OpsError as e:
         raise ops_failed(e) from None
-    if not yes:
-        hosts = ", ".join(h.name for h in cluster.etcd_hosts)
-        typer.confirm(
-            f"Stop etcd on {hosts} and replace its data with {path} (revision "
-            f"{info.revision or 'unknown'})? Everything written after the snapshot is lost",
-            abort=True,
-            err=True,
-        )
-    r = run_loaded(cluster, lambda c, s: run_restore(c, s, path, emit=progress(output)))
-    if json_out(output, r.as_dict()):
-        return
+    hosts = ", ".join(h.name for h in cluster.etcd_hosts)
+    question = (
+        f"Stop etcd on {hosts} and replace its data with {path} (revision "
+        f"{info.revision or 'unknown'})? Everything written after the snapshot is lost"
+    )
+    run_reported(cluster, output, partial(run_restore, path=path), _print_restored, question, yes)
+
+
+def _print_restored(r: RestoreResult) -> None:
     out.print(
         f"[green]restored[/] {', '.join(r.members)} at revision {r.revision} in "
         f"{r.seconds:.1f} s"
@@ -330,9 +326,7 @@ def certs_check(file: FileOpt = Path("cluster.yaml"), output: OutputOpt = Output
 
     r = run_op(file, output, check)
     if not json_out(output, r.as_dict()):
-        t = Table(title="certificates", title_justify="left")
-        for col in ("host", "path", "subject", "expires", "days left"):
-            t.add_column(col)
+        t = table("certificates", "host", "path", "subject", "expires", "days left")
         for c in r.certs:
             days = "unreadable" if c.days_left is None else f"{c.days_left:.0f}"
             ok = c.days_left is not None and c.days_left >= 30
@@ -353,11 +347,10 @@ def certs_renew(
     """Renew certificates one host at a time, keeping etcd quorum and the API serving."""
     from hakube.workflows.certs import renew
 
-    r = run_op(
-        file, output, lambda c, s: renew(c, s, etcd=etcd, kubeadm=kubeadm, emit=progress(output))
-    )
-    if json_out(output, r.as_dict()):
-        return
+    run_reported(file, output, partial(renew, etcd=etcd, kubeadm=kubeadm), _print_renewed)
+
+
+def _print_renewed(r: RenewResult) -> None:
     for line in r.renewed:
         out.print(f"[green]renewed[/] {line}", highlight=False)
     for line in r.skipped:
@@ -369,28 +362,26 @@ def reset(
     host: Annotated[
         str | None, typer.Option("--host", help="Only this host (it leaves etcd first).")
     ] = None,
-    yes: Annotated[bool, typer.Option("--yes", help="Do not ask for confirmation.")] = False,
+    yes: YesOpt = False,
     output: OutputOpt = Output.TEXT,
 ) -> None:
     """Tear down what hakube and kubeadm installed; the state directory is archived."""
     from hakube.workflows.reset import ROLE_PACKAGES
     from hakube.workflows.reset import reset as run_reset
 
-    cluster = load_or_exit(file, output).cluster
+    cluster = console.load_or_exit(file, output).cluster
     if host is not None and host not in {h.name for h in cluster.hosts}:
         fail(f"--host {host!r} is not in {file} (hosts: "
              f"{', '.join(h.name for h in cluster.hosts)}). Nothing was changed.", 2)  # fmt: skip
-    if not yes:
-        names = host or ", ".join(h.name for h in cluster.hosts)
-        typer.confirm(
-            f"Reset {names}: kubeadm reset, stop hakube's units, purge "
-            f"{', '.join(ROLE_PACKAGES)} where installed, remove hakube's files and etcd data?",
-            abort=True,
-            err=True,
-        )
-    r = run_loaded(cluster, lambda c, s: run_reset(c, s, host=host, emit=progress(output)))
-    if json_out(output, r.as_dict()):
-        return
+    names = host or ", ".join(h.name for h in cluster.hosts)
+    question = (
+        f"Reset {names}: kubeadm reset, stop hakube's units, purge "
+        f"{', '.join(ROLE_PACKAGES)} where installed, remove hakube's files and etcd data?"
+    )
+    run_reported(cluster, output, partial(run_reset, host=host), _print_reset, question, yes)
+
+
+def _print_reset(r: ResetResult) -> None:
     out.print(f"[green]reset[/] {', '.join(h.host for h in r.hosts)}", highlight=False)
     if r.archived_state:
         out.print(f"state directory archived to {r.archived_state}", highlight=False)
@@ -402,7 +393,7 @@ def progress(output: Output) -> EventSink:
     """Host-prefixed progress on stderr; with --output json, JSON lines on stderr, so that
     stdout carries the one result document."""
     if output is Output.TEXT:
-        return Progress(output)
+        return console.Progress(output)
 
     def to_stderr(e: Event) -> None:
         sys.stderr.write(json.dumps(e.as_dict()) + "\n")
@@ -413,18 +404,41 @@ def progress(output: Output) -> EventSink:
 def json_out(output: Output, data: object) -> bool:
     """With --output json, print `data` as the one result document and say so."""
     if output is Output.JSON:
-        print_json(data)
+        console.print_json(data)
         return True
     return False
 
 
 def run_op(file: Path, output: Output, op: Callable[[Cluster, StateDir], Awaitable[T]]) -> T:
     """Load the cluster file (bad input: exit 2), run one day-2 operation, map its failures."""
-    cluster = load_or_exit(file, output).cluster
+    cluster = console.load_or_exit(file, output).cluster
     return run_loaded(cluster, op)
 
 
+def run_reported(
+    source: Path | Cluster,
+    output: Output,
+    op: Reporting[R],
+    print_text: Callable[[R], None],
+    confirm: str = "",
+    yes: bool = False,
+) -> None:
+    """The shape of every day-2 command that reports progress: load the cluster file (unless
+    loaded already), ask `confirm` on stderr unless `yes` (a no aborts, nothing changed), run the
+    operation with progress for `output`, then print its result as the one JSON document or as
+    text."""
+    cluster = console.load_or_exit(source, output).cluster if isinstance(source, Path) else source
+    if confirm and not yes:
+        typer.confirm(confirm, abort=True, err=True)
+    emit = progress(output)
+    r = run_loaded(cluster, lambda c, s: op(c, s, emit=emit))
+    if not json_out(output, r.as_dict()):
+        print_text(r)
+
+
 def run_loaded(cluster: Cluster, op: Callable[[Cluster, StateDir], Awaitable[T]]) -> T:
+    import asyncio
+
     from hakube.state import StateDir
     from hakube.workflows.ops import FAILURES
 

@@ -6,7 +6,6 @@ product CLI works without this package and never imports it.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import shlex
@@ -96,6 +95,8 @@ LAB_SKIPS = "kubeadm,cni"
 
 def _standins(lab: Lab) -> list[str]:
     """LAB ONLY: put the apiserver stand-ins on the control-plane hosts (see standin.py)."""
+    import asyncio
+
     from hakube.spec import SpecError, load_cluster_file
     from hakube.state import StateDir
     from hakube.transport.base import TransportError

@@ -327,6 +327,10 @@ def drill_cmd(
         str, typer.Option("--scenarios", "-s", help="Comma-separated, or 'all'.")
     ] = "haproxy-down,keepalived-down,host-down,isolate,apiserver-down,etcd-member-down",
     repeat: Annotated[int, typer.Option(min=1, help="Runs per scenario (min/median/max).")] = 1,
+    retries: Annotated[
+        int,
+        typer.Option(min=0, max=3, help="Probe retries per request; 0: a client without retry."),
+    ] = 1,
     soak_seconds: Annotated[float, typer.Option(help="Length of the soak scenario.")] = 600.0,
     soak_loss: Annotated[
         str | None,
@@ -355,7 +359,7 @@ def drill_cmd(
     from hakube_lab.drill.scenarios import ALL, DrillError, Settings
     from hakube_lab.drill.workflow import DrillPlan, figures_table, run_comparison, run_drill
 
-    settings = Settings(soak_loss=loss)
+    settings = Settings(soak_loss=loss, retries=retries)
     state = StateDir(cluster.name)
     names = list(ALL) if scenarios == "all" else split_list(scenarios)
     log = (lambda m: err.print(m, highlight=False)) if output is Output.JSON else out.print

@@ -83,3 +83,28 @@ def test_unknown_host_of_an_existing_lab_exits_2_naming_the_hosts(home: Path, co
     said = " ".join(res.stderr.split())
     assert "lab hkx has no host 'cp9' (hosts: cp1, cp2, cp3, w1)" in said
     assert list(home.iterdir()) == []
+
+
+@pytest.mark.usefixtures("lab_root")
+def test_drill_retries_reach_the_probe_settings(monkeypatch: pytest.MonkeyPatch) -> None:
+    """`--retries 0` measures a client without retry (the issue's restore figure)."""
+    from hakube_lab.drill import workflow
+    from hakube_lab.drill.scenarios import Settings
+
+    seen: list[Settings | None] = []
+
+    def fake_run_drill(*args: object, **_k: object) -> workflow.DrillReport:
+        plan = args[-1]
+        assert isinstance(plan, workflow.DrillPlan)
+        seen.append(plan.settings)
+        return workflow.DrillReport("hakube defaults")
+
+    monkeypatch.setattr(workflow, "run_drill", fake_run_drill)
+    tutorial = str(Path(__file__).parents[2] / "examples/tutorial.yaml")
+    argv = ["drill", "--lab", "hkx", "-f", tutorial, "-s", "host-down", "--retries", "0"]
+    res = runner.invoke(app, argv)
+    assert res.exit_code == 0, res.output
+    assert [s.retries if s else None for s in seen] == [0]
+    res = runner.invoke(app, [*argv[:-1], "9"])
+    assert res.exit_code == 2
+    assert "--retries" in " ".join(res.output.split())

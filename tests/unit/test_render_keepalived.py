@@ -108,7 +108,7 @@ def test_vrrp_v2_auth_truncated_v3_without_auth() -> None:
     assert "vrrp_version 2" in v2
     v3 = conf(tutorial())
     assert "authentication" not in v3
-    assert "advert_int 0.1\n" in v3
+    assert "advert_int 0.08\n" in v3
     assert "vrrp_version 3" in v3
 
 

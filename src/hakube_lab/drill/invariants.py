@@ -44,7 +44,7 @@ def invariants(
             p.append(f"requests still failed in the last second before the restore: the "
                      f"balancer had not routed around {m.target}")  # fmt: skip
     elif (not sc.expect_move or not vip) and m.failed:
-        p.append(f"{m.failed} requests failed after their retry; expected none")
+        p.append(f"{m.failed} requests failed (retries included); expected none")
     tail = [r for r in requests if r.t >= marks.end - 1.0]
     if not tail or not all(r.ok for r in tail):
         p.append("the service had not recovered at the end")

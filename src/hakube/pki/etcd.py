@@ -136,27 +136,31 @@ class EtcdPKI:
         member_list = list(members)
         _check_unique(member_list)
         ca = generate_ca(ETCD_CA_COMMON_NAME, algorithm=algorithm, validity=ca_validity, now=now)
+        return cls._issued(ca, member_list, algorithm, cert_validity, now)
+
+    @classmethod
+    def _issued(
+        cls,
+        ca: CertAndKey,
+        members: list[EtcdMember],
+        algorithm: KeyAlgorithm,
+        validity: dt.timedelta,
+        now: dt.datetime | None,
+    ) -> EtcdPKI:
+        """Every leaf certificate (the two clients and each member's) issued under `ca`."""
+
+        def client(common_name: str) -> CertAndKey:
+            return issue_certificate(
+                ca, common_name, CertUsage.CLIENT, algorithm=algorithm, validity=validity, now=now
+            )
+
         return cls(
             ca=ca,
-            apiserver_client=issue_certificate(
-                ca,
-                APISERVER_ETCD_CLIENT_COMMON_NAME,
-                CertUsage.CLIENT,
-                algorithm=algorithm,
-                validity=cert_validity,
-                now=now,
-            ),
-            healthcheck_client=issue_certificate(
-                ca,
-                HEALTHCHECK_CLIENT_COMMON_NAME,
-                CertUsage.CLIENT,
-                algorithm=algorithm,
-                validity=cert_validity,
-                now=now,
-            ),
+            apiserver_client=client(APISERVER_ETCD_CLIENT_COMMON_NAME),
+            healthcheck_client=client(HEALTHCHECK_CLIENT_COMMON_NAME),
             members={
-                m.name: _issue_member(ca, m, algorithm=algorithm, validity=cert_validity, now=now)
-                for m in member_list
+                m.name: _issue_member(ca, m, algorithm=algorithm, validity=validity, now=now)
+                for m in members
             },
             algorithm=algorithm,
         )
@@ -187,29 +191,8 @@ class EtcdPKI:
     ) -> EtcdPKI:
         """Every leaf certificate issued again (new keys, new validity) under the same CA, so
         members with old and new certificates keep trusting each other during a rolling renew."""
-
-        def client(common_name: str) -> CertAndKey:
-            return issue_certificate(
-                self.ca,
-                common_name,
-                CertUsage.CLIENT,
-                algorithm=self.algorithm,
-                validity=cert_validity,
-                now=now,
-            )
-
-        return EtcdPKI(
-            ca=self.ca,
-            apiserver_client=client(APISERVER_ETCD_CLIENT_COMMON_NAME),
-            healthcheck_client=client(HEALTHCHECK_CLIENT_COMMON_NAME),
-            members={
-                name: _issue_member(
-                    self.ca, m.member, algorithm=self.algorithm, validity=cert_validity, now=now
-                )
-                for name, m in self.members.items()
-            },
-            algorithm=self.algorithm,
-        )
+        members = [m.member for m in self.members.values()]
+        return self._issued(self.ca, members, self.algorithm, cert_validity, now)
 
     def without_member(self, name: str) -> EtcdPKI:
         return EtcdPKI(

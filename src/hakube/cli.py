@@ -331,7 +331,6 @@ def _run_apply(cluster: Cluster, output: Output, **kwargs: Any) -> None:
 @app.command()
 def version(output: OutputOpt = Output.TEXT) -> None:
     """Print hakube's version and the Kubernetes versions it can install."""
-    import sys
     from importlib.metadata import version as dist_version
 
     from hakube.spec.model import MAX_KUBERNETES, MIN_KUBERNETES

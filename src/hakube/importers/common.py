@@ -15,10 +15,15 @@ import yaml
 
 from hakube.importers.inventory import InventoryError, is_template
 from hakube.spec import Loaded, load_cluster_text
-from hakube.spec.model import API_VERSION, APISERVER_PORT, MAX_KUBERNETES, MIN_KUBERNETES
+from hakube.spec.model import (
+    API_VERSION,
+    APISERVER_PORT,
+    MAX_KUBERNETES,
+    MIN_KUBERNETES,
+    VERSION_RE,
+)
 
 _LABEL_RE = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
-_VERSION_RE = re.compile(r"^v?(\d+)\.(\d+)\.(\d+)$")
 
 #: hakube's frontend port when the source balanced on 6443 on hosts that also run kube-apiserver.
 SAFE_LB_PORT = 8443
@@ -117,7 +122,7 @@ def kubernetes_version(value: Any, var: str, notes: Notes) -> str | None:
         notes.skip(var, "not set; hakube's default version is used (set kubernetes.version)")
         return None
     text = str(value).strip()
-    m = _VERSION_RE.match(text)
+    m = VERSION_RE.match(text)
     if not m:
         notes.skip(f"{var}={text}", "not a plain version; set kubernetes.version yourself")
         return None

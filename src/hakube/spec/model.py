@@ -49,7 +49,7 @@ _KUBELET_LABELS = {
     "topology.kubernetes.io/zone",
 }
 _KUBELET_LABEL_PREFIXES = ("kubelet.kubernetes.io", "node.kubernetes.io")
-_VERSION_RE = re.compile(r"^v?(\d+)\.(\d+)\.(\d+)$")
+VERSION_RE = re.compile(r"^v?(\d+)\.(\d+)\.(\d+)$")
 _LABEL_CHARS = frozenset("abcdefghijklmnopqrstuvwxyz0123456789-")
 _IFACE_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_.:@-")
 _K8S_LABEL_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.")
@@ -527,7 +527,7 @@ class Kubernetes(Strict):
     @field_validator("version")
     @classmethod
     def _version(cls, v: str) -> str:
-        m = _VERSION_RE.match(v)
+        m = VERSION_RE.match(v)
         if not m:
             raise invalid(
                 f"{v!r} is not a Kubernetes release: it must look like 1.30.4 (major.minor.patch)",

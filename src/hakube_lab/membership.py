@@ -41,7 +41,6 @@ from hakube_lab.standin import REMOVE as REMOVE_STANDIN
 
 SKIP = ["kubeadm", "cni"]
 Log = Callable[[str], None]
-#: What no removed host may still run or have (hakube's units and files, etcd's data).
 #: HAProxy sessions that did not end normally (tcplog termination state other than "--"),
 #: server state changes and keepalived state changes since `{since}` (epoch seconds).
 LB_LOG = (
@@ -49,6 +48,7 @@ LB_LOG = (
     "| grep -vE ' [0-9]+ -- [0-9]+/' | grep -E ' [0-9]+ [^ ]{{2}} [0-9]+/|is (UP|DOWN)|Entering' "
     "| tail -n 40; true"
 )
+#: What no removed host may still run or have (hakube's units and files, etcd's data).
 LEFTOVER_CHECK = (
     "for u in haproxy keepalived etcd kubelet; do systemctl is-active -q $u && echo unit:$u; "
     "done; for p in /etc/haproxy/haproxy.cfg /etc/keepalived/keepalived.conf /etc/default/etcd "

@@ -31,6 +31,7 @@ from hakube.spec.model import Cluster, Host
 from hakube.state import StateDir
 from hakube.transport.base import Redactor
 from hakube.workflows.apply import ApplyResult, apply, apply_phases, ssh_transports
+from hakube_lab.demo import SKIPPED as SKIP
 from hakube_lab.drill.probes import Probes
 from hakube_lab.drill.report import Request, VipSample, longest_gap
 from hakube_lab.drill.scenarios import Settings
@@ -39,7 +40,6 @@ from hakube_lab.lab import Lab, LabError
 from hakube_lab.standin import ENDPOINTS_FILE, endpoints_file, install_standin
 from hakube_lab.standin import REMOVE as REMOVE_STANDIN
 
-SKIP = ["kubeadm", "cni"]
 Log = Callable[[str], None]
 #: HAProxy sessions that did not end normally (tcplog termination state other than "--"),
 #: server state changes and keepalived state changes since `{since}` (epoch seconds).

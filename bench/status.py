@@ -21,18 +21,16 @@ from pathlib import Path
 from hakube.spec import load_cluster_file
 from hakube.spec.model import Cluster
 from hakube.state import StateDir
-from hakube.transport.base import Redactor
-from hakube.workflows.apply import apply, ssh_transports
+from hakube.workflows.apply import apply
 from hakube.workflows.status import collect
 from hakube_lab import running_lab
-from hakube_lab.standin import install_all
+from hakube_lab.demo import SKIPPED
+from hakube_lab.standin import prepare_standins
 
 
 async def converge(cluster: Cluster, state: StateDir) -> None:
-    async with ssh_transports(cluster, trust_new_hosts=False, redactor=Redactor()) as (t, e):
-        assert not e, e
-        await install_all(cluster, state, t)
-    result = await apply(cluster, state=state, skip=("kubeadm", "cni"))
+    await prepare_standins(cluster, state)
+    result = await apply(cluster, state=state, skip=SKIPPED)
     assert result.ok, result.failures
 
 

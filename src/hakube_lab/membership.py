@@ -31,6 +31,7 @@ from hakube.spec.model import Cluster, Host
 from hakube.state import StateDir
 from hakube.transport.base import Redactor
 from hakube.workflows.apply import ApplyResult, apply, apply_phases, ssh_transports
+from hakube_lab.demo import SKIPPED as SKIP
 from hakube_lab.drill.probes import Probes
 from hakube_lab.drill.report import Request, VipSample, longest_gap
 from hakube_lab.drill.scenarios import Settings
@@ -39,9 +40,7 @@ from hakube_lab.lab import Lab, LabError
 from hakube_lab.standin import ENDPOINTS_FILE, endpoints_file, install_standin
 from hakube_lab.standin import REMOVE as REMOVE_STANDIN
 
-SKIP = ["kubeadm", "cni"]
 Log = Callable[[str], None]
-#: What no removed host may still run or have (hakube's units and files, etcd's data).
 #: HAProxy sessions that did not end normally (tcplog termination state other than "--"),
 #: server state changes and keepalived state changes since `{since}` (epoch seconds).
 LB_LOG = (
@@ -49,6 +48,7 @@ LB_LOG = (
     "| grep -vE ' [0-9]+ -- [0-9]+/' | grep -E ' [0-9]+ [^ ]{{2}} [0-9]+/|is (UP|DOWN)|Entering' "
     "| tail -n 40; true"
 )
+#: What no removed host may still run or have (hakube's units and files, etcd's data).
 LEFTOVER_CHECK = (
     "for u in haproxy keepalived etcd kubelet; do systemctl is-active -q $u && echo unit:$u; "
     "done; for p in /etc/haproxy/haproxy.cfg /etc/keepalived/keepalived.conf /etc/default/etcd "

@@ -15,6 +15,7 @@ import shlex
 from typing import TYPE_CHECKING
 
 from hakube.render.haproxy import HAPROXY_CFG, STATS_SOCKET
+from hakube.spec.model import APISERVER_PORT
 from hakube_lab.addressing import LabError
 from hakube_lab.clusterfile import SLB_PORT
 from hakube_lab.faults import netns_iptables
@@ -32,7 +33,6 @@ CHECK_TIMEOUT_S = 5
 DETECT_MAX_S = CHECK_INTERVAL_S * CHECK_FALL + CHECK_TIMEOUT_S
 #: Marks the no-hairpin rules, so a second `lab up` replaces exactly those.
 NO_HAIRPIN = "hakube-lab-slb-no-hairpin"
-APISERVER_PORT = 6443
 
 
 def slb_config(lab: Lab) -> str:

@@ -182,9 +182,8 @@ class Handover(_RemovePhase):
         cps = [n for n, role in rec.nodes.items() if role == "control-plane"]
         if rec.init_host not in cps:
             cps.append(rec.init_host)
-        down = self.removal.unreachable | {
-            left.name for left in self.removal.leaving if left.name not in self.removal.hosts
-        }
+        # Leaving hosts without a recorded entry are in `unreachable` too (_connect_leaving).
+        down = self.removal.unreachable
         return EtcdCount(tuple(cps), tuple(n for n in cps if n not in down))
 
 

@@ -21,13 +21,13 @@ from test_phases_verify import FIELDS, row, server
 
 from hakube.phases.base import PhaseError, gather_hosts
 from hakube.phases.etcd_endpoints import (
-    APISERVER_MANIFEST,
     GET_CLUSTER_CONFIGURATION,
     PATCH_FILE,
     EtcdEndpoints,
     with_endpoints,
     with_etcd_servers,
 )
+from hakube.phases.kubeadm import APISERVER_MANIFEST
 from hakube.phases.remove import Removal
 from hakube.spec.load import load_cluster_data
 from hakube.spec.model import Cluster

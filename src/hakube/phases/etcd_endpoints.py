@@ -26,14 +26,13 @@ import yaml
 
 from hakube.phases.base import Phase, PhaseError
 from hakube.phases.context import Context, Timeout
-from hakube.phases.kubeadm import KUBECTL, init_host
+from hakube.phases.kubeadm import APISERVER_MANIFEST, KUBECTL, init_host
 from hakube.phases.lb import settle
 from hakube.record import ClusterRecord
 from hakube.render.etcd import client_endpoints
 from hakube.spec.model import Cluster, EtcdTopology, Host
 from hakube.transport.base import TransportError
 
-APISERVER_MANIFEST = "/etc/kubernetes/manifests/kube-apiserver.yaml"
 FLAG = "--etcd-servers="
 #: The merge patch for kubeadm-config is sent as a file: the ClusterConfiguration is too long
 #: and too full of quotes for a command line.

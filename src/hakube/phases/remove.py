@@ -37,6 +37,7 @@ from hakube.phases import etcd_join
 from hakube.phases.base import Event, EventKind, Phase, PhaseError
 from hakube.phases.context import Context, Timeout
 from hakube.phases.etcd import endpoint_health
+from hakube.phases.kubeadm import KUBECTL
 from hakube.phases.lb import KeepalivedPhase, sole_vip_owner
 from hakube.pki.layout import ETCD_HOST_PKI_DIR
 from hakube.record import ClusterRecord
@@ -45,7 +46,6 @@ from hakube.render.etcd import etcdctl, render_etcd
 from hakube.render.keepalived import TRACK_DIR
 from hakube.spec.model import Cluster, EndpointMode, EtcdTopology, Host
 
-ADMIN_KUBECTL = "kubectl --kubeconfig /etc/kubernetes/admin.conf"
 #: etcdctl inside a stacked etcd static pod (kubeadm's own certificate paths).
 STACKED_ETCDCTL = (
     "-n kube-system exec etcd-{node} -- etcdctl --endpoints=https://127.0.0.1:2379 "
@@ -182,9 +182,8 @@ class Handover(_RemovePhase):
         cps = [n for n, role in rec.nodes.items() if role == "control-plane"]
         if rec.init_host not in cps:
             cps.append(rec.init_host)
-        down = self.removal.unreachable | {
-            left.name for left in self.removal.leaving if left.name not in self.removal.hosts
-        }
+        # Leaving hosts without a recorded entry are in `unreachable` too (_connect_leaving).
+        down = self.removal.unreachable
         return EtcdCount(tuple(cps), tuple(n for n in cps if n not in down))
 
 
@@ -216,7 +215,7 @@ class RemoveHosts(_RemovePhase):
             await _check_stacked_member(ctx, admin, left.name)
         if is_node and admin is not None:
             await ctx.do.sh(admin, f"kubectl delete node {left.name}",
-                         f"{ADMIN_KUBECTL} delete node {shlex.quote(left.name)} "
+                         f"{KUBECTL} delete node {shlex.quote(left.name)} "
                          "--ignore-not-found")  # fmt: skip
         if target is not None and not ctx.run.dry_run:
             await _check_clean(ctx, target)
@@ -237,7 +236,7 @@ def _admin_host(ctx: Context) -> Host | None:
 
 async def _drain(ctx: Context, admin: Host, node: str, *, reachable: bool) -> None:
     q = shlex.quote(node)
-    res = await ctx.facts.read(admin, f"{ADMIN_KUBECTL} get node {q} -o name", check=False)
+    res = await ctx.facts.read(admin, f"{KUBECTL} get node {q} -o name", check=False)
     if not res.ok:
         return  # already deleted by an earlier run
     if not reachable:
@@ -247,7 +246,7 @@ async def _drain(ctx: Context, admin: Host, node: str, *, reachable: bool) -> No
     await ctx.do.sh(
         admin,
         f"kubectl drain {node}",
-        f"{ADMIN_KUBECTL} drain {q} --ignore-daemonsets --delete-emptydir-data --timeout=300s",
+        f"{KUBECTL} drain {q} --ignore-daemonsets --delete-emptydir-data --timeout=300s",
         timeout=Timeout.KUBEADM,
     )
 
@@ -272,7 +271,7 @@ async def _remove_external_member(ctx: Context, name: str, target: Host | None) 
 
 async def _check_stacked_member(ctx: Context, admin: Host, name: str) -> None:
     """kubeadm reset removes a stacked member when it can reach etcd; an orphan is removed."""
-    etcdctl = f"{ADMIN_KUBECTL} " + STACKED_ETCDCTL.format(node=shlex.quote(admin.name))
+    etcdctl = f"{KUBECTL} " + STACKED_ETCDCTL.format(node=shlex.quote(admin.name))
     res = await ctx.facts.read(admin, f"{etcdctl} member list -w json", check=False)
     if not res.ok:
         raise PhaseError(

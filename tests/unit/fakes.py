@@ -8,6 +8,8 @@ from typing import Any
 from hakube.secrets import Secrets
 
 ROOT = Path(__file__).resolve().parents[2]
+#: Real kubeadm output, outside the repository (tests that need it skip when it is absent).
+TRANSCRIPTS = ROOT / ".." / "shared" / "reference" / "kubeadm-transcripts"
 
 SECRETS = Secrets(
     vrrp_password="vrrpPa55wordTooLong",

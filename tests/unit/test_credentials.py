@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from fakes import TRANSCRIPTS
 from typer.testing import CliRunner
 
 from hakube.cli import app
@@ -34,9 +35,6 @@ from hakube.workflows.credentials import (
 )
 from hakube.workflows.ops import OpsError, OpsInputError
 
-TRANSCRIPTS = (
-    Path(__file__).resolve().parents[2] / ".." / "shared" / "reference" / "kubeadm-transcripts"
-)
 needs_transcripts = pytest.mark.skipif(
     not TRANSCRIPTS.is_dir(), reason="kubeadm transcripts (../shared) not available"
 )

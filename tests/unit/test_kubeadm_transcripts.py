@@ -11,16 +11,13 @@ from __future__ import annotations
 
 import datetime as dt
 import re
-from pathlib import Path
 
 import pytest
+from fakes import TRANSCRIPTS
 
 from hakube.facts import kubeadm
 from hakube.facts.kubeadm import KubeadmOutputError
 
-TRANSCRIPTS = (
-    Path(__file__).resolve().parents[2] / ".." / "shared" / "reference" / "kubeadm-transcripts"
-)
 pytestmark = pytest.mark.skipif(
     not (TRANSCRIPTS / "index.md").is_file(), reason=f"no real transcripts at {TRANSCRIPTS}"
 )

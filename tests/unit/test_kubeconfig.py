@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 import yaml
+from fakes import OPS_CLUSTER
 
 from hakube.fileio import write_private
 from hakube.phases.kubeadm import ADMIN_CONF
@@ -47,18 +48,7 @@ ADMIN: dict[str, Any] = {
 
 
 def cluster_of(endpoint: dict[str, Any]) -> Cluster:
-    return load_cluster_data(
-        {
-            "apiVersion": "hakube/v1alpha1",
-            "kind": "Cluster",
-            "name": "ops",
-            "hosts": [
-                {"name": f"cp{i}", "address": f"10.88.0.1{i}", "roles": ["control-plane"]}
-                for i in (1, 2, 3)
-            ],
-            "endpoint": endpoint,
-        }
-    ).cluster
+    return load_cluster_data({**OPS_CLUSTER, "endpoint": endpoint}).cluster
 
 
 @pytest.fixture

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from fakes import OPS_CLUSTER as CLUSTER
 
 from hakube.fileio import write_private
 from hakube.phases.kubeadm import ADMIN_CONF
@@ -21,18 +22,6 @@ from hakube.transport.scripted import Call, Reply, ScriptedTransport
 from hakube.workflows.certs import renew
 from hakube.workflows.ops import OpsInputError
 from hakube.workflows.snapshot import check_snapshot_bytes, prune, read_snapshot, run_restore
-
-CLUSTER: dict[str, Any] = {
-    "apiVersion": "hakube/v1alpha1",
-    "kind": "Cluster",
-    "name": "ops",
-    "hosts": [
-        {"name": f"cp{i}", "address": f"10.88.0.1{i}", "roles": ["control-plane"]}
-        for i in (1, 2, 3)
-    ],
-    "endpoint": {"mode": "vip", "vip": "10.88.0.10", "port": 8443},
-    "etcd": {"topology": "stacked"},
-}
 
 
 @pytest.fixture

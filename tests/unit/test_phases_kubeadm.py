@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from fakes import TRANSCRIPTS
 
 from hakube.facts.host import FileState, HostFacts
 from hakube.phases.base import Event, EventKind, PhaseError, gather_hosts
@@ -65,7 +66,7 @@ UPLOAD_CERTS = re.compile(
 )
 RM_JOIN = f"rm -f {JOIN_CONFIG}"
 #: Real kubeadm output (read from ../shared; tests that need it skip when it is absent).
-SHARED = Path(__file__).resolve().parents[2] / ".." / "shared" / "reference" / "kubeadm-transcripts"
+SHARED = TRANSCRIPTS
 JOIN_TOKEN = (DATA / "token-create-1.30.reconstructed.txt").read_text().strip()
 ADMIN_CONF_BODY = (
     b"apiVersion: v1\nkind: Config\nclusters:\n- cluster:\n"

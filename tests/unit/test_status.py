@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 import yaml
+from fakes import TRANSCRIPTS
 
 from hakube.facts.ops import OpsQuery, ops_script, parse_keepalived_data, parse_ops
 from hakube.fileio import write_private
@@ -192,9 +193,6 @@ def test_status_cli_bad_input_exits_2(tmp_path: Path) -> None:
     assert "--watch" in res.stderr
 
 
-TRANSCRIPTS = (
-    Path(__file__).resolve().parents[2] / ".." / "shared" / "reference" / "kubeadm-transcripts"
-)
 # Shaped like `kubectl get nodes -o json` (only the fields status reads): Kubernetes does not
 # run in the lab, so there is no captured one.
 NODES = (

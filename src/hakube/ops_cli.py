@@ -329,13 +329,14 @@ def _print_restored(r: RestoreResult) -> None:
 def certs_check(file: FileOpt = Path("cluster.yaml"), output: OutputOpt = Output.TEXT) -> None:
     """Every certificate hakube or kubeadm manages, with its expiry (exit 1: one expired)."""
     from hakube.workflows.certs import check
+    from hakube.workflows.status import CERT_WARN_DAYS
 
     r = run_op(file, output, check)
     if not json_out(output, r.as_dict()):
         t = table("certificates", "host", "path", "subject", "expires", "days left")
         for c in r.certs:
             days = "unreadable" if c.days_left is None else f"{c.days_left:.0f}"
-            ok = c.days_left is not None and c.days_left >= 30
+            ok = c.days_left is not None and c.days_left >= CERT_WARN_DAYS
             t.add_row(c.host, c.path, c.subject, (c.expires or "")[:16], _colour(ok, days))
         out.print(t)
         for host, msg in r.unreachable.items():

@@ -164,7 +164,6 @@ class CertFact:
 class OpsFacts:
     vip_held: bool | None = None
     vrrp: list[VrrpInstance] = field(default_factory=list)
-    keepalived_running: bool | None = None
     #: HAProxy's `show stat` CSV, parsed by the status workflow.
     haproxy_stat: str = ""
     haproxy_answered: bool = False
@@ -302,7 +301,6 @@ def parse_ops(text: str) -> OpsFacts:
         f.vip_held = (sec["vip"] or ["0"])[0].strip() not in ("", "0")
     if "vrrp" in sec:
         f.vrrp = parse_keepalived_data(sec["vrrp"])
-        f.keepalived_running = bool(f.vrrp)
     if "haproxy" in sec:
         f.haproxy_stat = "\n".join(sec["haproxy"])
         f.haproxy_answered = any(line.startswith("# ") for line in sec["haproxy"])

@@ -11,7 +11,7 @@ import yaml
 
 from hakube.fileio import write_private
 from hakube.phases.kubeadm import ADMIN_CONF
-from hakube.spec.model import Cluster, EndpointMode
+from hakube.spec.model import APISERVER_PORT, Cluster, EndpointMode
 from hakube.state import StateDir
 from hakube.workflows.ops import OpsError, OpsInputError, known_cluster, require_reachable, session
 
@@ -46,7 +46,7 @@ def external_server(cluster: Cluster) -> tuple[str, str]:
         return f"https://{ep.name}:{cluster.endpoint_port}", ""
     first = cluster.control_planes[0]
     return (
-        f"https://{first.address}:6443",
+        f"https://{first.address}:{APISERVER_PORT}",
         f"endpoint mode {ep.mode.value} has no address outside the nodes: the kubeconfig "
         f"points at {first.name}'s apiserver directly (not highly available)",
     )

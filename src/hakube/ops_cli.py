@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import sys
-import time
 from collections.abc import Awaitable, Callable
 from functools import partial
 from pathlib import Path
@@ -85,35 +84,40 @@ def status(
     output: OutputOpt = Output.TEXT,
 ) -> None:
     """Health of every HA piece, certificates, tokens, nodes, drift (exit 0 healthy, 1 not)."""
-    from hakube.workflows.status import run_status
+    import asyncio
+
+    from hakube.state import StateDir
+    from hakube.workflows.status import StatusReport, collect
+    from hakube.workflows.status import watch as watch_status
 
     if watch < 0:
         fail("--watch must be 0 (once) or a number of seconds", 2)
     cluster = console.load_or_exit(file, output).cluster
-    from hakube.state import StateDir
-
     state = StateDir(cluster.name)
-    healthy = False
+    last: list[StatusReport] = []
+
+    def show(report: StatusReport) -> None:
+        last.append(report)
+        if output is Output.JSON and watch:
+            # One document a line, so that a watcher can read the stream line by line.
+            sys.stdout.write(json.dumps(report.as_dict(), default=str) + "\n")
+            sys.stdout.flush()
+        elif output is Output.JSON:
+            console.print_json(report.as_dict())
+        else:
+            if watch:
+                out.clear()
+            print_status(report)
+
     try:
-        while True:
-            report = run_status(cluster, state)
-            healthy = report.healthy
-            if output is Output.JSON and watch:
-                # One document a line, so that a watcher can read the stream line by line.
-                sys.stdout.write(json.dumps(report.as_dict(), default=str) + "\n")
-                sys.stdout.flush()
-            elif output is Output.JSON:
-                console.print_json(report.as_dict())
-            else:
-                if watch:
-                    out.clear()
-                print_status(report)
-            if not watch:
-                break
-            time.sleep(watch)
+        if watch:
+            # One session for every round: the hosts are not connected again each time.
+            asyncio.run(watch_status(cluster, state, watch, show))
+        else:
+            show(asyncio.run(collect(cluster, state)))
     except KeyboardInterrupt:
         pass  # --watch ends with Ctrl-C; the exit code is the last verdict
-    raise typer.Exit(0 if healthy else 1)
+    raise typer.Exit(0 if last and last[-1].healthy else 1)
 
 
 def _colour(ok: bool, text: str) -> str:
@@ -210,16 +214,17 @@ def _print_join(r: JoinResult) -> None:
 
 def token_list(file: FileOpt = Path("cluster.yaml"), output: OutputOpt = Output.TEXT) -> None:
     """Bootstrap tokens (ids only: the secret half is never printed), TTL and expiry."""
-    from hakube.workflows.credentials import run_list_tokens, token_json
+    from dataclasses import asdict
 
-    tokens = run_op(file, output, run_list_tokens)
-    rows = [token_json(t) for t in tokens]
-    if json_out(output, {"tokens": rows}):
+    from hakube.workflows.credentials import run_list_tokens
+
+    rows = [t.public() for t in run_op(file, output, run_list_tokens)]
+    if json_out(output, {"tokens": [asdict(r) for r in rows]}):
         return
     t = table("bootstrap tokens", "id", "ttl", "expires", "usages", "description")
     for r in rows:
-        t.add_row(r["id"], r["ttl"], r["expires"] or "never", ",".join(r["usages"]),
-                  r["description"] or "")  # fmt: skip
+        t.add_row(r.id, r.ttl, r.expires or "never", ",".join(r.usages),
+                  r.description or "")  # fmt: skip
     out.print(t)
 
 

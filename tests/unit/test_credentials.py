@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import re
 import subprocess
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +32,6 @@ from hakube.workflows.credentials import (
     run_join_command,
     run_list_tokens,
     run_revoke_token,
-    token_json,
 )
 from hakube.workflows.ops import OpsError, OpsInputError
 
@@ -190,7 +190,7 @@ def test_token_list_shows_ids_and_never_the_secret_half(
     text = transcript(name)
     t = ScriptedTransport("cp1", [("kubeadm token list", text)])
     tokens = asyncio.run(run_list_tokens(cluster, state, transports={"cp1": t}))
-    rows = [token_json(tok) for tok in tokens]
+    rows = [asdict(tok.public()) for tok in tokens]
     assert rows
     if ids is not None:
         assert [r["id"] for r in rows] == ids

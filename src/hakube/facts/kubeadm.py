@@ -394,6 +394,29 @@ class BootstrapTokenInfo:
             f"extra_groups={self.extra_groups!r})"
         )
 
+    def public(self) -> TokenStatus:
+        """What hakube shows of the token: the secret half never leaves the host."""
+        return TokenStatus(
+            id=self.token_id,
+            ttl=self.ttl,
+            expires=self.expires.isoformat() if self.expires else None,
+            usages=list(self.usages),
+            description=self.description,
+            extra_groups=list(self.extra_groups),
+        )
+
+
+@dataclass
+class TokenStatus:
+    """A bootstrap token as `status` and `token list` show it (text and JSON alike)."""
+
+    id: str  # the public half only
+    ttl: str
+    expires: str | None
+    usages: list[str]
+    description: str | None
+    extra_groups: list[str]
+
 
 def _columns(header: str) -> list[tuple[str, int]]:
     # kubeadm's tabwriter pads with at least 3 spaces, and header names contain single spaces.

@@ -79,7 +79,7 @@ async def check(
         )
     for h, res in zip(hosts, results, strict=True):
         if isinstance(res, BaseException):
-            report.unreachable[h.name] = str(res)
+            report.unreachable[h.name] = ctx.report.redactor.redact(str(res))
             continue
         report.certs += [cert_status(h.name, c, when) for c in parse_ops(res.stdout).certs]
     return report

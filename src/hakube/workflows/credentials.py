@@ -212,18 +212,6 @@ async def list_tokens(ctx: Context, errors: dict[str, str]) -> list[BootstrapTok
     return tokens
 
 
-def token_json(t: BootstrapTokenInfo) -> dict[str, Any]:
-    """A token as shown to the operator: the id only; the secret half never leaves the host."""
-    return {
-        "id": t.token_id,
-        "ttl": t.ttl,
-        "expires": t.expires.isoformat() if t.expires else None,
-        "usages": list(t.usages),
-        "description": t.description,
-        "extra_groups": list(t.extra_groups),
-    }
-
-
 async def revoke_token(ctx: Context, errors: dict[str, str], token: str) -> str:
     token_id = token.split(".", 1)[0]
     if not _TOKEN_ID_RE.fullmatch(token_id):

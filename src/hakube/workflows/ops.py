@@ -8,7 +8,7 @@ directory; a recorded cluster state (issue 8) plugs in here without touching the
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, TypedDict, TypeVar
 
@@ -19,7 +19,8 @@ from hakube.secrets import Secrets
 from hakube.spec.model import Cluster, EtcdTopology, Host
 from hakube.state import StateDir
 from hakube.transport.base import Redactor, Transport, TransportError
-from hakube.workflows.apply import ssh_transports
+from hakube.transport.pool import connect_all
+from hakube.workflows.apply import ssh_targets
 
 if TYPE_CHECKING:
     from typing_extensions import Unpack
@@ -77,37 +78,77 @@ class Reach(TypedDict, total=False):
     transports: dict[str, Transport] | None
 
 
+@dataclass
+class Live:
+    """A session's context and connections, kept across rounds (`status --watch`)."""
+
+    ctx: Context
+    #: Hosts without a connection now (name → message, redacted).
+    errors: dict[str, str]
+    conns: dict[str, Transport]
+    #: Connects to some hosts over SSH; None when the transports were given (tests).
+    connect: Callable[[list[Host]], Awaitable[tuple[dict[str, Transport], dict[str, str]]]] | None
+
+    async def reconnect(self, names: Iterable[str]) -> None:
+        """Connect again to `names` (their connect or their last command failed); the hosts
+        that still answer keep their connections."""
+        hosts = [h for h in self.ctx.run.cluster.hosts if h.name in set(names)]
+        if self.connect is None or not hosts:
+            return
+        for h in hosts:
+            old = self.conns.pop(h.name, None)
+            if old is not None:
+                with contextlib.suppress(Exception):  # it failed already; only its socket goes
+                    await old.close()
+        conns, errors = await self.connect(hosts)
+        for h in hosts:
+            self.errors.pop(h.name, None)
+        self.conns.update(conns)  # the context's executor and facts see the same dict
+        self.errors.update(errors)
+
+
 @contextlib.asynccontextmanager
-async def session(
-    cluster: Cluster,
-    state: StateDir,
-    *,
-    dry_run: bool = False,
-    trust_new_hosts: bool = False,
-    phase: str = "",
-    **reach: Unpack[Reach],
-) -> AsyncIterator[tuple[Context, dict[str, str]]]:
+async def live_session(
+    cluster: Cluster, state: StateDir, *, phase: str = "", **reach: Unpack[Reach]
+) -> AsyncIterator[Live]:
     """A Context (the wet gate, redaction, progress) over SSH, or over given transports.
 
-    Yields the context and the hosts that could not be reached (name → message).
+    Day-2 commands act on hosts apply has reached before, so only pinned host keys are
+    accepted, and every one of them changes the cluster for real (none offers a dry run).
     """
     redactor = redactor_for(state)
     sink = reach.get("emit") or (lambda _e: None)
     transports = reach.get("transports")
     secrets = stored_secrets(state) or Secrets("", "", "", "")
     async with contextlib.AsyncExitStack() as stack:
-        errors: dict[str, str] = {}
-        conns: dict[str, Transport] = transports or {}
-        if transports is None:
-            conns, errors = await stack.enter_async_context(
-                ssh_transports(cluster, trust_new_hosts=trust_new_hosts, redactor=redactor)
+
+        async def connect(hosts: list[Host]) -> tuple[dict[str, Transport], dict[str, str]]:
+            pool = await connect_all(
+                ssh_targets(cluster, hosts), trust_new_hosts=False, redactor=redactor
             )
-        for name, message in errors.items():
-            sink(Event(EventKind.HOST_FAILED, "connect", name, redactor.redact(message)))
-        run = RunData(cluster=cluster, secrets=secrets, state=state, dry_run=dry_run)
+            stack.push_async_callback(pool.close)
+            errors = {name: redactor.redact(str(e)) for name, e in pool.errors.items()}
+            for name, message in errors.items():
+                sink(Event(EventKind.HOST_FAILED, "connect", name, message))
+            return dict(pool.transports), errors
+
+        conns, errors = (
+            await connect(list(cluster.hosts)) if transports is None else (transports, {})
+        )
+        run = RunData(cluster=cluster, secrets=secrets, state=state)
         ctx = Context.create(run, conns, emit=sink, redactor=redactor)
         ctx.report.phase = phase
-        yield ctx, errors
+        yield Live(ctx, errors, conns, connect if transports is None else None)
+
+
+@contextlib.asynccontextmanager
+async def session(
+    cluster: Cluster, state: StateDir, *, phase: str = "", **reach: Unpack[Reach]
+) -> AsyncIterator[tuple[Context, dict[str, str]]]:
+    """`live_session` for one command: the context and the hosts that could not be reached
+    (name → message, redacted)."""
+    async with live_session(cluster, state, phase=phase, **reach) as live:
+        yield live.ctx, live.errors
 
 
 T = TypeVar("T")

@@ -13,12 +13,13 @@ import asyncio
 import datetime as dt
 import re
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from hakube.facts.haproxy import Backend, parse_show_stat
 from hakube.facts.host import FileState, facts_script, parse_facts
-from hakube.facts.kubeadm import KubeadmOutputError, parse_token_list
+from hakube.facts.kubeadm import KubeadmOutputError, TokenStatus, parse_token_list
 from hakube.facts.ops import CertFact, OpsFacts, OpsQuery, ops_script, parse_ops
 from hakube.phases.base import RenderInput
 from hakube.phases.context import Context, sha256
@@ -29,11 +30,12 @@ from hakube.pki.layout import as_rendered
 from hakube.render.base import RenderedFile
 from hakube.render.haproxy import STATS_SOCKET
 from hakube.render.keepalived import priorities
+from hakube.secrets import Secrets
 from hakube.spec.model import Cluster, EndpointMode, Host
 from hakube.state import StateDir
 from hakube.workflows.apply import apply_phases
 from hakube.workflows.etcd_access import etcd_access
-from hakube.workflows.ops import ClusterView, known_cluster, session, stored_secrets
+from hakube.workflows.ops import ClusterView, Live, known_cluster, live_session, stored_secrets
 
 if TYPE_CHECKING:
     from typing_extensions import Unpack
@@ -80,15 +82,6 @@ class CertStatus:
     subject: str
     expires: str | None
     days_left: float | None
-
-
-@dataclass
-class TokenStatus:
-    id: str  # the public half only: the secret half is never shown
-    ttl: str
-    expires: str | None
-    usages: list[str]
-    description: str | None
 
 
 @dataclass
@@ -152,16 +145,26 @@ def stored_etcd_pki(cluster: Cluster, state: StateDir) -> EtcdPKI | None:
     return EtcdPKI.load(d, have)
 
 
-def expected_files(ctx: Context, host: Host, etcd_pki: EtcdPKI | None = None) -> list[RenderedFile]:
+def expected_files(
+    cluster: Cluster, secrets: Secrets, host: Host, etcd_pki: EtcdPKI | None = None
+) -> list[RenderedFile]:
     """What `apply` would write on `host` for the phases drift can judge exactly."""
-    c = ctx.run.cluster
     out: list[RenderedFile] = []
     for p in apply_phases():
-        if p.name in DRIFT_PHASES and host.name in {t.name for t in p.targets(c)}:
-            out += p.files(RenderInput(c, host, ctx.run.secrets))
+        if p.name in DRIFT_PHASES and host.name in {t.name for t in p.targets(cluster)}:
+            out += p.files(RenderInput(cluster, host, secrets))
             if isinstance(p, EtcdPhase) and etcd_pki and host.name in etcd_pki.members:
                 out += as_rendered(etcd_pki.etcd_host_files(host.name))
     return out
+
+
+def expected_by_host(cluster: Cluster, state: StateDir) -> dict[str, list[RenderedFile]] | None:
+    """`expected_files` of every host; None without a state dir (drift is then not judged)."""
+    secrets = stored_secrets(state)
+    if secrets is None:
+        return None
+    pki = stored_etcd_pki(cluster, state)
+    return {h.name: expected_files(cluster, secrets, h, pki) for h in cluster.hosts}
 
 
 async def read_host(
@@ -179,23 +182,66 @@ async def read_host(
 async def collect(
     cluster: Cluster, state: StateDir, *, now: dt.datetime | None = None, **reach: Unpack[Reach]
 ) -> StatusReport:
+    """One status round over a new session."""
     started = time.monotonic()
+    # Rendering what apply would write is CPU work that needs no host: it runs in a thread
+    # while the SSH handshakes wait on the hosts.
+    rendering = asyncio.ensure_future(asyncio.to_thread(expected_by_host, cluster, state))
+    try:
+        async with live_session(cluster, state, **reach) as live:
+            return await status_round(live, rendering, now=now, started=started)
+    finally:
+        if not rendering.done():
+            rendering.cancel()
+
+
+async def watch(
+    cluster: Cluster,
+    state: StateDir,
+    every: float,
+    show: Callable[[StatusReport], None],
+    *,
+    rounds: int = 0,
+    **reach: Unpack[Reach],
+) -> StatusReport:
+    """A status round every `every` seconds over ONE session, each report to `show`, until
+    interrupted (or after `rounds`, when given). Hosts that did not answer are connected again
+    before the next round; the others keep their connections."""
+    async with live_session(cluster, state, **reach) as live:
+        n = 0
+        while True:
+            started = time.monotonic()
+            rendering = asyncio.ensure_future(asyncio.to_thread(expected_by_host, cluster, state))
+            report = await status_round(live, rendering, started=started)
+            show(report)
+            n += 1
+            if rounds and n >= rounds:
+                return report
+            await asyncio.sleep(every)
+            await live.reconnect(report.unreachable)
+
+
+async def status_round(
+    live: Live,
+    rendering: Awaitable[dict[str, list[RenderedFile]] | None],
+    *,
+    now: dt.datetime | None = None,
+    started: float,
+) -> StatusReport:
+    cluster, state, ctx = live.ctx.run.cluster, live.ctx.run.state, live.ctx
     view = known_cluster(cluster, state)
-    report = StatusReport(cluster=cluster.name)
-    async with session(cluster, state, **reach) as (ctx, errors):
-        report.unreachable = dict(errors)
-        secrets = stored_secrets(state)
-        hosts = [h for h in cluster.hosts if h.name not in errors]
-        pki = stored_etcd_pki(cluster, state) if secrets else None
-        expected = {h.name: expected_files(ctx, h, pki) if secrets else [] for h in hosts}
+    report = StatusReport(cluster=cluster.name, unreachable=dict(live.errors))
+    hosts = [h for h in cluster.hosts if h.name not in live.errors]
+    expected = await rendering
+    mine = expected or {}
 
-        async def one(h: Host) -> tuple[Host, Any]:
-            try:
-                return h, await read_host(ctx, view, h, expected[h.name])
-            except Exception as e:  # one bad host is a finding, not a crash
-                return h, e
+    async def one(h: Host) -> tuple[Host, Any]:
+        try:
+            return h, await read_host(ctx, view, h, mine.get(h.name, []))
+        except Exception as e:  # one bad host is a finding, not a crash
+            return h, e
 
-        results = await asyncio.gather(*(one(h) for h in hosts))
+    results = await asyncio.gather(*(one(h) for h in hosts))
     read: dict[str, tuple[OpsFacts, dict[str, FileState], dict[str, str]]] = {}
     for h, r in results:
         if isinstance(r, BaseException):
@@ -205,7 +251,7 @@ async def collect(
     for name, msg in report.unreachable.items():
         report.problems.append(f"{name}: not reachable ({msg})")
     _judge(cluster, view, read, report, now or dt.datetime.now(dt.UTC))
-    if secrets is None:
+    if expected is None:
         report.notes.append(
             f"drift not checked: no state directory for {cluster.name!r} at {state.path} "
             "(status compares with what apply from this machine would write)"
@@ -398,20 +444,7 @@ def _judge_kubernetes(cluster: Cluster, f: OpsFacts, r: StatusReport, now: dt.da
     except KubeadmOutputError as e:
         r.warnings.append(f"kubeadm token list: unexpected output ({e})")
         return
-    r.tokens = [
-        TokenStatus(
-            t.token_id,
-            t.ttl,
-            t.expires.isoformat() if t.expires else None,
-            list(t.usages),
-            t.description,
-        )
-        for t in tokens
-    ]
+    r.tokens = [t.public() for t in tokens]
     for t in tokens:
         if t.expires is not None and t.expires - now < dt.timedelta(days=1):
             r.warnings.append(f"bootstrap token {t.token_id} expires at {t.expires.isoformat()}")
-
-
-def run_status(cluster: Cluster, state: StateDir | None = None) -> StatusReport:
-    return asyncio.run(collect(cluster, state or StateDir(cluster.name)))

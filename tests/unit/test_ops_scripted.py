@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import json
 import re
+import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -13,8 +15,10 @@ import pytest
 from fakes import OPS_CLUSTER as CLUSTER
 
 from hakube.fileio import write_private
+from hakube.phases.context import Context, RunData
 from hakube.phases.kubeadm import ADMIN_CONF
 from hakube.render.host import SWAP_MARK, remove_block, remove_swap, restore_swap
+from hakube.secrets import Secrets
 from hakube.spec.load import load_cluster_data
 from hakube.spec.model import Cluster
 from hakube.state import StateDir
@@ -54,21 +58,70 @@ def test_kubeadm_renewal_goes_one_control_plane_at_a_time_waiting_for_readyz(
             ("kubeadm certs renew all", logged(h, Reply("renewed\n"))),
             (re.compile(r"set -e; mkdir -p /etc/kubernetes/hakube-manifests-aside.*"),
              logged(h, Reply())),
+            (re.compile(r".* endpoint health --cluster -w json"), logged(h, Reply(HEALTHY))),
             (re.compile(r"for i in \$\(seq 120\); do curl -sfk .*127\.0\.0\.1:6443/readyz.*"),
              logged(h, Reply())),
         ], files={ADMIN_CONF: b"renewed admin.conf"})  # fmt: skip
     result = asyncio.run(renew(cluster, state, etcd=True, kubeadm=True, transports=dict(ts)))
     hosts_in_order = [line.split(":")[0] for line in log]
-    assert hosts_in_order == ["cp1"] * 3 + ["cp2"] * 3 + ["cp3"] * 3
-    assert [line.split(": ", 1)[1][:12] for line in log[:3]] == [
-        "kubeadm cert", "set -e", "for i in $(s"
+    assert hosts_in_order == ["cp1"] * 4 + ["cp2"] * 4 + ["cp3"] * 4
+    # The restarted stacked member is healthy again before the apiserver is asked for /readyz.
+    assert [line.split(": ", 1)[1][:12] for line in log[:4]] == [
+        "kubeadm cert", "set -e", "CONTAINER_RU", "for i in $(s"
     ]  # fmt: skip
     # Stacked etcd is kubeadm's: its static pod restarts with the others, one node at a time.
     restart = next(c for c in ts["cp2"].commands if "manifests-aside" in c)
     assert "etcd.yaml" in restart
     assert "kube-apiserver.yaml" in restart
+    # No fixed pause: the old processes are waited out before the manifests come back.
+    assert "sleep 20" not in restart
+    for process in ("kube-apiserver", "kube-scheduler", "kube-controller", "etcd"):
+        assert f"pgrep -x {process} " in restart
     assert result.skipped == ["etcd: stacked (kubeadm's certificates, renewed with them)"]
     assert (state.path / "admin.conf").read_bytes() == b"renewed admin.conf"
+
+
+HEALTHY = json.dumps(
+    [{"endpoint": f"https://10.88.0.1{i}:2379", "health": True} for i in (1, 2, 3)]
+)
+
+
+def test_manifests_come_back_even_when_an_old_process_outlives_the_wait(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The restart script run for real, kubelet's directories under tmp_path: a process that
+    will not go fails the restart, but its manifest is back in place (the node keeps serving)."""
+    from hakube.workflows import apiserver, certs
+
+    monkeypatch.setattr(apiserver, "GONE_SECONDS", 1)
+    manifests = tmp_path / "manifests"
+    manifests.mkdir()
+    for name in ("kube-apiserver", "sleep"):
+        (manifests / f"{name}.yaml").write_text(name)
+    t = ScriptedTransport("cp1", [(re.compile(".*"), Reply())])
+    c = load_cluster_data(CLUSTER).cluster
+    ctx = Context.create(
+        RunData(cluster=c, secrets=Secrets("", "", "", ""), state=StateDir("ops", root=tmp_path)),
+        {"cp1": t},
+    )
+    asyncio.run(certs._restart_static_pods(ctx, c.hosts[0], ("kube-apiserver", "sleep"), None))
+    script = t.commands[0].replace("/etc/kubernetes", str(tmp_path))
+    with subprocess.Popen(["sleep", "30"]) as alive:  # an "old process" that outlives the wait
+        try:
+            res = subprocess.run(
+                ["bash", "-c", script], check=False, capture_output=True, text=True
+            )
+        finally:
+            alive.kill()
+    assert res.returncode == 1
+    assert "sleep still runs" in res.stderr
+    assert sorted(p.name for p in manifests.iterdir()) == ["kube-apiserver.yaml", "sleep.yaml"]
+    assert not (tmp_path / "hakube-manifests-aside").exists()
+    # Without such a process the same script moves both out and back and succeeds.
+    quick = script.replace("pgrep -x sleep", "pgrep -x hkt-none")
+    ok = subprocess.run(["bash", "-c", quick], check=False)
+    assert ok.returncode == 0
+    assert sorted(p.name for p in manifests.iterdir()) == ["kube-apiserver.yaml", "sleep.yaml"]
 
 
 def test_a_node_whose_apiserver_does_not_come_back_stops_the_roll(
@@ -82,6 +135,7 @@ def test_a_node_whose_apiserver_does_not_come_back_stops_the_roll(
             [
                 ("kubeadm certs renew all", "ok"),
                 (re.compile(r"set -e; mkdir -p .*"), ""),
+                (re.compile(r".* endpoint health --cluster -w json"), HEALTHY),
                 (re.compile(r"for i in .*readyz.*"), Reply(exit_status=1)),
             ],
         )

@@ -26,8 +26,16 @@ from hakube.render.base import RenderedFile
 from hakube.spec.model import Cluster, Host
 from hakube.state import StateDir
 from hakube.transport.base import Transport
-from hakube.workflows.apiserver import move_aside, move_back, wait_readyz
+from hakube.workflows.apiserver import (
+    GONE_SECONDS,
+    READY_SECONDS,
+    move_aside,
+    move_back,
+    wait_gone,
+    wait_readyz,
+)
 from hakube.workflows.apply import ApplyLocked, cluster_lock
+from hakube.workflows.etcd_access import EtcdAccess, etcd_access
 from hakube.workflows.ops import OpsError, OpsInputError, known_cluster, require_reachable, session
 from hakube.workflows.status import CERT_WARN_DAYS, CertStatus, cert_status
 
@@ -135,16 +143,28 @@ def _writer(files: list[RenderedFile]) -> Callable[[Transport], Awaitable[None]]
     return put
 
 
-async def _restart_static_pods(ctx: Context, host: Host, pods: tuple[str, ...]) -> None:
-    # kubelet restarts a static pod whose manifest disappears and comes back; moving the
-    # manifests aside for a moment is kubeadm's documented way after `certs renew`.
+async def _restart_static_pods(
+    ctx: Context, host: Host, pods: tuple[str, ...], etcd: EtcdAccess | None
+) -> None:
+    """kubelet stops a static pod whose manifest leaves its directory and starts it again when
+    the manifest is back (kubeadm's documented way after `certs renew`). Each old process must
+    be gone before the manifests return, or /readyz could be answered by the apiserver still
+    serving the old certificate; `etcd` (stacked) is waited healthy before the apiserver."""
     aside = "/etc/kubernetes/hakube-manifests-aside"
     names = [f"{p}.yaml" for p in pods]
+    # The kernel keeps 15 characters of a process name (kube-controller-manager's is cut).
+    gone = " && ".join(f"( {wait_gone(p[:15])} )" for p in pods)
     await ctx.do.sh(
         host,
-        "restart the control-plane static pods",
-        f"{move_aside(names, aside)}; sleep 20; {move_back(names, aside)}",
+        f"restart the control-plane static pods ({', '.join(pods)}), each gone before it returns",
+        # The manifests go back even when a process outlives the wait: the exit status says so.
+        f"{move_aside(names, aside)}; ok=0; {{ {gone}; }} || ok=$?; {move_back(names, aside)}; "
+        "exit $ok",
+        timeout=GONE_SECONDS * len(pods) + 30,
     )
+    if etcd is not None:
+        await wait_healthy(ctx, host, whole_cluster=True, timeout=READY_SECONDS,
+                           etcdctl_prefix=etcd.ctl_prefix, members=len(etcd.hosts))  # fmt: skip
     await wait_readyz(ctx, host)
 
 
@@ -154,9 +174,10 @@ async def renew_kubeadm(ctx: Context, errors: dict[str, str], result: RenewResul
     view = known_cluster(c, ctx.run.state)
     # Stacked etcd's certificates are kubeadm's too; one member restarts at a time.
     pods = STATIC_PODS if view.external_etcd else (*STATIC_PODS, "etcd")
+    stacked = None if view.external_etcd else etcd_access(c, kubernetes=True)
     for h in c.control_planes:
         await ctx.do.sh(h, "kubeadm certs renew all", "kubeadm certs renew all")
-        await _restart_static_pods(ctx, h, pods)
+        await _restart_static_pods(ctx, h, pods, stacked)
         result.renewed.append(f"{h.name}: kubeadm certificates and kubeconfigs")
     if not ctx.run.dry_run:
         # admin.conf carries a client certificate that was just renewed.

@@ -15,6 +15,7 @@ import pytest
 from fakes import OPS_CLUSTER as CLUSTER
 
 from hakube.fileio import write_private
+from hakube.phases.base import PhaseError
 from hakube.phases.context import Context, RunData
 from hakube.phases.kubeadm import ADMIN_CONF
 from hakube.render.host import SWAP_MARK, remove_block, remove_swap, restore_swap
@@ -207,13 +208,30 @@ def test_reset_takes_the_hosts_block_out_and_puts_swap_back() -> None:
 FACTS = Path(__file__).resolve().parent.parent / "data" / "facts" / "debian12-container.txt"
 
 
-def test_resetting_one_etcd_host_removes_its_member_first_and_keeps_the_state_dir(
+def _facts(etcd: str = "active") -> tuple[re.Pattern[str], str]:
+    """The facts rule of a sample host whose etcd unit is `etcd` (the sample's is starting)."""
+    text = FACTS.read_text().replace(
+        "Id=etcd.service\nLoadState=loaded\nActiveState=activating",
+        f"Id=etcd.service\nLoadState=loaded\nActiveState={etcd}",
+    )
+    return re.compile(r"\ns\(\) \{.*", re.S), text
+
+
+def _member(i: int) -> dict[str, Any]:
+    return {"ID": 10 + i, "name": f"cp{i}", "peerURLs": [f"https://10.88.0.1{i}:2380"],
+            "clientURLs": [f"https://10.88.0.1{i}:2379"]}  # fmt: skip
+
+
+def test_resetting_one_etcd_host_takes_it_out_like_node_remove_and_keeps_the_state_dir(
     tmp_path: Path,
 ) -> None:
+    """reset --host runs the removal phases of `node remove` (quorum checked, member removed
+    and checked gone, host checked clean), then takes off what apply installed."""
     external = load_cluster_data({**CLUSTER, "etcd": {"topology": "external"}}).cluster
     state = StateDir("ops", root=tmp_path)
     state.secrets()
     log: list[str] = []
+    removed: list[str] = []
 
     def note(host: str, reply: Reply | str = "") -> Any:
         def answer(call: Call) -> Reply | str:
@@ -222,27 +240,45 @@ def test_resetting_one_etcd_host_removes_its_member_first_and_keeps_the_state_di
 
         return answer
 
-    members = (
-        '{"members": [{"ID": 11, "name": "cp1"}, {"ID": 12, "name": "cp2"},'
-        ' {"ID": 13, "name": "cp3"}]}'
+    def member_list(call: Call) -> str:
+        log.append("cp1: member list")
+        return json.dumps({"members": [_member(i) for i in (1, 2, 3) if f"cp{i}" not in removed]})
+
+    def remove(call: Call) -> str:
+        log.append("cp1: member remove")
+        removed.append("cp3")
+        return "removed"
+
+    health = json.dumps(
+        [{"endpoint": f"https://10.88.0.1{i}:2379", "health": True} for i in (1, 2, 3)]
     )
+    facts = _facts()
     cp1 = ScriptedTransport("cp1", [
-        (re.compile(r".*etcdctl .* member list -w json"), note("cp1", members)),
-        (re.compile(r".*etcdctl .* member remove d"), note("cp1")),
+        facts,
+        (re.compile(r".*etcdctl .* member list -w json"), member_list),
+        (re.compile(r".*etcdctl .* endpoint health --cluster -w json"), health),
+        (re.compile(r".*etcdctl .* member remove d"), remove),
     ])  # fmt: skip
     cp3 = ScriptedTransport("cp3", [
-        (re.compile(r"\ns\(\) \{.*", re.S), note("cp3", FACTS.read_text())),
+        facts,
+        (re.compile(r"ip -o -4 addr show .*"), Reply(exit_status=1)),  # not the VIP owner
         (re.compile(r".*"), note("cp3")),
     ])  # fmt: skip
-    cp2 = ScriptedTransport("cp2")
+    cp2 = ScriptedTransport("cp2", [facts])
     from hakube.workflows.reset import reset
 
     result = asyncio.run(
         reset(external, state, host="cp3", transports={"cp1": cp1, "cp2": cp2, "cp3": cp3})
     )
-    assert log[:2] == ["cp1: ETCDCTL_API=3 etcdctl --endpoi"] * 2
-    assert cp1.commands[1].endswith("member remove d")  # 13 in hex, from the member list
-    assert cp2.calls == []
+    # The member is removed through a survivor before anything happens on cp3, and the member
+    # list is read again to check that it is gone.
+    assert log[:5] == ["cp1: member list", "cp3: systemctl stop keepalived", "cp1: member list",
+                       "cp1: member remove", "cp1: member list"]  # fmt: skip
+    assert any(c.endswith("member remove d") for c in cp1.commands)  # 13 in hex
+    cleanup, check = [c for c in cp3.commands if "hakube" in c and "ip -o" not in c][:2]
+    assert "kubeadm reset" not in cleanup  # no Node recorded: no kubeadm reset there
+    assert check.startswith("ls -d ")  # the removal's own check that nothing is left
+    assert not [c for c in cp2.commands if "facts" not in c and not c.startswith("\ns()")]
     (host,) = result.hosts
     # The sample host runs etcd, HAProxy, keepalived and containerd; its one hold (containerd,
     # as apply holds it) must be released or apt refuses the purge; kubectl is only "rc" there
@@ -259,6 +295,29 @@ def test_resetting_one_etcd_host_removes_its_member_first_and_keeps_the_state_di
     assert "127.0.1.1\tcp1" in hosts_file
     assert result.archived_state is None
     assert state.path.exists()
+
+
+def test_resetting_one_host_that_would_break_etcd_quorum_is_refused(tmp_path: Path) -> None:
+    external = load_cluster_data({**CLUSTER, "etcd": {"topology": "external"}}).cluster
+    state = StateDir("ops", root=tmp_path)
+    state.secrets()
+    facts = _facts()
+    members = json.dumps({"members": [_member(1), _member(2), _member(3)]})
+    health = json.dumps(  # cp2's member is down: cp1 and cp3 keep the quorum now
+        [{"endpoint": f"https://10.88.0.1{i}:2379", "health": i != 2} for i in (1, 2, 3)]
+    )
+    cp1 = ScriptedTransport("cp1", [
+        facts,
+        (re.compile(r".*etcdctl .* member list -w json"), members),
+        (re.compile(r".*etcdctl .* endpoint health --cluster -w json"), health),
+    ])  # fmt: skip
+    cp3 = ScriptedTransport("cp3", [facts])
+    ts = {"cp1": cp1, "cp2": ScriptedTransport("cp2", [facts]), "cp3": cp3}
+    from hakube.workflows.reset import reset
+
+    with pytest.raises(PhaseError, match=r"leaves etcd 2 member.* with 1 healthy"):
+        asyncio.run(reset(external, state, host="cp3", transports=ts))
+    assert [c for c in cp3.commands if not c.startswith("\ns()")] == []  # nothing on cp3
 
 
 def test_reset_of_an_unknown_host_is_bad_input(cluster: Cluster, tmp_path: Path) -> None:

@@ -14,23 +14,25 @@ that are usually there anyway (curl, ca-certificates, socat, conntrack).
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import datetime as dt
-import json
 import shlex
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from hakube.facts.host import HostFacts
+from hakube.membership import Leaving, init_successor, recorded_roles, without
 from hakube.phases.base import RenderInput
 from hakube.phases.context import Context
-from hakube.render.etcd import etcdctl
+from hakube.phases.remove import Handover, Removal, RemoveHosts, coordinator
+from hakube.record import load_record
 from hakube.render.host import SWAP_MARK, remove_block, restore_swap
 from hakube.render.keepalived import TRACK_DIR
 from hakube.spec.model import Cluster, Host
 from hakube.state import StateDir
 from hakube.workflows.apply import ApplyLocked, apply_phases, cluster_lock
-from hakube.workflows.ops import OpsError, OpsInputError, known_cluster, require_reachable, session
+from hakube.workflows.ops import OpsError, OpsInputError, require_reachable, session
 
 #: Units apply enables (the runtime and kubelet included).
 UNITS = ("keepalived", "haproxy", "etcd", "kubelet", "containerd", "docker")
@@ -165,19 +167,36 @@ async def reset_host(ctx: Context, host: Host) -> HostReset:
     return out
 
 
-async def _leave_etcd(ctx: Context, errors: dict[str, str], host: Host) -> None:
-    """Remove `host` from the external etcd cluster first, so the others keep their quorum."""
-    others = [h for h in ctx.run.cluster.etcd_hosts if h.name != host.name and h.name not in errors]
-    if not others:
-        raise OpsError(f"{host.name} is the last reachable etcd member: reset the whole cluster")
-    res = await ctx.facts.read(others[0], etcdctl(ctx.run.cluster, "member", "list", "-w", "json"))
-    for m in json.loads(res.stdout).get("members", []):
-        if m.get("name") == host.name:
-            await ctx.do.sh(
-                others[0],
-                f"remove etcd member {host.name}",
-                etcdctl(ctx.run.cluster, "member", "remove", f"{int(m['ID']):x}"),
+async def leave_cluster(ctx: Context, errors: dict[str, str], target: Host) -> None:
+    """`target` leaves the cluster the way `hakube node remove` takes a host out (the same
+    phases): refused when it would break etcd quorum or remove the last control plane; the VIP
+    handed to another LB host; Node drained and deleted; etcd member removed (checked); kubeadm
+    reset and the tutorial's cleanup; checked clean; forgotten by the record, so that the next
+    apply joins it again (it stays in the cluster file)."""
+    survivors = without(ctx.run.cluster, [target.name])
+    record = load_record(ctx.run.state.path)
+    roles = recorded_roles(record).get(target.name, []) if record else []
+    if record is not None and record.init_host == target.name:
+        successor = init_successor(survivors, record)
+        if successor is None:
+            raise OpsInputError(
+                f"{target.name} ran kubeadm init and no other control plane has joined: "
+                "reset the whole cluster (without --host)"
             )
+        record.hand_init_over(successor)
+    run = dataclasses.replace(ctx.run, cluster=survivors, record=record)
+    sub = dataclasses.replace(ctx, run=run)
+    coord = coordinator(survivors)
+    require_reachable(errors, [coord])
+    # The removal reads the survivors' etcd units and the leaving host's facts.
+    for h in [target, *survivors.etcd_hosts]:
+        if h.name not in errors:
+            await sub.facts.gather(h)
+    removal = Removal((Leaving(target.name, tuple(roles)),), {target.name: target})
+    for phase in (Handover(removal), RemoveHosts(removal)):
+        sub.report.phase = phase.name
+        await phase.run(sub, coord)
+    ctx.report.phase = "reset"
 
 
 def archive_state(state: StateDir) -> Path | None:
@@ -200,7 +219,6 @@ async def reset(
         names = ", ".join(h.name for h in cluster.hosts)
         raise OpsInputError(f"--host {host!r} is not in the cluster file (hosts: {names})")
     targets = [cluster.host(host)] if host else list(cluster.hosts)
-    view = known_cluster(cluster, state)
     result = ResetResult()
     result.not_undone = [
         "hostname, sysctl runtime values and a disabled firewalld are left as apply set them",
@@ -213,15 +231,8 @@ async def reset(
                 errors,
             ):
                 require_reachable(errors, targets)
-                if host and view.external_etcd and cluster.is_etcd(targets[0]):
-                    await _leave_etcd(ctx, errors, targets[0])
-                if host and view.kubernetes and targets[0].name != view.init_host.name:
-                    await ctx.do.sh(
-                        view.init_host,
-                        f"delete node {host}",
-                        f"kubectl --kubeconfig /etc/kubernetes/admin.conf delete node {host} "
-                        "--ignore-not-found",
-                    )
+                if host:
+                    await leave_cluster(ctx, errors, targets[0])
                 result.hosts = list(await asyncio.gather(*(reset_host(ctx, h) for h in targets)))
     except ApplyLocked as e:
         raise OpsError(str(e)) from None

@@ -325,3 +325,23 @@ def test_reset_of_an_unknown_host_is_bad_input(cluster: Cluster, tmp_path: Path)
 
     with pytest.raises(OpsInputError, match="--host 'cp9' is not in the cluster file"):
         asyncio.run(reset(cluster, StateDir("ops", root=tmp_path), host="cp9", transports={}))
+
+
+def test_certs_check_shows_a_host_that_failed_without_its_secrets(
+    cluster: Cluster, tmp_path: Path
+) -> None:
+    from hakube.transport.base import TransportError
+    from hakube.workflows.certs import check
+
+    state = StateDir("ops", root=tmp_path)
+    secret = state.secrets().vrrp_password
+
+    def broken(call: Call) -> Reply:
+        raise TransportError("cp2", f"channel closed while running a command with {secret}")
+
+    ts = {h: ScriptedTransport(h, [(re.compile(".*", re.S), Reply())]) for h in ("cp1", "cp3")}
+    ts["cp2"] = ScriptedTransport("cp2", [(re.compile(".*", re.S), broken)])
+    report = asyncio.run(check(cluster, state, transports=dict(ts)))
+    assert list(report.unreachable) == ["cp2"]
+    assert "channel closed" in report.unreachable["cp2"]
+    assert secret not in repr(report.as_dict())

@@ -20,6 +20,7 @@ from hakube.phases.context import owner_of, sha256
 from hakube.spec.load import load_cluster_data
 from hakube.spec.model import Cluster
 from hakube.state import StateDir
+from hakube.transport.base import ConnectError
 from hakube.transport.scripted import Reply, ScriptedTransport
 from hakube.workflows.status import StatusReport, collect, expected_files
 
@@ -273,3 +274,45 @@ def test_the_status_script_runs_for_real_and_keeps_the_facts_end_marker(tmp_path
     facts = parse_facts(res.stdout)  # raises without the end marker
     assert facts.files[str(probe)].mode == 0o640
     assert parse_ops(res.stdout).vrrp == []
+
+
+class _Pool:
+    """What `connect_all` returns, for hosts answered by their captured status output."""
+
+    def __init__(self, names: list[str], down: dict[str, str]) -> None:
+        self.transports = {
+            n: ScriptedTransport(n, [(SCRIPT, Reply(captured(n)))]) for n in names if n not in down
+        }
+        self.errors = {n: ConnectError(n, why) for n, why in down.items() if n in names}
+
+    async def close(self) -> None:
+        for t in self.transports.values():
+            await t.close()
+
+
+def test_watch_keeps_one_session_and_connects_again_only_to_a_host_that_failed(
+    cluster: Cluster, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from hakube.workflows import ops
+    from hakube.workflows.status import watch
+
+    state = StateDir(cluster.name, root=tmp_path)
+    secret = state.secrets().vrrp_password
+    connects: list[list[str]] = []
+
+    async def connect_all(targets: Any, **_kw: Any) -> _Pool:
+        names = [t.name for t in targets]
+        connects.append(names)
+        # w2 refuses the first time, with a secret in the message (a misconfigured banner).
+        return _Pool(names, {"w2": f"refused ({secret})"} if len(connects) == 1 else {})
+
+    monkeypatch.setattr(ops, "connect_all", connect_all)
+    reports: list[StatusReport] = []
+    asyncio.run(watch(cluster, state, 0.0, reports.append, rounds=3))
+    # Every host once, then only w2 again; the third round needs no connection at all.
+    assert connects == [list(HOSTS), ["w2"]]
+    assert list(reports[0].unreachable) == ["w2"]
+    assert secret not in repr(reports[0].as_dict())
+    assert "w2: refused (" in reports[0].unreachable["w2"]
+    assert reports[1].unreachable == {}
+    assert reports[2].unreachable == {}

@@ -23,6 +23,7 @@ from hakube.secrets import Secrets
 from hakube.spec.load import load_cluster_data
 from hakube.spec.model import Cluster
 from hakube.state import StateDir
+from hakube.transport.base import Transport
 from hakube.transport.scripted import Call, Reply, ScriptedTransport
 from hakube.workflows.certs import renew
 from hakube.workflows.ops import OpsInputError
@@ -312,7 +313,7 @@ def test_resetting_one_host_that_would_break_etcd_quorum_is_refused(tmp_path: Pa
         (re.compile(r".*etcdctl .* endpoint health --cluster -w json"), health),
     ])  # fmt: skip
     cp3 = ScriptedTransport("cp3", [facts])
-    ts = {"cp1": cp1, "cp2": ScriptedTransport("cp2", [facts]), "cp3": cp3}
+    ts: dict[str, Transport] = {"cp1": cp1, "cp2": ScriptedTransport("cp2", [facts]), "cp3": cp3}
     from hakube.workflows.reset import reset
 
     with pytest.raises(PhaseError, match=r"leaves etcd 2 member.* with 1 healthy"):

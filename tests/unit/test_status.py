@@ -134,13 +134,16 @@ def test_dead_etcd_member_is_unhealthy_and_named(cluster: Cluster, tmp_path: Pat
 
 def test_etcd_alarm_is_a_problem(cluster: Cluster, tmp_path: Path) -> None:
     out = healthy_outputs()
-    alarm = "memberID:9983585265371492852 alarm:NOSPACE"
+    # Every member's status lists the cluster's alarms among its errors (etcd's own words).
+    alarm = '"errors":["memberID:9983585265371492852 alarm:NOSPACE "],'
     for h in ("cp1", "cp2", "cp3"):
-        out[h] = section(out[h], "etcd-alarms", alarm)
+        out[h] = out[h].replace('"Status":{', '"Status":{' + alarm, 1)
     r = run(cluster, tmp_path, out)
     (cp1,) = [m for m in r.etcd if m.name == "cp1"]
     assert cp1.alarms == ["NOSPACE"]
-    assert any("NOSPACE" in p for p in r.problems)
+    assert [p for p in r.problems if "NOSPACE" in p] == [
+        "etcd alarms: memberID:9983585265371492852 alarm:NOSPACE"
+    ]
 
 
 def test_certificates_warn_under_30_days_and_fail_once_expired(

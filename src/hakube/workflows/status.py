@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
-import re
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass, field
@@ -20,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 from hakube.facts.haproxy import Backend, parse_show_stat
 from hakube.facts.host import FileState, facts_script, parse_facts
 from hakube.facts.kubeadm import KubeadmOutputError, TokenStatus, parse_token_list
-from hakube.facts.ops import CertFact, OpsFacts, OpsQuery, ops_script, parse_ops
+from hakube.facts.ops import ALARM_RE, CertFact, OpsFacts, OpsQuery, ops_script, parse_ops
 from hakube.phases.base import RenderInput
 from hakube.phases.context import Context, sha256
 from hakube.phases.etcd import EtcdPhase
@@ -402,14 +401,11 @@ def _judge_etcd(etcd_hosts: list[Host], ops: dict[str, OpsFacts], r: StatusRepor
         r.problems.append("etcd: no leader")
 
 
-_ALARM_RE = re.compile(r"memberID:(\d+) alarm:(\w+)")
-
-
 def _member_alarms(lines: list[str], member_hex: str) -> list[str]:
-    """`etcdctl alarm list` prints decimal member ids; status shows them in hex."""
+    """etcd words alarms with decimal member ids; status shows them in hex."""
     out = []
     for line in lines:
-        m = _ALARM_RE.search(line)
+        m = ALARM_RE.search(line)
         if m and f"{int(m.group(1)):x}" == member_hex:
             out.append(m.group(2))
     return out

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from hakube.facts.host import HostFacts
-from hakube.membership import Leaving, init_successor, recorded_roles, without
+from hakube.membership import Leaving, Membership, MembershipError, recorded_roles, without
 from hakube.phases.base import RenderInput
 from hakube.phases.context import Context
 from hakube.phases.remove import Handover, Removal, RemoveHosts, coordinator
@@ -31,7 +31,7 @@ from hakube.render.host import SWAP_MARK, remove_block, restore_swap
 from hakube.render.keepalived import TRACK_DIR
 from hakube.spec.model import Cluster, Host
 from hakube.state import StateDir
-from hakube.workflows.apply import ApplyLocked, apply_phases, cluster_lock
+from hakube.workflows.apply import ApplyLocked, _removal, apply_phases, cluster_lock
 from hakube.workflows.ops import OpsError, OpsInputError, require_reachable, session
 
 #: Units apply enables (the runtime and kubelet included).
@@ -175,15 +175,17 @@ async def leave_cluster(ctx: Context, errors: dict[str, str], target: Host) -> N
     apply joins it again (it stays in the cluster file)."""
     survivors = without(ctx.run.cluster, [target.name])
     record = load_record(ctx.run.state.path)
-    roles = recorded_roles(record).get(target.name, []) if record else []
-    if record is not None and record.init_host == target.name:
-        successor = init_successor(survivors, record)
-        if successor is None:
-            raise OpsInputError(
-                f"{target.name} ran kubeadm init and no other control plane has joined: "
-                "reset the whole cluster (without --host)"
-            )
-        record.hand_init_over(successor)
+    roles = tuple(recorded_roles(record).get(target.name, [])) if record else ()
+    leaving = Leaving(target.name, roles)
+    try:
+        # apply's own: the init host's role passes to a joined control plane first.
+        removal = (
+            _removal(survivors, record, Membership(leaving=(leaving,)), [target])
+            if record
+            else Removal((leaving,), {target.name: target})
+        )
+    except MembershipError as e:
+        raise OpsInputError(f"{e}; or reset the whole cluster (without --host)") from None
     run = dataclasses.replace(ctx.run, cluster=survivors, record=record)
     sub = dataclasses.replace(ctx, run=run)
     coord = coordinator(survivors)
@@ -192,7 +194,6 @@ async def leave_cluster(ctx: Context, errors: dict[str, str], target: Host) -> N
     for h in [target, *survivors.etcd_hosts]:
         if h.name not in errors:
             await sub.facts.gather(h)
-    removal = Removal((Leaving(target.name, tuple(roles)),), {target.name: target})
     for phase in (Handover(removal), RemoveHosts(removal)):
         sub.report.phase = phase.name
         await phase.run(sub, coord)

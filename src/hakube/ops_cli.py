@@ -97,7 +97,7 @@ def status(
     last: list[StatusReport] = []
 
     def show(report: StatusReport) -> None:
-        last.append(report)
+        last[:] = [report]  # the verdict of the latest round decides the exit code
         if output is Output.JSON and watch:
             # One document a line, so that a watcher can read the stream line by line.
             sys.stdout.write(json.dumps(report.as_dict(), default=str) + "\n")

@@ -199,9 +199,10 @@ def test_all_backends_down_passes_only_where_failing_means_fault() -> None:
     assert "socat" in script(tutorial(check_weight=0))
 
 
-def test_rt_priority_only_when_asked() -> None:
-    assert "vrrp_rt_priority" not in conf(tutorial())
+def test_vrrp_runs_real_time_by_default_and_null_turns_it_off() -> None:
+    assert "    vrrp_rt_priority 50\n" in conf(tutorial())
     assert "    vrrp_rt_priority 20\n" in conf(tutorial(rt_priority=20))
+    assert "vrrp_rt_priority" not in conf(tutorial(rt_priority=None))
 
 
 def test_only_lb_hosts_in_vip_mode() -> None:

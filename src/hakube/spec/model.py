@@ -389,12 +389,14 @@ class VRRP(Strict):
         "of an owner); `preempt_delay` already keeps a starting host from taking the VIP early.",
     )
     rt_priority: int | None = Field(
-        None,
+        50,
         ge=1,
         le=99,
         description="Run keepalived's VRRP process with this real-time priority (SCHED_RR), "
-        "so adverts keep their pace on busy cores. Off by default: on the lab (2 cores, load "
-        "6-15) 50 gave no gain in the drill's host-down/isolate/restore gaps.",
+        "so adverts keep their pace on busy cores (null: normal scheduling). A starved owner "
+        "sends late and a starved backup times out early, and either moves the VIP: on the lab "
+        "(2 cores, load 30-100, 2 % loss) 10 minutes gave 5 false takeovers with normal "
+        "scheduling and 3 missed adverts at 0.08 s, none with 50 and 5 at 0.05 s.",
     )
     check_weight: int | None = Field(
         None,

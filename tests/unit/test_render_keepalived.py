@@ -108,7 +108,7 @@ def test_vrrp_v2_auth_truncated_v3_without_auth() -> None:
     assert "vrrp_version 2" in v2
     v3 = conf(tutorial())
     assert "authentication" not in v3
-    assert "advert_int 0.08\n" in v3
+    assert "advert_int 0.05\n" in v3
     assert "vrrp_version 3" in v3
 
 
@@ -199,9 +199,10 @@ def test_all_backends_down_passes_only_where_failing_means_fault() -> None:
     assert "socat" in script(tutorial(check_weight=0))
 
 
-def test_rt_priority_only_when_asked() -> None:
-    assert "vrrp_rt_priority" not in conf(tutorial())
+def test_vrrp_runs_real_time_by_default_and_null_turns_it_off() -> None:
+    assert "    vrrp_rt_priority 50\n" in conf(tutorial())
     assert "    vrrp_rt_priority 20\n" in conf(tutorial(rt_priority=20))
+    assert "vrrp_rt_priority" not in conf(tutorial(rt_priority=None))
 
 
 def test_only_lb_hosts_in_vip_mode() -> None:
@@ -246,3 +247,19 @@ def test_check_script_passes_on_all_backends_down_only_before_init(
     env = {"PATH": f"{bin_dir}:/usr/bin:/bin"}
     res = subprocess.run(["sh", str(script)], env=env, check=False)
     assert (res.returncode == 0) is passes
+
+
+def test_sub_second_adverts_need_five_missed_before_a_backup_takes_over() -> None:
+    text = conf(tutorial())
+    assert re.search(r"^\s+advert_int 0\.05$", text, re.M)
+    assert re.search(r"^\s+down_timer_adverts 5$", text, re.M)
+
+
+def test_whole_second_adverts_keep_the_rfc_three_missed_adverts() -> None:
+    text = conf(tutorial(version=2, advert_interval=1))
+    assert "down_timer_adverts" not in text
+
+
+def test_an_explicit_down_timer_adverts_is_rendered_as_given() -> None:
+    assert re.search(r"^\s+down_timer_adverts 7$", conf(tutorial(down_timer_adverts=7)), re.M)
+    assert "down_timer_adverts" not in conf(tutorial(down_timer_adverts=3))

@@ -25,7 +25,6 @@ from hakube.facts.host import FileState, HostFacts, Unit
 from hakube.phases.base import Phase, RenderInput
 from hakube.phases.context import Context, RunData, owner_of, sha256
 from hakube.pki.etcd import etcd_members
-from hakube.pki.layout import as_rendered
 from hakube.spec.load import load_cluster_file
 from hakube.state import StateDir
 from hakube.transport.base import Transport
@@ -82,7 +81,7 @@ def run_case(doc: dict[str, Any], tmp_path: Path) -> tuple[Context, ScriptedTran
     rendered = phase.files(RenderInput(cluster, host, SECRETS, facts))
     if "etcd-pki" in current:
         pki = state.etcd_pki(etcd_members(cluster))
-        certs = as_rendered(pki.etcd_host_files(host.name), owner="etcd")
+        certs = pki.etcd_host_files(host.name)
         current |= {f.path for f in certs}
         rendered += certs
     unknown = current - {"etcd-pki"} - {f.path for f in rendered}

@@ -25,7 +25,7 @@ from hakube.phases.base import Phase, PhaseError, RenderInput
 from hakube.phases.context import APT_GET, Context, Timeout
 from hakube.phases.lb import mark_initialised
 from hakube.pki.etcd import etcd_members
-from hakube.pki.layout import KUBERNETES_PKI_DIR, as_rendered
+from hakube.pki.layout import KUBERNETES_PKI_DIR
 from hakube.record import KUBE_PACKAGES, upstream_version, version_problems
 from hakube.render.base import RenderedFile
 from hakube.render.host import (
@@ -140,11 +140,9 @@ def shared_pki_paths(cluster: Cluster) -> list[tuple[str, int]]:
 
 
 def _shared_pki(ctx: Context) -> list[RenderedFile]:
-    files = as_rendered(ctx.run.cluster_pki().control_plane_files())
+    files = ctx.run.cluster_pki().control_plane_files()
     if ctx.run.cluster.etcd.topology is EtcdTopology.EXTERNAL:
-        files += as_rendered(
-            ctx.run.state.etcd_pki(etcd_members(ctx.run.cluster)).control_plane_files()
-        )
+        files += ctx.run.state.etcd_pki(etcd_members(ctx.run.cluster)).control_plane_files()
     return files
 
 

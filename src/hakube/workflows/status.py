@@ -26,7 +26,6 @@ from hakube.phases.etcd import EtcdPhase
 from hakube.phases.kubeadm import ADMIN_CONF, KUBECTL
 from hakube.phases.verify import HAState
 from hakube.pki.etcd import EtcdPKI, etcd_members
-from hakube.pki.layout import as_rendered
 from hakube.render.base import RenderedFile
 from hakube.render.haproxy import STATS_SOCKET
 from hakube.render.keepalived import priorities
@@ -157,7 +156,7 @@ def expected_files(ctx: Context, host: Host, etcd_pki: EtcdPKI | None = None) ->
         if p.name in DRIFT_PHASES and host.name in {t.name for t in p.targets(c)}:
             out += p.files(RenderInput(c, host, ctx.run.secrets))
             if isinstance(p, EtcdPhase) and etcd_pki and host.name in etcd_pki.members:
-                out += as_rendered(etcd_pki.etcd_host_files(host.name))
+                out += etcd_pki.etcd_host_files(host.name)
     return out
 
 

@@ -112,7 +112,7 @@ class Progress:
             hosts = e.data.get("hosts")
             suffix = f" on {', '.join(hosts)}" if hosts else ""
             err.print(f"[bold cyan]==> {e.phase}[/]{suffix}", highlight=False)
-        elif k in (EventKind.RESUME, EventKind.MEMBERSHIP):
+        elif k in (EventKind.RESUME, EventKind.MEMBERSHIP, EventKind.NEEDS):
             err.print(f"[yellow]{e.message}[/]", highlight=False)
         elif k is EventKind.CHANGE:
             err.print(f"    [green]{e.host}[/]: {e.message}", highlight=False)

@@ -21,6 +21,7 @@ class EtcdPhase(Phase):
     """external etcd cluster: CA, peer/server/client certs, member config, health"""
 
     name = "etcd"
+    needs = ("packages",)
 
     def __init__(self) -> None:
         # Restarting members of a live cluster one at a time keeps quorum.

@@ -245,6 +245,7 @@ class RuntimePhase(Phase):
     """containerd (SystemdCgroup, sandbox image) installed, configured and running"""
 
     name = "runtime"
+    needs = ("packages",)
 
     def targets(self, cluster: Cluster) -> list[Host]:
         return cluster.nodes

@@ -52,6 +52,7 @@ class KubePackages(Phase):
     (another installed version is refused: no upgrades yet)"""
 
     name = "kubeadm/packages"
+    needs = ("packages",)
 
     def targets(self, cluster: Cluster) -> list[Host]:
         return cluster.nodes
@@ -215,6 +216,7 @@ class KubeadmInit(Phase):
     CA; fetch admin.conf"""
 
     name = "kubeadm/init"
+    needs = ("prepare", "runtime", "kubeadm/packages", "lb/haproxy", "lb/vip", "etcd")
     made_on_host = (ADMIN_CONF,)
 
     def targets(self, cluster: Cluster) -> list[Host]:
@@ -528,6 +530,7 @@ class JoinControlPlanes(_Join):
     """join the other control-plane nodes, one at a time (etcd/quorum safe)"""
 
     name = "kubeadm/join-control-planes"
+    needs = ("prepare", "runtime", "kubeadm/packages", "kubeadm/init")
     serial = True
     control_plane = True
 
@@ -536,4 +539,5 @@ class JoinWorkers(_Join):
     """join the workers in parallel"""
 
     name = "kubeadm/join-workers"
+    needs = ("prepare", "runtime", "kubeadm/packages", "kubeadm/init")
     control_plane = False

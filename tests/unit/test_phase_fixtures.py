@@ -21,7 +21,7 @@ import pytest
 import yaml
 from fakes import ROOT, SECRETS
 
-from hakube.facts.host import FileState, HostFacts, Unit
+from hakube.facts.host import FileState, HostFacts, OSRelease, Unit
 from hakube.phases.base import Phase, RenderInput
 from hakube.phases.context import Context, RunData, owner_of, sha256
 from hakube.pki.etcd import etcd_members
@@ -47,9 +47,11 @@ def host_facts(doc: dict[str, Any]) -> HostFacts:
     for key in ("modules", "listening", "held"):
         if key in data:
             data[key] = set(data[key])
-    if "os_like" in data:
-        data["os_like"] = tuple(data["os_like"])
-    return HostFacts(units=units, files=files, **data)
+    # The fixtures write /etc/os-release's fields flat, as os_id, os_like, os_codename, ...
+    osr = {k.removeprefix("os_"): data.pop(k) for k in list(data) if k.startswith("os_")}
+    if "like" in osr:
+        osr["like"] = tuple(osr["like"])
+    return HostFacts(os=OSRelease(**osr), units=units, files=files, **data)
 
 
 def transport(host: str, replies: list[dict[str, Any]]) -> ScriptedTransport:

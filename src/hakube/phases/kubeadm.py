@@ -58,7 +58,7 @@ class KubePackages(Phase):
         return cluster.nodes
 
     def files(self, on: RenderInput) -> list[RenderedFile]:
-        return render_kubernetes_repo(on.cluster, on.host, on.facts.os_id if on.facts else None)
+        return render_kubernetes_repo(on.cluster, on.host, on.facts.os.id if on.facts else None)
 
     def extra_paths(self, cluster: Cluster, host: Host) -> list[tuple[str, int]]:
         return [(APT_KEYRING, 0o644)]
@@ -82,7 +82,7 @@ class KubePackages(Phase):
             return
         repo_files = self.files_for(ctx, host)
         await ctx.do.ensure_files(host, repo_files)
-        manager = package_manager(c, f.os_id)
+        manager = package_manager(c, f.os.id)
         key_url = kubernetes_key_url(c, manager)
         if key_url and APT_KEYRING not in f.files:
             # The repository file says signed-by=APT_KEYRING: without the key apt ignores it.

@@ -62,7 +62,8 @@ def fail(
     if output is Output.JSON:
         print_json(doc if doc is not None else {"ok": False, "error": message, "exit_code": code})
         raise typer.Exit(code)
-    err.print(f"[bold red]error:[/] {escape(message)}", highlight=False)
+    # Not re-wrapped: a long path stays whole (and can be copied) however wide the terminal.
+    err.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
     if hint:
         err.print(f"  hint: {hint}", markup=False, highlight=False)
     if closing:

@@ -290,8 +290,20 @@ TrustOpt = Annotated[
 ]
 
 
+PhaseArg = Annotated[
+    list[str] | None,
+    typer.Argument(
+        metavar="phase NAME",
+        help="`phase NAME`: run that phase (or family) alone, kubeadm's `init phase` way, "
+        "after checking in the record that the phases it needs have completed before.",
+        show_default=False,
+    ),
+]
+
+
 @app.command("apply")
 def apply_cmd(
+    phase: PhaseArg = None,
     file: FileOpt = Path("cluster.yaml"),
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Read facts, change nothing.")] = False,
     only: SelectorOpt = "",
@@ -308,10 +320,26 @@ def apply_cmd(
     output: OutputOpt = Output.TEXT,
 ) -> None:
     """Converge the hosts into the cluster the file describes (idempotent, resumable)."""
+    alone = _phase_alone(phase, only=only, skip=skip_phases, prune=prune, output=output)
     loaded = load_or_exit(file, output)
-    _run_apply(loaded.cluster, output, dry_run=dry_run, only=split_list(only),
-               skip=split_list(skip_phases), trust_new_hosts=trust_new_hosts,
-               prune=prune)  # fmt: skip
+    _run_apply(loaded.cluster, output, dry_run=dry_run,
+               only=[alone] if alone else split_list(only), skip=split_list(skip_phases),
+               trust_new_hosts=trust_new_hosts, prune=prune, alone=alone is not None)  # fmt: skip
+
+
+def _phase_alone(
+    words: list[str] | None, *, only: str, skip: str, prune: bool, output: Output
+) -> str | None:
+    """The phase name of `hakube apply phase NAME` (None: the whole list); bad use exits 2."""
+    if not words:
+        return None
+    if len(words) != 2 or words[0] != "phase":
+        fail(f"unexpected argument {' '.join(words)!r}: apply takes none, or `phase NAME` "
+             "(e.g. `hakube apply phase lb/haproxy`). Nothing was changed.", 2, output)  # fmt: skip
+    if only or skip or prune:
+        fail("`apply phase NAME` runs that phase alone: --only, --skip-phases and --prune do "
+             "not go with it. Nothing was changed.", 2, output)  # fmt: skip
+    return words[1]
 
 
 def _run_apply(cluster: Cluster, output: Output, **kwargs: Any) -> None:

@@ -11,7 +11,8 @@ EXAMPLES: dict[str, str] = {
     "validate": "hakube validate -f examples/tutorial.yaml --output json",
     "render": "hakube render -f cluster.yaml -d out/   # then read out/cp1/etc/haproxy/haproxy.cfg",
     "plan": "hakube plan -f cluster.yaml",
-    "apply": "hakube apply -f cluster.yaml --dry-run && hakube apply -f cluster.yaml",
+    "apply": "hakube apply -f cluster.yaml --dry-run && hakube apply -f cluster.yaml && "
+    "hakube apply phase verify -f cluster.yaml",
     "version": "hakube version --output json",
     "node remove": "hakube node remove -f cluster.yaml cp2 --yes",
     "status": "hakube status -f cluster.yaml --output json",

@@ -45,12 +45,29 @@ def print_json(data: Any) -> None:
     sys.stdout.write(json.dumps(data, indent=2, default=str) + "\n")
 
 
-def fail(message: str, code: int = 1, output: Output = Output.TEXT) -> NoReturn:
-    """Stop with a message: on stderr, or as the one JSON document on stdout with --output json."""
+def fail(
+    message: str,
+    code: int = 1,
+    output: Output = Output.TEXT,
+    *,
+    hint: str = "",
+    closing: str = "",
+    doc: dict[str, Any] | None = None,
+) -> NoReturn:
+    """Stop with a message (a hint under it, then a `closing` line such as "Nothing was
+    written."): on stderr, or with --output json as the one JSON document on stdout (`doc`, for
+    a command whose document has its own keys; else ok/error/exit_code)."""
+    from rich.markup import escape
+
     if output is Output.JSON:
-        print_json({"ok": False, "error": message, "exit_code": code})
-    else:
-        err.print(f"[bold red]error:[/] {message}", highlight=False)
+        print_json(doc if doc is not None else {"ok": False, "error": message, "exit_code": code})
+        raise typer.Exit(code)
+    # Not re-wrapped: a long path stays whole (and can be copied) however wide the terminal.
+    err.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
+    if hint:
+        err.print(f"  hint: {hint}", markup=False, highlight=False)
+    if closing:
+        err.print(closing)
     raise typer.Exit(code)
 
 
@@ -112,7 +129,7 @@ class Progress:
             hosts = e.data.get("hosts")
             suffix = f" on {', '.join(hosts)}" if hosts else ""
             err.print(f"[bold cyan]==> {e.phase}[/]{suffix}", highlight=False)
-        elif k in (EventKind.RESUME, EventKind.MEMBERSHIP):
+        elif k in (EventKind.RESUME, EventKind.MEMBERSHIP, EventKind.NEEDS):
             err.print(f"[yellow]{e.message}[/]", highlight=False)
         elif k is EventKind.CHANGE:
             err.print(f"    [green]{e.host}[/]: {e.message}", highlight=False)

@@ -11,7 +11,7 @@ import sys
 from collections.abc import Awaitable, Callable
 from functools import partial
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Protocol, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, Protocol, TypeVar
 
 import typer
 
@@ -52,6 +52,21 @@ class Reporting(Protocol[R_co]):
 
 WatchOpt = Annotated[
     float, typer.Option("--watch", "-w", help="Repeat every SECONDS until interrupted (0: once).")
+]
+
+
+def out_option(default: str) -> Any:
+    """`--out PATH` of a command that writes one file; `default` says where it goes without."""
+    return typer.Option("--out", help=f"Where to write it; {default}")
+
+
+KubeconfigOutOpt = Annotated[Path | None, out_option("default ./<cluster>.kubeconfig")]
+SnapshotOutOpt = Annotated[Path | None, out_option("default: the state dir (pruned).")]
+MergeOpt = Annotated[
+    bool, typer.Option("--merge", help="Merge into ~/.kube/config as context <cluster>.")
+]
+ResetHostOpt = Annotated[
+    str | None, typer.Option("--host", help="Only this host (it leaves etcd first).")
 ]
 
 
@@ -245,12 +260,8 @@ def token_revoke(
 
 def kubeconfig(
     file: FileOpt = Path("cluster.yaml"),
-    out_file: Annotated[
-        Path | None, typer.Option("--out", help="Where to write it; default ./<cluster>.kubeconfig")
-    ] = None,
-    merge: Annotated[
-        bool, typer.Option("--merge", help="Merge into ~/.kube/config as context <cluster>.")
-    ] = False,
+    out_file: KubeconfigOutOpt = None,
+    merge: MergeOpt = False,
     output: OutputOpt = Output.TEXT,
 ) -> None:
     """Write the admin kubeconfig pointing at the HA endpoint (0600), or merge it."""
@@ -272,10 +283,7 @@ def kubeconfig(
 
 def snapshot_save(
     file: FileOpt = Path("cluster.yaml"),
-    out_file: Annotated[
-        Path | None,
-        typer.Option("--out", help="Where to write it; default: the state dir (pruned)."),
-    ] = None,
+    out_file: SnapshotOutOpt = None,
     keep: Annotated[int, typer.Option(help="Snapshots kept in the state dir.")] = 10,
     output: OutputOpt = Output.TEXT,
 ) -> None:
@@ -371,9 +379,7 @@ def _print_renewed(r: RenewResult) -> None:
 
 def reset(
     file: FileOpt = Path("cluster.yaml"),
-    host: Annotated[
-        str | None, typer.Option("--host", help="Only this host (it leaves etcd first).")
-    ] = None,
+    host: ResetHostOpt = None,
     yes: YesOpt = False,
     output: OutputOpt = Output.TEXT,
 ) -> None:

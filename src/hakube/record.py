@@ -79,6 +79,8 @@ class ClusterRecord:
     #: External etcd: the client endpoints kubeadm-config and every joined apiserver were last
     #: set to (None: unknown, so the next apply checks them on the hosts).
     etcd_endpoints: list[str] | None = None
+    #: Phase -> hosts it completed on in a real run (`hakube apply phase` checks its needs).
+    phases_done: dict[str, list[str]] = field(default_factory=dict)
 
     @classmethod
     def new(cls, name: str) -> ClusterRecord:
@@ -136,6 +138,9 @@ class ClusterRecord:
     def etcd_seen(self, names: list[str]) -> None:
         self.etcd_members = sorted(set(self.etcd_members) | set(names))
 
+    def phase_done(self, phase: str, hosts: list[str]) -> None:
+        self.phases_done[phase] = sorted(set(self.phases_done.get(phase, [])) | set(hosts))
+
     def installed(self, host: str, versions: dict[str, str]) -> None:
         self.versions.setdefault(host, {}).update(versions)
 
@@ -158,6 +163,9 @@ class ClusterRecord:
         self.etcd_members = [m for m in self.etcd_members if m != host]
         self.versions.pop(host, None)
         self.hosts.pop(host, None)
+        for done in self.phases_done.values():
+            if host in done:
+                done.remove(host)
         self.removed.append(entry)
 
 

@@ -62,13 +62,26 @@ def netns_iptables(lab: Lab, host: str, *args: str, check: bool = True) -> str:
     return run(["ip", "netns", "exec", netns, "iptables", "-w", *args], check=check).stdout
 
 
+def tagged_rules(lab: Lab, host: str, comment: str, chains: tuple[str, ...]) -> list[str]:
+    """The rules of `chains` in the host's namespace that carry the lab's `comment`, as
+    `iptables -S` prints them: the lab finds its own rules by their comment."""
+    out: list[str] = []
+    for chain in chains:
+        lines = netns_iptables(lab, host, "-S", chain).splitlines()
+        out += [line for line in lines if comment in line]
+    return out
+
+
+def delete_tagged(lab: Lab, host: str, comment: str, chains: tuple[str, ...]) -> None:
+    """Remove the rules `tagged_rules` finds; every other rule stays."""
+    for rule in tagged_rules(lab, host, comment, chains):
+        # `-S` prints "-A CHAIN spec..."; the same spec after -D deletes that one rule.
+        netns_iptables(lab, host, "-D", *shlex.split(rule)[1:])
+
+
 def loss_rules(lab: Lab, host: str) -> list[str]:
     """The lab's loss rules in the host's namespace, as `iptables -S` prints them."""
-    out: list[str] = []
-    for chain in LOSS_CHAINS:
-        lines = netns_iptables(lab, host, "-S", chain).splitlines()
-        out += [line for line in lines if LOSS_COMMENT in line]
-    return out
+    return tagged_rules(lab, host, LOSS_COMMENT, LOSS_CHAINS)
 
 
 def loss_of(lab: Lab, host: str) -> float | None:
@@ -99,6 +112,4 @@ def degrade(lab: Lab, host: str, loss: float) -> None:
 
 def restore(lab: Lab, host: str) -> None:
     """Remove the lab's loss rules from the host (other rules stay)."""
-    for rule in loss_rules(lab, host):
-        # `-S` prints "-A CHAIN spec..."; the same spec after -D deletes that one rule.
-        netns_iptables(lab, host, "-D", *shlex.split(rule)[1:])
+    delete_tagged(lab, host, LOSS_COMMENT, LOSS_CHAINS)

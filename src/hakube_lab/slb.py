@@ -11,14 +11,13 @@ listener, so a backend that connects to it gets no answer at all.
 
 from __future__ import annotations
 
-import shlex
 from typing import TYPE_CHECKING
 
 from hakube.render.haproxy import HAPROXY_CFG, STATS_SOCKET
 from hakube.spec.model import APISERVER_PORT
 from hakube_lab.addressing import LabError
 from hakube_lab.clusterfile import SLB_PORT
-from hakube_lab.faults import netns_iptables
+from hakube_lab.faults import delete_tagged, netns_iptables, tagged_rules
 
 if TYPE_CHECKING:
     from hakube_lab.lab import Lab
@@ -72,17 +71,11 @@ def slb_config(lab: Lab) -> str:
     )
 
 
-def _hairpin_rules(lab: Lab) -> list[str]:
-    lines = netns_iptables(lab, "slb", "-S", "INPUT").splitlines()
-    return [line for line in lines if NO_HAIRPIN in line]
-
-
 def no_hairpin(lab: Lab) -> None:
     """Drop connections any backend opens to the balancer's listener (replacing earlier rules)."""
     slb = lab.plan.slb
     assert slb is not None
-    for rule in _hairpin_rules(lab):
-        netns_iptables(lab, "slb", "-D", *shlex.split(rule)[1:])
+    delete_tagged(lab, "slb", NO_HAIRPIN, ("INPUT",))
     for h in lab.plan.hosts:
         if h.role == "control-plane":
             # Only connections the backend opens to the listener: the replies to the balancer's
@@ -95,7 +88,7 @@ def no_hairpin(lab: Lab) -> None:
 def hairpin_blocked_sources(lab: Lab) -> list[str]:
     """The backend addresses whose packets to the balancer the slb host drops."""
     out = []
-    for rule in _hairpin_rules(lab):
+    for rule in tagged_rules(lab, "slb", NO_HAIRPIN, ("INPUT",)):
         parts = rule.split()
         if "-s" in parts and parts[-1] == "DROP":
             out.append(parts[parts.index("-s") + 1].removesuffix("/32"))

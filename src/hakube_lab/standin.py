@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+from pathlib import PurePosixPath
 
 from hakube.pki.certs import CertUsage, issue_certificate
 from hakube.pki.etcd import etcd_members
@@ -175,8 +176,9 @@ async def install_standin(
     # The stand-in reads etcd's health with the healthcheck client; before the etcd phase has
     # run the files are not there yet, so the lab puts them (apply later finds them current).
     for f in etcd.etcd_host_files(host.name):
-        if "healthcheck-client" in f.path.name or f.path.name == "ca.crt":
-            files[str(f.path)] = (f.content, f.mode)
+        name = PurePosixPath(f.path).name
+        if "healthcheck-client" in name or name == "ca.crt":
+            files[f.path] = (f.content.encode(), f.mode)
     await asyncio.gather(
         *(transport.put(path, data, mode=mode) for path, (data, mode) in files.items())
     )

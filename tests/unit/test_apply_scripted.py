@@ -28,7 +28,6 @@ from hakube.facts.host import HOST_ID_PATH, MARK, PACKAGES, UNITS, asked_files
 from hakube.phases.base import Change, Event, EventKind, select_phases
 from hakube.phases.context import AUTOSTART_BACK, HELD, NO_AUTOSTART, owner_of
 from hakube.pki.etcd import etcd_members
-from hakube.pki.layout import as_rendered
 from hakube.render import render_host
 from hakube.render.etcd import render_etcd
 from hakube.render.host import apply_block, hosts_block
@@ -182,7 +181,7 @@ def desired_files(
     files = [*render_host(cluster, host, secrets), *render_etcd(cluster, host)]
     if host in cluster.etcd_hosts:
         pki = state.etcd_pki(etcd_members(cluster))
-        files += as_rendered(pki.etcd_host_files(host.name), owner="etcd")
+        files += pki.etcd_host_files(host.name)
     return {f.path: (sha(f.content), f.mode, owner_of(f)) for f in files}
 
 

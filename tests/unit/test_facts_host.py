@@ -78,9 +78,9 @@ def test_facts_script_runs_for_real_and_parses(
 ) -> None:
     f, probe, content = local_facts
     osr = _os_release()
-    assert f.os_id == osr["ID"]
-    assert f.os_version == osr.get("VERSION_ID", "")
-    assert f.os_pretty == osr.get("PRETTY_NAME", "")
+    assert f.os.id == osr["ID"]
+    assert f.os.version == osr.get("VERSION_ID", "")
+    assert f.os.pretty == osr.get("PRETTY_NAME", "")
     assert f.hostname == socket.gethostname()
     assert f.cpus == len(os.sched_getaffinity(0))
     assert f.cpus > 0
@@ -100,8 +100,8 @@ def test_facts_script_runs_for_real_and_parses(
 
 def test_sample_debian12_container_os_and_hardware() -> None:
     f = parse_facts(SAMPLE.read_text())
-    assert (f.os_id, f.os_like, f.os_version) == ("debian", (), "12")
-    assert f.os_pretty == "Debian GNU/Linux 12 (bookworm)"
+    assert (f.os.id, f.os.like, f.os.version) == ("debian", (), "12")
+    assert f.os.pretty == "Debian GNU/Linux 12 (bookworm)"
     assert f.package_family == "apt"
     assert f.hostname == "cp1"
     assert f.cpus == 2

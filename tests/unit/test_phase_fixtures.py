@@ -21,11 +21,10 @@ import pytest
 import yaml
 from fakes import ROOT, SECRETS
 
-from hakube.facts.host import FileState, HostFacts, Unit
+from hakube.facts.host import FileState, HostFacts, OSRelease, Unit
 from hakube.phases.base import Phase, RenderInput
 from hakube.phases.context import Context, RunData, owner_of, sha256
 from hakube.pki.etcd import etcd_members
-from hakube.pki.layout import as_rendered
 from hakube.spec.load import load_cluster_file
 from hakube.state import StateDir
 from hakube.transport.base import Transport
@@ -48,9 +47,11 @@ def host_facts(doc: dict[str, Any]) -> HostFacts:
     for key in ("modules", "listening", "held"):
         if key in data:
             data[key] = set(data[key])
-    if "os_like" in data:
-        data["os_like"] = tuple(data["os_like"])
-    return HostFacts(units=units, files=files, **data)
+    # The fixtures write /etc/os-release's fields flat, as os_id, os_like, os_codename, ...
+    osr = {k.removeprefix("os_"): data.pop(k) for k in list(data) if k.startswith("os_")}
+    if "like" in osr:
+        osr["like"] = tuple(osr["like"])
+    return HostFacts(os=OSRelease(**osr), units=units, files=files, **data)
 
 
 def transport(host: str, replies: list[dict[str, Any]]) -> ScriptedTransport:
@@ -82,7 +83,7 @@ def run_case(doc: dict[str, Any], tmp_path: Path) -> tuple[Context, ScriptedTran
     rendered = phase.files(RenderInput(cluster, host, SECRETS, facts))
     if "etcd-pki" in current:
         pki = state.etcd_pki(etcd_members(cluster))
-        certs = as_rendered(pki.etcd_host_files(host.name), owner="etcd")
+        certs = pki.etcd_host_files(host.name)
         current |= {f.path for f in certs}
         rendered += certs
     unknown = current - {"etcd-pki"} - {f.path for f in rendered}

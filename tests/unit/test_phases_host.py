@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from test_apply_scripted import CLUSTER_DATA, NAME
 
-from hakube.facts.host import POLICY_RC, HostFacts
+from hakube.facts.host import POLICY_RC, HostFacts, OSRelease
 from hakube.phases.context import Context, RunData
 from hakube.phases.host import check_host, repair_policy_rc
 from hakube.spec.load import load_cluster_data
@@ -33,7 +33,7 @@ def context(
     run = RunData(cluster, state.secrets(), state, selected=selected, record=state.record())
     ctx = Context.create(run, ts)
     for h in cluster.hosts:
-        f = HostFacts(os_id="debian", hostname=h.name, cpus=2, mem_mb=4000)
+        f = HostFacts(os=OSRelease(id="debian"), hostname=h.name, cpus=2, mem_mb=4000)
         f.addresses = {"eth0": [f"{h.address}/24"]}
         f.macs = {"eth0": f"52:54:00:00:00:{int(h.address.packed[-1]):02x}"}
         for key, value in facts.items():
@@ -44,8 +44,8 @@ def context(
 
 def test_red_hat_family_hosts_are_refused_by_preflight(cluster: Cluster, tmp_path: Path) -> None:
     ctx, _ = context(
-        cluster, tmp_path, os_id="rocky", os_like=("rhel", "centos", "fedora"),
-        os_pretty="Rocky Linux 9.3 (Blue Onyx)",
+        cluster, tmp_path, os=OSRelease(id="rocky", like=("rhel", "centos", "fedora"),
+                                        pretty="Rocky Linux 9.3 (Blue Onyx)"),
     )  # fmt: skip
     problems = check_host(ctx, cluster.host("cp1"))
     assert problems == [

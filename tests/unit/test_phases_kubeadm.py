@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 from fakes import TRANSCRIPTS
 
-from hakube.facts.host import FileState, HostFacts
+from hakube.facts.host import FileState, HostFacts, OSRelease
 from hakube.phases.base import Event, EventKind, PhaseError, gather_hosts
 from hakube.phases.context import Context, RunData
 from hakube.phases.kubeadm import (
@@ -104,7 +104,7 @@ def state(tmp_path: Path) -> StateDir:
 
 
 def debian_facts(name: str) -> HostFacts:
-    return HostFacts(os_id="debian", os_version="12", hostname=name, cpus=2, mem_mb=3933)
+    return HostFacts(os=OSRelease(id="debian", version="12"), hostname=name, cpus=2, mem_mb=3933)
 
 
 def make_ctx(

@@ -361,7 +361,7 @@ def test_cluster_pki_layout_and_names() -> None:
     assert pki.ca.common_name == "kubernetes"
     assert pki.front_proxy_ca.common_name == "front-proxy-ca"
     assert pki.ca_cert_hash == _spki_sha256(pki.ca.cert)
-    files = {str(f.path): f for f in pki.control_plane_files()}
+    files = {f.path: f for f in pki.control_plane_files()}
     assert sorted(files) == [
         "/etc/kubernetes/pki/ca.crt",
         "/etc/kubernetes/pki/ca.key",
@@ -370,13 +370,13 @@ def test_cluster_pki_layout_and_names() -> None:
         "/etc/kubernetes/pki/sa.key",
         "/etc/kubernetes/pki/sa.pub",
     ]
-    assert {p for p, f in files.items() if f.is_secret} == {
+    assert {p for p, f in files.items() if f.secret} == {
         "/etc/kubernetes/pki/ca.key",
         "/etc/kubernetes/pki/front-proxy-ca.key",
         "/etc/kubernetes/pki/sa.key",
     }
-    assert files["/etc/kubernetes/pki/sa.pub"].content.startswith(b"-----BEGIN PUBLIC KEY-----")
-    assert b"PRIVATE" not in repr(files["/etc/kubernetes/pki/ca.key"]).encode()
+    assert files["/etc/kubernetes/pki/sa.pub"].content.startswith("-----BEGIN PUBLIC KEY-----")
+    assert "PRIVATE" not in repr(files["/etc/kubernetes/pki/ca.key"])
 
 
 def test_cluster_pki_load_or_generate_is_stable(tmp_path: Path) -> None:
@@ -431,7 +431,7 @@ def test_etcd_member_certs(etcd_pki: EtcdPKI) -> None:
 
 
 def test_etcd_file_layouts(etcd_pki: EtcdPKI) -> None:
-    host = {str(f.path): f.mode for f in etcd_pki.etcd_host_files("etcd-1")}
+    host = {f.path: f.mode for f in etcd_pki.etcd_host_files("etcd-1")}
     assert host == {
         "/etc/etcd/pki/ca.crt": 0o644,
         "/etc/etcd/pki/server.crt": 0o644,
@@ -441,19 +441,19 @@ def test_etcd_file_layouts(etcd_pki: EtcdPKI) -> None:
         "/etc/etcd/pki/healthcheck-client.crt": 0o644,
         "/etc/etcd/pki/healthcheck-client.key": 0o600,
     }
-    cp = {str(f.path): f.mode for f in etcd_pki.control_plane_files()}
+    cp = {f.path: f.mode for f in etcd_pki.control_plane_files()}
     assert cp == {
         "/etc/kubernetes/pki/etcd/ca.crt": 0o644,
         "/etc/kubernetes/pki/apiserver-etcd-client.crt": 0o644,
         "/etc/kubernetes/pki/apiserver-etcd-client.key": 0o600,
     }
     # The CA key stays on the operator's machine.
-    all_content = b"".join(
+    all_content = "".join(
         f.content for f in [*etcd_pki.etcd_host_files("etcd-3"), *etcd_pki.control_plane_files()]
     )
-    assert etcd_pki.ca.key_pem not in all_content
+    assert etcd_pki.ca.key_pem.decode() not in all_content
     other_root = etcd_pki.etcd_host_files("etcd-1", PurePosixPath("/srv/etcd"))
-    assert str(other_root[0].path) == "/srv/etcd/ca.crt"
+    assert other_root[0].path == "/srv/etcd/ca.crt"
     with pytest.raises(KeyError, match="etcd-9"):
         etcd_pki.etcd_host_files("etcd-9")
 

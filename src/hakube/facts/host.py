@@ -130,13 +130,31 @@ class FileState:
     owner: str = ""  # user:group
 
 
+@dataclass(frozen=True)
+class OSRelease:
+    """What the host's /etc/os-release says it is (ID, ID_LIKE, VERSION_ID, VERSION_CODENAME,
+    PRETTY_NAME)."""
+
+    id: str = ""
+    like: tuple[str, ...] = ()
+    version: str = ""
+    codename: str = ""
+    pretty: str = ""
+
+    @property
+    def name(self) -> str:
+        """The name to show a person."""
+        return self.pretty or self.id
+
+    @property
+    def ids(self) -> set[str]:
+        """The OS and the ones it is like (ubuntu is like debian)."""
+        return {self.id, *self.like}
+
+
 @dataclass
 class HostFacts:
-    os_id: str = ""
-    os_like: tuple[str, ...] = ()
-    os_version: str = ""
-    os_codename: str = ""
-    os_pretty: str = ""
+    os: OSRelease = field(default_factory=OSRelease)
     hostname: str = ""
     cpus: int = 0
     mem_mb: int = 0
@@ -166,7 +184,7 @@ class HostFacts:
 
     @property
     def package_family(self) -> str:
-        ids = {self.os_id, *self.os_like}
+        ids = self.os.ids
         if ids & {"debian", "ubuntu"}:
             return "apt"
         if ids & {"rhel", "centos", "fedora", "rocky", "almalinux"}:
@@ -226,11 +244,13 @@ def parse_facts(text: str) -> HostFacts:
         raise FactsError("facts output is incomplete (no end marker): the script was cut short")
     f = HostFacts()
     osr = _kv(sec.get("os", []))
-    f.os_id = osr.get("ID", "")
-    f.os_like = tuple(osr.get("ID_LIKE", "").split())
-    f.os_version = osr.get("VERSION_ID", "")
-    f.os_codename = osr.get("VERSION_CODENAME", "")
-    f.os_pretty = osr.get("PRETTY_NAME", "")
+    f.os = OSRelease(
+        id=osr.get("ID", ""),
+        like=tuple(osr.get("ID_LIKE", "").split()),
+        version=osr.get("VERSION_ID", ""),
+        codename=osr.get("VERSION_CODENAME", ""),
+        pretty=osr.get("PRETTY_NAME", ""),
+    )
     f.hostname = (sec.get("hostname") or [""])[0].strip()
     f.cpus = int((sec.get("cpus") or ["0"])[0] or 0)
     mem = _kv(sec.get("meminfo", []), ":")

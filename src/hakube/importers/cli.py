@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Annotated, NoReturn
 import typer
 from rich.markup import escape
 
-from hakube.console import Output, err, print_json, problem_json
+from hakube.console import Output, err, fail, print_json, problem_json
 from hakube.fileio import write_public_file
 
 # The importers load the cluster model (pydantic): only when an import runs, so that mounting
@@ -33,6 +33,7 @@ NameOpt = Annotated[
     str | None, typer.Option(help="Cluster name; default: the inventory's directory name.")
 ]
 ForceOpt = Annotated[bool, typer.Option("--force", help="Replace an existing output file.")]
+NOTHING_WRITTEN = "Nothing was written."
 
 
 ReportOpt = Annotated[
@@ -119,19 +120,14 @@ def _invalid(source: Path, e: SpecError, output: Output) -> NoReturn:
         if p.hint:
             err.print(f"    fix: {p.hint}", markup=False)
     err.print("Fix this in the inventory and import again.")
-    err.print("Nothing was written.")
+    err.print(NOTHING_WRITTEN)
     raise typer.Exit(2)
 
 
 def _refuse(message: str, hint: str, output: Output) -> NoReturn:
-    if output is Output.JSON:
-        print_json({"written": False, "error": message, "hint": hint})
-        raise typer.Exit(2)
-    err.print(f"[bold red]error:[/] {escape(message)}", highlight=False)
-    if hint:
-        err.print(f"  hint: {hint}", markup=False, highlight=False)
-    err.print("Nothing was written.")
-    raise typer.Exit(2)
+    """`hakube import` refusals keep their own JSON document (`written: false`)."""
+    doc = {"written": False, "error": message, "hint": hint}
+    fail(message, 2, output, hint=hint, closing=NOTHING_WRITTEN, doc=doc)
 
 
 def _import_command(tool: str, source: str, source_help: str, summary: str) -> None:

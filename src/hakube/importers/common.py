@@ -21,9 +21,8 @@ from hakube.spec.model import (
     MAX_KUBERNETES,
     MIN_KUBERNETES,
     VERSION_RE,
+    hostname_problem,
 )
-
-_LABEL_RE = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
 
 #: hakube's frontend port when the source balanced on 6443 on hosts that also run kube-apiserver.
 SAFE_LB_PORT = 8443
@@ -90,11 +89,13 @@ def roles_of(
 
 
 def check_host_name(name: str, source: Path, origin: str) -> str:
-    if not _LABEL_RE.match(name):
+    """`name`, if the cluster file accepts it as a host name (the model's own check)."""
+    bad = hostname_problem(name)
+    if bad:
         raise InventoryError(
             source,
-            f"host {name!r} ({origin}) is not a lower-case RFC 1123 label, which hakube needs "
-            "because kubeadm registers the host as a Node by this name",
+            f"host {name!r} ({origin}) is not a lower-case RFC 1123 label (it {bad}), which "
+            "hakube needs because kubeadm registers the host as a Node by this name",
             "rename the host in the inventory (a-z, 0-9, '-', at most 63 characters, e.g. "
             "node1) and import again",
         )

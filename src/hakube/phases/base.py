@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -35,6 +35,8 @@ class EventKind(StrEnum):
     RESUME = "resume"
     #: Hosts joining or recorded hosts missing from the file (see hakube.membership).
     MEMBERSHIP = "membership"
+    #: `hakube apply phase NAME`: what the phase needs before it, found done in the record.
+    NEEDS = "needs"
 
 
 @dataclass(frozen=True)
@@ -96,6 +98,9 @@ class Phase(ABC):
     roll: ClassVar[str] = ""
     #: Managed paths the host itself creates (kubeadm's kubeconfigs): never sent from here.
     made_on_host: ClassVar[tuple[str, ...]] = ()
+    #: Phases that must have completed before this one runs alone (`hakube apply phase NAME`),
+    #: on the same host where they target it, else on any of their hosts (see `unmet_needs`).
+    needs: ClassVar[tuple[str, ...]] = ()
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -174,6 +179,33 @@ def select_phases(
         else:
             skipped.append(p)
     return run, skipped
+
+
+def unmet_needs(
+    phases: Sequence[Phase],
+    selected: Sequence[Phase],
+    cluster: Cluster,
+    done: Mapping[str, Sequence[str]],
+) -> dict[str, dict[str, list[str]]]:
+    """Selected phase -> need -> hosts where the need never completed (`done`: phase -> hosts
+    it completed on, from the record). A need selected in the same run is met by running it
+    first; a need with no host in this cluster (no VIP, stacked etcd) is met by itself. A need
+    that targets the host must have completed there (a new worker has no runtime yet); one that
+    does not (kubeadm/init, on the init host) must have completed somewhere."""
+    by_name = {p.name: p for p in phases}
+    chosen = {p.name for p in selected}
+    out: dict[str, dict[str, list[str]]] = {}
+    for p in selected:
+        for need in p.needs:
+            wanted = {t.name for t in by_name[need].targets(cluster)}
+            if need in chosen or not wanted:
+                continue
+            ran = set(done.get(need, ()))
+            missing = [h.name for h in p.targets(cluster)
+                       if (h.name not in ran if h.name in wanted else not ran)]  # fmt: skip
+            if missing:
+                out.setdefault(p.name, {})[need] = missing
+    return out
 
 
 async def gather_hosts(

@@ -18,6 +18,7 @@ class CNIPhase(Phase):
     """pod network (flannel or calico) with the cluster's real pod subnet"""
 
     name = "cni"
+    needs = ("kubeadm/init",)
 
     def targets(self, cluster: Cluster) -> list[Host]:
         if cluster.kubernetes.cni.plugin is CNIPlugin.NONE:

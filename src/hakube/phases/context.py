@@ -293,7 +293,7 @@ class Executor:
             raise ValueError(f"add {sorted(unknown)} to hakube.facts.host.PACKAGES")
         facts = self._facts[host]
         if facts.package_family != "apt":  # preflight refuses these hosts with the reason
-            raise PhaseError(f"{facts.os_pretty or facts.os_id!r} has no apt: not supported")
+            raise PhaseError(f"{facts.os.name!r} has no apt: not supported")
         missing = [p for p in packages if p not in facts.packages]
         hold = [p for p in packages if p in HELD and p not in facts.held]
         q = shlex.quote

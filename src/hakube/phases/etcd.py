@@ -9,7 +9,6 @@ from hakube.phases import etcd_join
 from hakube.phases.base import Phase, PhaseError, RenderInput
 from hakube.phases.context import Context, Timeout
 from hakube.pki.etcd import etcd_members
-from hakube.pki.layout import as_rendered
 from hakube.render.base import RenderedFile
 from hakube.render.etcd import etcdctl, render_etcd
 from hakube.spec.model import Cluster, Host
@@ -22,6 +21,7 @@ class EtcdPhase(Phase):
     """external etcd cluster: CA, peer/server/client certs, member config, health"""
 
     name = "etcd"
+    needs = ("packages",)
 
     def __init__(self) -> None:
         # Restarting members of a live cluster one at a time keeps quorum.
@@ -49,7 +49,7 @@ class EtcdPhase(Phase):
         pki = ctx.run.state.etcd_pki(etcd_members(c))
         # etcd runs as its own user and must read its keys.
         files = [
-            *as_rendered(pki.etcd_host_files(host.name), owner="etcd"),
+            *pki.etcd_host_files(host.name),
             *self.files_for(ctx, host),
         ]
         u = ctx.facts[host].unit("etcd")

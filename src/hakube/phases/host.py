@@ -47,11 +47,11 @@ def check_host(ctx: Context, host: Host) -> list[str]:
     problems: list[str] = []
     if f.package_family == "yum":
         problems.append(
-            f"{f.os_pretty or f.os_id!r} is a Red Hat family system: this hakube converges "
+            f"{f.os.name!r} is a Red Hat family system: this hakube converges "
             "Debian and Ubuntu hosts only (apt); use one of those for this host"
         )
-    elif f.os_id not in SUPPORTED_OS and not set(f.os_like) & SUPPORTED_OS:
-        problems.append(f"unsupported OS {f.os_pretty or f.os_id!r}: use Debian or Ubuntu")
+    elif not f.os.ids & SUPPORTED_OS:
+        problems.append(f"unsupported OS {f.os.name!r}: use Debian or Ubuntu")
     kube = any(s.startswith("kubeadm") for s in ctx.run.selected)
     if kube and (host.has(Role.CONTROL_PLANE) or host.has(Role.WORKER)):
         problems.extend(version_problems(c.kubernetes.version, f.packages))
@@ -227,12 +227,12 @@ class PackagesPhase(Phase):
     def files(self, on: RenderInput) -> list[RenderedFile]:
         if on.facts is None:
             return render_mirror_repo(on.cluster, on.host)
-        return render_mirror_repo(on.cluster, on.host, on.facts.os_id, on.facts.os_codename)
+        return render_mirror_repo(on.cluster, on.host, on.facts.os.id, on.facts.os.codename)
 
     async def run(self, ctx: Context, host: Host) -> None:
         f = ctx.facts[host]
         if not f.package_family:
-            raise PhaseError(f"no known package manager on {f.os_pretty or f.os_id!r}")
+            raise PhaseError(f"no known package manager on {f.os.name!r}")
         written = await ctx.do.ensure_files(host, self.files_for(ctx, host))
         if written.package_sources:
             await ctx.do.sh(host, "refresh package lists", f"{APT_GET} update -q")
@@ -245,6 +245,7 @@ class RuntimePhase(Phase):
     """containerd (SystemdCgroup, sandbox image) installed, configured and running"""
 
     name = "runtime"
+    needs = ("packages",)
 
     def targets(self, cluster: Cluster) -> list[Host]:
         return cluster.nodes

@@ -25,7 +25,7 @@ from hakube.phases.base import Phase, PhaseError, RenderInput
 from hakube.phases.context import APT_GET, Context, Timeout
 from hakube.phases.lb import mark_initialised
 from hakube.pki.etcd import etcd_members
-from hakube.pki.layout import KUBERNETES_PKI_DIR, as_rendered
+from hakube.pki.layout import KUBERNETES_PKI_DIR
 from hakube.record import KUBE_PACKAGES, upstream_version, version_problems
 from hakube.render.base import RenderedFile
 from hakube.render.host import (
@@ -52,12 +52,13 @@ class KubePackages(Phase):
     (another installed version is refused: no upgrades yet)"""
 
     name = "kubeadm/packages"
+    needs = ("packages",)
 
     def targets(self, cluster: Cluster) -> list[Host]:
         return cluster.nodes
 
     def files(self, on: RenderInput) -> list[RenderedFile]:
-        return render_kubernetes_repo(on.cluster, on.host, on.facts.os_id if on.facts else None)
+        return render_kubernetes_repo(on.cluster, on.host, on.facts.os.id if on.facts else None)
 
     def extra_paths(self, cluster: Cluster, host: Host) -> list[tuple[str, int]]:
         return [(APT_KEYRING, 0o644)]
@@ -81,7 +82,7 @@ class KubePackages(Phase):
             return
         repo_files = self.files_for(ctx, host)
         await ctx.do.ensure_files(host, repo_files)
-        manager = package_manager(c, f.os_id)
+        manager = package_manager(c, f.os.id)
         key_url = kubernetes_key_url(c, manager)
         if key_url and APT_KEYRING not in f.files:
             # The repository file says signed-by=APT_KEYRING: without the key apt ignores it.
@@ -140,11 +141,9 @@ def shared_pki_paths(cluster: Cluster) -> list[tuple[str, int]]:
 
 
 def _shared_pki(ctx: Context) -> list[RenderedFile]:
-    files = as_rendered(ctx.run.cluster_pki().control_plane_files())
+    files = ctx.run.cluster_pki().control_plane_files()
     if ctx.run.cluster.etcd.topology is EtcdTopology.EXTERNAL:
-        files += as_rendered(
-            ctx.run.state.etcd_pki(etcd_members(ctx.run.cluster)).control_plane_files()
-        )
+        files += ctx.run.state.etcd_pki(etcd_members(ctx.run.cluster)).control_plane_files()
     return files
 
 
@@ -217,6 +216,7 @@ class KubeadmInit(Phase):
     CA; fetch admin.conf"""
 
     name = "kubeadm/init"
+    needs = ("prepare", "runtime", "kubeadm/packages", "lb/haproxy", "lb/vip", "etcd")
     made_on_host = (ADMIN_CONF,)
 
     def targets(self, cluster: Cluster) -> list[Host]:
@@ -530,6 +530,7 @@ class JoinControlPlanes(_Join):
     """join the other control-plane nodes, one at a time (etcd/quorum safe)"""
 
     name = "kubeadm/join-control-planes"
+    needs = ("prepare", "runtime", "kubeadm/packages", "kubeadm/init")
     serial = True
     control_plane = True
 
@@ -538,4 +539,5 @@ class JoinWorkers(_Join):
     """join the workers in parallel"""
 
     name = "kubeadm/join-workers"
+    needs = ("prepare", "runtime", "kubeadm/packages", "kubeadm/init")
     control_plane = False

@@ -133,6 +133,7 @@ class HAProxyPhase(_Rolling):
     host at a time together with keepalived, VIP owner last, front serving again before the next"""
 
     name = "lb/haproxy"
+    needs = ("packages",)
     unit = "haproxy"
 
     def targets(self, cluster: Cluster) -> list[Host]:
@@ -198,6 +199,7 @@ class KeepalivedPhase(_Rolling):
     as a planned stop of every LB host, then start"""
 
     name = "lb/keepalived"
+    needs = ("packages", "lb/haproxy")
     unit = "keepalived"
 
     def __init__(self) -> None:
@@ -277,6 +279,7 @@ class WaitVIP(Phase):
     """exactly one LB host holds the VIP and it answers on the frontend port"""
 
     name = "lb/vip"
+    needs = ("lb/keepalived",)
 
     def targets(self, cluster: Cluster) -> list[Host]:
         if cluster.endpoint.mode is not EndpointMode.VIP:

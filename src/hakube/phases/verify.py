@@ -1,4 +1,8 @@
-"""verify: read the live state of the HA pieces and report it (and fail if it is not HA)."""
+"""verify: read the live state of the HA pieces and report it (and fail if it is not HA).
+
+`HAState` is what makes that state HA or not; `hakube status` (workflows/status.py) reads the
+same pieces another way (one round trip per host) and judges them through the same `HAState`.
+"""
 
 from __future__ import annotations
 
@@ -18,17 +22,45 @@ from hakube.spec.model import Cluster, EndpointMode, Host
 SETTLE_SECONDS = 20.0
 
 
-@dataclass
-class VerifyReport:
+@dataclass(kw_only=True)
+class HAState:
+    """The live front of the cluster and the problems found in it so far."""
+
     vip: str | None = None
     vip_owners: list[str] = field(default_factory=list)
     backends: list[Backend] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)
+
+    def judge_vip(self) -> None:
+        """With a VIP, exactly one LB host holds it."""
+        if self.vip is not None and len(self.vip_owners) != 1:
+            self.problems.append(
+                f"VIP {self.vip} is held by {len(self.vip_owners)} hosts "
+                f"({', '.join(self.vip_owners)})"
+            )
+
+    def add_backends(self, lb: str, found: list[Backend]) -> None:
+        """One LB host's HAProxy backends: every one UP."""
+        self.backends += found
+        down = [b.server for b in found if not b.status.startswith("UP")]
+        if down:
+            self.problems.append(f"{lb}: HAProxy backends not UP: {', '.join(down)}")
+
+    def judge_nodes(self, cluster: Cluster, nodes: dict[str, str]) -> None:
+        """Every control plane and worker is a Ready node."""
+        want = [*cluster.control_planes, *cluster.workers]
+        not_ready = sorted(h.name for h in want if nodes.get(h.name) != "Ready")
+        if not_ready:
+            self.problems.append(f"nodes not Ready: {', '.join(not_ready)}")
+
+
+@dataclass(kw_only=True)
+class VerifyReport(HAState):
     etcd_members: list[str] = field(default_factory=list)
     etcd_healthy: list[str] = field(default_factory=list)
     etcd_unhealthy: list[str] = field(default_factory=list)
     nodes: dict[str, str] = field(default_factory=dict)
     kubernetes: str = "not checked"
-    problems: list[str] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -79,8 +111,7 @@ async def build_report(ctx: Context) -> VerifyReport:
 
 async def _vip(ctx: Context, r: VerifyReport) -> None:
     r.vip_owners = await vip_owners(ctx)
-    if len(r.vip_owners) != 1:
-        r.problems.append(f"VIP {r.vip} is held by {len(r.vip_owners)} hosts")
+    r.judge_vip()
 
 
 async def _haproxy(ctx: Context, host: Host, r: VerifyReport) -> None:
@@ -88,10 +119,7 @@ async def _haproxy(ctx: Context, host: Host, r: VerifyReport) -> None:
     found = parse_show_stat(res.stdout, host.name)
     if not found:
         r.problems.append(f"{host.name}: no answer from HAProxy's stats socket")
-    r.backends += found
-    down = [b.server for b in found if not b.status.startswith("UP")]
-    if down:
-        r.problems.append(f"{host.name}: HAProxy backends not UP: {', '.join(down)}")
+    r.add_backends(host.name, found)
 
 
 async def _etcd(ctx: Context, r: VerifyReport) -> None:
@@ -122,9 +150,4 @@ async def _kubernetes_nodes(ctx: Context, r: VerifyReport) -> None:
         conds = {x["type"]: x["status"] for x in item["status"].get("conditions", [])}
         r.nodes[name] = "Ready" if conds.get("Ready") == "True" else "NotReady"
     r.kubernetes = "ok"
-    missing = {h.name for h in ctx.run.cluster.hosts if h in ctx.run.cluster.control_planes} | {
-        h.name for h in ctx.run.cluster.workers
-    }
-    not_ready = sorted(n for n in missing if r.nodes.get(n) != "Ready")
-    if not_ready:
-        r.problems.append(f"nodes not Ready: {', '.join(not_ready)}")
+    r.judge_nodes(ctx.run.cluster, r.nodes)

@@ -27,7 +27,8 @@ from hakube.pki.certs import (
     public_key_to_pem,
     save_cert_and_key,
 )
-from hakube.pki.layout import KUBERNETES_PKI_DIR, PKIFile
+from hakube.pki.layout import KUBERNETES_PKI_DIR, pki_file
+from hakube.render.base import RenderedFile
 
 __all__ = [
     "FRONT_PROXY_CA_COMMON_NAME",
@@ -76,16 +77,16 @@ class ClusterPKI:
 
     def control_plane_files(
         self, pki_dir: PurePosixPath | str = KUBERNETES_PKI_DIR
-    ) -> list[PKIFile]:
+    ) -> list[RenderedFile]:
         """Files for every control-plane node, at the paths kubeadm looks for them."""
         root = PurePosixPath(pki_dir)
         return [
-            PKIFile(root / "ca.crt", self.ca.cert_pem, 0o644),
-            PKIFile(root / "ca.key", self.ca.key_pem, 0o600),
-            PKIFile(root / "front-proxy-ca.crt", self.front_proxy_ca.cert_pem, 0o644),
-            PKIFile(root / "front-proxy-ca.key", self.front_proxy_ca.key_pem, 0o600),
-            PKIFile(root / "sa.key", key_to_pem(self.service_account_key), 0o600),
-            PKIFile(root / "sa.pub", public_key_to_pem(self.service_account_key), 0o644),
+            pki_file(root / "ca.crt", self.ca.cert_pem, 0o644),
+            pki_file(root / "ca.key", self.ca.key_pem, 0o600),
+            pki_file(root / "front-proxy-ca.crt", self.front_proxy_ca.cert_pem, 0o644),
+            pki_file(root / "front-proxy-ca.key", self.front_proxy_ca.key_pem, 0o600),
+            pki_file(root / "sa.key", key_to_pem(self.service_account_key), 0o600),
+            pki_file(root / "sa.pub", public_key_to_pem(self.service_account_key), 0o644),
         ]
 
     def save(self, directory: Path | str) -> None:

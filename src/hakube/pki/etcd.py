@@ -29,7 +29,8 @@ from hakube.pki.certs import (
     load_cert_and_key,
     save_cert_and_key,
 )
-from hakube.pki.layout import ETCD_HOST_PKI_DIR, KUBERNETES_PKI_DIR, PKIFile
+from hakube.pki.layout import ETCD_HOST_PKI_DIR, KUBERNETES_PKI_DIR, pki_file
+from hakube.render.base import RenderedFile
 
 if TYPE_CHECKING:
     from hakube.spec.model import Cluster
@@ -104,10 +105,12 @@ def _issue_member(
     return EtcdMemberCerts(member=member, server=server, peer=peer)
 
 
-def _files(directory: PurePosixPath, stem: str, bundle: CertAndKey) -> list[PKIFile]:
+def _files(
+    directory: PurePosixPath, stem: str, bundle: CertAndKey, owner: str
+) -> list[RenderedFile]:
     return [
-        PKIFile(directory / f"{stem}.crt", bundle.cert_pem, 0o644),
-        PKIFile(directory / f"{stem}.key", bundle.key_pem, 0o600),
+        pki_file(directory / f"{stem}.crt", bundle.cert_pem, 0o644, owner),
+        pki_file(directory / f"{stem}.key", bundle.key_pem, 0o600, owner),
     ]
 
 
@@ -205,8 +208,8 @@ class EtcdPKI:
 
     def etcd_host_files(
         self, name: str, pki_dir: PurePosixPath | str = ETCD_HOST_PKI_DIR
-    ) -> list[PKIFile]:
-        """Files for the etcd host running member ``name``.
+    ) -> list[RenderedFile]:
+        """Files for the etcd host running member ``name``, owned by the etcd user.
 
         The CA key never leaves the operator's machine: members need only to verify, not sign.
         """
@@ -216,20 +219,20 @@ class EtcdPKI:
             raise KeyError(f"no etcd member named {name!r}") from None
         root = PurePosixPath(pki_dir)
         return [
-            PKIFile(root / "ca.crt", self.ca.cert_pem, 0o644),
-            *_files(root, "server", certs.server),
-            *_files(root, "peer", certs.peer),
-            *_files(root, "healthcheck-client", self.healthcheck_client),
+            pki_file(root / "ca.crt", self.ca.cert_pem, 0o644, "etcd"),
+            *_files(root, "server", certs.server, "etcd"),
+            *_files(root, "peer", certs.peer, "etcd"),
+            *_files(root, "healthcheck-client", self.healthcheck_client, "etcd"),
         ]
 
     def control_plane_files(
         self, pki_dir: PurePosixPath | str = KUBERNETES_PKI_DIR
-    ) -> list[PKIFile]:
+    ) -> list[RenderedFile]:
         """Files for each control-plane node talking to this etcd cluster."""
         root = PurePosixPath(pki_dir)
         return [
-            PKIFile(root / "etcd" / "ca.crt", self.ca.cert_pem, 0o644),
-            *_files(root, "apiserver-etcd-client", self.apiserver_client),
+            pki_file(root / "etcd" / "ca.crt", self.ca.cert_pem, 0o644),
+            *_files(root, "apiserver-etcd-client", self.apiserver_client, "root"),
         ]
 
     # --- local state ---------------------------------------------------------------------------

@@ -1,8 +1,7 @@
-"""Where PKI material lives on the hosts, and the unit a phase copies there."""
+"""Where PKI material lives on the hosts, and the rendered file a phase copies there."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import PurePosixPath
 
 from hakube.render.base import RenderedFile
@@ -10,8 +9,7 @@ from hakube.render.base import RenderedFile
 __all__ = [
     "ETCD_HOST_PKI_DIR",
     "KUBERNETES_PKI_DIR",
-    "PKIFile",
-    "as_rendered",
+    "pki_file",
 ]
 
 # kubeadm's certificatesDir default; a CA found here is used instead of generating one.
@@ -20,26 +18,7 @@ KUBERNETES_PKI_DIR = PurePosixPath("/etc/kubernetes/pki")
 ETCD_HOST_PKI_DIR = PurePosixPath("/etc/etcd/pki")
 
 
-@dataclass(frozen=True)
-class PKIFile:
-    """One file to place on a host: absolute path, content and mode."""
-
-    path: PurePosixPath
-    content: bytes
-    mode: int
-
-    @property
-    def is_secret(self) -> bool:
-        return self.mode & 0o077 == 0
-
-    def __repr__(self) -> str:
-        # Keep private keys out of logs and assertion messages.
-        return f"PKIFile(path={str(self.path)!r}, mode={oct(self.mode)}, {len(self.content)} bytes)"
-
-
-def as_rendered(files: list[PKIFile], owner: str = "root") -> list[RenderedFile]:
-    """PKI files as rendered files, so phases place them like any other file."""
-    return [
-        RenderedFile(str(f.path), f.content.decode(), mode=f.mode, secret=f.is_secret, owner=owner)
-        for f in files
-    ]
+def pki_file(path: PurePosixPath, pem: bytes, mode: int, owner: str = "root") -> RenderedFile:
+    """One PKI file, placed like any other rendered file; a key readable by its owner alone
+    (mode 0600) is a secret."""
+    return RenderedFile(str(path), pem.decode(), mode=mode, secret=not mode & 0o077, owner=owner)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import shlex
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cache
 
 import jinja2
@@ -57,7 +57,8 @@ class RenderedFile:
     """
 
     path: str
-    content: str
+    # Keys, tokens and passwords stay out of logs and assertion messages.
+    content: str = field(repr=False)
     mode: int = 0o644
     secret: bool = False
     validate: Validation | None = None

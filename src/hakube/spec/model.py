@@ -85,13 +85,14 @@ def _dns_label_problem(label: str) -> str | None:
     return None
 
 
-def _hostname_problem(v: str) -> str | None:
+def hostname_problem(v: str) -> str | None:
+    """What keeps `v` from being a lower-case RFC 1123 label (a host name), or None."""
     return "is empty" if not v else _dns_label_problem(v)
 
 
 def _hostname(v: str, what: str, fix: str, why: str = "") -> str:
     """`v` if it is a lower-case RFC 1123 label, else an error naming `what` (and `why`)."""
-    bad = _hostname_problem(v)
+    bad = hostname_problem(v)
     if bad:
         raise invalid(f"{what} {v!r} {bad}{why}", fix)
     return v

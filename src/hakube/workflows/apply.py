@@ -36,6 +36,7 @@ from hakube.phases.base import (
     RenderInput,
     gather_hosts,
     select_phases,
+    unmet_needs,
 )
 from hakube.phases.cni import CNIPhase
 from hakube.phases.context import Context, RunData
@@ -51,7 +52,7 @@ from hakube.phases.kubeadm import (
 from hakube.phases.lb import HAProxyPhase, KeepalivedPhase, WaitVIP
 from hakube.phases.remove import Handover, Removal, RemoveHosts
 from hakube.phases.verify import Verify, VerifyReport
-from hakube.record import ClusterRecord, RecordError
+from hakube.record import RECORD_FILE, ClusterRecord, RecordError, load_record
 from hakube.spec.checks import missing_key_files
 from hakube.spec.model import Cluster, Host
 from hakube.state import StateDir
@@ -225,24 +226,30 @@ async def apply(
     phases: Callable[[], list[Phase]] = apply_phases,
     prune: bool = False,
     leaving_from: Sequence[Host] = (),
+    alone: bool = False,
 ) -> ApplyResult:
     """Converge the cluster. With `transports` given (tests), no SSH connection is made.
 
     Raises RecordError (a ValueError) before contacting any host when the cluster file changes
     a setting fixed at init, and MembershipError (a ValueError) when recorded hosts left the
     file and `prune` is not set. `leaving_from`: entries of leaving hosts the record has no
-    address for (`node remove` of a host still in the file).
+    address for (`node remove` of a host still in the file). `alone` (`hakube apply phase`):
+    the selected phases run without the ones before them, so PhaseNeedsError (a ValueError)
+    is raised before contacting any host when the record shows that one they need never ran.
     """
     state = state or StateDir(cluster.name)
     if dry_run:
         state = state.read_only()
     result = ApplyResult(dry_run=dry_run)
     started = time.monotonic()
-    to_run, skipped = select_phases(phases(), only=only, skip=skip)
+    workflow = phases()
+    to_run, skipped = select_phases(workflow, only=only, skip=skip)
     result.phases_skipped = [p.name for p in skipped]
     if transports is None:
         _refuse_missing_keys(cluster)
     with cluster_lock(state):
+        # Before the record is read (a first read creates it): a refusal leaves nothing behind.
+        needs_met = _needs_met(workflow, to_run, cluster, state) if alone else []
         record = state.record()
         problems = record.check_settings(cluster)
         if problems:
@@ -264,6 +271,8 @@ async def apply(
 
         for line in members.lines():
             both(Event(EventKind.MEMBERSHIP, message=line))
+        for line in needs_met:
+            both(Event(EventKind.NEEDS, message=line))
         previous = journal.unfinished()
         if previous is not None and not dry_run:
             # Every phase checks before it changes, so resuming is simply running again.
@@ -311,6 +320,40 @@ async def apply(
             result.report = next((p.result for p in to_run if isinstance(p, Verify)), None)
     result.seconds = time.monotonic() - started
     return result
+
+
+class PhaseNeedsError(ValueError):
+    """`hakube apply phase NAME`: a phase it needs never completed (per the record)."""
+
+
+def _needs_met(
+    workflow: list[Phase],
+    to_run: list[Phase],
+    cluster: Cluster,
+    state: StateDir,
+) -> list[str]:
+    """What each selected phase needs before it, all met; else PhaseNeedsError naming what is
+    missing and where."""
+    record = load_record(state.path)
+    unmet = unmet_needs(workflow, to_run, cluster, record.phases_done if record else {})
+    if unmet:
+        lines = [
+            f"{phase} needs {need} first, which never completed on {', '.join(hosts)}"
+            for phase, needs in unmet.items()
+            for need, hosts in needs.items()
+        ]
+        first = next(iter(next(iter(unmet.values()))))
+        raise PhaseNeedsError(
+            "\n".join(lines) + f"\n(the record, {state.path / RECORD_FILE}, lists every phase "
+            f"that completed and where). Run `hakube apply` (every phase in order), or `hakube "
+            f"apply phase {first}` first. Nothing was changed."
+        )
+    return [
+        f"{p.name} needs {', '.join(p.needs)} before it: met (run before, as the record "
+        "shows, selected now, or not used by this cluster)"
+        for p in to_run
+        if p.needs
+    ]
 
 
 def _refuse_missing_keys(cluster: Cluster) -> None:
@@ -412,6 +455,10 @@ async def _phases(ctx: Context, to_run: list[Phase], result: ApplyResult, journa
         for phase in group:
             result.phases_run.append(phase.name)
             done.append(phase.name)
+            ctx.run.remember(
+                functools.partial(ClusterRecord.phase_done, phase=phase.name,
+                                  hosts=[h.name for h in hosts[phase.name]])
+            )  # fmt: skip
             changed = len([c for c in ctx.do.changes[before:] if c.phase == phase.name])
             ctx.report(Event(EventKind.PHASE_DONE, phase.name, data={"changes": changed}))
             if not ctx.run.dry_run:

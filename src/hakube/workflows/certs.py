@@ -21,7 +21,6 @@ from hakube.phases.context import Context
 from hakube.phases.etcd import wait_healthy
 from hakube.phases.kubeadm import ADMIN_CONF
 from hakube.pki.etcd import EtcdPKI, etcd_members
-from hakube.pki.layout import as_rendered
 from hakube.render.base import RenderedFile
 from hakube.spec.model import Cluster, Host
 from hakube.state import StateDir
@@ -117,7 +116,7 @@ async def renew_etcd(ctx: Context, errors: dict[str, str], result: RenewResult) 
     fresh = EtcdPKI.load(etcd_dir, etcd_members(c)).renewed()
     fresh.save(etcd_dir)
     for h in hosts:
-        files = as_rendered(fresh.etcd_host_files(h.name), owner="etcd")
+        files = fresh.etcd_host_files(h.name)
         what = "write renewed etcd certificates (server, peer, client)"
         await ctx.do.change(h, what, _writer(files))
         await ctx.do.sh(h, "restart etcd on its renewed certificates", "systemctl restart etcd")
@@ -128,7 +127,7 @@ async def renew_etcd(ctx: Context, errors: dict[str, str], result: RenewResult) 
         # kube-apiserver's etcd client certificate; it is picked up when the apiservers are
         # restarted one at a time by the kubeadm renewal that follows.
         for h in c.control_planes:
-            for f in as_rendered(fresh.control_plane_files()):
+            for f in fresh.control_plane_files():
                 await ctx.do.change(h, f"write renewed {f.path}", _writer([f]))
             result.renewed.append(f"{h.name}: apiserver-etcd-client")
 

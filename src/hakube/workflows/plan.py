@@ -50,14 +50,17 @@ class PlannedHost:
         return list(dict.fromkeys(out))
 
 
-@dataclass
+@dataclass(frozen=True)
 class Plan:
+    """What `plan()` found, built once it has walked every host."""
+
     cluster: str
     endpoint: str
-    hosts: list[PlannedHost] = field(default_factory=list)
-    skipped: list[str] = field(default_factory=list)
+    hosts: list[PlannedHost]
+    #: Phases no host of this cluster needs (no VIP, stacked etcd, ...).
+    skipped: list[str]
     #: Hosts joining, and recorded hosts missing from the file (see hakube.membership).
-    membership: list[str] = field(default_factory=list)
+    membership: list[str]
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -106,7 +109,7 @@ def build_plan(
     """
     secrets = secrets or Secrets.generate()
     phases = phases if phases is not None else apply_phases()
-    plan = Plan(cluster.name, cluster.control_plane_endpoint)
+    hosts: list[PlannedHost] = []
     used: set[str] = set()
     targets = {p.name: {t.name for t in p.targets(cluster)} for p in phases}
     for host in cluster.hosts:
@@ -124,11 +127,14 @@ def build_plan(
                 for path, mode in phase.extra_paths(cluster, host)
             ]
             hp.phases.append(PlannedPhase(phase.name, phase.summary, files))
-        plan.hosts.append(hp)
-    plan.skipped = [p.name for p in phases if p.name not in used]
-    if record is not None:
-        plan.membership = membership(cluster, record).lines()
-    return plan
+        hosts.append(hp)
+    return Plan(
+        cluster.name,
+        cluster.control_plane_endpoint,
+        hosts,
+        skipped=[p.name for p in phases if p.name not in used],
+        membership=membership(cluster, record).lines() if record is not None else [],
+    )
 
 
 class RenderTargetError(ValueError):

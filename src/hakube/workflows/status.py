@@ -16,7 +16,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from hakube.facts.haproxy import Backend, parse_show_stat
+from hakube.facts.haproxy import parse_show_stat
 from hakube.facts.host import FileState, facts_script, parse_facts
 from hakube.facts.kubeadm import KubeadmOutputError, TokenStatus, parse_token_list
 from hakube.facts.ops import ALARM_RE, CertFact, OpsFacts, OpsQuery, ops_script, parse_ops
@@ -24,8 +24,8 @@ from hakube.phases.base import RenderInput
 from hakube.phases.context import Context, sha256
 from hakube.phases.etcd import EtcdPhase
 from hakube.phases.kubeadm import ADMIN_CONF, KUBECTL
+from hakube.phases.verify import HAState
 from hakube.pki.etcd import EtcdPKI, etcd_members
-from hakube.pki.layout import as_rendered
 from hakube.render.base import RenderedFile
 from hakube.render.haproxy import STATS_SOCKET
 from hakube.render.keepalived import priorities
@@ -90,20 +90,16 @@ class Drift:
     reason: str
 
 
-@dataclass
-class StatusReport:
+@dataclass(kw_only=True)
+class StatusReport(HAState):
     cluster: str
-    vip: str | None = None
-    vip_owners: list[str] = field(default_factory=list)
     lbs: list[LBStatus] = field(default_factory=list)
-    backends: list[Backend] = field(default_factory=list)
     etcd: list[EtcdMemberStatus] = field(default_factory=list)
     certs: list[CertStatus] = field(default_factory=list)
     tokens: list[TokenStatus] | None = None
     nodes: dict[str, str] | None = None
     drift: list[Drift] = field(default_factory=list)
     unreachable: dict[str, str] = field(default_factory=dict)
-    problems: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     seconds: float = 0.0
@@ -153,7 +149,7 @@ def expected_files(
         if p.name in DRIFT_PHASES and host.name in {t.name for t in p.targets(cluster)}:
             out += p.files(RenderInput(cluster, host, secrets))
             if isinstance(p, EtcdPhase) and etcd_pki and host.name in etcd_pki.members:
-                out += as_rendered(etcd_pki.etcd_host_files(host.name))
+                out += etcd_pki.etcd_host_files(host.name)
     return out
 
 
@@ -316,15 +312,8 @@ def _judge(
             r.problems.append(f"{h.name}: keepalived is {lb.keepalived}")
         elif vip_mode and inst and inst.state == "FAULT":
             r.problems.append(f"{h.name}: VRRP instance {inst.name} is in FAULT")
-        found = parse_show_stat(f.haproxy_stat, h.name)
-        r.backends += found
-        down = [b.server for b in found if not b.status.startswith("UP")]
-        if down:
-            r.problems.append(f"{h.name}: HAProxy backends not UP: {', '.join(down)}")
-    if vip_mode and len(r.vip_owners) != 1:
-        r.problems.append(
-            f"VIP {r.vip} is held by {len(r.vip_owners)} hosts ({', '.join(r.vip_owners)})"
-        )
+        r.add_backends(h.name, parse_show_stat(f.haproxy_stat, h.name))
+    r.judge_vip()
     access = etcd_access(cluster, kubernetes=view.kubernetes)
     if access is not None:
         _judge_etcd(list(access.hosts), ops, r)
@@ -427,12 +416,7 @@ def _judge_kubernetes(cluster: Cluster, f: OpsFacts, r: StatusReport, now: dt.da
         r.problems.append("kubernetes: kubectl get nodes gave no answer through admin.conf")
     else:
         r.nodes = f.nodes
-        not_ready = sorted(
-            h.name for h in [*cluster.control_planes, *cluster.workers]
-            if f.nodes.get(h.name) != "Ready"
-        )  # fmt: skip
-        if not_ready:
-            r.problems.append(f"nodes not Ready: {', '.join(not_ready)}")
+        r.judge_nodes(cluster, f.nodes)
     if f.tokens_text is None:
         return
     try:

@@ -328,7 +328,7 @@ async def _fetch_admin_conf(ctx: Context, host: Host) -> None:
         write_private(target, data)
 
 
-async def _node_lookup(ctx: Context, via: Host, name: str) -> bool | None:
+async def node_lookup(ctx: Context, via: Host, name: str) -> bool | None:
     """Whether the Node object exists; None when the API server could not say (down,
     unreachable, no admin.conf): only a definite NotFound may lead to resetting a node."""
     res = await ctx.facts.read(via, f"{KUBECTL} get node {shlex.quote(name)} -o name", check=False)
@@ -413,7 +413,7 @@ class _Join(Phase):
         """True when `host` is a Node of the cluster already. Otherwise a join failed half-way:
         a worker is reset here and False returned (the caller joins it again with this run's
         fresh token); a control plane stops with the command to run."""
-        found = await _node_lookup(ctx, first, host.name)
+        found = await node_lookup(ctx, first, host.name)
         if found:
             return True
         left = ", ".join(leftovers)

@@ -300,7 +300,7 @@ class FakeHostTransport(ScriptedTransport):
         self.on(re.compile(r"o=\$\(mktemp\) .*; setsid -w bash -c .*", re.S), self._install)
         self.on(re.compile(r"systemctl (enable|daemon-reload|reload|restart|stop|start).*"),
                 self._systemctl)  # fmt: skip
-        self.on(re.compile(r"\{ echo 'show servers state' \| .*; (systemctl reload-or-restart \w+)"),
+        self.on(re.compile(r"\{ echo 'show servers state' \| .*; systemctl reload-or-restart \w+"),
                 self._save_states_and_reload)  # fmt: skip
         self.on(re.compile(r"sysctl -qw .*"), self._sysctl)
         self.on(re.compile(r"hostnamectl set-hostname (\S+) .*"), self._hostname)

@@ -125,8 +125,8 @@ class Kube:
             return Reply(exit_status=1, stderr="The connection to the server 10.88.0.10:8443 "
                          "was refused - did you specify the right host or port?\n")  # fmt: skip
         if name not in self.nodes:
-            return Reply(exit_status=1,
-                         stderr=f'Error from server (NotFound): nodes "{name}" not found\n')  # fmt: skip
+            not_found = f'Error from server (NotFound): nodes "{name}" not found\n'
+            return Reply(exit_status=1, stderr=not_found)
         return Reply(stdout=f"node/{name}\n")
 
     def drain(self, call: Call) -> Reply:
@@ -221,7 +221,7 @@ def test_an_api_that_cannot_say_whether_the_node_exists_stops_the_removal(
 ) -> None:
     # Not knowing is not "already deleted": draining is skipped only on a definite NotFound.
     kube = Kube(reset_removes_member=True, api_down=True)
-    with pytest.raises(PhaseError, match=r"whether the cluster still has a Node cp2 cannot be read"):
+    with pytest.raises(PhaseError, match=r"whether the cluster still has a Node cp2 cannot be"):
         remove_cp2(state, kube)
     assert kube.log == []
     assert "cp2" in kube.members

@@ -265,7 +265,8 @@ async def _drain(ctx: Context, admin: Host, node: str, *, reachable: bool) -> No
     await ctx.do.sh(
         admin,
         f"kubectl drain {node}",
-        f"{KUBECTL} drain {shlex.quote(node)} --ignore-daemonsets --delete-emptydir-data --timeout=300s",
+        f"{KUBECTL} drain {shlex.quote(node)} --ignore-daemonsets --delete-emptydir-data "
+        "--timeout=300s",
         timeout=Timeout.KUBEADM,
     )
 

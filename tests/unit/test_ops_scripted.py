@@ -13,6 +13,7 @@ import pytest
 from fakes import OPS_CLUSTER as CLUSTER
 
 from hakube.fileio import write_private
+from hakube.phases.base import PhaseError
 from hakube.phases.kubeadm import ADMIN_CONF
 from hakube.render.host import SWAP_MARK, remove_block, remove_swap, restore_swap
 from hakube.spec.load import load_cluster_data
@@ -20,7 +21,7 @@ from hakube.spec.model import Cluster
 from hakube.state import StateDir
 from hakube.transport.scripted import Call, Reply, ScriptedTransport
 from hakube.workflows.certs import renew
-from hakube.workflows.ops import OpsInputError
+from hakube.workflows.ops import OpsInputError, known_cluster
 from hakube.workflows.snapshot import check_snapshot_bytes, prune, read_snapshot, run_restore
 
 
@@ -212,3 +213,21 @@ def test_reset_of_an_unknown_host_is_bad_input(cluster: Cluster, tmp_path: Path)
 
     with pytest.raises(OpsInputError, match="--host 'cp9' is not in the cluster file"):
         asyncio.run(reset(cluster, StateDir("ops", root=tmp_path), host="cp9", transports={}))
+
+
+def test_day2_commands_use_the_recorded_init_host_not_the_first_control_plane(
+    cluster: Cluster, tmp_path: Path
+) -> None:
+    # After an init-host hand-over (or a reorder) admin.conf and kubectl live on the recorded
+    # host; the first control plane of the file may never have run kubeadm init.
+    state = StateDir("ops", root=tmp_path)
+    assert known_cluster(cluster, state).init_host.name == "cp1"  # nothing recorded yet
+    assert not state.exists()  # a day-2 read creates no record
+    rec = state.record()
+    rec.init_host = "cp2"
+    state.save_record(rec)
+    assert known_cluster(cluster, StateDir("ops", root=tmp_path)).init_host.name == "cp2"
+    rec.init_host = "gone"
+    state.save_record(rec)
+    with pytest.raises(PhaseError, match="gone ran kubeadm init"):
+        known_cluster(cluster, StateDir("ops", root=tmp_path))

@@ -22,7 +22,7 @@ pytestmark = pytest.mark.lab
 @pytest.fixture(scope="module")
 def lab() -> Iterator[Lab]:
     with running_lab("hkm1", control_planes=3, workers=1, subnet="10.123.225.0/24",
-                     spares=3) as lab:  # fmt: skip
+                     spares=2) as lab:  # fmt: skip
         yield lab
 
 

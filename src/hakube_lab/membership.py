@@ -27,17 +27,16 @@ from hakube.facts.haproxy import SHOW_STAT, parse_show_stat
 from hakube.phases.base import Event, EventKind
 from hakube.render.etcd import etcdctl
 from hakube.spec.load import load_cluster_data
-from hakube.spec.model import Cluster, Host
+from hakube.spec.model import Cluster
 from hakube.state import StateDir
-from hakube.transport.base import Redactor
-from hakube.workflows.apply import ApplyResult, apply, apply_phases, ssh_transports
+from hakube.workflows.apply import ApplyResult, apply, apply_phases
 from hakube_lab.demo import SKIPPED as SKIP
 from hakube_lab.drill.probes import Probes
 from hakube_lab.drill.report import Request, VipSample, longest_gap
 from hakube_lab.drill.scenarios import Settings
 from hakube_lab.drill.workflow import write_ca
 from hakube_lab.lab import Lab, LabError
-from hakube_lab.standin import ENDPOINTS_FILE, endpoints_file, install_standin
+from hakube_lab.standin import ENDPOINTS_FILE, endpoints_file, prepare_standins
 from hakube_lab.standin import REMOVE as REMOVE_STANDIN
 
 Log = Callable[[str], None]
@@ -195,16 +194,10 @@ class EtcdWatch:
         return self.samples
 
 
-async def _standins(cluster: Cluster, state: StateDir, hosts: Sequence[Host]) -> None:
-    async with ssh_transports(cluster, trust_new_hosts=False, redactor=Redactor()) as (t, err):
-        await asyncio.gather(*(install_standin(cluster, state, h, t[h.name]) for h in hosts
-                               if h.name not in err))  # fmt: skip
-
-
 def install_standins(cluster: Cluster, state: StateDir, names: Sequence[str]) -> None:
     """LAB ONLY: the apiserver stand-in on new control planes, before apply adds them to
     HAProxy (where a real kubeadm join would start the apiserver)."""
-    asyncio.run(_standins(cluster, state, [cluster.host(n) for n in names]))
+    asyncio.run(prepare_standins(cluster, state, names))
 
 
 class MembershipRun:

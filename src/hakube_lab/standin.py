@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+from collections.abc import Sequence
 from pathlib import PurePosixPath
 
 from hakube.pki.certs import CertUsage, issue_certificate
@@ -194,15 +195,27 @@ REMOVE = (
 )
 
 
-async def install_all(cluster: Cluster, state: StateDir, transports: dict[str, Transport]) -> None:
-    await asyncio.gather(
-        *(install_standin(cluster, state, h, transports[h.name]) for h in cluster.control_planes)
-    )
+async def install_all(
+    cluster: Cluster,
+    state: StateDir,
+    transports: dict[str, Transport],
+    hosts: Sequence[Host] | None = None,
+) -> None:
+    """The stand-in on every control plane (or on `hosts`)."""
+    targets = cluster.control_planes if hosts is None else hosts
+    await asyncio.gather(*(install_standin(cluster, state, h, transports[h.name]) for h in targets))
 
 
-async def prepare_standins(cluster: Cluster, state: StateDir) -> None:
-    """Connect to the control-plane hosts and (re)install every stand-in."""
+async def prepare_standins(
+    cluster: Cluster, state: StateDir, names: Sequence[str] | None = None
+) -> None:
+    """Connect and (re)install the stand-in on every control plane, or on the hosts `names`.
+    A host that cannot be reached fails: it would stay without an apiserver, unnoticed."""
+    hosts = cluster.control_planes if names is None else [cluster.host(n) for n in names]
     async with ssh_transports(cluster, trust_new_hosts=False, redactor=Redactor()) as (t, errs):
-        if errs:
-            raise RuntimeError("; ".join(f"{h}: {m}" for h, m in errs.items()))
-        await install_all(cluster, state, t)
+        failed = {h.name: errs[h.name] for h in hosts if h.name in errs}
+        if failed:
+            raise RuntimeError(
+                "no stand-in installed on " + "; ".join(f"{h}: {m}" for h, m in failed.items())
+            )
+        await install_all(cluster, state, t, hosts)

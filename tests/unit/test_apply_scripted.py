@@ -12,6 +12,7 @@ second time over exactly what the first run did.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import hashlib
 import json
 import re
@@ -298,6 +299,8 @@ class FakeHostTransport(ScriptedTransport):
         self.on(re.compile(r"o=\$\(mktemp\) .*; setsid -w bash -c .*", re.S), self._install)
         self.on(re.compile(r"systemctl (enable|daemon-reload|reload|restart|stop|start).*"),
                 self._systemctl)  # fmt: skip
+        self.on(re.compile(r"\{ echo 'show servers state' \| .*; systemctl reload-or-restart \w+"),
+                self._save_states_and_reload)  # fmt: skip
         self.on(re.compile(r"sysctl -qw .*"), self._sysctl)
         self.on(re.compile(r"hostnamectl set-hostname (\S+) .*"), self._hostname)
         self.on(re.compile(r"modprobe -a [a-z_ ]+"), self._modprobe)
@@ -360,6 +363,10 @@ class FakeHostTransport(ScriptedTransport):
                     self.fake.listening |= UNIT_PORTS.get(unit, set())
                 self.fake.units[unit] = (active, enabled)
         return Reply()
+
+    def _save_states_and_reload(self, call: Call) -> Reply:
+        # The saved states are HAProxy's business; the reload is what the fake host follows.
+        return self._systemctl(dataclasses.replace(call, target=call.target.rsplit("; ", 1)[1]))
 
     def _hold(self, call: Call) -> Reply:
         self.fake.held |= set(call.target.split()[2:])

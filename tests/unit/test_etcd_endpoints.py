@@ -23,16 +23,19 @@ from hakube.phases.base import PhaseError, gather_hosts
 from hakube.phases.etcd_endpoints import (
     GET_CLUSTER_CONFIGURATION,
     PATCH_FILE,
+    RESTART_SECONDS,
     EtcdEndpoints,
+    restarted_with,
     with_endpoints,
     with_etcd_servers,
 )
 from hakube.phases.kubeadm import APISERVER_MANIFEST
 from hakube.phases.remove import Removal
 from hakube.spec.load import load_cluster_data
-from hakube.spec.model import Cluster
+from hakube.spec.model import APISERVER_PORT, Cluster
 from hakube.state import StateDir
 from hakube.transport.scripted import FakeFile, Reply, ScriptedTransport
+from hakube.workflows.apiserver import READYZ_PROBE
 from hakube.workflows.apply import apply_phases, with_removal
 
 OLD = "https://10.88.0.11:2379,https://10.88.0.12:2379,https://10.88.0.13:2379"
@@ -107,7 +110,7 @@ proxy: {}
 scheduler: {}
 """
 
-WAIT = re.compile(r"for i in \$\(seq \d+\); do for p in \$\(pgrep -x kube-apiserver\).*", re.S)
+WAIT = re.compile(r"for i in \$\(seq \d+\); do \( for p in \$\(pgrep -x kube-apiserver\).*", re.S)
 PATCH = re.compile(r"kubectl .* -n kube-system patch configmap kubeadm-config --type merge .*")
 HOLDS_VIP = re.compile(r"ip -o -4 addr show \| grep -qF 'inet 10\.88\.0\.10/'")
 SHOW = re.compile(r"echo 'show stat' \| socat .*")
@@ -284,3 +287,12 @@ def test_the_lists_change_after_the_lb_roll_and_before_members_leave_or_join() -
     assert names.index("kubeadm/etcd-endpoints") < names.index("remove/hosts")
     assert names.index("remove/hosts") < names.index("etcd")
     assert names.index("etcd") < names.index("kubeadm/join-control-planes")
+
+
+def test_the_restart_wait_is_the_projects_readyz_wait_on_the_apiserver_port() -> None:
+    # One /readyz wait in the project (the day-2 restarts use it too), on APISERVER_PORT.
+    wait = restarted_with("https://10.88.0.11:2379")
+    assert f"https://127.0.0.1:{APISERVER_PORT}/readyz" in READYZ_PROBE
+    assert f" && {READYZ_PROBE} && exit 0; sleep 1; done; exit 1" in wait
+    assert wait.startswith(f"for i in $(seq {RESTART_SECONDS}); do ( for p in $(pgrep -x ")
+    assert "--etcd-servers=https://10.88.0.11:2379" in wait

@@ -389,7 +389,7 @@ def script_removal(t: FakeHostTransport, world: Survivors, name: str) -> None:
         (re.compile(r"ip -o -4 addr show \| grep -qF 'inet 10\.88\.0\.10/'"),
          lambda _c: world.holds_vip(name)),
         ("systemctl stop keepalived", lambda _c: world.stop_keepalived(name)),
-        (re.compile(r"systemctl reload-or-restart haproxy"), logged("reload haproxy")),
+        (re.compile(r".*systemctl reload-or-restart haproxy"), logged("reload haproxy")),
         (CLEANUP, logged("cleanup")),
         (CHECK_CLEAN, Reply()),
     ]  # fmt: skip
@@ -483,7 +483,8 @@ def test_the_cleanup_removes_hakubes_files_kubeadms_leftovers_and_cni_state(
     (script,) = [c for c in ts["cp2"].commands if CLEANUP.fullmatch(c)]
     for path in ("/etc/haproxy/haproxy.cfg", "/etc/keepalived/keepalived.conf",
                  "/etc/default/etcd", "/var/lib/etcd", "/etc/etcd/pki", "/etc/cni/net.d",
-                 "/var/lib/cni", "/etc/kubernetes", "/etc/hakube"):  # fmt: skip
+                 "/var/lib/cni", "/etc/kubernetes", "/etc/hakube", "/var/lib/haproxy/server-state",
+                 "/etc/systemd/system/haproxy.service.d/hakube-server-state.conf"):  # fmt: skip
         assert f" {path} " in script or f" {path};" in script, path
     assert "ip link delete $l" in script
     assert "/^# BEGIN hakube$/,/^# END hakube$/d" in script
@@ -511,3 +512,25 @@ def test_a_removal_that_would_break_quorum_is_refused_with_the_numbers_and_chang
     assert not world.log
     assert not [c for t in ts.values() for c in t.calls if c.kind == "put"]
     assert state.record().etcd_members == list(FIVE)
+
+
+def test_a_refused_removal_of_the_init_host_keeps_it_the_init_host(state: StateDir) -> None:
+    # The hand-over to a survivor belongs to a removal that goes ahead: saved before the
+    # refusal, the record named a successor while cp1 still ran everything.
+    recorded(state, init=True)
+    (result, _), world, _ = prune_run(state, healthy=("cp1", "cp2", "cp3"))
+    (failure,) = result.failures
+    assert failure.phase == "remove/handover"
+    assert not world.log
+    assert state.record().init_host == "cp1"
+    assert state.record().removed == []
+
+
+def test_a_removal_that_goes_ahead_hands_the_init_role_to_a_joined_survivor(
+    state: StateDir,
+) -> None:
+    recorded(state, init=True)
+    (result, _), _, _ = prune_run(state)
+    rec = state.record()
+    assert rec.init_host == "cp3", result.failures
+    assert rec.removed[0]["init_host_was"] == "cp1"

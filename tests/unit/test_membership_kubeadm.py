@@ -30,7 +30,7 @@ from test_phases_kubeadm import (
 
 from hakube.facts.host import FileState
 from hakube.membership import Leaving, membership, without
-from hakube.phases.base import gather_hosts
+from hakube.phases.base import PhaseError, gather_hosts
 from hakube.phases.kubeadm import KUBELET_CONF, JoinControlPlanes
 from hakube.phases.remove import Removal, RemoveHosts
 from hakube.spec.load import load_cluster_data
@@ -112,15 +112,22 @@ STACKED_REMOVE = re.compile(
 class Kube:
     """The API and stacked etcd as kubectl on cp1 sees them."""
 
-    def __init__(self, *, reset_removes_member: bool) -> None:
+    def __init__(self, *, reset_removes_member: bool, api_down: bool = False) -> None:
         self.nodes = {"cp1", "cp2", "cp3", "cp4", "cp5", "w1"}
         self.members = {f"cp{i}": 0x100 + i for i in range(1, 6)}
         self.reset_removes_member = reset_removes_member
+        self.api_down = api_down
         self.log: list[str] = []
 
     def get_node(self, call: Call) -> Reply:
         name = call.target.split(" get node ")[1].split()[0]
-        return Reply(stdout=f"node/{name}\n") if name in self.nodes else Reply(exit_status=1)
+        if self.api_down:  # kubectl's words when the API server does not answer
+            return Reply(exit_status=1, stderr="The connection to the server 10.88.0.10:8443 "
+                         "was refused - did you specify the right host or port?\n")  # fmt: skip
+        if name not in self.nodes:
+            not_found = f'Error from server (NotFound): nodes "{name}" not found\n'
+            return Reply(exit_status=1, stderr=not_found)
+        return Reply(stdout=f"node/{name}\n")
 
     def drain(self, call: Call) -> Reply:
         self.log.append("drain " + call.target.split(" drain ")[1].split()[0])
@@ -198,3 +205,24 @@ def test_an_unreachable_stacked_control_plane_is_not_drained_but_leaves_etcd_and
     cp2 = remove_cp2(state, kube, reachable=False)
     assert kube.log == ["member remove cp2", "delete node cp2"]
     assert not cp2.calls
+
+
+def test_a_node_already_deleted_is_not_drained_and_the_removal_goes_on(state: StateDir) -> None:
+    # An earlier run deleted the Node and stopped later: a definite NotFound resumes.
+    kube = Kube(reset_removes_member=True)
+    kube.nodes.discard("cp2")
+    remove_cp2(state, kube)
+    assert kube.log == ["kubeadm reset cp2", "delete node cp2"]
+    assert "cp2" not in state.record().nodes
+
+
+def test_an_api_that_cannot_say_whether_the_node_exists_stops_the_removal(
+    state: StateDir,
+) -> None:
+    # Not knowing is not "already deleted": draining is skipped only on a definite NotFound.
+    kube = Kube(reset_removes_member=True, api_down=True)
+    with pytest.raises(PhaseError, match=r"whether the cluster still has a Node cp2 cannot be"):
+        remove_cp2(state, kube)
+    assert kube.log == []
+    assert "cp2" in kube.members
+    assert "cp2" in state.record().nodes

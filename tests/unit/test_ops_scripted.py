@@ -26,7 +26,7 @@ from hakube.state import StateDir
 from hakube.transport.base import Transport
 from hakube.transport.scripted import Call, Reply, ScriptedTransport
 from hakube.workflows.certs import renew
-from hakube.workflows.ops import OpsInputError
+from hakube.workflows.ops import OpsInputError, known_cluster
 from hakube.workflows.snapshot import check_snapshot_bytes, prune, read_snapshot, run_restore
 
 
@@ -346,3 +346,21 @@ def test_certs_check_shows_a_host_that_failed_without_its_secrets(
     assert list(report.unreachable) == ["cp2"]
     assert "channel closed" in report.unreachable["cp2"]
     assert secret not in repr(report.as_dict())
+
+
+def test_day2_commands_use_the_recorded_init_host_not_the_first_control_plane(
+    cluster: Cluster, tmp_path: Path
+) -> None:
+    # After an init-host hand-over (or a reorder) admin.conf and kubectl live on the recorded
+    # host; the first control plane of the file may never have run kubeadm init.
+    state = StateDir("ops", root=tmp_path)
+    assert known_cluster(cluster, state).init_host.name == "cp1"  # nothing recorded yet
+    assert not state.exists()  # a day-2 read creates no record
+    rec = state.record()
+    rec.init_host = "cp2"
+    state.save_record(rec)
+    assert known_cluster(cluster, StateDir("ops", root=tmp_path)).init_host.name == "cp2"
+    rec.init_host = "gone"
+    state.save_record(rec)
+    with pytest.raises(PhaseError, match="gone ran kubeadm init"):
+        known_cluster(cluster, StateDir("ops", root=tmp_path))

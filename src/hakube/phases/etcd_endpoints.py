@@ -32,6 +32,7 @@ from hakube.record import ClusterRecord
 from hakube.render.etcd import client_endpoints
 from hakube.spec.model import Cluster, EtcdTopology, Host
 from hakube.transport.base import TransportError
+from hakube.workflows.apiserver import readyz_wait
 
 FLAG = "--etcd-servers="
 #: The merge patch for kubeadm-config is sent as a file: the ClusterConfiguration is too long
@@ -84,13 +85,12 @@ def with_etcd_servers(manifest: str, servers: str) -> str | None:
 def restarted_with(servers: str) -> str:
     """Waits until the kube-apiserver process runs with exactly this list and answers /readyz."""
     arg = shlex.quote(f"{FLAG}{servers}")
-    return (
-        f"for i in $(seq {RESTART_SECONDS}); do "
-        "for p in $(pgrep -x kube-apiserver); do "
-        f"tr '\\0' '\\n' < /proc/$p/cmdline 2>/dev/null | grep -qxF -- {arg} && "
-        "curl -sk --max-time 2 https://127.0.0.1:6443/readyz | grep -qx ok && exit 0; "
-        "done; sleep 1; done; exit 1"
+    runs_with = (
+        "( for p in $(pgrep -x kube-apiserver); do "
+        f"tr '\\0' '\\n' < /proc/$p/cmdline 2>/dev/null | grep -qxF -- {arg} && exit 0; "
+        "done; exit 1 )"
     )
+    return readyz_wait(RESTART_SECONDS, first=runs_with)
 
 
 class EtcdEndpoints(Phase):

@@ -26,7 +26,7 @@ from hakube.phases.context import APT_GET, Context, Timeout
 from hakube.phases.lb import mark_initialised
 from hakube.pki.etcd import etcd_members
 from hakube.pki.layout import KUBERNETES_PKI_DIR
-from hakube.record import KUBE_PACKAGES, upstream_version, version_problems
+from hakube.record import KUBE_PACKAGES, ClusterRecord, upstream_version, version_problems
 from hakube.render.base import RenderedFile
 from hakube.render.host import (
     APT_KEYRING,
@@ -162,16 +162,22 @@ def clock() -> float:
 
 
 def init_host(ctx: Context) -> Host:
-    """The host that ran kubeadm init: the recorded one, else (before init) the first control
-    plane. Reordering or inserting hosts in the file never makes another host init."""
-    recorded = ctx.run.record.init_host if ctx.run.record else None
+    """The host that ran kubeadm init in this run's cluster (see `recorded_init_host`)."""
+    return recorded_init_host(ctx.run.cluster, ctx.run.record, ctx.run.state.path)
+
+
+def recorded_init_host(cluster: Cluster, record: ClusterRecord | None, state: Path) -> Host:
+    """The host that ran kubeadm init: the recorded one (or the survivor it was handed to),
+    else (before init) the first control plane. Reordering or inserting hosts in the file never
+    makes another host init."""
+    recorded = record.init_host if record else None
     if recorded is None:
-        return first_control_plane(ctx.run.cluster)
-    for h in ctx.run.cluster.control_planes:
+        return first_control_plane(cluster)
+    for h in cluster.control_planes:
         if h.name == recorded:
             return h
     raise PhaseError(
-        f"{recorded} ran kubeadm init (recorded in {ctx.run.state.path}) but is not a "
+        f"{recorded} ran kubeadm init (recorded in {state}) but is not a "
         "control-plane host in the cluster file any more; removing it is not supported yet: "
         "put it back"
     )
@@ -328,7 +334,7 @@ async def _fetch_admin_conf(ctx: Context, host: Host) -> None:
         write_private(target, data)
 
 
-async def _node_lookup(ctx: Context, via: Host, name: str) -> bool | None:
+async def node_lookup(ctx: Context, via: Host, name: str) -> bool | None:
     """Whether the Node object exists; None when the API server could not say (down,
     unreachable, no admin.conf): only a definite NotFound may lead to resetting a node."""
     res = await ctx.facts.read(via, f"{KUBECTL} get node {shlex.quote(name)} -o name", check=False)
@@ -413,7 +419,7 @@ class _Join(Phase):
         """True when `host` is a Node of the cluster already. Otherwise a join failed half-way:
         a worker is reset here and False returned (the caller joins it again with this run's
         fresh token); a control plane stops with the command to run."""
-        found = await _node_lookup(ctx, first, host.name)
+        found = await node_lookup(ctx, first, host.name)
         if found:
             return True
         left = ", ".join(leftovers)

@@ -37,12 +37,13 @@ from hakube.phases import etcd_join
 from hakube.phases.base import Event, EventKind, Phase, PhaseError
 from hakube.phases.context import Context, Timeout
 from hakube.phases.etcd import endpoint_health
-from hakube.phases.kubeadm import KUBECTL
+from hakube.phases.kubeadm import ADMIN_CONF, KUBECTL, node_lookup
 from hakube.phases.lb import KeepalivedPhase, sole_vip_owner
 from hakube.pki.layout import ETCD_HOST_PKI_DIR
 from hakube.record import ClusterRecord
 from hakube.render import render_host
 from hakube.render.etcd import etcdctl, render_etcd
+from hakube.render.haproxy import SERVER_STATE
 from hakube.render.keepalived import TRACK_DIR
 from hakube.spec.model import Cluster, EndpointMode, EtcdTopology, Host
 
@@ -71,6 +72,8 @@ class Removal:
     hosts: dict[str, Host | None]
     #: Names whose SSH connection failed: only the survivors are cleaned up for them.
     unreachable: set[str] = field(default_factory=set)
+    #: The survivor that takes the leaving init host's role (None: the init host stays).
+    init_successor: str | None = None
 
     def reachable(self, ctx: Context, name: str) -> Host | None:
         host = self.hosts.get(name)
@@ -115,8 +118,19 @@ class Handover(_RemovePhase):
         )
         if problems:
             raise PhaseError("; ".join(problems) + ". Nothing was removed")
+        self._hand_init_over(ctx)
         if ctx.run.cluster.endpoint.mode is EndpointMode.VIP:
             await self._hand_over(ctx)
+
+    def _hand_init_over(self, ctx: Context) -> None:
+        """The removal goes ahead: every later phase (and run) uses the successor's admin.conf.
+        A dry run hands over in memory only, so its later phases plan as the real run would."""
+        rec, successor = ctx.run.record, self.removal.init_successor
+        if rec is None or successor is None or rec.init_host == successor:
+            return
+        rec.hand_init_over(successor)
+        if not ctx.run.dry_run:
+            ctx.run.state.save_record(rec)
 
     async def _same_cluster(self, ctx: Context) -> None:
         """Never wipe a host that belongs to another cluster."""
@@ -235,10 +249,15 @@ def _admin_host(ctx: Context) -> Host | None:
 
 
 async def _drain(ctx: Context, admin: Host, node: str, *, reachable: bool) -> None:
-    q = shlex.quote(node)
-    res = await ctx.facts.read(admin, f"{KUBECTL} get node {q} -o name", check=False)
-    if not res.ok:
-        return  # already deleted by an earlier run
+    found = await node_lookup(ctx, admin, node)
+    if found is None:
+        raise PhaseError(
+            f"whether the cluster still has a Node {node} cannot be read through {admin.name}'s "
+            f"{ADMIN_CONF} (is the API server up?): {node} was not drained and nothing of it "
+            "was removed. Re-run once the API server answers"
+        )
+    if not found:
+        return  # deleted by an earlier run
     if not reachable:
         # Its kubelet cannot confirm any eviction: the pods are deleted with the Node object.
         _warn(ctx, node, f"{node} is unreachable: not drained, its pods go with the Node")
@@ -246,7 +265,8 @@ async def _drain(ctx: Context, admin: Host, node: str, *, reachable: bool) -> No
     await ctx.do.sh(
         admin,
         f"kubectl drain {node}",
-        f"{KUBECTL} drain {q} --ignore-daemonsets --delete-emptydir-data --timeout=300s",
+        f"{KUBECTL} drain {shlex.quote(node)} --ignore-daemonsets --delete-emptydir-data "
+        "--timeout=300s",
         timeout=Timeout.KUBEADM,
     )
 
@@ -295,7 +315,9 @@ def hakube_paths(ctx: Context, target: Host) -> list[str]:
 
 def leftover_paths(ctx: Context, target: Host) -> list[str]:
     """What must not exist on a removed host: hakube's files, kubeadm's and the CNI's state."""
-    paths = [*hakube_paths(ctx, target), *KUBE_LEFTOVERS, ctx.run.cluster.etcd.data_dir]
+    # The server states hakube saves for an HAProxy reload are no rendered file.
+    paths = [*hakube_paths(ctx, target), *KUBE_LEFTOVERS, SERVER_STATE,
+             ctx.run.cluster.etcd.data_dir]  # fmt: skip
     return sorted(set(paths))
 
 

@@ -23,10 +23,18 @@ APISERVER_UNIT = "kube-apiserver"
 GONE_SECONDS = 120
 READY_SECONDS = 120
 
-READYZ_WAIT = (
-    f"for i in $(seq {READY_SECONDS}); do curl -sfk --max-time 2 "
-    f"https://127.0.0.1:{APISERVER_PORT}/readyz >/dev/null && exit 0; sleep 1; done; exit 1"
-)
+#: The local apiserver answers /readyz with 200.
+READYZ_PROBE = f"curl -sfk --max-time 2 https://127.0.0.1:{APISERVER_PORT}/readyz >/dev/null"
+
+
+def readyz_wait(seconds: int = READY_SECONDS, *, first: str | None = None) -> str:
+    """Shell that waits (once a second, up to `seconds`) until the shell test `first` (if any)
+    holds and the local apiserver answers /readyz; exit 1 when it never does."""
+    test = f"{first} && " if first else ""
+    return f"for i in $(seq {seconds}); do {test}{READYZ_PROBE} && exit 0; sleep 1; done; exit 1"
+
+
+READYZ_WAIT = readyz_wait()
 
 
 class ApiserverKind(StrEnum):

@@ -511,8 +511,10 @@ async def _host(ctx: Context, phase: Phase, host: Host) -> None:
 def _removal(
     cluster: Cluster, record: ClusterRecord, members: Membership, known: Sequence[Host]
 ) -> Removal:
-    """The leaving hosts; the init host's role passes to a survivor before any phase runs."""
+    """The leaving hosts, and the survivor that takes the init host's role when it leaves (handed
+    over once the removal passed its refusal checks: a refused removal records nothing)."""
     names = set(members.leaving_names())
+    successor = None
     if record.init_host in names:
         successor = init_successor(cluster, record)
         if successor is None:
@@ -520,12 +522,11 @@ def _removal(
                 f"{record.init_host} ran kubeadm init and leaves, but no control plane in the "
                 "file has joined (none is recorded): join one first, then remove it"
             )
-        record.hand_init_over(successor)
     hosts = leaving_hosts(record, members.leaving)
     for h in known:
         if hosts.get(h.name, h) is None:
             hosts[h.name] = h
-    return Removal(members.leaving, hosts)
+    return Removal(members.leaving, hosts, init_successor=successor)
 
 
 def with_removal(to_run: list[Phase], removal: Removal) -> list[Phase]:

@@ -1,8 +1,8 @@
 """What the day-2 commands share: the known shape of the running cluster and an SSH session.
 
-`known_cluster` is the ONE place that decides which host ran `kubeadm init`, which hosts run
-etcd and whether Kubernetes was installed. Today it derives that from the spec and the state
-directory; a recorded cluster state (issue 8) plugs in here without touching the commands.
+`known_cluster` is the ONE place that decides, for the day-2 commands, which host ran `kubeadm
+init` (the recorded one, as apply uses), which hosts run etcd and whether Kubernetes was
+installed.
 """
 
 from __future__ import annotations
@@ -14,7 +14,8 @@ from typing import TYPE_CHECKING, TypedDict, TypeVar
 
 from hakube.phases.base import Event, EventKind, EventSink, PhaseError
 from hakube.phases.context import Context, RunData
-from hakube.render.kubeadm import first_control_plane
+from hakube.phases.kubeadm import recorded_init_host
+from hakube.record import load_record
 from hakube.secrets import Secrets
 from hakube.spec.model import Cluster, EtcdTopology, Host
 from hakube.state import StateDir
@@ -51,7 +52,8 @@ class ClusterView:
 
 def known_cluster(cluster: Cluster, state: StateDir) -> ClusterView:
     return ClusterView(
-        init_host=first_control_plane(cluster),
+        # As apply sees it: after a reorder or an init-host hand-over, admin.conf is elsewhere.
+        init_host=recorded_init_host(cluster, load_record(state.path), state.path),
         etcd_hosts=list(cluster.etcd_hosts),
         external_etcd=cluster.etcd.topology is EtcdTopology.EXTERNAL,
         kubernetes=(state.path / "admin.conf").exists(),

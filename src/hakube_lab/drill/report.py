@@ -183,6 +183,8 @@ class RunMetrics:
     #: Soak under loss: the same probe against one LB host's own address (the network's share).
     direct_failed: int | None = None
     direct_total: int | None = None
+    #: Sessions HAProxy closed because their server was marked DOWN (from break to end).
+    killed_at_down: int | None = None
     marks: Marks | None = None
 
     @property
@@ -291,6 +293,7 @@ FIGURES: tuple[Figure, ...] = (
     Figure("failed", "failed"),
     Figure("failed_after_move", "failed after the move"),
     Figure("failed_restore", "failed on restore"),
+    Figure("killed_at_down", "closed by HAProxy: server DOWN"),
     Figure("direct_failed", "failed, own address"),
     Figure("ok", "ok"),
     Figure("retried", "ok on retry"),

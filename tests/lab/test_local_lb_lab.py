@@ -1,6 +1,6 @@
 """`lab up --endpoint-mode local-lb` on real lab hosts: HAProxy on every node on 127.0.0.1, no
-VIP anywhere, and the drill stops a control plane's apiserver with the probe inside a worker's
-namespace going through that worker's own HAProxy.
+VIP anywhere, and the drill stops a control plane's apiserver, then cuts a control plane's link,
+with the probe inside a worker's namespace going through that worker's own HAProxy.
 
 Own lab name and subnet; the module-scoped lab is always torn down.
 """
@@ -59,4 +59,20 @@ def test_apiserver_down_probed_through_a_workers_local_endpoint(
     [m] = report.runs
     assert (m.target, m.vip_moves) == ("cp1", 0)
     assert m.ok > 0
+    assert report.ok, (report.errors, m.problems)
+
+
+def test_an_isolated_control_plane_is_routed_around_by_a_workers_local_endpoint(
+    applied: tuple[Lab, Cluster, Path],
+) -> None:
+    # Isolation means something without a VIP too: the worker's HAProxy must find that cp1
+    # stopped answering (no FIN, no RST) and route around it before the link comes back.
+    lab, cluster, out = applied
+    plan = DrillPlan(["isolate"], out, state=StateDir(cluster.name), settings=Settings())
+    report = run_drill(cluster, lab, plan)
+    assert report.skipped == {}
+    [m] = report.runs
+    assert (m.scenario, m.target, m.vip_moves) == ("isolate", "cp1", 0)
+    assert m.ok > 0
+    assert m.end_healthy, m.problems
     assert report.ok, (report.errors, m.problems)

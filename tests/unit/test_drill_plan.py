@@ -40,7 +40,7 @@ class Recorder:
 
     def __init__(self, cluster: Cluster, lab: Lab, out_dir: Path, **kw: Any) -> None:
         self.config = str(kw["config"])
-        Recorder.built.append({"out_dir": out_dir, **kw})
+        Recorder.built.append({"out_dir": out_dir, "cluster": cluster, **kw})
 
     def run(self, name: str, index: int, *, soak_seconds: float) -> RunMetrics:
         Recorder.runs.append((self.config, name, index, soak_seconds))
@@ -172,3 +172,6 @@ def test_the_plans_hold_is_taken_around_each_run_and_each_reconfiguration_only(
         "apply",
     ]
     assert events == [x for e in inner for x in ("take", e, "release")]
+    # The tutorial's MASTER preempts, hakube's defaults do not: each column is judged by its own.
+    preempts = [(b["config"], b["cluster"].endpoint.vrrp.preempt) for b in recorder.built]
+    assert preempts == [(workflow.DEFAULTS, False), (workflow.TUTORIAL, True)]

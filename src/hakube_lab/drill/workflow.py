@@ -28,7 +28,7 @@ from hakube_lab.drill.policy import check_allowed
 from hakube_lab.drill.report import FIGURES, RunMetrics, aggregate, fmt_spread
 from hakube_lab.drill.runner import Drill
 from hakube_lab.drill.scenarios import ALL, SCENARIOS, SOAK, DrillError, Settings, slug
-from hakube_lab.drill.tutorial import TUTORIAL_STATS_SOCKET, install_tutorial
+from hakube_lab.drill.tutorial import TUTORIAL_STATS_SOCKET, as_drilled, install_tutorial
 from hakube_lab.lab import Lab
 
 Say = Callable[[str], None]
@@ -197,7 +197,9 @@ def run_comparison(
         with plan.hold():
             install_tutorial(cluster, lab, state.secrets())
         reports.append(
-            run_drill(cluster, lab, plan, config=TUTORIAL, stats_socket=TUTORIAL_STATS_SOCKET)
+            run_drill(
+                as_drilled(cluster), lab, plan, config=TUTORIAL, stats_socket=TUTORIAL_STATS_SOCKET
+            )
         )
     finally:
         log("[bold]apply --only lb with hakube defaults again[/]")

@@ -183,9 +183,11 @@ class RunMetrics:
     #: Soak under loss: the same probe against one LB host's own address (the network's share).
     direct_failed: int | None = None
     direct_total: int | None = None
-    #: Sessions HAProxy closed because their server was marked DOWN (from break to end).
-    killed_at_down: int | None = None
     marks: Marks | None = None
+    #: Sessions HAProxy closed because their server was marked DOWN (from break to end, read
+    #: from the balancers' logs by the runner and the soak): a client without retry sees each
+    #: as a failure.
+    killed_at_down: int = 0
 
     @property
     def invariants_ok(self) -> bool:

@@ -349,9 +349,8 @@ class VRRP(Strict):
     preempt: bool = Field(
         False,
         description="A recovered higher-priority host takes the VIP back. Off by default: "
-        "the VIP stays where it moved, so a host that comes back costs no second move (the "
-        "handback was the drill's restore gap, 0.09-0.12 s median and up to 0.18 s, over the "
-        "0.1 s target; without it no VIP moves on restore or heal).",
+        "the VIP stays where it moved, so a host that comes back costs no second move (with "
+        "it the drill's restore gaps were 0.09-0.12 s median, up to 0.18 s).",
     )
     preempt_delay: int = Field(
         3,

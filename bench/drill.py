@@ -17,17 +17,23 @@ with a VIP are skipped and listed under the table.
   .venv/bin/python bench/drill.py --repeat 3 --soak-seconds 0 --modes cloud-lb,local-lb \
       --scenarios apiserver-down,host-down,etcd-member-down \
       --mode-lab cloud-lb:hkc1:10.123.233.0/24 --mode-lab local-lb:hkc2:10.123.234.0/24
+
+--lock FILE takes an flock on FILE (e.g. the machine's shared lab lock) around each lab bring-up,
+reconfiguration and scenario run, and releases it between them, so that a long bench on a shared
+machine never holds the lab for more than one run at a time.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
+import fcntl
 import ipaddress
 import json
 import os
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from rich.console import Console
@@ -59,6 +65,23 @@ HOUR = 3600.0
 MODES = ("vip", "cloud-lb", "local-lb")
 #: Lab name suffix and /24 offset from --subnet of the labs without a VIP.
 OTHER_LABS = {"cloud-lb": ("c", 1), "local-lb": ("l", 2)}
+
+
+def lock_holder(path: Path | None) -> Callable[[], contextlib.AbstractContextManager[object]]:
+    """What `DrillPlan.hold` takes: an exclusive flock on `path` for each block (or nothing)."""
+    if path is None:
+        return contextlib.nullcontext
+
+    @contextlib.contextmanager
+    def hold() -> Iterator[None]:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)  # waits for the other users; the kernel frees it
+            yield
+        finally:
+            os.close(fd)
+
+    return hold
 
 
 def converge(lab: Lab, say: Callable[[str], None]) -> tuple[Cluster, StateDir] | None:
@@ -104,7 +127,9 @@ def main(argv: list[str]) -> int:
         metavar="MODE:NAME:SUBNET",
         help="the lab for cloud-lb or local-lb (default: derived from --name/--subnet)",
     )
+    p.add_argument("--lock", type=Path, help="flock this file around each run, not longer")
     a = p.parse_args(argv)
+    hold = lock_holder(a.lock)
     try:
         loss = 0.0 if a.loss.strip().rstrip("%") in ("0", "0.0") else parse_loss(a.loss)
     except LabError as e:
@@ -131,28 +156,34 @@ def main(argv: list[str]) -> int:
     soak_seconds = soak_seconds if "vip" in modes else 0.0
     try:
         if "vip" in modes:
-            converged = converge(lab, say)
+            with hold():
+                converged = converge(lab, say)
             if converged is None:
                 return 1
             cluster, state = converged
             if a.repeat > 0:
-                plan = DrillPlan(scenarios, a.out, repeat=a.repeat, log=say)
+                plan = DrillPlan(scenarios, a.out, repeat=a.repeat, log=say, hold=hold)
                 reports = run_comparison(cluster, lab, state, plan)
         for other in others:
-            done = converge(other, say)
+            with hold():
+                done = converge(other, say)
             if done is None:
                 return 1
             if a.repeat > 0:
-                plan = DrillPlan(scenarios, a.out, repeat=a.repeat, state=done[1], log=say)
+                plan = DrillPlan(
+                    scenarios, a.out, repeat=a.repeat, state=done[1], log=say, hold=hold
+                )
                 reports.append(run_drill(done[0], other, plan, config=other.plan.endpoint_mode))
             if a.down:
-                destroy(other.name)
+                with hold():
+                    destroy(other.name)
         if reports:
             console.print(figures_table(reports))
         soak = None
         if soak_seconds > 0:
             soak_plan = DrillPlan(["soak"], a.out / "soak", soak_seconds=soak_seconds, state=state,
-                                  settings=Settings(soak_loss=loss), log=say)  # fmt: skip
+                                  settings=Settings(soak_loss=loss), log=say,
+                                  hold=hold)  # fmt: skip
             soak = run_drill(cluster, lab, soak_plan, config=DEFAULTS)
             for m in soak.runs:
                 total = m.ok + m.failed
@@ -174,7 +205,8 @@ def main(argv: list[str]) -> int:
     finally:
         if a.down:
             for each in [lab, *others]:
-                destroy(each.name)
+                with hold():
+                    destroy(each.name)
 
 
 if __name__ == "__main__":

@@ -1,6 +1,6 @@
 """`lab up --endpoint-mode local-lb` on real lab hosts: HAProxy on every node on 127.0.0.1, no
-VIP anywhere, and the drill stops a control plane's apiserver with the probe inside a worker's
-namespace going through that worker's own HAProxy.
+VIP anywhere, and the drill stops a control plane's apiserver, then cuts a control plane's link,
+with the probe inside a worker's namespace going through that worker's own HAProxy.
 
 Own lab name and subnet; the module-scoped lab is always torn down.
 """
@@ -47,16 +47,21 @@ def test_every_node_balances_on_loopback_and_no_host_holds_a_vip(
                    "https://127.0.0.1:8443/readyz").stdout == "200"  # fmt: skip
 
 
-def test_apiserver_down_probed_through_a_workers_local_endpoint(
-    applied: tuple[Lab, Cluster, Path],
+@pytest.mark.parametrize("scenario", ["apiserver-down", "isolate"])
+def test_a_lost_control_plane_is_routed_around_by_a_workers_local_endpoint(
+    applied: tuple[Lab, Cluster, Path], scenario: str
 ) -> None:
+    # isolate means something without a VIP too: the worker's HAProxy must find that cp1
+    # stopped answering (no FIN, no RST) and route around it before the link comes back.
     lab, cluster, out = applied
-    plan = DrillPlan(["apiserver-down"], out, state=StateDir(cluster.name), settings=Settings())
+    plan = DrillPlan([scenario], out, state=StateDir(cluster.name), settings=Settings())
     report = run_drill(cluster, lab, plan)
     assert report.endpoint_mode == "local-lb"
     assert "inside worker w1's network namespace" in report.vantage
     assert "w1's own HAProxy on 127.0.0.1:8443" in report.vantage
+    assert report.skipped == {}
     [m] = report.runs
-    assert (m.target, m.vip_moves) == ("cp1", 0)
+    assert (m.scenario, m.target, m.vip_moves) == (scenario, "cp1", 0)
     assert m.ok > 0
+    assert m.end_healthy, m.problems
     assert report.ok, (report.errors, m.problems)

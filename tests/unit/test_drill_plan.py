@@ -6,7 +6,9 @@ The lab-driving Drill is replaced by a recorder here (tests/lab/test_drill.py dr
 
 from __future__ import annotations
 
+import contextlib
 import json
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, ClassVar, cast
 
@@ -38,7 +40,7 @@ class Recorder:
 
     def __init__(self, cluster: Cluster, lab: Lab, out_dir: Path, **kw: Any) -> None:
         self.config = str(kw["config"])
-        Recorder.built.append({"out_dir": out_dir, **kw})
+        Recorder.built.append({"out_dir": out_dir, "cluster": cluster, **kw})
 
     def run(self, name: str, index: int, *, soak_seconds: float) -> RunMetrics:
         Recorder.runs.append((self.config, name, index, soak_seconds))
@@ -125,3 +127,51 @@ def test_run_comparison_drills_both_configurations_and_always_restores_the_defau
     assert [b["config"] for b in recorder.built] == [workflow.DEFAULTS]
     assert recorder.built[0]["cafile"] == tmp_path / "out" / "tutorial-ca.crt"
     assert applied == ["tutorial", "tutorial files", "tutorial"]
+
+
+def test_the_plans_hold_is_taken_around_each_run_and_each_reconfiguration_only(
+    tmp_path: Path, recorder: type[Recorder], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A bench on a shared lab holds the lab lock for one run (or one apply) at a time and lets
+    # other users in between: every run and every reconfiguration happen inside a hold.
+    events: list[str] = []
+
+    @contextlib.contextmanager
+    def hold() -> Iterator[None]:
+        events.append("take")
+        yield
+        events.append("release")
+
+    async def apply_lb(cluster: Cluster, state: StateDir) -> None:
+        events.append("apply")
+
+    def install_tutorial(*_args: Any) -> None:
+        events.append("tutorial files")
+
+    real_run = Recorder.run
+
+    def run(self: Recorder, name: str, index: int, *, soak_seconds: float) -> RunMetrics:
+        events.append(f"run {self.config} {name} #{index}")
+        return real_run(self, name, index, soak_seconds=soak_seconds)
+
+    monkeypatch.setattr(Recorder, "run", run)
+    monkeypatch.setattr(workflow, "_apply_lb", apply_lb)
+    monkeypatch.setattr(workflow, "install_tutorial", install_tutorial)
+    monkeypatch.setattr(workflow, "write_ca", lambda _s, out: out / "ca.crt")
+    state = StateDir("tutorial", root=tmp_path / "state")
+    plan = workflow.DrillPlan(["host-down"], tmp_path, repeat=2, hold=hold)
+    workflow.run_comparison(tutorial_cluster(), LAB, state, plan)
+    inner = [e for e in events if e not in ("take", "release")]
+    assert inner == [
+        "apply",
+        f"run {workflow.DEFAULTS} host-down #1",
+        f"run {workflow.DEFAULTS} host-down #2",
+        "tutorial files",
+        f"run {workflow.TUTORIAL} host-down #1",
+        f"run {workflow.TUTORIAL} host-down #2",
+        "apply",
+    ]
+    assert events == [x for e in inner for x in ("take", e, "release")]
+    # The tutorial's MASTER preempts, hakube's defaults do not: each column is judged by its own.
+    preempts = [(b["config"], b["cluster"].endpoint.vrrp.preempt) for b in recorder.built]
+    assert preempts == [(workflow.DEFAULTS, False), (workflow.TUTORIAL, True)]

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import json
+import subprocess
 
 import pytest
 
+from hakube_lab.drill.health import KILLED_AT_DOWN, KILLED_AT_DOWN_RE
 from hakube_lab.drill.report import (
     Marks,
     Request,
@@ -127,3 +129,27 @@ def test_parse_logs_skip_torn_lines() -> None:
     assert r[0].errors == ("a", "b")
     v = parse_vip(['{"t": 1, "holders": ["cp1"], "reachable": []}', ""])
     assert v == [VipSample(1.0, ("cp1",), ())]
+
+
+def test_killed_at_down_counts_only_sessions_haproxy_closed_for_a_down_server() -> None:
+    # tcplog lines as HAProxy 2.6 wrote them on the lab's new VIP owner after a host-down: the
+    # D- sessions were still connecting to the dead server when it was marked DOWN.
+    log = "\n".join(
+        [
+            "10.1.0.1:35746 [26/Nov/2026:04:10:14.676] kube-apiserver kube-apiserver/cp2 "
+            "102/0/101 0 D- 12/12/11/4/+1 0/0",
+            "10.1.0.1:35760 [26/Nov/2026:04:10:14.678] kube-apiserver kube-apiserver/cp3 "
+            "102/1/102 0 DC 11/11/10/5/+1 0/0",
+            "10.1.0.1:35790 [26/Nov/2026:04:10:14.690] kube-apiserver kube-apiserver/cp3 "
+            "-1/0/20 4120 -- 11/11/10/5/0 0/0",
+            "10.1.0.1:35792 [26/Nov/2026:04:10:14.695] kube-apiserver kube-apiserver/cp2 "
+            "-1/-1/100 0 SC 11/11/10/5/3 0/0",
+            "Server kube-apiserver/cp1 is DOWN, reason: Layer4 timeout, check duration: 101ms. "
+            "2 active and 0 backup servers left. 2 sessions active, 0 requeued.",
+        ]
+    )
+    res = subprocess.run(
+        ["grep", "-cE", KILLED_AT_DOWN_RE], input=log, capture_output=True, text=True, check=False
+    )
+    assert res.stdout.strip() == "2"
+    assert f"grep -cE '{KILLED_AT_DOWN_RE}'" in KILLED_AT_DOWN

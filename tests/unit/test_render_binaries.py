@@ -69,14 +69,16 @@ def test_keepalived_accepts(
     secure_dir: Path, unicast: bool, version: int, preempt: bool, track: bool
 ) -> None:
     assert KEEPALIVED is not None
+    # preempt_delay only exists beside preemption: validation refuses it with nopreempt.
+    delay = {"preempt_delay": 3} if preempt else {}
     c = vip_cluster(
         unicast=unicast,
         version=version,
         advert_interval=1 if version == 2 else 0.1,
         preempt=preempt,
-        preempt_delay=3,
         track_haproxy_state=track,
         rt_priority=10,
+        **delay,
     )
     for host_name, files in render_all(c, SECRETS).items():
         by_path = {f.path: f for f in files}

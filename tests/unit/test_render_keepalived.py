@@ -54,11 +54,13 @@ def test_priorities_distinct_descending_never_255() -> None:
 
 
 def test_tutorial_priorities_and_weight() -> None:
-    c = tutorial()
+    c = tutorial(preempt=True)
     prios = priorities(c)
     assert list(prios.values()) == [200, 190, 180]
     w = check_weight(c)
     assert abs(w) > max(prios.values()) - min(prios.values())
+    # Without preemption (the default) only FAULT gives the VIP away.
+    assert check_weight(tutorial()) == 0
     for i, h in enumerate(c.hosts):
         assert f"priority {prios[h.name]}\n" in conf(c, i)
 
@@ -95,8 +97,9 @@ def test_nopreempt_uses_fault_and_backup() -> None:
 
 
 def test_preempt_delay_only_with_preempt() -> None:
-    assert "preempt_delay 7" in conf(tutorial(preempt_delay=7))
-    assert "preempt_delay" not in conf(tutorial(preempt_delay=7, preempt=False))
+    assert "preempt_delay 7" in conf(tutorial(preempt_delay=7, preempt=True))
+    assert "preempt_delay" not in conf(tutorial())
+    assert "nopreempt" in conf(tutorial())
 
 
 def test_vrrp_v2_auth_truncated_v3_without_auth() -> None:
@@ -138,7 +141,12 @@ def test_vip_interface_and_prefix() -> None:
 
 def test_tutorial_settings_are_expressible() -> None:
     c = tutorial(
-        version=2, advert_interval=1, check_interval=3, check_weight=-11, track_haproxy_state=False
+        version=2,
+        advert_interval=1,
+        check_interval=3,
+        check_weight=-11,
+        track_haproxy_state=False,
+        preempt=True,
     )
     text = conf(c)
     assert "interval 3\n" in text
@@ -175,12 +183,12 @@ def test_check_script_goes_through_haproxy() -> None:
 
 
 def test_check_waits_out_a_resent_syn_and_init_fail_is_opt_in() -> None:
-    text = conf(tutorial())
+    text = conf(tutorial(preempt=True))
     assert "    timeout 4\n" in text  # curl's 2 s plus the socket fallback
     assert "init_fail" not in text  # re-armed on every reload: a live roll would move the VIP
     assert "preempt_delay 3\n" in text
     assert "    init_fail\n" in conf(tutorial(check_init_fail=True))
-    text = conf(tutorial(check_init_fail=False, check_timeout=5, preempt_delay=0))
+    text = conf(tutorial(check_init_fail=False, check_timeout=5, preempt_delay=0, preempt=True))
     assert "init_fail" not in text
     assert "    timeout 7\n" in text
     assert "preempt_delay" not in text
@@ -193,10 +201,10 @@ def test_all_backends_down_passes_only_where_failing_means_fault() -> None:
     def script(c: Cluster) -> str:
         return {f.path: f for f in render_keepalived(c, c.hosts[0], SECRETS)}[CHECK_SCRIPT].content
 
-    assert "socat" not in script(tutorial())
-    assert "exit 1" in script(tutorial())
-    assert "socat" in script(tutorial(preempt=False))
-    assert "socat" in script(tutorial(check_weight=0))
+    assert "socat" not in script(tutorial(preempt=True))
+    assert "exit 1" in script(tutorial(preempt=True))
+    assert "socat" in script(tutorial())
+    assert "socat" in script(tutorial(check_weight=0, preempt=True))
 
 
 def test_vrrp_runs_real_time_by_default_and_null_turns_it_off() -> None:

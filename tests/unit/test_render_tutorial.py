@@ -66,11 +66,13 @@ def test_no_pipe_to_shell() -> None:
         assert not re.search(r"(curl|wget)[^\n|]*\|\s*(ba)?sh", f.content), f.path
 
 
-def test_priorities_distinct_descending_and_weight_moves_vip() -> None:
+def test_priorities_distinct_descending_and_a_failed_check_gives_the_vip_away() -> None:
     c = cluster()
     prios = list(priorities(c).values())
     assert prios == sorted(set(prios), reverse=True)
-    assert abs(check_weight(c)) > max(prios) - min(prios)
+    # No preemption by default: a failed check means FAULT (weight 0), never a kept VIP.
+    assert not c.endpoint.vrrp.preempt
+    assert check_weight(c) == 0
 
 
 def test_vrrp_v2_auth_pass_at_most_8() -> None:

@@ -306,6 +306,27 @@ def _vrrp(c: Cluster) -> list[Problem]:
                 "or 0 to put a failing host in FAULT)",
             )
         )
+    if not v.preempt:
+        # keepalived's nopreempt: a backup never takes the VIP from a live master, whatever
+        # the priorities say. Both settings would be accepted and do nothing.
+        if w is not None and w != 0:
+            out.append(
+                _err(
+                    "endpoint.vrrp.check_weight",
+                    f"weight {w} cannot move the VIP with preempt off: a backup never takes "
+                    "it from a live master, so a failing owner would keep it",
+                    "remove check_weight (a failing host then goes to FAULT and gives the VIP "
+                    "away), or set endpoint.vrrp.preempt: true",
+                )
+            )
+        if "preempt_delay" in v.model_fields_set:
+            out.append(
+                _err(
+                    "endpoint.vrrp.preempt_delay",
+                    "preempt_delay only delays a preemption, and preempt is off",
+                    "remove preempt_delay, or set endpoint.vrrp.preempt: true",
+                )
+            )
     out.extend(_vrrp_segment(c))
     if len(c.lb_hosts) > 250:
         out.append(

@@ -16,8 +16,18 @@ from hakube.facts.haproxy import parse_show_stat, show_stat
 from hakube.render.haproxy import STATS_SOCKET
 from hakube.render.keepalived import priorities
 from hakube.spec.model import Cluster, EndpointMode
+from hakube_lab.addressing import LabError
 from hakube_lab.lab import Lab
 from hakube_lab.standin import UNIT as STANDIN_UNIT
+
+#: HAProxy's tcplog lines (journald, tag haproxy) whose termination state starts with D: the
+#: session was closed by HAProxy because its server was marked DOWN (`on-marked-down
+#: shutdown-sessions`), also while it was still connecting there and would have been retried.
+KILLED_AT_DOWN_RE = " [0-9]+ D. [0-9]+/[0-9]+/"
+KILLED_AT_DOWN = (
+    "journalctl -q -o cat -t haproxy --since @{since} --until @{until} "
+    f"| grep -cE '{KILLED_AT_DOWN_RE}'; true"
+)
 
 
 @dataclass
@@ -52,6 +62,19 @@ class HealthCheck:
             if f"inet {vip}/" in res.stdout and up.exists() and up.read_text().strip() == "up":
                 out.append(name)
         return out
+
+    def killed_at_down(self, since: float, until: float) -> int:
+        """Sessions the balancers closed because their server went DOWN, between two wall-clock
+        times (whole seconds, widened outwards), summed over the balancers that answer."""
+        cmd = KILLED_AT_DOWN.format(since=int(since), until=int(until) + 1)
+        total = 0
+        for host in self.balancers:
+            try:
+                res = self.lab.nsenter(host, ["sh", "-c", cmd], check=False, timeout=10)
+            except (LabError, subprocess.SubprocessError):
+                continue  # a host that is down has no log to read: its HAProxy died with it
+            total += int(res.stdout.strip() or 0)
+        return total
 
     def _units_of(self, host: str) -> list[str]:
         c = self.cluster

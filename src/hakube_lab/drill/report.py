@@ -184,6 +184,10 @@ class RunMetrics:
     direct_failed: int | None = None
     direct_total: int | None = None
     marks: Marks | None = None
+    #: Sessions HAProxy closed because their server was marked DOWN (from break to end, read
+    #: from the balancers' logs by the runner and the soak): a client without retry sees each
+    #: as a failure.
+    killed_at_down: int = 0
 
     @property
     def invariants_ok(self) -> bool:
@@ -291,6 +295,7 @@ FIGURES: tuple[Figure, ...] = (
     Figure("failed", "failed"),
     Figure("failed_after_move", "failed after the move"),
     Figure("failed_restore", "failed on restore"),
+    Figure("killed_at_down", "closed by HAProxy: server DOWN"),
     Figure("direct_failed", "failed, own address"),
     Figure("ok", "ok"),
     Figure("retried", "ok on retry"),

@@ -80,6 +80,7 @@ class Drill:
             what = summary(sc.summary, self.front)
             self.log(f"{name} #{index}: break ({what}; target {', '.join(targets)})")
             t_break = time.monotonic()
+            wall_break = time.time()
             do_break()
             t_break_done = time.monotonic()
             self._observe_break(sc, probes, owner, t_break)
@@ -101,6 +102,7 @@ class Drill:
             healthy_after_s=None if healthy_at is None else healthy_at - t_restore,
             others_ok=others.ok, end_healthy=end_health.ok,
         )  # fmt: skip
+        m.killed_at_down = self.checks.killed_at_down(wall_break, time.time())
         problems += [f"at the end: {p}" for p in end_health.problems]
         problems += invariants(sc, m, requests, marks, self.cluster, vip=self.front.has_vip)
         m.problems = problems

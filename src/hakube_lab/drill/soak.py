@@ -65,6 +65,7 @@ def soak(d: Drill, seconds: float, index: int = 1, load: bool = True) -> RunMetr
             time.sleep(st.baseline_s)
             d.log(f"soak #{index}: {seconds:.0f} s" + (f" with {what}" if what else ""))
             t0 = time.monotonic()
+            wall_t0 = time.time()
             with cpu_load(seconds) if load else contextlib.nullcontext():
                 time.sleep(seconds)
             t1 = time.monotonic()
@@ -79,6 +80,7 @@ def soak(d: Drill, seconds: float, index: int = 1, load: bool = True) -> RunMetr
     # whether the setup becomes whole again, not whether it is at this very instant.
     end = d.checks.wait_whole(timeout=30.0) if st.soak_loss else d.checks.check()
     m = compute_metrics(SOAK, d.config, index, requests, samples, marks, end_healthy=end.ok)
+    m.killed_at_down = d.checks.killed_at_down(wall_t0, time.time())
     if direct is not None:
         beside = [r for r in probes.direct_requests() if t0 <= r.t <= t1]
         m.direct_failed = sum(not r.ok for r in beside)

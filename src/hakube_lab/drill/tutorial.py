@@ -105,3 +105,11 @@ def install_tutorial(cluster: Cluster, lab: Lab, secrets: Secrets) -> None:
         res = lab.run(h.name, "systemctl restart haproxy keepalived", check=False, timeout=60)
         if res.returncode != 0:
             raise DrillError(f"{h.name}: restarting haproxy and keepalived failed: {res.stderr}")
+
+
+def as_drilled(cluster: Cluster) -> Cluster:
+    """The cluster as the drill must judge it while the tutorial's files run: its MASTER
+    preempts (no `nopreempt`), so a restore is only over once the VIP is back on it."""
+    ep = cluster.endpoint
+    vrrp = ep.vrrp.model_copy(update={"preempt": True})
+    return cluster.model_copy(update={"endpoint": ep.model_copy(update={"vrrp": vrrp})})

@@ -9,6 +9,7 @@ haproxy.cfg against hakube's defaults on the same lab (`apply --only lb` puts th
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
@@ -27,7 +28,7 @@ from hakube_lab.drill.policy import check_allowed
 from hakube_lab.drill.report import FIGURES, RunMetrics, aggregate, fmt_spread
 from hakube_lab.drill.runner import Drill
 from hakube_lab.drill.scenarios import ALL, SCENARIOS, SOAK, DrillError, Settings, slug
-from hakube_lab.drill.tutorial import TUTORIAL_STATS_SOCKET, install_tutorial
+from hakube_lab.drill.tutorial import TUTORIAL_STATS_SOCKET, as_drilled, install_tutorial
 from hakube_lab.lab import Lab
 
 Say = Callable[[str], None]
@@ -106,6 +107,9 @@ class DrillPlan:
     state: StateDir | None = None
     settings: Settings | None = None
     log: Say = _quiet
+    #: Held around each run and each reconfiguration, released between them: e.g. a lock that
+    #: several users of one machine's lab take in turn (the benches' `--lock`).
+    hold: Callable[[], contextlib.AbstractContextManager[object]] = contextlib.nullcontext
 
 
 def run_drill(
@@ -137,7 +141,8 @@ def run_drill(
     for i in range(1, plan.repeat + 1):
         for name in runnable:
             try:
-                m = drill.run(name, i, soak_seconds=plan.soak_seconds)
+                with plan.hold():
+                    m = drill.run(name, i, soak_seconds=plan.soak_seconds)
             except DrillError as e:
                 report.errors.append(f"{name} #{i}: {e}")
                 log(f"[red]{name} #{i}: {e}[/]")
@@ -185,16 +190,21 @@ def run_comparison(
     log = plan.log
     try:
         log(f"[bold]apply --only lb with {DEFAULTS}[/]")
-        asyncio.run(_apply_lb(cluster, state))
+        with plan.hold():
+            asyncio.run(_apply_lb(cluster, state))
         reports.append(run_drill(cluster, lab, plan, config=DEFAULTS))
         log("[bold]the tutorial's keepalived.conf and haproxy.cfg on every LB host[/]")
-        install_tutorial(cluster, lab, state.secrets())
+        with plan.hold():
+            install_tutorial(cluster, lab, state.secrets())
         reports.append(
-            run_drill(cluster, lab, plan, config=TUTORIAL, stats_socket=TUTORIAL_STATS_SOCKET)
+            run_drill(
+                as_drilled(cluster), lab, plan, config=TUTORIAL, stats_socket=TUTORIAL_STATS_SOCKET
+            )
         )
     finally:
         log("[bold]apply --only lb with hakube defaults again[/]")
-        asyncio.run(_apply_lb(cluster, state))
+        with plan.hold():
+            asyncio.run(_apply_lb(cluster, state))
     return reports
 
 

@@ -42,6 +42,11 @@ from hakube.console import (
 
 PLUGIN_GROUP = "hakube.cli_plugins"
 
+# Help and usage errors in click's plain layout: typer's rich layout imports typer.rich_utils,
+# which imports rich's markdown (markdown_it), syntax and traceback modules on every help
+# screen, about as much start-up time as the rest of `hakube --help` together.
+HELP_MARKUP = None
+
 Register = Callable[[typer.Typer], None]
 
 
@@ -67,14 +72,19 @@ class PluginGroup(TyperGroup):
             self.plugins_loaded = True
             self._mount(plugin_registrars(PLUGIN_GROUP), first=False)
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        whole_first_paragraphs(self.commands)
+
     def _mount(self, registrars: Iterator[Register] | list[Register], first: bool) -> None:
-        extra = typer.Typer()
+        extra = typer.Typer(rich_markup_mode=HELP_MARKUP)
         for register in registrars:
             register(extra)
         attach(extra, EXAMPLES)
         if not (extra.registered_commands or extra.registered_groups):
             return
         built = typer.main.get_group(extra).commands
+        whole_first_paragraphs(built)
         if not first:
             self.commands = {**self.commands, **built}
             return
@@ -97,6 +107,18 @@ class PluginGroup(TyperGroup):
                 load()
                 found = super().get_command(ctx, cmd_name)
         return found
+
+
+def whole_first_paragraphs(commands: dict[str, Command]) -> None:
+    """Make every group list each of its commands with the whole first paragraph of its help.
+
+    Click's listing cuts that paragraph to what fits on one line and adds "...", so most of
+    hakube's one-line summaries lost their end; given as `short_help`, it is listed whole and
+    wrapped. A command's own short_help, if any, is kept."""
+    for cmd in commands.values():
+        if cmd.short_help is None and cmd.help:
+            cmd.short_help = " ".join(cmd.help.split("\n\n")[0].split())
+        whole_first_paragraphs(getattr(cmd, "commands", {}))
 
 
 def plugin_registrars(group: str) -> Iterator[Register]:
@@ -151,6 +173,9 @@ def _entry_point_values(path: Path, group: str) -> list[str]:
 
 app = typer.Typer(
     cls=PluginGroup,
+    rich_markup_mode=HELP_MARKUP,
+    # Click's default, 80 columns, wraps most one-line summaries on today's wider terminals.
+    context_settings={"max_content_width": 120},
     no_args_is_help=True,
     # --install-completion / --show-completion (bash, zsh, fish, PowerShell); see the README.
     add_completion=True,

@@ -10,14 +10,14 @@ import json
 import sys
 from enum import StrEnum
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, NoReturn
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn, cast
 
 import typer
-from rich.console import Console
 
 # Start-up time: `hakube --help` and `hakube validate` must not pay for the phases, asyncssh or
 # the PKI, so everything below is imported where it is used.
 if TYPE_CHECKING:
+    from rich.console import Console
     from rich.table import Table
 
     from hakube.phases.base import Event
@@ -25,8 +25,27 @@ if TYPE_CHECKING:
     from hakube.spec import Loaded
     from hakube.workflows.apply import ApplyResult
 
-out = Console()
-err = Console(stderr=True)
+
+
+class _FirstUse:
+    """A rich Console made when something is first printed through it: importing rich.console
+    (and the markup, style and colour modules it pulls in) is a sixth of `hakube --help`'s
+    start-up, and help, usage errors and JSON output never print through rich."""
+
+    def __init__(self, stderr: bool) -> None:
+        self._stderr = stderr
+        self._console: Console | None = None
+
+    def __getattr__(self, name: str) -> Any:
+        if self._console is None:
+            from rich.console import Console
+
+            self._console = Console(stderr=self._stderr)
+        return getattr(self._console, name)
+
+
+out = cast("Console", _FirstUse(stderr=False))
+err = cast("Console", _FirstUse(stderr=True))
 
 
 class Output(StrEnum):

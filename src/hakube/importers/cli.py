@@ -9,7 +9,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, NoReturn
 
 import typer
-from rich.markup import escape
 
 from hakube.console import Output, err, print_json, problem_json
 from hakube.fileio import write_public_file
@@ -106,6 +105,8 @@ def _run(
 
 
 def _invalid(source: Path, e: SpecError, output: Output) -> NoReturn:
+    from rich.markup import escape
+
     if output is Output.JSON:
         print_json({"written": False, "problems": [problem_json(p) for p in e.problems]})
         raise typer.Exit(2)
@@ -124,6 +125,8 @@ def _invalid(source: Path, e: SpecError, output: Output) -> NoReturn:
 
 
 def _refuse(message: str, hint: str, output: Output) -> NoReturn:
+    from rich.markup import escape
+
     if output is Output.JSON:
         print_json({"written": False, "error": message, "hint": hint})
         raise typer.Exit(2)

@@ -51,10 +51,11 @@ Register = Callable[[typer.Typer], None]
 
 
 class PluginGroup(TyperGroup):
-    """The product's start-up commands, then on first need the day-2 commands and the plugins'
-    (`register(typer_app)` per entry point): `hakube validate` builds none of them and imports
-    no plugin; a day-2 command name mounts the day-2 commands; help, completion and other
-    unknown names mount the plugins too. Start-up time is what a user waits for on every run."""
+    """The product's start-up commands, then on first need the day-2 commands with `import`
+    and the plugins' (`register(typer_app)` per entry point): `hakube validate` builds none of
+    them and imports no plugin; a day-2 command name mounts the day-2 commands; help,
+    completion and other unknown names mount the plugins too. Start-up time is what a user
+    waits for on every run."""
 
     day2_loaded = False
     plugins_loaded = False
@@ -65,6 +66,7 @@ class PluginGroup(TyperGroup):
             from hakube.ops_cli import register
 
             self._mount([register], first=True)
+            self._mount([register_import], first=False)
 
     def load_plugins(self) -> None:
         self.load_day2()
@@ -411,13 +413,13 @@ def node_remove(
                   "again as a new host", highlight=False)  # fmt: skip
 
 
-def _mount_import() -> None:
+def register_import(parent: typer.Typer) -> None:
+    """`hakube import`, mounted with the day-2 commands: its module imports the file writers."""
     from hakube.importers.cli import app as import_app
 
-    app.add_typer(import_app, name="import")
+    parent.add_typer(import_app, name="import")
 
 
-_mount_import()
 attach(app, EXAMPLES)
 
 

@@ -37,6 +37,7 @@ from hakube.console import (
     print_json,
     print_result,
     problem_json,
+    say,
     split_list,
 )
 
@@ -211,10 +212,10 @@ def validate(
             }
         )
         return
-    out.print(
-        f"[green]{file}: valid[/] - cluster {c.name!r}, {len(c.control_planes)} control-plane, "
-        f"{len(c.workers)} worker, endpoint {c.endpoint.mode.value} {c.control_plane_endpoint}",
-        highlight=False,
+    say(
+        (f"{file}: valid", "green"),
+        f" - cluster {c.name!r}, {len(c.control_planes)} control-plane, {len(c.workers)} worker, "
+        f"endpoint {c.endpoint.mode.value} {c.control_plane_endpoint}",
     )
 
 

@@ -7,6 +7,7 @@ print the same way without importing the CLI module that mounts them.
 from __future__ import annotations
 
 import json
+import os
 import sys
 from enum import StrEnum
 from pathlib import Path
@@ -24,7 +25,6 @@ if TYPE_CHECKING:
     from hakube.phases.verify import VerifyReport
     from hakube.spec import Loaded
     from hakube.workflows.apply import ApplyResult
-
 
 
 class _FirstUse:
@@ -48,6 +48,22 @@ out = cast("Console", _FirstUse(stderr=False))
 err = cast("Console", _FirstUse(stderr=True))
 
 
+def say(*parts: str | tuple[str, str], stderr: bool = False) -> None:
+    """Print one line made of plain parts and (text, rich style) parts, never read as markup.
+
+    On a terminal (or where FORCE_COLOR or TTY_COMPATIBLE asks rich for one) it goes through
+    rich, in colour and wrapped to the width. Anywhere else (a pipe, a file, a CI log) rich
+    would only drop the colours and wrap at 80 columns, so the text is written as it is:
+    `hakube validate` in a script does not pay for importing rich."""
+    stream = sys.stderr if stderr else sys.stdout
+    if not (stream.isatty() or os.environ.get("FORCE_COLOR") or os.environ.get("TTY_COMPATIBLE")):
+        stream.write("".join(p if isinstance(p, str) else p[0] for p in parts) + "\n")
+        return
+    from rich.text import Text
+
+    (err if stderr else out).print(Text.assemble(*parts), highlight=False)
+
+
 class Output(StrEnum):
     TEXT = "text"
     JSON = "json"
@@ -69,7 +85,7 @@ def fail(message: str, code: int = 1, output: Output = Output.TEXT) -> NoReturn:
     if output is Output.JSON:
         print_json({"ok": False, "error": message, "exit_code": code})
     else:
-        err.print(f"[bold red]error:[/] {message}", highlight=False)
+        say(("error:", "bold red"), f" {message}", stderr=True)
     raise typer.Exit(code)
 
 
@@ -89,17 +105,16 @@ def load_or_exit(path: Path, output: Output = Output.TEXT) -> Loaded:
                 }
             )
         else:
-            err.print(f"[bold red]{path}: {e.error_count} problem(s)[/]", highlight=False)
+            say((f"{path}: {e.error_count} problem(s)", "bold red"), stderr=True)
             for p in e.shown:
-                colour = "red" if p.severity is Severity.ERROR else "yellow"
-                err.print(f"[{colour}]{p}[/]", highlight=False)
+                say((str(p), "red" if p.severity is Severity.ERROR else "yellow"), stderr=True)
             if e.more:
-                err.print(f"and {e.more} more", highlight=False)
-            err.print("Nothing was changed.")
+                say(f"and {e.more} more", stderr=True)
+            say("Nothing was changed.", stderr=True)
         raise typer.Exit(2) from None
     if output is Output.TEXT:
         for w in loaded.warnings:
-            err.print(f"[yellow]{w}[/]", highlight=False)
+            say((str(w), "yellow"), stderr=True)
     return loaded
 
 

@@ -84,7 +84,7 @@ def test_a_day2_command_is_mounted_when_named() -> None:
 def test_import_is_mounted_when_named() -> None:
     loaded = modules_loaded_by("import", "kubeasz", "--help")
     assert "hakube.importers.cli" in loaded
-    assert heavy(loaded, ("hakube_lab", "asyncio", "asyncssh", "pydantic")) == []
+    assert heavy(loaded, ("hakube_lab", "asyncio", "asyncssh", "jinja2")) == []
 
 
 def write_dist(site: Path, dist: str, entry_points: str, module: str = "", code: str = "") -> None:

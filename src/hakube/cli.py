@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import re
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -112,7 +112,7 @@ class PluginGroup(TyperGroup):
         return found
 
 
-def whole_first_paragraphs(commands: dict[str, Command]) -> None:
+def whole_first_paragraphs(commands: Mapping[str, Command]) -> None:
     """Make every group list each of its commands with the whole first paragraph of its help.
 
     Click's listing cuts that paragraph to what fits on one line and adds "...", so most of

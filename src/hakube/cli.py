@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import re
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -37,19 +37,26 @@ from hakube.console import (
     print_json,
     print_result,
     problem_json,
+    say,
     split_list,
 )
 
 PLUGIN_GROUP = "hakube.cli_plugins"
 
+# Help and usage errors in click's plain layout: typer's rich layout imports typer.rich_utils,
+# which imports rich's markdown (markdown_it), syntax and traceback modules on every help
+# screen, about as much start-up time as the rest of `hakube --help` together.
+HELP_MARKUP = None
+
 Register = Callable[[typer.Typer], None]
 
 
 class PluginGroup(TyperGroup):
-    """The product's start-up commands, then on first need the day-2 commands and the plugins'
-    (`register(typer_app)` per entry point): `hakube validate` builds none of them and imports
-    no plugin; a day-2 command name mounts the day-2 commands; help, completion and other
-    unknown names mount the plugins too. Start-up time is what a user waits for on every run."""
+    """The product's start-up commands, then on first need the day-2 commands with `import`
+    and the plugins' (`register(typer_app)` per entry point): `hakube validate` builds none of
+    them and imports no plugin; a day-2 command name mounts the day-2 commands; help,
+    completion and other unknown names mount the plugins too. Start-up time is what a user
+    waits for on every run."""
 
     day2_loaded = False
     plugins_loaded = False
@@ -60,6 +67,7 @@ class PluginGroup(TyperGroup):
             from hakube.ops_cli import register
 
             self._mount([register], first=True)
+            self._mount([register_import], first=False)
 
     def load_plugins(self) -> None:
         self.load_day2()
@@ -67,14 +75,19 @@ class PluginGroup(TyperGroup):
             self.plugins_loaded = True
             self._mount(plugin_registrars(PLUGIN_GROUP), first=False)
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        whole_first_paragraphs(self.commands)
+
     def _mount(self, registrars: Iterator[Register] | list[Register], first: bool) -> None:
-        extra = typer.Typer()
+        extra = typer.Typer(rich_markup_mode=HELP_MARKUP)
         for register in registrars:
             register(extra)
         attach(extra, EXAMPLES)
         if not (extra.registered_commands or extra.registered_groups):
             return
         built = typer.main.get_group(extra).commands
+        whole_first_paragraphs(built)
         if not first:
             self.commands = {**self.commands, **built}
             return
@@ -97,6 +110,18 @@ class PluginGroup(TyperGroup):
                 load()
                 found = super().get_command(ctx, cmd_name)
         return found
+
+
+def whole_first_paragraphs(commands: Mapping[str, Command]) -> None:
+    """Make every group list each of its commands with the whole first paragraph of its help.
+
+    Click's listing cuts that paragraph to what fits on one line and adds "...", so most of
+    hakube's one-line summaries lost their end; given as `short_help`, it is listed whole and
+    wrapped. A command's own short_help, if any, is kept."""
+    for cmd in commands.values():
+        if cmd.short_help is None and cmd.help:
+            cmd.short_help = " ".join(cmd.help.split("\n\n")[0].split())
+        whole_first_paragraphs(getattr(cmd, "commands", {}))
 
 
 def plugin_registrars(group: str) -> Iterator[Register]:
@@ -151,6 +176,9 @@ def _entry_point_values(path: Path, group: str) -> list[str]:
 
 app = typer.Typer(
     cls=PluginGroup,
+    rich_markup_mode=HELP_MARKUP,
+    # Click's default, 80 columns, wraps most one-line summaries on today's wider terminals.
+    context_settings={"max_content_width": 120},
     no_args_is_help=True,
     # --install-completion / --show-completion (bash, zsh, fish, PowerShell); see the README.
     add_completion=True,
@@ -184,10 +212,10 @@ def validate(
             }
         )
         return
-    out.print(
-        f"[green]{file}: valid[/] - cluster {c.name!r}, {len(c.control_planes)} control-plane, "
-        f"{len(c.workers)} worker, endpoint {c.endpoint.mode.value} {c.control_plane_endpoint}",
-        highlight=False,
+    say(
+        (f"{file}: valid", "green"),
+        f" - cluster {c.name!r}, {len(c.control_planes)} control-plane, {len(c.workers)} worker, "
+        f"endpoint {c.endpoint.mode.value} {c.control_plane_endpoint}",
     )
 
 
@@ -414,13 +442,13 @@ def node_remove(
                   "again as a new host", highlight=False)  # fmt: skip
 
 
-def _mount_import() -> None:
+def register_import(parent: typer.Typer) -> None:
+    """`hakube import`, mounted with the day-2 commands: its module imports the file writers."""
     from hakube.importers.cli import app as import_app
 
-    app.add_typer(import_app, name="import")
+    parent.add_typer(import_app, name="import")
 
 
-_mount_import()
 attach(app, EXAMPLES)
 
 

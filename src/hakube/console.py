@@ -7,17 +7,18 @@ print the same way without importing the CLI module that mounts them.
 from __future__ import annotations
 
 import json
+import os
 import sys
 from enum import StrEnum
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, NoReturn
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn, cast
 
 import typer
-from rich.console import Console
 
 # Start-up time: `hakube --help` and `hakube validate` must not pay for the phases, asyncssh or
 # the PKI, so everything below is imported where it is used.
 if TYPE_CHECKING:
+    from rich.console import Console
     from rich.table import Table
 
     from hakube.phases.base import Event
@@ -25,8 +26,42 @@ if TYPE_CHECKING:
     from hakube.spec import Loaded
     from hakube.workflows.apply import ApplyResult
 
-out = Console()
-err = Console(stderr=True)
+
+class _FirstUse:
+    """A rich Console made when something is first printed through it: importing rich.console
+    (and the markup, style and colour modules it pulls in) is a sixth of `hakube --help`'s
+    start-up, and help, usage errors and JSON output never print through rich."""
+
+    def __init__(self, stderr: bool) -> None:
+        self._stderr = stderr
+        self._console: Console | None = None
+
+    def __getattr__(self, name: str) -> Any:
+        if self._console is None:
+            from rich.console import Console
+
+            self._console = Console(stderr=self._stderr)
+        return getattr(self._console, name)
+
+
+out = cast("Console", _FirstUse(stderr=False))
+err = cast("Console", _FirstUse(stderr=True))
+
+
+def say(*parts: str | tuple[str, str], stderr: bool = False) -> None:
+    """Print one line made of plain parts and (text, rich style) parts, never read as markup.
+
+    On a terminal (or where FORCE_COLOR or TTY_COMPATIBLE asks rich for one) it goes through
+    rich, in colour and wrapped to the width. Anywhere else (a pipe, a file, a CI log) rich
+    would only drop the colours and wrap at 80 columns, so the text is written as it is:
+    `hakube validate` in a script does not pay for importing rich."""
+    stream = sys.stderr if stderr else sys.stdout
+    if not (stream.isatty() or os.environ.get("FORCE_COLOR") or os.environ.get("TTY_COMPATIBLE")):
+        stream.write("".join(p if isinstance(p, str) else p[0] for p in parts) + "\n")
+        return
+    from rich.text import Text
+
+    (err if stderr else out).print(Text.assemble(*parts), highlight=False)
 
 
 class Output(StrEnum):
@@ -57,17 +92,16 @@ def fail(
     """Stop with a message (a hint under it, then a `closing` line such as "Nothing was
     written."): on stderr, or with --output json as the one JSON document on stdout (`doc`, for
     a command whose document has its own keys; else ok/error/exit_code)."""
-    from rich.markup import escape
-
     if output is Output.JSON:
         print_json(doc if doc is not None else {"ok": False, "error": message, "exit_code": code})
         raise typer.Exit(code)
-    # Not re-wrapped: a long path stays whole (and can be copied) however wide the terminal.
-    err.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
+    # Through say(): never read as markup, and off a terminal never re-wrapped, so a long path
+    # stays whole (and can be copied).
+    say(("error:", "bold red"), f" {message}", stderr=True)
     if hint:
-        err.print(f"  hint: {hint}", markup=False, highlight=False)
+        say(f"  hint: {hint}", stderr=True)
     if closing:
-        err.print(closing)
+        say(closing, stderr=True)
     raise typer.Exit(code)
 
 
@@ -87,17 +121,16 @@ def load_or_exit(path: Path, output: Output = Output.TEXT) -> Loaded:
                 }
             )
         else:
-            err.print(f"[bold red]{path}: {e.error_count} problem(s)[/]", highlight=False)
+            say((f"{path}: {e.error_count} problem(s)", "bold red"), stderr=True)
             for p in e.shown:
-                colour = "red" if p.severity is Severity.ERROR else "yellow"
-                err.print(f"[{colour}]{p}[/]", highlight=False)
+                say((str(p), "red" if p.severity is Severity.ERROR else "yellow"), stderr=True)
             if e.more:
-                err.print(f"and {e.more} more", highlight=False)
-            err.print("Nothing was changed.")
+                say(f"and {e.more} more", stderr=True)
+            say("Nothing was changed.", stderr=True)
         raise typer.Exit(2) from None
     if output is Output.TEXT:
         for w in loaded.warnings:
-            err.print(f"[yellow]{w}[/]", highlight=False)
+            say((str(w), "yellow"), stderr=True)
     return loaded
 
 

@@ -72,3 +72,25 @@ def test_shell_completion_completes_command_names() -> None:
     env["COMP_WORDS"], env["COMP_CWORD"] = "hakube import kube", "2"
     done = subprocess.run([exe], env=env, capture_output=True, text=True, timeout=60, check=False)
     assert sorted(done.stdout.split()) == ["kubeasz", "kubespray"], done
+
+
+def test_command_listings_show_each_commands_whole_first_paragraph() -> None:
+    """Click's plain layout cuts a listed command's summary to one line ("..."): not here."""
+    tree = typer.main.get_command(app)
+    getattr(tree, "load_plugins", lambda: None)()
+    groups = [("", tree)] + [
+        (path, cmd) for path, cmd in walk_groups(tree, "") if hasattr(cmd, "commands")
+    ]
+    for path, group in groups:
+        res = runner.invoke(app, [*path.split(), "--help"], terminal_width=80)
+        assert res.exit_code == 0, res.output
+        shown = " ".join(res.output.split())
+        for name, cmd in group.commands.items():
+            first = " ".join((cmd.help or "").split("\n\n")[0].split())
+            assert f"{name} {first}" in shown, (path, name)
+
+
+def walk_groups(cmd: Any, path: str) -> Iterator[tuple[str, Any]]:
+    for name, sub in getattr(cmd, "commands", {}).items():
+        yield f"{path} {name}".strip(), sub
+        yield from walk_groups(sub, f"{path} {name}".strip())

@@ -42,23 +42,49 @@ def heavy(loaded: set[str], names: tuple[str, ...]) -> list[str]:
     return sorted(m for m in loaded if m in names or m.startswith(tuple(f"{n}." for n in names)))
 
 
-def test_help_imports_no_network_crypto_template_or_model_code() -> None:
+# Help and usage errors use click's plain layout: typer's rich layout (typer.rich_utils) imports
+# rich's markdown, syntax and traceback modules for every help screen.
+RICH_HELP = ("typer.rich_utils", "markdown_it", "rich")
+
+
+def test_help_imports_no_network_crypto_template_model_or_rich_code() -> None:
     loaded = modules_loaded_by("--help")
     assert "hakube_lab.cli" in loaded  # the plugins are mounted: help lists lab, demo, drill
-    assert heavy(loaded, (*NEVER_AT_START, "pydantic", "yaml", "importlib.metadata")) == []
+    assert "hakube.importers.cli" in loaded
+    assert heavy(loaded, (*NEVER_AT_START, *RICH_HELP, "pydantic", "yaml",
+                          "importlib.metadata")) == []  # fmt: skip
 
 
-def test_validate_imports_the_model_but_no_network_crypto_or_templates() -> None:
+def test_a_usage_error_imports_no_rich() -> None:
+    assert heavy(modules_loaded_by("validate", "--no-such-option"), RICH_HELP) == []
+
+
+def test_validate_imports_the_model_but_no_network_crypto_templates_or_rich() -> None:
+    # Its output goes to a pipe here: plain text, so rich is not imported (`say`).
     loaded = modules_loaded_by("validate", "-f", "examples/tutorial.yaml")
     assert "hakube.spec.model" in loaded
-    # validate names a product command: neither the day-2 commands nor any plugin is mounted.
-    assert heavy(loaded, (*NEVER_AT_START, "hakube.ops_cli", "hakube_lab")) == []
+    # validate names a product command: neither the day-2 commands, `import`, nor any plugin
+    # is mounted.
+    assert heavy(loaded, (*NEVER_AT_START, "hakube.ops_cli", "hakube.importers", "hakube_lab",
+                          "rich")) == []  # fmt: skip
+
+
+def test_a_bad_file_is_reported_without_rich_off_a_terminal(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("apiVersion: hakube/v1alpha1\nkind: Cluster\nname: X_\nhosts: []\n")
+    assert heavy(modules_loaded_by("validate", "-f", str(bad)), ("rich",)) == []
 
 
 def test_a_day2_command_is_mounted_when_named() -> None:
     loaded = modules_loaded_by("status", "--help")
     assert "hakube.ops_cli" in loaded
     assert heavy(loaded, ("hakube_lab", "asyncio", "asyncssh")) == []
+
+
+def test_import_is_mounted_when_named() -> None:
+    loaded = modules_loaded_by("import", "kubeasz", "--help")
+    assert "hakube.importers.cli" in loaded
+    assert heavy(loaded, ("hakube_lab", "asyncio", "asyncssh", "jinja2")) == []
 
 
 def write_dist(site: Path, dist: str, entry_points: str, module: str = "", code: str = "") -> None:

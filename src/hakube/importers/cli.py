@@ -9,7 +9,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, NoReturn
 
 import typer
-from rich.markup import escape
 
 from hakube.console import Output, err, fail, print_json, problem_json
 from hakube.fileio import write_public_file
@@ -107,6 +106,8 @@ def _run(
 
 
 def _invalid(source: Path, e: SpecError, output: Output) -> NoReturn:
+    from rich.markup import escape
+
     if output is Output.JSON:
         print_json({"written": False, "problems": [problem_json(p) for p in e.problems]})
         raise typer.Exit(2)

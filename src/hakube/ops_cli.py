@@ -25,7 +25,7 @@ if TYPE_CHECKING:
     from hakube.spec.model import Cluster
     from hakube.state import StateDir
     from hakube.workflows.certs import RenewResult
-    from hakube.workflows.credentials import JoinResult
+    from hakube.workflows.credentials import JoinResult, Revoked
     from hakube.workflows.reset import ResetResult
     from hakube.workflows.snapshot import RestoreResult, SnapshotInfo
 
@@ -251,11 +251,11 @@ def token_revoke(
     """Delete a bootstrap token (kubeadm token delete)."""
     from hakube.workflows.credentials import run_revoke_token
 
-    token_id = run_op(
-        file, output, lambda c, s: run_revoke_token(c, s, token, emit=progress(output))
-    )
-    if not json_out(output, {"revoked": token_id}):
-        out.print(f"revoked bootstrap token {token_id}", highlight=False)
+    run_reported(file, output, partial(run_revoke_token, token=token), _print_revoked)
+
+
+def _print_revoked(r: Revoked) -> None:
+    out.print(f"revoked bootstrap token {r.token_id}", highlight=False)
 
 
 def kubeconfig(

@@ -213,7 +213,8 @@ def test_revoke_deletes_a_listed_token_by_id_or_whole_token(
         run_revoke_token(cluster, state, "4iwa6j.ejrsfqm26jpcshz2", transports={"cp1": t},
                          emit=events.append)
     )  # fmt: skip
-    assert got == "4iwa6j"
+    assert got.token_id == "4iwa6j"
+    assert got.as_dict() == {"revoked": "4iwa6j"}
     assert t.commands[-1] == "kubeadm token delete 4iwa6j"
     assert "ejrsfqm26jpcshz2" not in " ".join(e.message for e in events)
 

@@ -242,8 +242,18 @@ async def run_list_tokens(
     return await in_session(cluster, state, "token", list_tokens, **reach)
 
 
+@dataclass(frozen=True)
+class Revoked:
+    """The id of a deleted bootstrap token (never its secret half)."""
+
+    token_id: str
+
+    def as_dict(self) -> dict[str, str]:
+        return {"revoked": self.token_id}
+
+
 async def run_revoke_token(
     cluster: Cluster, state: StateDir, token: str, **reach: Unpack[Reach]
-) -> str:
+) -> Revoked:
     revoke = functools.partial(revoke_token, token=token)
-    return await in_session(cluster, state, "token", revoke, **reach)
+    return Revoked(await in_session(cluster, state, "token", revoke, **reach))

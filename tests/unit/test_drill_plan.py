@@ -172,6 +172,7 @@ def test_the_plans_hold_is_taken_around_each_run_and_each_reconfiguration_only(
         "apply",
     ]
     assert events == [x for e in inner for x in ("take", e, "release")]
-    # The tutorial's MASTER preempts, hakube's defaults do not: each column is judged by its own.
+    # Each column is judged by its own preemption: the tutorial's MASTER preempts, and so do
+    # hakube's defaults.
     preempts = [(b["config"], b["cluster"].endpoint.vrrp.preempt) for b in recorder.built]
-    assert preempts == [(workflow.DEFAULTS, False), (workflow.TUTORIAL, True)]
+    assert preempts == [(workflow.DEFAULTS, True), (workflow.TUTORIAL, True)]

@@ -59,8 +59,8 @@ def test_tutorial_priorities_and_weight() -> None:
     assert list(prios.values()) == [200, 190, 180]
     w = check_weight(c)
     assert abs(w) > max(prios.values()) - min(prios.values())
-    # Without preemption (the default) only FAULT gives the VIP away.
-    assert check_weight(tutorial()) == 0
+    # Without preemption only FAULT gives the VIP away.
+    assert check_weight(tutorial(preempt=False)) == 0
     for i, h in enumerate(c.hosts):
         assert f"priority {prios[h.name]}\n" in conf(c, i)
 
@@ -98,8 +98,8 @@ def test_nopreempt_uses_fault_and_backup() -> None:
 
 def test_preempt_delay_only_with_preempt() -> None:
     assert "preempt_delay 7" in conf(tutorial(preempt_delay=7, preempt=True))
-    assert "preempt_delay" not in conf(tutorial())
-    assert "nopreempt" in conf(tutorial())
+    assert "preempt_delay" not in conf(tutorial(preempt=False))
+    assert "nopreempt" in conf(tutorial(preempt=False))
 
 
 def test_vrrp_v2_auth_truncated_v3_without_auth() -> None:
@@ -203,7 +203,7 @@ def test_all_backends_down_passes_only_where_failing_means_fault() -> None:
 
     assert "socat" not in script(tutorial(preempt=True))
     assert "exit 1" in script(tutorial(preempt=True))
-    assert "socat" in script(tutorial())
+    assert "socat" in script(tutorial(preempt=False))
     assert "socat" in script(tutorial(check_weight=0, preempt=True))
 
 

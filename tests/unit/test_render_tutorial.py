@@ -70,9 +70,9 @@ def test_priorities_distinct_descending_and_a_failed_check_gives_the_vip_away() 
     c = cluster()
     prios = list(priorities(c).values())
     assert prios == sorted(set(prios), reverse=True)
-    # No preemption by default: a failed check means FAULT (weight 0), never a kept VIP.
-    assert not c.endpoint.vrrp.preempt
-    assert check_weight(c) == 0
+    # With preemption (the default) the weight drops a failed host below every healthy one.
+    assert c.endpoint.vrrp.preempt
+    assert abs(check_weight(c)) > max(prios) - min(prios)
 
 
 def test_vrrp_v2_auth_pass_at_most_8() -> None:

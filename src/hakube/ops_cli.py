@@ -65,9 +65,6 @@ SnapshotOutOpt = Annotated[Path | None, out_option("default: the state dir (prun
 MergeOpt = Annotated[
     bool, typer.Option("--merge", help="Merge into ~/.kube/config as context <cluster>.")
 ]
-ResetHostOpt = Annotated[
-    str | None, typer.Option("--host", help="Only this host (it leaves etcd first).")
-]
 
 
 etcd_app = typer.Typer(no_args_is_help=True, add_completion=False, help="hakube's etcd.")
@@ -243,6 +240,10 @@ def token_list(file: FileOpt = Path("cluster.yaml"), output: OutputOpt = Output.
     out.print(t)
 
 
+def _print_revoked(r: Revoked) -> None:
+    out.print(f"revoked bootstrap token {r.token_id}", highlight=False)
+
+
 def token_revoke(
     token: Annotated[str, typer.Argument(help="Token id (as `token list` shows) or token.")],
     file: FileOpt = Path("cluster.yaml"),
@@ -254,14 +255,10 @@ def token_revoke(
     run_reported(file, output, partial(run_revoke_token, token=token), _print_revoked)
 
 
-def _print_revoked(r: Revoked) -> None:
-    out.print(f"revoked bootstrap token {r.token_id}", highlight=False)
-
-
 def kubeconfig(
     file: FileOpt = Path("cluster.yaml"),
-    out_file: KubeconfigOutOpt = None,
     merge: MergeOpt = False,
+    out_file: KubeconfigOutOpt = None,
     output: OutputOpt = Output.TEXT,
 ) -> None:
     """Write the admin kubeconfig pointing at the HA endpoint (0600), or merge it."""
@@ -379,7 +376,9 @@ def _print_renewed(r: RenewResult) -> None:
 
 def reset(
     file: FileOpt = Path("cluster.yaml"),
-    host: ResetHostOpt = None,
+    host: Annotated[
+        str | None, typer.Option("--host", help="Only this host (it leaves etcd first).")
+    ] = None,
     yes: YesOpt = False,
     output: OutputOpt = Output.TEXT,
 ) -> None:

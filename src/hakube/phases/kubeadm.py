@@ -178,8 +178,8 @@ def recorded_init_host(cluster: Cluster, record: ClusterRecord | None, state: Pa
             return h
     raise PhaseError(
         f"{recorded} ran kubeadm init (recorded in {state}) but is not a "
-        "control-plane host in the cluster file any more; removing it is not supported yet: "
-        "put it back"
+        "control-plane host in the cluster file any more: `hakube apply --prune` (or `hakube "
+        "node remove`) hands its role to a joined control plane and removes it; or put it back"
     )
 
 

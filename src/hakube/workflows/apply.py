@@ -257,7 +257,7 @@ async def apply(
         members = membership(cluster, record)
         if members.leaving and not prune:
             raise MembershipError(members.refusal())
-        removal = _removal(cluster, record, members, leaving_from) if members.leaving else None
+        removal = plan_removal(cluster, record, members, leaving_from) if members.leaving else None
         if removal is not None:
             to_run = with_removal(to_run, removal)
         secrets = state.secrets()
@@ -508,7 +508,7 @@ async def _host(ctx: Context, phase: Phase, host: Host) -> None:
     ctx.report(Event(EventKind.HOST_DONE, phase.name, host.name))
 
 
-def _removal(
+def plan_removal(
     cluster: Cluster, record: ClusterRecord, members: Membership, known: Sequence[Host]
 ) -> Removal:
     """The leaving hosts, and the survivor that takes the init host's role when it leaves (handed

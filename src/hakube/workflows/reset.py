@@ -31,7 +31,7 @@ from hakube.render.host import SWAP_MARK, remove_block, restore_swap
 from hakube.render.keepalived import TRACK_DIR
 from hakube.spec.model import Cluster, Host
 from hakube.state import StateDir
-from hakube.workflows.apply import ApplyLocked, _removal, apply_phases, cluster_lock
+from hakube.workflows.apply import ApplyLocked, apply_phases, cluster_lock, plan_removal
 from hakube.workflows.ops import OpsError, OpsInputError, require_reachable, session
 
 #: Units apply enables (the runtime and kubelet included).
@@ -180,7 +180,7 @@ async def leave_cluster(ctx: Context, errors: dict[str, str], target: Host) -> N
     try:
         # apply's own: the init host's role passes to a joined control plane first.
         removal = (
-            _removal(survivors, record, Membership(leaving=(leaving,)), [target])
+            plan_removal(survivors, record, Membership(leaving=(leaving,)), [target])
             if record
             else Removal((leaving,), {target.name: target})
         )

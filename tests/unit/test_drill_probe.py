@@ -55,8 +55,10 @@ def _run(*args: str) -> None:
 def test_readyz_probe_rate_and_results(server: tuple[int, Path], tmp_path: Path) -> None:
     port, ca = server
     out = tmp_path / "r.jsonl"
+    # A timeout far above the drill's 0.2 s: this checks the schedule and the records, and a
+    # starved machine (a TLS handshake waiting for a core) must not read as a failed request.
     _run("readyz", "--host", "127.0.0.1", "--port", str(port), "--rate", "20",
-         "--duration", "1", "--cafile", str(ca), "--out", str(out))  # fmt: skip
+         "--duration", "1", "--cafile", str(ca), "--out", str(out), "--timeout", "5")  # fmt: skip
     reqs = parse_requests(out.read_text().splitlines())
     assert len(reqs) == 20
     assert all(r.ok and r.tries == 1 for r in reqs)
@@ -73,7 +75,8 @@ def test_readyz_probe_checks_the_certificate_for_the_tls_name(
     for name, extra in (("plain", []), ("named", ["--tls-name", "127.0.0.1"])):
         out = tmp_path / f"{name}.jsonl"
         _run("readyz", "--host", "localhost", "--port", str(port), "--rate", "10",
-             "--duration", "0.3", "--cafile", str(ca), "--out", str(out), *extra)  # fmt: skip
+             "--duration", "0.3", "--cafile", str(ca), "--out", str(out), "--timeout", "5",
+             *extra)  # fmt: skip
         results[name] = parse_requests(out.read_text().splitlines())
     assert results["plain"]
     assert not any(r.ok for r in results["plain"])

@@ -8,8 +8,6 @@ import logging
 import random
 from dataclasses import dataclass
 
-import asyncssh
-
 from hakube.transport.base import (
     AuthFailed,
     ConnectError,
@@ -20,6 +18,7 @@ from hakube.transport.base import (
 )
 from hakube.transport.hostkeys import pinned_host_keys, server_host_key
 from hakube.transport.ssh import DEFAULT_MAX_CHANNELS, SSHTransport
+from hakube.transport.sshlib import asyncssh
 from hakube.transport.target import SSHTarget, failing_as
 
 log = logging.getLogger("hakube.transport")

@@ -12,9 +12,8 @@ import os
 import socket
 from pathlib import Path
 
-import asyncssh
-
 from hakube.transport.base import ConnectError, HostKeyUnknown
+from hakube.transport.sshlib import asyncssh
 from hakube.transport.target import SSHTarget, failing_as
 
 log = logging.getLogger("hakube.transport")

@@ -17,8 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import asyncssh
-
+from hakube.transport.sshlib import asyncssh
 from hakube.transport.target import SSHTarget, known_hosts_entry
 
 __all__ = ["LoopbackSSHServer", "write_private_key"]

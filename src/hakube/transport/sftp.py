@@ -9,9 +9,8 @@ import posixpath
 import uuid
 from collections.abc import Callable
 
-import asyncssh
-
 from hakube.transport.base import RemoteFileNotFound, TransportError
+from hakube.transport.sshlib import asyncssh
 
 log = logging.getLogger("hakube.transport")
 

@@ -16,8 +16,6 @@ import uuid
 from collections.abc import Awaitable
 from typing import TypeVar
 
-import asyncssh
-
 from hakube.transport.base import (
     CommandResult,
     CommandTimeout,
@@ -28,6 +26,7 @@ from hakube.transport.base import (
     command_failed,
 )
 from hakube.transport.sftp import SFTPFiles
+from hakube.transport.sshlib import asyncssh
 from hakube.transport.target import SSHTarget
 
 log = logging.getLogger("hakube.transport")

@@ -7,9 +7,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import asyncssh
-
 from hakube.transport.base import ConnectError
+from hakube.transport.sshlib import asyncssh
 
 
 @dataclass(frozen=True)

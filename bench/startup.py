@@ -1,6 +1,7 @@
 """Wall time of `hakube --help` and `hakube validate -f examples/tutorial.yaml`, each run 10 times
 as a fresh process (what a user waits for): `python bench/startup.py`. Target: median <= 0.25 s.
-Before/after a change: `python bench/startup.py --src OLD/src NEW/src` (runs alternate).
+Before/after a change: `python bench/startup.py --src OLD/src NEW/src` (runs alternate); two
+interpreters: `python bench/startup.py --python OTHER-VENV/bin/python .venv/bin/python`.
 
 Each command runs once untimed first, with bytecode caching on (PYTHONDONTWRITEBYTECODE is
 dropped for the children), so that the figures are those of an installed hakube, whose modules
@@ -9,6 +10,7 @@ are compiled once, not of a shell that recompiles every module on every run.
 
 from __future__ import annotations
 
+import argparse
 import os
 import resource
 import shutil
@@ -58,26 +60,33 @@ def measure(argvs: list[list[str]]) -> list[tuple[float, float, float, float]]:
     return out
 
 
-def command(src: str | None) -> list[str]:
-    """The installed `hakube`, or the hakube package found in `src`, e.g. an older checkout's
-    src/, to measure before and after a change on the same machine."""
-    if src is None:
+def command(python: str | None, src: str | None) -> list[str]:
+    """The installed `hakube`; or hakube run by another interpreter (a venv's python with hakube
+    installed), or found in `src` (an older checkout's src/), to measure before and after a
+    change on the same machine."""
+    if python is None and src is None:
         return [hakube()]
-    code = f"import sys; sys.path.insert(0, {src!r}); from hakube.cli import main; main()"
-    return [sys.executable, "-c", code]
+    path = f"sys.path.insert(0, {src!r}); " if src else ""
+    code = f"import sys; {path}from hakube.cli import main; main()"
+    return [python or sys.executable, "-c", code]
 
 
 def main() -> None:
-    """`startup.py`: the installed hakube. `startup.py --src DIR [DIR...]`: the hakube in each
-    DIR, runs alternating between them (before/after)."""
-    args = sys.argv[1:]
-    srcs: list[str | None] = list(args[1:]) if args[:1] == ["--src"] and args[1:] else [None]
-    exes = [command(src) for src in srcs]
+    """`startup.py`: the installed hakube. `--src DIR [DIR...]`: the hakube in each DIR;
+    `--python EXE [EXE...]`: hakube under each interpreter (e.g. two venvs); runs alternate
+    between them (before/after)."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--src", nargs="+", default=[None], metavar="DIR")
+    parser.add_argument("--python", nargs="+", default=[None], metavar="EXE")
+    args = parser.parse_args()
+    variants = [(py, src) for py in args.python for src in args.src]
+    exes = [command(py, src) for py, src in variants]
     print(f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
     for words in (["--help"], ["validate", "-f", "examples/tutorial.yaml"]):
         figures = measure([[*exe, *words] for exe in exes])
-        for src, (lo, med, hi, cpu) in zip(srcs, figures, strict=True):
-            shown = " ".join(["hakube", *words]) + (f" [{src}]" if src else "")
+        for (py, src), (lo, med, hi, cpu) in zip(variants, figures, strict=True):
+            tags = " ".join(t for t in (py, src) if t)
+            shown = " ".join(["hakube", *words]) + (f" [{tags}]" if tags else "")
             print(
                 f"{shown:<44} wall median {med:.3f} s (min {lo:.3f}, max {hi:.3f}), "
                 f"CPU median {cpu:.3f} s, {RUNS} runs"

@@ -153,3 +153,18 @@ def test_killed_at_down_counts_only_sessions_haproxy_closed_for_a_down_server() 
     )
     assert res.stdout.strip() == "2"
     assert f"grep -cE '{KILLED_AT_DOWN_RE}'" in KILLED_AT_DOWN
+
+
+def test_a_vip_sample_with_an_unread_host_is_no_move() -> None:
+    # The sampler's `ip` in one host did not answer within 1 s (a starved machine): that sample
+    # says nothing about the VIP, and read as "nobody holds it" it counted as two holder
+    # changes (the 1-hour soak's "false failover: 0 moves, 8 holder changes").
+    lines = [
+        json.dumps({"t": 1.0, "holders": ["cp1"], "reachable": ["cp1"]}),
+        json.dumps({"t": 2.0, "holders": [], "reachable": [], "unread": ["cp1"]}),
+        json.dumps({"t": 3.0, "holders": ["cp1"], "reachable": ["cp1"]}),
+    ]
+    samples = parse_vip(lines)
+    assert [s.t for s in samples] == [1.0, 3.0]
+    assert holder_changes(samples, 0.0, 4.0) == 0
+    assert vip_moves(samples, 0.0, 4.0) == 0

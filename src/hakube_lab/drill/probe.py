@@ -120,14 +120,16 @@ def run_readyz(args: argparse.Namespace, out: _Writer) -> int:
     return 0
 
 
-def _holds(netns: str, vip: str) -> bool:
+def _holds(netns: str, vip: str) -> bool | None:
+    """Whether the host holds the VIP; None when `ip` did not answer within 1 s (a starved
+    machine), which says nothing about the VIP."""
     try:
         res = subprocess.run(
             ["ip", "-n", netns, "-o", "-4", "addr", "show"],
             capture_output=True, text=True, timeout=1.0, check=False,
         )  # fmt: skip
     except subprocess.TimeoutExpired:
-        return False
+        return None
     return f"inet {vip}/" in res.stdout
 
 
@@ -144,14 +146,18 @@ def run_vip(args: argparse.Namespace, out: _Writer) -> int:
     deadline = time.monotonic() + args.duration
     while not _stop.is_set() and time.monotonic() < deadline:
         t = time.monotonic()
-        holders, reachable = [], []
+        holders, reachable, unread = [], [], []
         for name, netns, veth in hosts:
-            if _holds(netns, args.vip):
+            held = _holds(netns, args.vip)
+            if held is None:
+                unread.append(name)
+            elif held:
                 holders.append(name)
                 if _link_up(veth):
                     reachable.append(name)
         # Stamped when the reads are done: a sample never claims a state earlier than it saw it.
-        out.write({"t": round(time.monotonic(), 6), "holders": holders, "reachable": reachable})
+        sample = {"t": round(time.monotonic(), 6), "holders": holders, "reachable": reachable}
+        out.write({**sample, "unread": unread} if unread else sample)
         _stop.wait(max(0.0, t + args.interval - time.monotonic()))
     return 0
 

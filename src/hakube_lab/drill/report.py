@@ -65,8 +65,13 @@ def parse_requests(lines: Iterable[str]) -> list[Request]:
 
 
 def parse_vip(lines: Iterable[str]) -> list[VipSample]:
+    """The samples in which every host was read: one whose `ip` did not answer in time
+    ("unread") says nothing about who held the VIP, and read as "nobody" it would count as a
+    move there and back."""
     out = []
     for d in _json_lines(lines):
+        if d.get("unread"):
+            continue
         out.append(VipSample(float(d["t"]), tuple(d["holders"]), tuple(d["reachable"])))
     out.sort(key=lambda s: s.t)
     return out

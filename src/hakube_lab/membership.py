@@ -31,6 +31,7 @@ from hakube.spec.model import Cluster
 from hakube.state import StateDir
 from hakube.workflows.apply import ApplyResult, apply, apply_phases
 from hakube_lab.demo import SKIPPED as SKIP
+from hakube_lab.drill.health import LB_LOG
 from hakube_lab.drill.probes import Probes
 from hakube_lab.drill.report import Request, VipSample, longest_gap
 from hakube_lab.drill.scenarios import Settings
@@ -40,13 +41,6 @@ from hakube_lab.standin import ENDPOINTS_FILE, endpoints_file, prepare_standins
 from hakube_lab.standin import REMOVE as REMOVE_STANDIN
 
 Log = Callable[[str], None]
-#: HAProxy sessions that did not end normally (tcplog termination state other than "--"),
-#: server state changes and keepalived state changes since `{since}` (epoch seconds).
-LB_LOG = (
-    "journalctl -q -o short-precise --since @{since} -t haproxy -t Keepalived_vrrp "
-    "| grep -vE ' [0-9]+ -- [0-9]+/' | grep -E ' [0-9]+ [^ ]{{2}} [0-9]+/|is (UP|DOWN)|Entering' "
-    "| tail -n 40; true"
-)
 #: What no removed host may still run or have (hakube's units and files, etcd's data).
 LEFTOVER_CHECK = (
     "for u in haproxy keepalived etcd kubelet; do systemctl is-active -q $u && echo unit:$u; "

@@ -48,9 +48,10 @@ def test_every_step_converges_with_at_most_a_few_failed_requests(
     5399 fail, every one the probe's own 0.2 s TLS handshake timing out twice, no server DOWN).
     The 1 % still catches a VIP that moves or a backend left in HAProxy. Each failure is
     attributed in `failed_detail` and `lb_log`. Causes found and fixed: a stand-in asking a
-    just-removed member (the lists change first) and dpkg starving new hosts (preinstalled).
-    Not fixed: HAProxy's health checks ride on the 100 ms client connect timeout, which under
-    load marks busy servers DOWN together and cuts their sessions."""
+    just-removed member (the lists change first), dpkg starving new hosts (preinstalled), and
+    HAProxy health checks riding on the 100 ms client connect timeout, which under load marked
+    busy servers DOWN together and cut their sessions (the checks now run in their own backend
+    with one check interval to connect, and a reload keeps the servers' states)."""
     f = steps[step]
     assert f.ok, f.failures
     assert f.requests > 0

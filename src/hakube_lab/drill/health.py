@@ -29,10 +29,12 @@ KILLED_AT_DOWN = (
     f"| grep -cE '{KILLED_AT_DOWN_RE}'; true"
 )
 #: HAProxy sessions that did not end normally (tcplog termination state other than "--"),
-#: server state changes and keepalived state changes since `{since}` (epoch seconds).
+#: server state changes, keepalived state changes and why (health script results, effective
+#: priority) since `{since}` (epoch seconds).
 LB_LOG = (
     "journalctl -q -o short-precise --since @{since} -t haproxy -t Keepalived_vrrp "
-    "| grep -vE ' [0-9]+ -- [0-9]+/' | grep -E ' [0-9]+ [^ ]{{2}} [0-9]+/|is (UP|DOWN)|Entering' "
+    "| grep -vE ' [0-9]+ -- [0-9]+/' "
+    "| grep -E ' [0-9]+ [^ ]{{2}} [0-9]+/|is (UP|DOWN)|Entering|VRRP_Script|effective priority' "
     "| tail -n 40; true"
 )
 

@@ -85,6 +85,8 @@ class StepFigures:
     #: keepalived state changes; journal time (the step began at `wall_start`).
     lb_log: list[str] = field(default_factory=list)
     wall_start: str = ""
+    #: hakube's etcd changes in the step (member add/promote/remove, leadership moved), in order.
+    etcd_changes: list[str] = field(default_factory=list)
     #: 99th percentile and maximum time of a successful request (retry included): the load.
     latency_p99_max: tuple[float, float] = (0.0, 0.0)
 
@@ -119,6 +121,7 @@ class StepFigures:
             "latency_p99_max_s": [round(x, 3) for x in self.latency_p99_max],
             "wall_start": self.wall_start,
             "lb_log": self.lb_log,
+            "etcd_changes": self.etcd_changes,
         }  # fmt: skip
 
 
@@ -271,6 +274,8 @@ class MembershipRun:
         fig.failed = sum(1 for r in reqs if not r.ok)
         fig.failed_before_apply = sum(1 for r in reqs if not r.ok and r.t < t0)
         fig.failed_detail = [self._explain(r, start) for r in reqs if not r.ok]
+        fig.etcd_changes = [f"{e.host}: {e.message}" for e in self.changes
+                            if e.at >= start and e.message.startswith("etcd ")]  # fmt: skip
         took = sorted(r.end - r.t for r in reqs if r.ok)
         if took:
             fig.latency_p99_max = (took[int(len(took) * 0.99)], took[-1])

@@ -52,10 +52,11 @@ def test_every_step_converges_with_at_most_a_few_failed_requests(
     together and cut their sessions: the checks now run in their own backend with one check
     interval to connect, and a reload keeps the servers' states), and removing the etcd leader
     (every stand-in unready until a new election: 10 requests failed twice with http 500; a
-    leaving leader now hands the leadership over first). Not fixed: the VIP owner's keepalived
-    is reloaded in the roll and re-initialises (`Entering BACKUP STATE (init)`), so the VIP goes
-    to a backup and comes back after preempt_delay; at load 13-18 that cost 3 requests (both
-    0.2 s tries timed out, in the 0.5 s before the backup took the VIP)."""
+    leaving leader now hands the leadership over first). Not fixed: the roll reloads the VIP
+    owner's HAProxy and keepalived (which re-initialises: `Entering BACKUP STATE (init)`, the VIP
+    goes to a backup and back after preempt_delay); at load 10-18 two runs lost 3 requests each
+    in the remove step, both 0.2 s tries timing out just as the owner's HAProxy reloaded (in one
+    run before its keepalived reloaded too), and one in an add step."""
     f = steps[step]
     assert f.ok, f.failures
     assert f.requests > 0

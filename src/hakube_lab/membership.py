@@ -31,6 +31,7 @@ from hakube.spec.model import Cluster
 from hakube.state import StateDir
 from hakube.workflows.apply import ApplyResult, apply, apply_phases
 from hakube_lab.demo import SKIPPED as SKIP
+from hakube_lab.drill.health import LB_LOG
 from hakube_lab.drill.probes import Probes
 from hakube_lab.drill.report import Request, VipSample, longest_gap
 from hakube_lab.drill.scenarios import Settings
@@ -40,13 +41,6 @@ from hakube_lab.standin import ENDPOINTS_FILE, endpoints_file, prepare_standins
 from hakube_lab.standin import REMOVE as REMOVE_STANDIN
 
 Log = Callable[[str], None]
-#: HAProxy sessions that did not end normally (tcplog termination state other than "--"),
-#: server state changes and keepalived state changes since `{since}` (epoch seconds).
-LB_LOG = (
-    "journalctl -q -o short-precise --since @{since} -t haproxy -t Keepalived_vrrp "
-    "| grep -vE ' [0-9]+ -- [0-9]+/' | grep -E ' [0-9]+ [^ ]{{2}} [0-9]+/|is (UP|DOWN)|Entering' "
-    "| tail -n 40; true"
-)
 #: What no removed host may still run or have (hakube's units and files, etcd's data).
 LEFTOVER_CHECK = (
     "for u in haproxy keepalived etcd kubelet; do systemctl is-active -q $u && echo unit:$u; "
@@ -91,6 +85,8 @@ class StepFigures:
     #: keepalived state changes; journal time (the step began at `wall_start`).
     lb_log: list[str] = field(default_factory=list)
     wall_start: str = ""
+    #: hakube's etcd changes in the step (member add/promote/remove, leadership moved), in order.
+    etcd_changes: list[str] = field(default_factory=list)
     #: 99th percentile and maximum time of a successful request (retry included): the load.
     latency_p99_max: tuple[float, float] = (0.0, 0.0)
 
@@ -125,6 +121,7 @@ class StepFigures:
             "latency_p99_max_s": [round(x, 3) for x in self.latency_p99_max],
             "wall_start": self.wall_start,
             "lb_log": self.lb_log,
+            "etcd_changes": self.etcd_changes,
         }  # fmt: skip
 
 
@@ -277,6 +274,8 @@ class MembershipRun:
         fig.failed = sum(1 for r in reqs if not r.ok)
         fig.failed_before_apply = sum(1 for r in reqs if not r.ok and r.t < t0)
         fig.failed_detail = [self._explain(r, start) for r in reqs if not r.ok]
+        fig.etcd_changes = [f"{e.host}: {e.message}" for e in self.changes
+                            if e.at >= start and e.message.startswith("etcd ")]  # fmt: skip
         took = sorted(r.end - r.t for r in reqs if r.ok)
         if took:
             fig.latency_p99_max = (took[int(len(took) * 0.99)], took[-1])

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import time
 from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
@@ -49,8 +50,9 @@ def drill(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Drill, Clu
 
 
 def _check_common(m: RunMetrics, d: Drill) -> None:
-    assert m.end_healthy, m.problems
-    assert d.health().ok, "a host was left broken"
+    assert m.end_healthy, (m.problems, m.lb_log)
+    after = d.health()
+    assert after.ok, ("a host was left broken", after.problems, d.checks.lb_log(time.time() - 60))
     assert m.png is not None
     assert Path(m.png).stat().st_size > 0
 
@@ -67,7 +69,7 @@ def test_scenario(drill: tuple[Drill, Cluster, Lab], name: str) -> None:
     if sc.expect_failures:
         assert m.failed > 0
     _check_common(m, d)
-    assert m.invariants_ok, m.problems
+    assert m.invariants_ok, (m.problems, m.lb_log)
 
 
 @pytest.mark.parametrize("name", ["host-down", "isolate"])
@@ -106,7 +108,7 @@ def test_soak_short_with_loss(drill: tuple[Drill, Cluster, Lab]) -> None:
     finally:
         d.settings = replace(d.settings, soak_loss=0.0)
     assert all(lab.loss(h.name) is None for h in lab.hosts), "the soak left loss behind"
-    assert m.vip_moves == 0
+    assert m.vip_moves == 0, (m.problems, m.lb_log)
     assert m.direct_total, "no probe beside the VIP"
     _check_common(m, d)
-    assert m.invariants_ok, m.problems
+    assert m.invariants_ok, (m.problems, m.lb_log)

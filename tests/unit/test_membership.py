@@ -342,6 +342,7 @@ class Survivors:
         self.members = [started(i) for i in range(1, 6)]
         self.healthy = set(healthy)
         self.vip_owner = "cp1"
+        self.leader = "cp3"  # a survivor, unless a test says otherwise
         self.log: list[str] = []
 
     def list(self, _call: Call) -> str:
@@ -359,6 +360,24 @@ class Survivors:
         self.members = [m for m in self.members if m not in gone]
         self.log.append(f"member remove {gone[0]['name']}")
         return f"Member {hex_id} removed from cluster 1\n"
+
+    def status(self, call: Call) -> str:
+        """`endpoint status` of the members whose client URLs the command names."""
+        urls = re.search(r"--endpoints=(\S+)", call.target)
+        asked = urls.group(1).split(",") if urls else []
+        lead = next(m["ID"] for m in self.members if m["name"] == self.leader)
+        return json.dumps([
+            {"Endpoint": m["clientURLs"][0],
+             "Status": {"header": {"member_id": m["ID"]}, "leader": lead}}
+            for m in self.members if m["clientURLs"][0] in asked
+        ])  # fmt: skip
+
+    def move_leader(self, call: Call) -> str:
+        hex_id = call.target.rsplit(" ", 1)[1]
+        heir = next(m["name"] for m in self.members if f"{m['ID']:x}" == hex_id)
+        self.log.append(f"move leader {self.leader} -> {heir}")
+        self.leader = heir
+        return f"Leadership transferred to {hex_id}\n"
 
     def holds_vip(self, name: str) -> Reply:
         return Reply() if self.vip_owner == name else Reply(exit_status=1)
@@ -386,6 +405,8 @@ def script_removal(t: FakeHostTransport, world: Survivors, name: str) -> None:
         (re.compile(r"ETCDCTL_API=3 etcdctl .* member list -w json"), world.list),
         (re.compile(r"ETCDCTL_API=3 etcdctl .* endpoint health --cluster -w json"), world.health),
         (re.compile(r"ETCDCTL_API=3 etcdctl .* member remove \w+"), world.remove),
+        (re.compile(r"ETCDCTL_API=3 etcdctl .* endpoint status -w json"), world.status),
+        (re.compile(r"ETCDCTL_API=3 etcdctl .* move-leader \w+"), world.move_leader),
         (re.compile(r"ip -o -4 addr show \| grep -qF 'inet 10\.88\.0\.10/'"),
          lambda _c: world.holds_vip(name)),
         ("systemctl stop keepalived", lambda _c: world.stop_keepalived(name)),
@@ -411,10 +432,12 @@ def prune_run(
     leaving: tuple[str, ...] = ("cp1", "cp2"),
     unreachable: tuple[str, ...] = (),
     healthy: tuple[str, ...] = FIVE,
+    leader: str = "cp3",
 ) -> tuple[Any, Survivors, dict[str, FakeHostTransport]]:
     old = five(state)
     new = cluster_with(CP4, CP5, without=leaving)
     world = Survivors(healthy)
+    world.leader = leader
     ts = converged_for(old, old, state)
     ts["cp1"].rules[0] = (ts["cp1"].rules[0][0], _facts_with_vip(old, state))
     for name, t in ts.items():
@@ -476,6 +499,28 @@ def test_prune_removes_the_etcd_members_after_the_lb_update_then_cleans_the_host
     assert [r["host"] for r in rec.removed] == ["cp1", "cp2"]
 
 
+def test_a_leaving_etcd_leader_hands_the_leadership_to_a_survivor_before_its_removal(
+    state: StateDir,
+) -> None:
+    # Removed while it leads, the survivors would go an election timeout without a leader.
+    (result, _), world, ts = prune_run(state, leader="cp2")
+    assert result.ok, result.failures
+    assert world.log[-5:] == ["member remove cp1", "cleanup cp1", "move leader cp2 -> cp3",
+                              "member remove cp2", "cleanup cp2"]  # fmt: skip
+    assert world.leader == "cp3"
+    (cmd,) = [c for c in ts["cp3"].commands if " move-leader " in c]
+    assert "--endpoints=https://10.88.0.12:2379 " in cmd
+
+
+def test_a_leaving_member_that_does_not_lead_is_removed_without_a_leadership_move(
+    pruned: tuple[Any, Survivors, dict[str, FakeHostTransport]],
+) -> None:
+    _, world, ts = pruned
+    assert not [x for x in world.log if x.startswith("move leader")]
+    assert world.leader == "cp3"
+    assert not [c for t in ts.values() for c in t.commands if " move-leader " in c]
+
+
 def test_the_cleanup_removes_hakubes_files_kubeadms_leftovers_and_cni_state(
     state: StateDir,
 ) -> None:
@@ -483,7 +528,8 @@ def test_the_cleanup_removes_hakubes_files_kubeadms_leftovers_and_cni_state(
     (script,) = [c for c in ts["cp2"].commands if CLEANUP.fullmatch(c)]
     for path in ("/etc/haproxy/haproxy.cfg", "/etc/keepalived/keepalived.conf",
                  "/etc/default/etcd", "/var/lib/etcd", "/etc/etcd/pki", "/etc/cni/net.d",
-                 "/var/lib/cni", "/etc/kubernetes", "/etc/hakube"):  # fmt: skip
+                 "/var/lib/cni", "/etc/kubernetes", "/etc/hakube", "/var/lib/haproxy/server-state",
+                 "/etc/systemd/system/haproxy.service.d/hakube-server-state.conf"):  # fmt: skip
         assert f" {path} " in script or f" {path};" in script, path
     assert "ip link delete $l" in script
     assert "/^# BEGIN hakube$/,/^# END hakube$/d" in script

@@ -258,6 +258,10 @@ def test_resetting_one_etcd_host_takes_it_out_like_node_remove_and_keeps_the_sta
         facts,
         (re.compile(r".*etcdctl .* member list -w json"), member_list),
         (re.compile(r".*etcdctl .* endpoint health --cluster -w json"), health),
+        # cp3 does not lead (cp1 does): no leadership move before its removal.
+        (re.compile(r".*etcdctl --endpoints=https://10\.88\.0\.13:2379 .* endpoint status -w json"),
+         json.dumps([{"Endpoint": "https://10.88.0.13:2379",
+                      "Status": {"header": {"member_id": 13}, "leader": 11}}])),
         (re.compile(r".*etcdctl .* member remove d"), remove),
     ])  # fmt: skip
     cp3 = ScriptedTransport("cp3", [

@@ -27,6 +27,7 @@ import shlex
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
+from hakube.facts.ops import parse_etcd
 from hakube.membership import (
     EtcdCount,
     Leaving,
@@ -43,6 +44,7 @@ from hakube.pki.layout import ETCD_HOST_PKI_DIR
 from hakube.record import ClusterRecord
 from hakube.render import render_host
 from hakube.render.etcd import etcdctl, render_etcd
+from hakube.render.haproxy import SERVER_STATE
 from hakube.render.keepalived import TRACK_DIR
 from hakube.spec.model import Cluster, EndpointMode, EtcdTopology, Host
 
@@ -276,16 +278,39 @@ async def _remove_external_member(ctx: Context, name: str, target: Host | None) 
     if via is None:
         raise PhaseError("no surviving etcd member runs: the member cannot be removed")
     urls = {etcd_join.peer_url(ctx, target)} if target is not None else set()
-    found = [
-        m for m in await etcd_join.members(ctx, via) if m.name == name or urls & set(m.peer_urls)
-    ]
+    listed = await etcd_join.members(ctx, via)
+    found = [m for m in listed if m.name == name or urls & set(m.peer_urls)]
     for m in found:
+        await _lead_elsewhere(ctx, via, m, [x for x in listed if x not in found])
         await ctx.do.sh(via, f"etcd member remove {name} ({m.hex_id})",
                      etcdctl(c, "member", "remove", m.hex_id))  # fmt: skip
     if found and not ctx.run.dry_run:
         left = [m for m in await etcd_join.members(ctx, via) if m.name == name]
         if left:
             raise PhaseError(f"etcd still lists {name} after member remove; re-run")
+
+
+async def _lead_elsewhere(
+    ctx: Context, via: Host, leaving: etcd_join.Member, staying: list[etcd_join.Member]
+) -> None:
+    """A leaving leader hands the leadership to a survivor first (`etcdctl move-leader`, sent to
+    the leader itself). Removed while it leads, it stops at once and the survivors go without a
+    leader until one election timeout has passed, and every apiserver's readiness fails
+    meanwhile (the lab's membership test: 10 requests failed twice with http 500, every
+    survivor's stand-in unready at once, within 2 s of removing a member)."""
+    c = ctx.run.cluster
+    heirs = [m for m in staying if not m.learner]
+    if not leaving.client_urls or not heirs:
+        return
+    at_leaver = ",".join(leaving.client_urls)
+    res = await ctx.facts.read(
+        via, etcdctl(c, "endpoint", "status", "-w", "json", endpoints=at_leaver), check=False
+    )
+    if not res.ok or not parse_etcd({"etcd-status": res.stdout.splitlines()}).is_leader:
+        return  # not the leader, or not answering (then it leads nobody)
+    heir = next((m for m in heirs if m.name == via.name), heirs[0])
+    await ctx.do.sh(via, f"etcd leadership {leaving.name} -> {heir.name}",
+                    etcdctl(c, "move-leader", heir.hex_id, endpoints=at_leaver))  # fmt: skip
 
 
 async def _check_stacked_member(ctx: Context, admin: Host, name: str) -> None:
@@ -314,7 +339,9 @@ def hakube_paths(ctx: Context, target: Host) -> list[str]:
 
 def leftover_paths(ctx: Context, target: Host) -> list[str]:
     """What must not exist on a removed host: hakube's files, kubeadm's and the CNI's state."""
-    paths = [*hakube_paths(ctx, target), *KUBE_LEFTOVERS, ctx.run.cluster.etcd.data_dir]
+    # The server states hakube saves for an HAProxy reload are no rendered file.
+    paths = [*hakube_paths(ctx, target), *KUBE_LEFTOVERS, SERVER_STATE,
+             ctx.run.cluster.etcd.data_dir]  # fmt: skip
     return sorted(set(paths))
 
 

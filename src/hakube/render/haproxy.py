@@ -3,12 +3,20 @@
 
 from __future__ import annotations
 
+import posixpath
+
 from hakube.render.base import RenderedFile, Validation, render_template
 from hakube.secrets import Secrets
 from hakube.spec.model import APISERVER_PORT, Cluster, EndpointMode, Host
 
 HAPROXY_CFG = "/etc/haproxy/haproxy.cfg"
 STATS_SOCKET = "/run/haproxy/admin.sock"
+#: The backend clients use, and the one that only runs the health checks it follows.
+BACKEND = "kube-apiserver"
+CHECKS_BACKEND = "kube-apiserver-checks"
+#: Server states handed from a running HAProxy to the one a reload starts.
+SERVER_STATE = "/var/lib/haproxy/server-state"
+STATE_DROPIN = "/etc/systemd/system/haproxy.service.d/hakube-server-state.conf"
 
 
 def render_haproxy(cluster: Cluster, host: Host, secrets: Secrets) -> list[RenderedFile]:
@@ -28,16 +36,29 @@ def render_haproxy(cluster: Cluster, host: Host, secrets: Secrets) -> list[Rende
         hp=hp,
         servers=cluster.control_planes,
         apiserver_port=APISERVER_PORT,
+        backend=BACKEND,
+        checks_backend=CHECKS_BACKEND,
+        server_state=SERVER_STATE,
         stats_password=secrets.stats_password if hp.stats_page else "",
     )
-    return [
-        RenderedFile(
-            path=HAPROXY_CFG,
-            content=content,
-            # Only the stats page puts a password in the file.
-            mode=0o600 if hp.stats_page else 0o644,
-            secret=hp.stats_page,
-            validate=Validation.run("haproxy", "-c", "-f"),
-            reload="haproxy",
-        )
-    ]
+    cfg = RenderedFile(
+        path=HAPROXY_CFG,
+        content=content,
+        # Only the stats page puts a password in the file.
+        mode=0o600 if hp.stats_page else 0o644,
+        secret=hp.stats_page,
+        validate=Validation.run("haproxy", "-c", "-f"),
+        reload="haproxy",
+    )
+    return [cfg, _state_dropin()]
+
+
+def _state_dropin() -> RenderedFile:
+    """The unit drop-in that starts HAProxy without states saved long ago (a reload keeps the
+    ones hakube saved just before it)."""
+    dropin = render_template(
+        "haproxy-state.conf.j2",
+        server_state=SERVER_STATE,
+        server_state_dir=posixpath.dirname(SERVER_STATE),
+    )
+    return RenderedFile(path=STATE_DROPIN, content=dropin, daemon_reload=True)

@@ -28,6 +28,15 @@ KILLED_AT_DOWN = (
     "journalctl -q -o cat -t haproxy --since @{since} --until @{until} "
     f"| grep -cE '{KILLED_AT_DOWN_RE}'; true"
 )
+#: HAProxy sessions that did not end normally (tcplog termination state other than "--"),
+#: server state changes, keepalived state changes and why (health script results, effective
+#: priority) since `{since}` (epoch seconds).
+LB_LOG = (
+    "journalctl -q -o short-precise --since @{since} -t haproxy -t Keepalived_vrrp "
+    "| grep -vE ' [0-9]+ -- [0-9]+/' "
+    "| grep -E ' [0-9]+ [^ ]{{2}} [0-9]+/|is (UP|DOWN)|Entering|VRRP_Script|effective priority' "
+    "| tail -n 40; true"
+)
 
 
 @dataclass
@@ -63,18 +72,28 @@ class HealthCheck:
                 out.append(name)
         return out
 
-    def killed_at_down(self, since: float, until: float) -> int:
-        """Sessions the balancers closed because their server went DOWN, between two wall-clock
-        times (whole seconds, widened outwards), summed over the balancers that answer."""
-        cmd = KILLED_AT_DOWN.format(since=int(since), until=int(until) + 1)
-        total = 0
+    def _on_balancers(self, cmd: str) -> list[tuple[str, str]]:
+        """(host, output) of a shell command on every balancer that answers."""
+        out = []
         for host in self.balancers:
             try:
                 res = self.lab.nsenter(host, ["sh", "-c", cmd], check=False, timeout=10)
             except (LabError, subprocess.SubprocessError):
                 continue  # a host that is down has no log to read: its HAProxy died with it
-            total += int(res.stdout.strip() or 0)
-        return total
+            out.append((host, res.stdout))
+        return out
+
+    def killed_at_down(self, since: float, until: float) -> int:
+        """Sessions the balancers closed because their server went DOWN, between two wall-clock
+        times (whole seconds, widened outwards), summed over the balancers that answer."""
+        cmd = KILLED_AT_DOWN.format(since=int(since), until=int(until) + 1)
+        return sum(int(text.strip() or 0) for _host, text in self._on_balancers(cmd))
+
+    def lb_log(self, since: float) -> list[str]:
+        """What the balancers logged since a wall-clock time that explains a failed run:
+        sessions that did not end normally, server and VRRP state changes (`LB_LOG`)."""
+        outputs = self._on_balancers(LB_LOG.format(since=int(since)))
+        return [f"{host}: {line}" for host, text in outputs for line in text.splitlines()]
 
     def _units_of(self, host: str) -> list[str]:
         c = self.cluster
@@ -89,8 +108,13 @@ class HealthCheck:
             units.append(STANDIN_UNIT)
         return units
 
-    def check(self, skip: Sequence[str] = (), backends: bool = True) -> Health:
-        """Units active on every host (but `skip`), backends UP, exactly one VIP owner."""
+    def check(
+        self, skip: Sequence[str] = (), backends: bool = True, *, settled: bool = False
+    ) -> Health:
+        """Units active on every host (but `skip`), backends UP, exactly one VIP owner.
+
+        `settled`: also no backend on its way down ("UP 1/2": a check failed and the next
+        may take it out), i.e. HAProxy's checks have caught up with a fault that is over."""
         h = Health(ok=True)
         hosts = [x.name for x in self.cluster.hosts] + [
             b for b in self.balancers if b not in self.lb_names
@@ -118,6 +142,11 @@ class HealthCheck:
                     h.problems.append(f"{host}: no HAProxy stats")
                 elif down:
                     h.problems.append(f"{host}: backends not UP: {', '.join(down)}")
+                # "UP 1/2": UP for clients now, but a check failed and the next may take it out.
+                going = [b for b in found if settled and b.status.startswith("UP ")]
+                changing = [f"{host}→{b.server} ({b.status})" for b in going]
+                if changing:
+                    h.problems.append(f"{host}: backends failing checks: {', '.join(changing)}")
         if not skip and self.vip_mode:
             owners = self.vip_holders()
             if len(owners) != 1:
@@ -133,10 +162,10 @@ class HealthCheck:
         return h
 
     def wait_whole(self, timeout: float = 60.0) -> Health:
-        """Check until the setup is whole or `timeout` passes; the last result."""
+        """Check until the setup is whole and settled or `timeout` passes; the last result."""
         deadline = time.monotonic() + timeout
-        h = self.check()
+        h = self.check(settled=True)
         while not h.ok and time.monotonic() < deadline:
             time.sleep(0.5)
-            h = self.check()
+            h = self.check(settled=True)
         return h

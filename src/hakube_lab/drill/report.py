@@ -193,6 +193,9 @@ class RunMetrics:
     #: from the balancers' logs by the runner and the soak): a client without retry sees each
     #: as a failure.
     killed_at_down: int = 0
+    #: When a run broke an invariant: what the balancers logged from the break on (sessions
+    #: that did not end normally, server and VRRP state changes), to say why.
+    lb_log: list[str] = field(default_factory=list)
 
     @property
     def invariants_ok(self) -> bool:

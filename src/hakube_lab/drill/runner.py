@@ -52,8 +52,10 @@ class Drill:
         self.checks = HealthCheck(cluster, lab, stats_socket)
         self.front = front_of(cluster, lab)
 
-    def health(self, skip: Sequence[str] = (), backends: bool = True) -> Health:
-        return self.checks.check(skip, backends)
+    def health(
+        self, skip: Sequence[str] = (), backends: bool = True, *, settled: bool = False
+    ) -> Health:
+        return self.checks.check(skip, backends, settled=settled)
 
     def soak(self, seconds: float, index: int = 1, load: bool = True) -> RunMetrics:
         return soak_module.soak(self, seconds, index, load)
@@ -106,6 +108,8 @@ class Drill:
         problems += [f"at the end: {p}" for p in end_health.problems]
         problems += invariants(sc, m, requests, marks, self.cluster, vip=self.front.has_vip)
         m.problems = problems
+        if problems:
+            m.lb_log = self.checks.lb_log(wall_break)
         m.png = str(plot_timeline(
             out / f"{name}-{index}.png",
             f"{name} #{index} ({self.config}): {summary(sc.summary, self.front)}",
@@ -152,7 +156,9 @@ class Drill:
         healthy_at: float | None = None
         h = Health(ok=False, problems=["not checked"])
         while time.monotonic() < deadline:
-            h = self.health()
+            # Settled: a check that failed during the fault and may still take a server out
+            # once the run is over is not "healthy" yet.
+            h = self.health(settled=True)
             now = time.monotonic()
             if h.ok and healthy_at is None:
                 healthy_at = now

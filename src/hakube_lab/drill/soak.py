@@ -89,6 +89,8 @@ def soak(d: Drill, seconds: float, index: int = 1, load: bool = True) -> RunMetr
     if m.vip_moves or changes:
         m.problems.append(f"false failover: {m.vip_moves} moves, {changes} holder changes")
     m.problems += [f"at the end: {x}" for x in end.problems]
+    if m.problems:
+        m.lb_log = d.checks.lb_log(wall_t0)
     m.png = str(plot_timeline(out / f"soak-{index}.png",
                               f"soak #{index} ({d.config}), {seconds:.0f} s, {what or 'idle'}",
                               requests, samples, marks, d.checks.lb_names))  # fmt: skip

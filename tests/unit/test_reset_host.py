@@ -16,7 +16,7 @@ from hakube.membership import without
 from hakube.phases.base import Event
 from hakube.spec.model import Cluster
 from hakube.state import StateDir
-from hakube.transport.scripted import Reply
+from hakube.transport.scripted import Call, Reply
 from hakube.workflows.ops import OpsError, OpsInputError
 from hakube.workflows.reset import ResetResult, reset
 
@@ -39,9 +39,13 @@ def world_of(
     for name, t in ts.items():
         script_removal(t, world, name)
         t.on(VIP_ANSWERS, Reply())
+
+    def per_host_reset(call: Call) -> Reply:
+        world.log.append(f"reset cp1: {call.target[:20]}")
+        return Reply()
+
     # What only the per-host reset runs (it comes after the removal's own cleanup).
-    ts["cp1"].on(re.compile(r".*"), lambda call: world.log.append(f"reset cp1: {call.target[:20]}")
-                 or Reply())  # fmt: skip
+    ts["cp1"].on(re.compile(r".*"), per_host_reset)
     return cluster, world, ts
 
 

@@ -21,6 +21,7 @@ import pytest
 
 from hakube.facts.haproxy import SHOW_STAT, parse_show_stat
 from hakube.membership import without
+from hakube.phases.base import Event, EventKind
 from hakube.render.haproxy import HAPROXY_CFG
 from hakube.render.keepalived import KEEPALIVED_CONF
 from hakube.spec import load_cluster_file
@@ -36,7 +37,7 @@ from hakube.workflows.snapshot import run_restore, run_save
 from hakube.workflows.status import expected_files
 from hakube_lab import Lab, running_lab
 from hakube_lab.drill.probes import Probes
-from hakube_lab.drill.report import longest_gap
+from hakube_lab.drill.report import Request, longest_gap
 from hakube_lab.drill.scenarios import Settings
 from hakube_lab.membership import vip_owner
 from hakube_lab.standin import ENDPOINTS_FILE, endpoints_file, install_all
@@ -262,11 +263,12 @@ def test_reset_of_the_vip_owner_takes_it_out_under_the_probe_and_apply_joins_it_
     survivors = without(cluster, [target])
     names = [h.name for h in survivors.control_planes]
     standins_ask(lab, survivors)
+    changes: list[Event] = []
     probes = Probes(lab, cluster, tmp_path / "reset-host", Settings(), cafile=None, duration=150)
     try:
         time.sleep(1)
         start = time.monotonic()
-        result = asyncio.run(reset(cluster, state, host=target))
+        result = asyncio.run(reset(cluster, state, host=target, emit=changes.append))
         end = time.monotonic()
         time.sleep(1)
     finally:
@@ -277,6 +279,9 @@ def test_reset_of_the_vip_owner_takes_it_out_under_the_probe_and_apply_joins_it_
     print(f"reset --host {target}: {end - start:.1f} s, {len(requests)} requests through the "
           f"VIP, {len(failed)} failed, longest gap {longest_gap(requests, start, end):.3f} s, "
           f"VIP holders {sorted(holders)}")  # fmt: skip
+    if failed:  # what happened around each failure, on the probe's clock
+        for t, what in timeline(changes, probes, failed, start):
+            print(f"  +{t:6.2f} s {what}")
     assert [h.host for h in result.hosts] == [target]
     assert result.left_through[0] == "remove/handover"
     assert result.left_through[-1] == "remove/hosts"
@@ -312,6 +317,20 @@ def test_reset_of_the_vip_owner_takes_it_out_under_the_probe_and_apply_joins_it_
     assert data["healthy"], data["problems"]
     assert sorted(m["name"] for m in data["etcd"]) == ["cp1", "cp2", "cp3"]  # type: ignore[attr-defined]
     assert data["drift"] == []
+
+
+def timeline(
+    changes: list[Event], probes: Probes, failed: list[Request], start: float
+) -> list[tuple[float, str]]:
+    out = [(e.at - start, f"{e.host} {e.phase}: {e.message}") for e in changes
+           if e.kind is EventKind.CHANGE]  # fmt: skip
+    holders: tuple[str, ...] = ()
+    for v in probes.samples():
+        if v.holders != holders:
+            out.append((v.t - start, f"VIP on {','.join(v.holders) or 'nobody'}"))
+            holders = v.holders
+    out += [(r.t - start, f"FAILED ({r.end - r.t:.2f} s): {' | '.join(r.errors)}") for r in failed]
+    return sorted(out)
 
 
 def remove_standin(lab: Lab, host: str) -> None:

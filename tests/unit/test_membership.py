@@ -342,6 +342,8 @@ class Survivors:
         self.members = [started(i) for i in range(1, 6)]
         self.healthy = set(healthy)
         self.vip_owner = "cp1"
+        #: The etcd leader (a survivor unless a test says otherwise).
+        self.leader = "cp5"
         self.log: list[str] = []
 
     def list(self, _call: Call) -> str:
@@ -352,6 +354,18 @@ class Survivors:
             {"endpoint": m["clientURLs"][0], "health": m["name"] in self.healthy}
             for m in self.members
         ])  # fmt: skip
+
+    def status(self, name: str) -> str:
+        """`endpoint status` of `name`'s own member, as etcdctl prints it."""
+        ids = {m["name"]: m["ID"] for m in self.members}
+        return json.dumps([{"Endpoint": "https://127.0.0.1:2379", "Status": {
+            "header": {"member_id": ids[name]}, "leader": ids[self.leader]}}])  # fmt: skip
+
+    def move_leader(self, call: Call) -> str:
+        hex_id = call.target.rsplit(" ", 1)[1]
+        self.leader = next(m["name"] for m in self.members if f"{m['ID']:x}" == hex_id)
+        self.log.append(f"move-leader {self.leader}")
+        return f"Leadership transferred to {hex_id}\n"
 
     def remove(self, call: Call) -> str:
         hex_id = call.target.rsplit(" ", 1)[1]
@@ -386,6 +400,9 @@ def script_removal(t: FakeHostTransport, world: Survivors, name: str) -> None:
         (re.compile(r"ETCDCTL_API=3 etcdctl .* member list -w json"), world.list),
         (re.compile(r"ETCDCTL_API=3 etcdctl .* endpoint health --cluster -w json"), world.health),
         (re.compile(r"ETCDCTL_API=3 etcdctl .* member remove \w+"), world.remove),
+        (re.compile(r"ETCDCTL_API=3 etcdctl .* endpoint status -w json"),
+         lambda _c: world.status(name)),
+        (re.compile(r"ETCDCTL_API=3 etcdctl .* move-leader \w+"), world.move_leader),
         (re.compile(r"ip -o -4 addr show \| grep -qF 'inet 10\.88\.0\.10/'"),
          lambda _c: world.holds_vip(name)),
         ("systemctl stop keepalived", lambda _c: world.stop_keepalived(name)),

@@ -23,6 +23,7 @@ is skipped with a warning that says what is left there.
 from __future__ import annotations
 
 import functools
+import json
 import shlex
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -280,12 +281,34 @@ async def _remove_external_member(ctx: Context, name: str, target: Host | None) 
         m for m in await etcd_join.members(ctx, via) if m.name == name or urls & set(m.peer_urls)
     ]
     for m in found:
+        await _lead_elsewhere(ctx, via, m)
         await ctx.do.sh(via, f"etcd member remove {name} ({m.hex_id})",
                      etcdctl(c, "member", "remove", m.hex_id))  # fmt: skip
     if found and not ctx.run.dry_run:
         left = [m for m in await etcd_join.members(ctx, via) if m.name == name]
         if left:
             raise PhaseError(f"etcd still lists {name} after member remove; re-run")
+
+
+async def _lead_elsewhere(ctx: Context, via: Host, leaving: etcd_join.Member) -> None:
+    """A leader that is removed stops leading at once, and the others wait out an election
+    timeout before they elect another: meanwhile every apiserver's etcd has no leader (the lab
+    saw /readyz fail on every control plane). Handed to `via`'s member first, the leadership
+    moves without that wait."""
+    c = ctx.run.cluster
+    res = await ctx.facts.read(via, etcdctl(c, "endpoint", "status", "-w", "json"), check=False)
+    try:
+        status = json.loads(res.stdout)[0]["Status"]
+        leader, mine = int(status["leader"]), int(status["header"]["member_id"])
+    except (ValueError, LookupError, TypeError):
+        return  # no answer: the removal itself says what is wrong
+    if leader != leaving.id or mine == leaving.id:
+        return
+    await ctx.do.sh(
+        via,
+        f"etcd leadership from {leaving.name} to {via.name} before {leaving.name} is removed",
+        etcdctl(c, "move-leader", f"{mine:x}", endpoints=",".join(leaving.client_urls)),
+    )
 
 
 async def _check_stacked_member(ctx: Context, admin: Host, name: str) -> None:

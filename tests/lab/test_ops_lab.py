@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import shlex
 import subprocess
 import sys
 import time
@@ -18,6 +19,11 @@ from pathlib import Path
 
 import pytest
 
+from hakube.facts.haproxy import SHOW_STAT, parse_show_stat
+from hakube.membership import without
+from hakube.phases.base import Event, EventKind
+from hakube.render.haproxy import HAPROXY_CFG
+from hakube.render.keepalived import KEEPALIVED_CONF
 from hakube.spec import load_cluster_file
 from hakube.spec.model import Cluster
 from hakube.state import StateDir
@@ -28,13 +34,14 @@ from hakube.workflows.credentials import CLUSTER_CA, checked_ca_hash
 from hakube.workflows.ops import OpsError, OpsInputError, session
 from hakube.workflows.reset import reset
 from hakube.workflows.snapshot import run_restore, run_save
+from hakube.workflows.status import expected_files
 from hakube_lab import Lab, running_lab
 from hakube_lab.drill.probes import Probes
+from hakube_lab.drill.report import Request, longest_gap
 from hakube_lab.drill.scenarios import Settings
-from hakube_lab.standin import DIR as STANDIN_DIR
-from hakube_lab.standin import SCRIPT as STANDIN_SCRIPT
-from hakube_lab.standin import UNIT as STANDIN_UNIT
-from hakube_lab.standin import install_all
+from hakube_lab.membership import vip_owner
+from hakube_lab.standin import ENDPOINTS_FILE, endpoints_file, install_all
+from hakube_lab.standin import REMOVE as REMOVE_STANDIN
 
 pytestmark = pytest.mark.lab
 
@@ -235,13 +242,108 @@ true
 """
 
 
+def standins_ask(lab: Lab, cluster: Cluster) -> None:
+    """LAB ONLY: the stand-ins' etcd list is `cluster`'s members, as the skipped
+    kubeadm/etcd-endpoints phase makes real apiservers' --etcd-servers follow the members
+    (before a member goes: a removed member that still runs answers unhealthy)."""
+    data = shlex.quote(endpoints_file(cluster).decode())
+    for h in cluster.control_planes:
+        lab.run(h.name, f"printf %s {data} > {ENDPOINTS_FILE}.new && "
+                        f"mv {ENDPOINTS_FILE}.new {ENDPOINTS_FILE}")  # fmt: skip
+
+
+def test_reset_of_the_vip_owner_takes_it_out_under_the_probe_and_apply_joins_it_again(
+    lab: Lab, root: Path, state: StateDir, tmp_path: Path
+) -> None:
+    """reset --host on the host that holds the VIP (the hardest one to take out), with the
+    drill's probe asking /readyz through the VIP the whole time."""
+    cluster = cluster_of(lab)
+    target = vip_owner(lab, cluster)
+    assert target is not None
+    survivors = without(cluster, [target])
+    names = [h.name for h in survivors.control_planes]
+    standins_ask(lab, survivors)
+    changes: list[Event] = []
+    probes = Probes(lab, cluster, tmp_path / "reset-host", Settings(), cafile=None, duration=150)
+    try:
+        time.sleep(1)
+        start = time.monotonic()
+        result = asyncio.run(reset(cluster, state, host=target, emit=changes.append))
+        end = time.monotonic()
+        time.sleep(1)
+    finally:
+        probes.stop()
+    requests = [r for r in probes.requests() if start <= r.t <= end]
+    failed = [r for r in requests if not r.ok]
+    holders = {h for s in probes.samples() if start <= s.t <= end for h in s.holders}
+    print(f"reset --host {target}: {end - start:.1f} s, {len(requests)} requests through the "
+          f"VIP, {len(failed)} failed, longest gap {longest_gap(requests, start, end):.3f} s, "
+          f"VIP holders {sorted(holders)}")  # fmt: skip
+    if failed:  # what happened around each failure, on the probe's clock
+        for t, what in timeline(changes, probes, failed, start):
+            print(f"  +{t:6.2f} s {what}")
+    assert [h.host for h in result.hosts] == [target]
+    assert result.left_through[0] == "remove/handover"
+    assert result.left_through[-1] == "remove/hosts"
+    assert result.archived_state is None
+    assert state.path.exists()
+    # The VIP answered throughout and went to a survivor.
+    assert len(requests) > 50
+    assert failed == [], failed[:5]
+    assert vip_owner(lab, survivors) in names
+    assert lab.run(target, "ip -o -4 addr show").stdout.count(f"inet {cluster.endpoint.vip}/") == 0
+    # etcd: the survivors list only themselves; the record forgot the host.
+    members = json.loads(lab.run(names[0], f"{ETCDCTL} member list -w json").stdout)["members"]
+    assert sorted(m["name"] for m in members) == names
+    record = state.record()
+    assert target not in record.etcd_members
+    assert target not in record.hosts
+    # The survivors' load balancers carry what apply writes for the cluster without the host:
+    # HAProxy lists only the survivors, keepalived has no peer at the host's address.
+    secrets = state.secrets()
+    for name in names:
+        backends = parse_show_stat(lab.run(name, SHOW_STAT).stdout, name)
+        assert sorted({b.server for b in backends}) == names, name
+        for f in expected_files(survivors, secrets, survivors.host(name)):
+            if f.path in (HAPROXY_CFG, KEEPALIVED_CONF):
+                assert lab.run(name, f"cat {f.path}").stdout == f.content, (name, f.path)
+    # Nothing of hakube is left on the host once the lab's own stand-in is gone.
+    remove_standin(lab, target)
+    script = LEFTOVERS.replace("VIP", str(cluster.endpoint.vip))
+    assert lab.run(target, script).stdout.strip() == ""
+    # It is still in the file but no longer recorded: the next apply joins it again.
+    converge(cluster, state)
+    data = wait_healthy(lab, root, timeout=60)
+    assert data["healthy"], data["problems"]
+    assert sorted(m["name"] for m in data["etcd"]) == ["cp1", "cp2", "cp3"]  # type: ignore[attr-defined]
+    assert data["drift"] == []
+
+
+def timeline(
+    changes: list[Event], probes: Probes, failed: list[Request], start: float
+) -> list[tuple[float, str]]:
+    out = [(e.at - start, f"{e.host} {e.phase}: {e.message}") for e in changes
+           if e.kind is EventKind.CHANGE]  # fmt: skip
+    holders: tuple[str, ...] = ()
+    for v in probes.samples():
+        if v.holders != holders:
+            out.append((v.t - start, f"VIP on {','.join(v.holders) or 'nobody'}"))
+            holders = v.holders
+    out += [(r.t - start, f"FAILED ({r.end - r.t:.2f} s): {' | '.join(r.errors)}") for r in failed]
+    return sorted(out)
+
+
+def remove_standin(lab: Lab, host: str) -> None:
+    """The lab's stand-in is not hakube's to remove (`lab up`/converge installs it again)."""
+    lab.run(host, REMOVE_STANDIN)
+
+
 def test_reset_leaves_no_hakube_trace_and_apply_converges_again(
     lab: Lab, root: Path, state: StateDir
 ) -> None:
     cluster = cluster_of(lab)
-    for h in ("cp1", "cp2", "cp3"):  # the lab's stand-in is not hakube's to remove
-        lab.run(h, f"systemctl disable -q --now {STANDIN_UNIT}; rm -rf {STANDIN_DIR} "
-                   f"{STANDIN_SCRIPT} /etc/systemd/system/{STANDIN_UNIT}.service")  # fmt: skip
+    for h in ("cp1", "cp2", "cp3"):
+        remove_standin(lab, h)
     result = asyncio.run(reset(cluster, state))
     assert result.archived_state is not None
     assert not state.path.exists()

@@ -86,7 +86,7 @@ def test_a_stacked_member_that_does_not_answer_is_a_problem(
 ) -> None:
     out = {h: captured(h) for h in HOSTS}
     out["cp3"] = re.sub(
-        r"(@@hakube:etcd-status\n).*?(?=\n@@hakube:etcd-alarms)",
+        r"(@@hakube:etcd-status\n).*?(?=\n@@hakube:certs)",
         lambda m: (
             m.group(1)
             + "\n@@hakube:etcd-health\n"

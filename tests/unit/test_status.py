@@ -17,6 +17,8 @@ from fakes import TRANSCRIPTS
 from hakube.facts.ops import OpsQuery, ops_script, parse_keepalived_data, parse_ops
 from hakube.fileio import write_private
 from hakube.phases.context import owner_of, sha256
+from hakube.phases.etcd_join import bootstrapped
+from hakube.render.etcd import ETCD_ENV_FILE
 from hakube.spec.load import load_cluster_data
 from hakube.spec.model import Cluster
 from hakube.state import StateDir
@@ -260,6 +262,30 @@ def test_drift_names_the_file_that_differs_from_what_apply_would_write(
     ]
     assert r.healthy  # drift is a warning: the cluster still serves
     assert any("haproxy.cfg differs" in w for w in r.warnings)
+
+
+def test_a_member_that_joined_a_live_cluster_is_no_drift(cluster: Cluster, tmp_path: Path) -> None:
+    """A member added to a running etcd keeps `existing` and the list it joined with, and apply
+    keeps them (etcd_join.keep_bootstrap): status reads the file and judges it the same way."""
+    state = StateDir(cluster.name, root=tmp_path)
+    secrets = state.secrets()
+    out = healthy_outputs()
+    joined = {"ETCD_INITIAL_CLUSTER_STATE": "existing", "ETCD_INITIAL_CLUSTER": "cp1=x,cp3=y"}
+    for h in cluster.hosts:
+        files = expected_files(cluster, secrets, h)
+        if h.name == "cp3":
+            files = bootstrapped(files, joined)
+            (env,) = [f.content for f in files if f.path == ETCD_ENV_FILE]
+            out[h.name] = out[h.name].replace(
+                "\n@@hakube:certs", f"\n@@hakube:etcd-env\n{env}\n@@hakube:certs", 1
+            )
+        lines = [f"{sha256(f.content)} {f.mode:o} {owner_of(f)} {f.path}" for f in files]
+        out[h.name] = section(out[h.name], "files", "\n".join(lines))
+    assert run(cluster, tmp_path, out).drift == []
+    # Read without its file, the same member is drift (apply would then write `new`).
+    out["cp3"] = re.sub(r"\n@@hakube:etcd-env\n.*?(?=\n@@hakube:certs)", "", out["cp3"], flags=re.S)
+    drift = run(cluster, tmp_path, out).drift
+    assert [(d.host, d.path, d.reason) for d in drift] == [("cp3", ETCD_ENV_FILE, "differs")]
 
 
 def test_the_status_script_runs_for_real_and_keeps_the_facts_end_marker(tmp_path: Path) -> None:

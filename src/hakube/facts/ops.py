@@ -48,6 +48,8 @@ class OpsQuery:
     kubectl: str | None = None
     kubeadm_tokens: bool = False
     vip: str | None = None
+    #: The etcd member's environment file, read whole (its first-start settings are its own).
+    etcd_env: str | None = None
 
 
 CERT_MARK = "@@hakube-cert:"
@@ -94,6 +96,8 @@ def ops_sections(q: OpsQuery) -> dict[str, str]:
         )
     if q.etcdctl:
         out.update({name: f"{q.etcdctl} {sub}" for name, sub in ETCD_SECTIONS.items()})
+    if q.etcd_env:
+        out["etcd-env"] = f"cat {shlex.quote(q.etcd_env)}"
     if q.certs:
         out["certs"] = CERTS_SCRIPT
     if q.kubeadm_tokens:
@@ -174,6 +178,7 @@ class OpsFacts:
     etcd: EtcdLocal | None = None
     etcd_members: list[dict[str, Any]] = field(default_factory=list)
     etcd_alarms: list[str] = field(default_factory=list)
+    etcd_env: str = ""
     certs: list[CertFact] = field(default_factory=list)
     tokens_text: str | None = None
     nodes: dict[str, str] | None = None
@@ -317,6 +322,7 @@ def parse_ops(text: str) -> OpsFacts:
         members = _json(sec.get("etcd-members", []))
         if isinstance(members, dict):
             f.etcd_members = list(members.get("members", []))
+    f.etcd_env = "\n".join(sec.get("etcd-env", []))
     f.certs = parse_certs(sec.get("certs", []))
     if "tokens" in sec:
         f.tokens_text = "\n".join(sec["tokens"])

@@ -124,7 +124,13 @@ async def keep_bootstrap(ctx: Context, host: Host, files: list[RenderedFile]) ->
     if env is None or ctx.facts.file_is_current(host, env):
         return files
     res = await ctx.facts.read(host, f"cat {shlex.quote(ETCD_ENV_FILE)}", check=False)
-    have = env_values(res.stdout) if res.ok else {}
+    return as_running(files, res.stdout if res.ok else "")
+
+
+def as_running(files: list[RenderedFile], env: str) -> list[RenderedFile]:
+    """`files` with the env file's first-start settings those of the running member's `env`
+    (a member that joined a live cluster keeps `existing` and the list it joined with)."""
+    have = env_values(env)
     return bootstrapped(files, {k: have[k] for k in BOOTSTRAP_KEYS if k in have})
 
 

@@ -6,6 +6,9 @@ disabled; package holds released and the packages hakube installs for its roles 
 file apply writes removed, with the directories hakube owns and etcd's data; the hakube block
 out of /etc/hosts and swap lines hakube commented out of /etc/fstab put back.
 
+`--host` resets one host: it first leaves the cluster as `hakube node remove` takes it out (the
+survivors' `apply --prune`, `leave_cluster`), then is reset as above; the state dir stays.
+
 Not undone (the host's earlier state is not recorded): the hostname apply may have set, the
 runtime value of sysctls (their hakube file is removed), a firewalld apply disabled, and tools
 that are usually there anyway (curl, ca-certificates, socat, conntrack).
@@ -14,7 +17,6 @@ that are usually there anyway (curl, ca-certificates, socat, conntrack).
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import datetime as dt
 import shlex
 from dataclasses import asdict, dataclass, field
@@ -22,17 +24,17 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from hakube.facts.host import HostFacts
-from hakube.membership import Leaving, Membership, MembershipError, recorded_roles, without
+from hakube.membership import membership, without
 from hakube.phases.base import RenderInput
 from hakube.phases.context import Context
-from hakube.phases.remove import Handover, Removal, RemoveHosts, coordinator
+from hakube.phases.etcd_endpoints import EtcdEndpoints
 from hakube.record import load_record
 from hakube.render.host import SWAP_MARK, remove_block, restore_swap
 from hakube.render.keepalived import TRACK_DIR
 from hakube.spec.model import Cluster, Host
 from hakube.state import StateDir
-from hakube.workflows.apply import ApplyLocked, apply_phases, cluster_lock, plan_removal
-from hakube.workflows.ops import OpsError, OpsInputError, require_reachable, session
+from hakube.workflows.apply import ApplyLocked, apply, apply_phases, cluster_lock
+from hakube.workflows.ops import Live, OpsError, OpsInputError, live_session, require_reachable
 
 #: Units apply enables (the runtime and kubelet included).
 UNITS = ("keepalived", "haproxy", "etcd", "kubelet", "containerd", "docker")
@@ -81,6 +83,8 @@ class HostReset:
 class ResetResult:
     hosts: list[HostReset] = field(default_factory=list)
     archived_state: str | None = None
+    #: `--host`: the phases it left the cluster through (`apply --prune` on the survivors).
+    left_through: list[str] = field(default_factory=list)
     not_undone: list[str] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
@@ -167,37 +171,46 @@ async def reset_host(ctx: Context, host: Host) -> HostReset:
     return out
 
 
-async def leave_cluster(ctx: Context, errors: dict[str, str], target: Host) -> None:
-    """`target` leaves the cluster the way `hakube node remove` takes a host out (the same
-    phases): refused when it would break etcd quorum or remove the last control plane; the VIP
-    handed to another LB host; Node drained and deleted; etcd member removed (checked); kubeadm
-    reset and the tutorial's cleanup; checked clean; forgotten by the record, so that the next
-    apply joins it again (it stays in the cluster file)."""
-    survivors = without(ctx.run.cluster, [target.name])
-    record = load_record(ctx.run.state.path)
-    roles = tuple(recorded_roles(record).get(target.name, [])) if record else ()
-    leaving = Leaving(target.name, roles)
-    try:
-        # apply's own: the init host's role passes to a joined control plane first.
-        removal = (
-            plan_removal(survivors, record, Membership(leaving=(leaving,)), [target])
-            if record
-            else Removal((leaving,), {target.name: target})
+#: What `apply --prune` runs for the survivors around a removal, besides the removal's own two
+#: phases: the load balancers (backends and VRRP peers without the host, rolled while its
+#: apiserver still answers) and the apiservers' etcd lists (no apiserver asks a removed member).
+LEAVE_PHASES = ("lb", EtcdEndpoints.name)
+
+
+async def leave_cluster(live: Live, target: Host) -> list[str]:
+    """`target` leaves the cluster the way `hakube node remove` takes a host out, through
+    `apply --prune` on the survivors (the phases that act on a removal only, `LEAVE_PHASES`):
+    refused when it would break etcd quorum or remove the last control plane; the VIP handed to
+    another LB host; the survivors' HAProxy and keepalived rolled without it; the apiservers'
+    etcd lists without its member; Node drained and deleted; etcd member removed (checked);
+    kubeadm reset and the tutorial's cleanup, checked clean; forgotten by the record, so that
+    the next apply joins it again (it stays in the cluster file). Returns the phases run."""
+    state = live.ctx.run.state
+    record = load_record(state.path)
+    assert record is not None  # reset() refuses --host without one
+    survivors = without(live.ctx.run.cluster, [target.name])
+    others = sorted(x.name for x in membership(survivors, record).leaving if x.name != target.name)
+    if others:
+        raise OpsInputError(
+            f"{', '.join(others)} left the cluster file but are still recorded: remove them "
+            "with `hakube apply --prune` first (reset --host takes out one host). Nothing was "
+            "changed"
         )
-    except MembershipError as e:
+    try:
+        result = await apply(
+            survivors, state=state, only=LEAVE_PHASES, prune=True, leaving_from=[target],
+            emit=live.ctx.report.sink, transports=live.conns,
+        )  # fmt: skip
+    except ApplyLocked as e:
+        raise OpsError(str(e)) from None
+    except ValueError as e:  # the record refuses the file (RecordError, MembershipError)
         raise OpsInputError(f"{e}; or reset the whole cluster (without --host)") from None
-    run = dataclasses.replace(ctx.run, cluster=survivors, record=record)
-    sub = dataclasses.replace(ctx, run=run)
-    coord = coordinator(survivors)
-    require_reachable(errors, [coord])
-    # The removal reads the survivors' etcd units and the leaving host's facts.
-    for h in [target, *survivors.etcd_hosts]:
-        if h.name not in errors:
-            await sub.facts.gather(h)
-    for phase in (Handover(removal), RemoveHosts(removal)):
-        sub.report.phase = phase.name
-        await phase.run(sub, coord)
-    ctx.report.phase = "reset"
+    if not result.ok:
+        failed = "; ".join(f"{f.host} {f.phase}: {f.message}" for f in result.failures)
+        raise OpsError(
+            f"{target.name} did not leave the cluster, so nothing of it was reset: {failed}"
+        )
+    return result.phases_run
 
 
 def archive_state(state: StateDir) -> Path | None:
@@ -219,6 +232,12 @@ async def reset(
     if host is not None and host not in {h.name for h in cluster.hosts}:
         names = ", ".join(h.name for h in cluster.hosts)
         raise OpsInputError(f"--host {host!r} is not in the cluster file (hosts: {names})")
+    if host is not None and load_record(state.path) is None:
+        raise OpsInputError(
+            f"no record of cluster {cluster.name!r} in {state.path}: taking one host out needs "
+            "it (its etcd member, the backends it is in). Run reset --host from the machine "
+            "that applied the cluster, or reset the whole cluster. Nothing was changed"
+        )
     targets = [cluster.host(host)] if host else list(cluster.hosts)
     result = ResetResult()
     result.not_undone = [
@@ -226,15 +245,13 @@ async def reset(
         "curl, ca-certificates, socat and conntrack stay installed",
     ]
     try:
-        with cluster_lock(state):
-            async with session(cluster, state, phase="reset", **reach) as (
-                ctx,
-                errors,
-            ):
-                require_reachable(errors, targets)
-                if host:
-                    await leave_cluster(ctx, errors, targets[0])
-                result.hosts = list(await asyncio.gather(*(reset_host(ctx, h) for h in targets)))
+        async with live_session(cluster, state, phase="reset", **reach) as live:
+            require_reachable(live.errors, targets)
+            if host:
+                result.left_through = await leave_cluster(live, targets[0])
+            with cluster_lock(state):
+                resets = (reset_host(live.ctx, h) for h in targets)
+                result.hosts = list(await asyncio.gather(*resets))
     except ApplyLocked as e:
         raise OpsError(str(e)) from None
     if host is None:

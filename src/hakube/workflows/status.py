@@ -23,14 +23,16 @@ from hakube.facts.ops import ALARM_RE, CertFact, OpsFacts, OpsQuery, ops_script,
 from hakube.phases.base import RenderInput
 from hakube.phases.context import Context, sha256
 from hakube.phases.etcd import EtcdPhase
+from hakube.phases.etcd_join import as_running
 from hakube.phases.kubeadm import ADMIN_CONF, KUBECTL
 from hakube.phases.verify import HAState
 from hakube.pki.etcd import EtcdPKI, etcd_members
 from hakube.render.base import RenderedFile
+from hakube.render.etcd import ETCD_ENV_FILE
 from hakube.render.haproxy import STATS_SOCKET
 from hakube.render.keepalived import priorities
 from hakube.secrets import Secrets
-from hakube.spec.model import Cluster, EndpointMode, Host
+from hakube.spec.model import Cluster, EndpointMode, EtcdTopology, Host
 from hakube.state import StateDir
 from hakube.workflows.apply import apply_phases
 from hakube.workflows.etcd_access import etcd_access
@@ -122,6 +124,9 @@ def host_query(cluster: Cluster, view: ClusterView, host: Host) -> OpsQuery:
         etcdctl=etcd_prefix(cluster, view, host),
         kubectl=KUBECTL if on_init else None,
         kubeadm_tokens=on_init,
+        etcd_env=ETCD_ENV_FILE
+        if cluster.etcd.topology is EtcdTopology.EXTERNAL and cluster.is_etcd(host)
+        else None,
     )
 
 
@@ -254,7 +259,9 @@ async def status_round(
     else:
         for h in hosts:
             if h.name in read:
-                report.drift += _drift(h.name, expected[h.name], read[h.name][1])
+                ops, files, _ = read[h.name]
+                # What apply would write: it keeps a member's own first-start settings.
+                report.drift += _drift(h.name, as_running(expected[h.name], ops.etcd_env), files)
     for d in report.drift:
         report.warnings.append(f"{d.host}: {d.path} {d.reason} (apply would rewrite it)")
     report.seconds = time.monotonic() - started

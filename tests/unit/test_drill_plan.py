@@ -1,6 +1,7 @@
 """run_drill and run_comparison follow their DrillPlan: every scenario once per repeat with the
 plan's settings, errors kept per run, the report written; a comparison drills both
-configurations with the state it was given and re-applies hakube's files even after a failure.
+configurations with the state it was given and re-applies hakube's files even after a failure;
+run_preemption interleaves preempt and nopreempt run by run.
 The lab-driving Drill is replaced by a recorder here (tests/lab/test_drill.py drills for real).
 """
 
@@ -176,3 +177,72 @@ def test_the_plans_hold_is_taken_around_each_run_and_each_reconfiguration_only(
     # hakube's defaults.
     preempts = [(b["config"], b["cluster"].endpoint.vrrp.preempt) for b in recorder.built]
     assert preempts == [(workflow.DEFAULTS, True), (workflow.TUTORIAL, True)]
+
+
+def test_run_preemption_interleaves_both_columns_and_reapplies_the_clusters_own_settings(
+    tmp_path: Path, recorder: type[Recorder], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Run by run, preempt then nopreempt, each applied (with its own preemption) right before
+    # its runs under the hold, so both columns see the same load; the file's own settings go
+    # back on even when an apply fails half-way.
+    events: list[str] = []
+
+    @contextlib.contextmanager
+    def hold() -> Iterator[None]:
+        events.append("take")
+        yield
+        events.append("release")
+
+    async def apply_lb(cluster: Cluster, state: StateDir) -> None:
+        events.append(f"apply preempt={cluster.endpoint.vrrp.preempt}")
+
+    real_run = Recorder.run
+
+    def run(self: Recorder, name: str, index: int, *, soak_seconds: float) -> RunMetrics:
+        events.append(f"run {self.config} {name} #{index}")
+        return real_run(self, name, index, soak_seconds=soak_seconds)
+
+    monkeypatch.setattr(Recorder, "run", run)
+    monkeypatch.setattr(workflow, "_apply_lb", apply_lb)
+    monkeypatch.setattr(workflow, "write_ca", lambda _s, out: out / "ca.crt")
+    state = StateDir("tutorial", root=tmp_path / "state")
+    plan = workflow.DrillPlan(["host-down", "isolate"], tmp_path, repeat=2, hold=hold)
+    reports = workflow.run_preemption(tutorial_cluster(), LAB, state, plan)
+    inner = [e for e in events if e not in ("take", "release")]
+    p, n = workflow.PREEMPT, workflow.NOPREEMPT
+    own = f"apply preempt={tutorial_cluster().endpoint.vrrp.preempt}"
+    assert inner == [
+        "apply preempt=True", f"run {p} host-down #1", f"run {p} isolate #1",
+        "apply preempt=False", f"run {n} host-down #1", f"run {n} isolate #1",
+        "apply preempt=True", f"run {p} host-down #2", f"run {p} isolate #2",
+        "apply preempt=False", f"run {n} host-down #2", f"run {n} isolate #2",
+        own,
+    ]  # fmt: skip
+    assert events == [x for e in inner for x in ("take", e, "release")]
+    assert [r.config for r in reports] == [p, n]
+    assert [len(r.runs) for r in reports] == [4, 4]
+    # Each column is judged by its own preemption (the restore waits for the VIP to go home
+    # only with preempt on).
+    built = {b["config"]: b["cluster"].endpoint.vrrp.preempt for b in recorder.built}
+    assert built == {p: True, n: False}
+    assert json.loads((tmp_path / f"{slug(n)}.json").read_text())["summary"]["isolate"]["runs"] == 2
+
+
+def test_run_preemption_puts_the_clusters_settings_back_after_a_failed_apply(
+    tmp_path: Path, recorder: type[Recorder], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    applied: list[bool] = []
+
+    async def apply_lb(cluster: Cluster, state: StateDir) -> None:
+        applied.append(cluster.endpoint.vrrp.preempt)
+        if len(applied) == 2:
+            raise DrillError("apply --only lb failed: cp2: keepalived -t refused the file")
+
+    monkeypatch.setattr(workflow, "_apply_lb", apply_lb)
+    monkeypatch.setattr(workflow, "write_ca", lambda _s, out: out / "ca.crt")
+    state = StateDir("tutorial", root=tmp_path / "state")
+    plan = workflow.DrillPlan(["host-down"], tmp_path, repeat=3)
+    with pytest.raises(DrillError, match="keepalived -t refused"):
+        workflow.run_preemption(tutorial_cluster(), LAB, state, plan)
+    assert applied == [True, False, tutorial_cluster().endpoint.vrrp.preempt]
+    assert [r[:3] for r in recorder.runs] == [(workflow.PREEMPT, "host-down", 1)]

@@ -401,11 +401,15 @@ class VRRP(Strict):
         50,
         ge=1,
         le=99,
-        description="Run keepalived's VRRP process with this real-time priority (SCHED_RR), "
-        "so adverts keep their pace on busy cores (null: normal scheduling). A starved owner "
-        "sends late and a starved backup times out early, and either moves the VIP: on the lab "
-        "(2 cores, load 30-100, 2 % loss) 10 minutes gave 5 false takeovers with normal "
-        "scheduling and 3 missed adverts at 0.08 s, none with 50 and 5 at 0.05 s.",
+        description="Run keepalived with this real-time priority (SCHED_RR, from a drop-in of "
+        "its systemd unit; the health script runs normally), so adverts keep their pace on busy "
+        "cores (null: normal scheduling). A starved owner sends late and a starved backup "
+        "times out early, and either moves the VIP: on the lab (2 cores, load 30-100, 2 % loss) "
+        "10 minutes gave 5 false takeovers with normal scheduling and 3 missed adverts at "
+        "0.08 s, none with 50 and 5 at 0.05 s. Not keepalived's own vrrp_rt_priority: with it "
+        "the kernel killed the VRRP process on every config reload where keepalived may not "
+        "raise its RLIMIT_RTTIME (no CAP_SYS_RESOURCE, as in containers), and the respawned "
+        "one gave the VIP away.",
     )
     check_weight: int | None = Field(
         None,

@@ -182,9 +182,9 @@ def test_the_plans_hold_is_taken_around_each_run_and_each_reconfiguration_only(
 def test_run_preemption_interleaves_both_columns_and_reapplies_the_clusters_own_settings(
     tmp_path: Path, recorder: type[Recorder], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # Run by run, preempt then nopreempt, each applied (with its own preemption) right before
-    # its runs under the hold, so both columns see the same load; the file's own settings go
-    # back on even when an apply fails half-way.
+    # Round by round, preempt then nopreempt, each applied (with its own preemption) right
+    # before its runs, the whole round under one hold so both columns see the same load; the
+    # file's own settings go back on at the end.
     events: list[str] = []
 
     @contextlib.contextmanager
@@ -218,7 +218,8 @@ def test_run_preemption_interleaves_both_columns_and_reapplies_the_clusters_own_
         "apply preempt=False", f"run {n} host-down #2", f"run {n} isolate #2",
         own,
     ]  # fmt: skip
-    assert events == [x for e in inner for x in ("take", e, "release")]
+    assert events == ["take", *inner[:6], "release", "take", *inner[6:12], "release",
+                      "take", own, "release"]  # fmt: skip
     assert [r.config for r in reports] == [p, n]
     assert [len(r.runs) for r in reports] == [4, 4]
     # Each column is judged by its own preemption (the restore waits for the VIP to go home

@@ -234,8 +234,9 @@ def run_preemption(
     cluster: Cluster, lab: Lab, state: StateDir, plan: DrillPlan
 ) -> list[DrillReport]:
     """The same scenarios with preemption on and with `nopreempt`, interleaved run by run
-    (`apply --only lb` with each before its runs), so both columns see the same load; the
-    cluster's own settings are applied again at the end."""
+    (`apply --only lb` with each before its runs), so both columns see the same load: the
+    plan's hold is taken once per round (both columns, a few minutes) and the cluster's own
+    settings are applied again at the end."""
     if not front_of(cluster, lab).has_vip:
         raise DrillError(
             f"preemption is a keepalived setting; endpoint mode {cluster.endpoint.mode} has no "
@@ -248,14 +249,15 @@ def run_preemption(
     drills = {name: Drill(c, lab, plan.out_dir, config=name, settings=plan.settings,
                           cafile=cafile, log=plan.log) for name, c in columns.items()}  # fmt: skip
     reports = {name: DrillReport(name) for name in columns}
+    held = replace(plan, hold=contextlib.nullcontext)
     try:
         for i in range(1, plan.repeat + 1):
-            for name, c in columns.items():
-                plan.log(f"[bold]#{i}: apply --only lb with {name}[/] (load {_load()})")
-                with plan.hold():
+            with plan.hold():
+                for name, c in columns.items():
+                    plan.log(f"[bold]#{i}: apply --only lb with {name}[/] (load {_load()})")
                     asyncio.run(_apply_lb(c, state))
-                for sc in plan.scenarios:
-                    _run_once(drills[name], sc, i, reports[name], plan)
+                    for sc in plan.scenarios:
+                        _run_once(drills[name], sc, i, reports[name], held)
     finally:
         plan.log("[bold]apply --only lb with the cluster's own settings again[/]")
         with plan.hold():

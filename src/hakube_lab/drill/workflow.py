@@ -179,7 +179,9 @@ def _one_line(m: RunMetrics) -> str:
     return (
         f"    {m.scenario} #{m.run}: gap {_s(m.gap_s)}, detect {_s(m.detect_s)}, "
         f"moved {_s(m.move_s)} → {m.owner_during}, failed {m.failed}/{m.ok + m.failed}, "
-        f"recover {_s(m.recover_s)}, back home: {m.moved_back}, load {_load()} — {verdict}"
+        f"recover {_s(m.recover_s)}, back home: {m.moved_back}, restore gap "
+        f"{_s(m.gap_restore_s)}, failed on restore {m.failed_restore}, VIP moves {m.vip_moves}, "
+        f"load {_load()} — {verdict}"
     )
 
 

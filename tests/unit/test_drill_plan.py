@@ -57,6 +57,37 @@ def recorder(monkeypatch: pytest.MonkeyPatch) -> type[Recorder]:
     return Recorder
 
 
+class Journal:
+    """What happened, in order: holds taken and released, reconfigurations, runs."""
+
+    def __init__(self) -> None:
+        self.events: list[str] = []
+
+    @contextlib.contextmanager
+    def hold(self) -> Iterator[None]:
+        self.events.append("take")
+        yield
+        self.events.append("release")
+
+    def inner(self) -> list[str]:
+        """The events without the holds."""
+        return [e for e in self.events if e not in ("take", "release")]
+
+
+@pytest.fixture
+def journal(recorder: type[Recorder], monkeypatch: pytest.MonkeyPatch) -> Journal:
+    """A journal that also records every run the recorder is asked for."""
+    j = Journal()
+    real_run = recorder.run
+
+    def run(self: Recorder, name: str, index: int, *, soak_seconds: float) -> RunMetrics:
+        j.events.append(f"run {self.config} {name} #{index}")
+        return real_run(self, name, index, soak_seconds=soak_seconds)
+
+    monkeypatch.setattr(recorder, "run", run)
+    return j
+
+
 def tutorial_cluster() -> Cluster:
     return load_cluster_file(ROOT / "examples" / "tutorial.yaml").cluster
 
@@ -131,38 +162,23 @@ def test_run_comparison_drills_both_configurations_and_always_restores_the_defau
 
 
 def test_the_plans_hold_is_taken_around_each_run_and_each_reconfiguration_only(
-    tmp_path: Path, recorder: type[Recorder], monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, recorder: type[Recorder], journal: Journal, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # A bench on a shared lab holds the lab lock for one run (or one apply) at a time and lets
     # other users in between: every run and every reconfiguration happen inside a hold.
-    events: list[str] = []
-
-    @contextlib.contextmanager
-    def hold() -> Iterator[None]:
-        events.append("take")
-        yield
-        events.append("release")
-
     async def apply_lb(cluster: Cluster, state: StateDir) -> None:
-        events.append("apply")
+        journal.events.append("apply")
 
     def install_tutorial(*_args: Any) -> None:
-        events.append("tutorial files")
+        journal.events.append("tutorial files")
 
-    real_run = Recorder.run
-
-    def run(self: Recorder, name: str, index: int, *, soak_seconds: float) -> RunMetrics:
-        events.append(f"run {self.config} {name} #{index}")
-        return real_run(self, name, index, soak_seconds=soak_seconds)
-
-    monkeypatch.setattr(Recorder, "run", run)
     monkeypatch.setattr(workflow, "_apply_lb", apply_lb)
     monkeypatch.setattr(workflow, "install_tutorial", install_tutorial)
     monkeypatch.setattr(workflow, "write_ca", lambda _s, out: out / "ca.crt")
     state = StateDir("tutorial", root=tmp_path / "state")
-    plan = workflow.DrillPlan(["host-down"], tmp_path, repeat=2, hold=hold)
+    plan = workflow.DrillPlan(["host-down"], tmp_path, repeat=2, hold=journal.hold)
     workflow.run_comparison(tutorial_cluster(), LAB, state, plan)
-    inner = [e for e in events if e not in ("take", "release")]
+    inner = journal.inner()
     assert inner == [
         "apply",
         f"run {workflow.DEFAULTS} host-down #1",
@@ -172,7 +188,7 @@ def test_the_plans_hold_is_taken_around_each_run_and_each_reconfiguration_only(
         f"run {workflow.TUTORIAL} host-down #2",
         "apply",
     ]
-    assert events == [x for e in inner for x in ("take", e, "release")]
+    assert journal.events == [x for e in inner for x in ("take", e, "release")]
     # Each column is judged by its own preemption: the tutorial's MASTER preempts, and so do
     # hakube's defaults.
     preempts = [(b["config"], b["cluster"].endpoint.vrrp.preempt) for b in recorder.built]
@@ -180,35 +196,20 @@ def test_the_plans_hold_is_taken_around_each_run_and_each_reconfiguration_only(
 
 
 def test_run_preemption_interleaves_both_columns_and_reapplies_the_clusters_own_settings(
-    tmp_path: Path, recorder: type[Recorder], monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, recorder: type[Recorder], journal: Journal, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # Round by round, preempt then nopreempt, each applied (with its own preemption) right
     # before its runs, the whole round under one hold so both columns see the same load; the
     # file's own settings go back on at the end.
-    events: list[str] = []
-
-    @contextlib.contextmanager
-    def hold() -> Iterator[None]:
-        events.append("take")
-        yield
-        events.append("release")
-
     async def apply_lb(cluster: Cluster, state: StateDir) -> None:
-        events.append(f"apply preempt={cluster.endpoint.vrrp.preempt}")
+        journal.events.append(f"apply preempt={cluster.endpoint.vrrp.preempt}")
 
-    real_run = Recorder.run
-
-    def run(self: Recorder, name: str, index: int, *, soak_seconds: float) -> RunMetrics:
-        events.append(f"run {self.config} {name} #{index}")
-        return real_run(self, name, index, soak_seconds=soak_seconds)
-
-    monkeypatch.setattr(Recorder, "run", run)
     monkeypatch.setattr(workflow, "_apply_lb", apply_lb)
     monkeypatch.setattr(workflow, "write_ca", lambda _s, out: out / "ca.crt")
     state = StateDir("tutorial", root=tmp_path / "state")
-    plan = workflow.DrillPlan(["host-down", "isolate"], tmp_path, repeat=2, hold=hold)
+    plan = workflow.DrillPlan(["host-down", "isolate"], tmp_path, repeat=2, hold=journal.hold)
     reports = workflow.run_preemption(tutorial_cluster(), LAB, state, plan)
-    inner = [e for e in events if e not in ("take", "release")]
+    inner = journal.inner()
     p, n = workflow.PREEMPT, workflow.NOPREEMPT
     own = f"apply preempt={tutorial_cluster().endpoint.vrrp.preempt}"
     assert inner == [
@@ -218,7 +219,7 @@ def test_run_preemption_interleaves_both_columns_and_reapplies_the_clusters_own_
         "apply preempt=False", f"run {n} host-down #2", f"run {n} isolate #2",
         own,
     ]  # fmt: skip
-    assert events == ["take", *inner[:6], "release", "take", *inner[6:12], "release",
+    assert journal.events == ["take", *inner[:6], "release", "take", *inner[6:12], "release",
                       "take", own, "release"]  # fmt: skip
     assert [r.config for r in reports] == [p, n]
     assert [len(r.runs) for r in reports] == [4, 4]

@@ -18,6 +18,12 @@ with a VIP are skipped and listed under the table.
       --scenarios apiserver-down,host-down,etcd-member-down \
       --mode-lab cloud-lb:hkc1:10.123.233.0/24 --mode-lab local-lb:hkc2:10.123.234.0/24
 
+--preemption drills keepalived's preemption on and off instead of the tutorial column (vip
+only), interleaved run by run so both see the same load: restore (host-down's owner powered on
+again) and heal (isolate's cable back) are where they differ.
+  .venv/bin/python bench/drill.py --repeat 5 --soak-seconds 0 --preemption \
+      --scenarios host-down,isolate --name hk12x --subnet 10.123.247.0/24
+
 --lock FILE takes an flock on FILE (e.g. the machine's shared lab lock) around each lab bring-up,
 reconfiguration and scenario run, and releases it between them, so that a long bench on a shared
 machine never holds the lab for more than one run at a time.
@@ -53,6 +59,7 @@ from hakube_lab.drill.workflow import (
     figures_table,
     run_comparison,
     run_drill,
+    run_preemption,
 )
 from hakube_lab.faults import parse_loss
 from hakube_lab.standin import prepare_standins
@@ -128,6 +135,11 @@ def main(argv: list[str]) -> int:
         help="the lab for cloud-lb or local-lb (default: derived from --name/--subnet)",
     )
     p.add_argument("--lock", type=Path, help="flock this file around each run, not longer")
+    p.add_argument(
+        "--preemption",
+        action="store_true",
+        help="vip: preempt vs nopreempt, interleaved, instead of defaults vs the tutorial",
+    )
     a = p.parse_args(argv)
     hold = lock_holder(a.lock)
     try:
@@ -163,7 +175,8 @@ def main(argv: list[str]) -> int:
             cluster, state = converged
             if a.repeat > 0:
                 plan = DrillPlan(scenarios, a.out, repeat=a.repeat, log=say, hold=hold)
-                reports = run_comparison(cluster, lab, state, plan)
+                compare = run_preemption if a.preemption else run_comparison
+                reports = compare(cluster, lab, state, plan)
         for other in others:
             with hold():
                 done = converge(other, say)

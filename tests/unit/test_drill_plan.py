@@ -1,6 +1,7 @@
 """run_drill and run_comparison follow their DrillPlan: every scenario once per repeat with the
 plan's settings, errors kept per run, the report written; a comparison drills both
-configurations with the state it was given and re-applies hakube's files even after a failure.
+configurations with the state it was given and re-applies hakube's files even after a failure;
+run_preemption interleaves preempt and nopreempt run by run.
 The lab-driving Drill is replaced by a recorder here (tests/lab/test_drill.py drills for real).
 """
 
@@ -54,6 +55,37 @@ def recorder(monkeypatch: pytest.MonkeyPatch) -> type[Recorder]:
     Recorder.built, Recorder.runs, Recorder.fail = [], [], set()
     monkeypatch.setattr(workflow, "Drill", Recorder)
     return Recorder
+
+
+class Journal:
+    """What happened, in order: holds taken and released, reconfigurations, runs."""
+
+    def __init__(self) -> None:
+        self.events: list[str] = []
+
+    @contextlib.contextmanager
+    def hold(self) -> Iterator[None]:
+        self.events.append("take")
+        yield
+        self.events.append("release")
+
+    def inner(self) -> list[str]:
+        """The events without the holds."""
+        return [e for e in self.events if e not in ("take", "release")]
+
+
+@pytest.fixture
+def journal(recorder: type[Recorder], monkeypatch: pytest.MonkeyPatch) -> Journal:
+    """A journal that also records every run the recorder is asked for."""
+    j = Journal()
+    real_run = recorder.run
+
+    def run(self: Recorder, name: str, index: int, *, soak_seconds: float) -> RunMetrics:
+        j.events.append(f"run {self.config} {name} #{index}")
+        return real_run(self, name, index, soak_seconds=soak_seconds)
+
+    monkeypatch.setattr(recorder, "run", run)
+    return j
 
 
 def tutorial_cluster() -> Cluster:
@@ -130,38 +162,23 @@ def test_run_comparison_drills_both_configurations_and_always_restores_the_defau
 
 
 def test_the_plans_hold_is_taken_around_each_run_and_each_reconfiguration_only(
-    tmp_path: Path, recorder: type[Recorder], monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, recorder: type[Recorder], journal: Journal, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # A bench on a shared lab holds the lab lock for one run (or one apply) at a time and lets
     # other users in between: every run and every reconfiguration happen inside a hold.
-    events: list[str] = []
-
-    @contextlib.contextmanager
-    def hold() -> Iterator[None]:
-        events.append("take")
-        yield
-        events.append("release")
-
     async def apply_lb(cluster: Cluster, state: StateDir) -> None:
-        events.append("apply")
+        journal.events.append("apply")
 
     def install_tutorial(*_args: Any) -> None:
-        events.append("tutorial files")
+        journal.events.append("tutorial files")
 
-    real_run = Recorder.run
-
-    def run(self: Recorder, name: str, index: int, *, soak_seconds: float) -> RunMetrics:
-        events.append(f"run {self.config} {name} #{index}")
-        return real_run(self, name, index, soak_seconds=soak_seconds)
-
-    monkeypatch.setattr(Recorder, "run", run)
     monkeypatch.setattr(workflow, "_apply_lb", apply_lb)
     monkeypatch.setattr(workflow, "install_tutorial", install_tutorial)
     monkeypatch.setattr(workflow, "write_ca", lambda _s, out: out / "ca.crt")
     state = StateDir("tutorial", root=tmp_path / "state")
-    plan = workflow.DrillPlan(["host-down"], tmp_path, repeat=2, hold=hold)
+    plan = workflow.DrillPlan(["host-down"], tmp_path, repeat=2, hold=journal.hold)
     workflow.run_comparison(tutorial_cluster(), LAB, state, plan)
-    inner = [e for e in events if e not in ("take", "release")]
+    inner = journal.inner()
     assert inner == [
         "apply",
         f"run {workflow.DEFAULTS} host-down #1",
@@ -171,8 +188,63 @@ def test_the_plans_hold_is_taken_around_each_run_and_each_reconfiguration_only(
         f"run {workflow.TUTORIAL} host-down #2",
         "apply",
     ]
-    assert events == [x for e in inner for x in ("take", e, "release")]
+    assert journal.events == [x for e in inner for x in ("take", e, "release")]
     # Each column is judged by its own preemption: the tutorial's MASTER preempts, and so do
     # hakube's defaults.
     preempts = [(b["config"], b["cluster"].endpoint.vrrp.preempt) for b in recorder.built]
     assert preempts == [(workflow.DEFAULTS, True), (workflow.TUTORIAL, True)]
+
+
+def test_run_preemption_interleaves_both_columns_and_reapplies_the_clusters_own_settings(
+    tmp_path: Path, recorder: type[Recorder], journal: Journal, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Round by round, preempt then nopreempt, each applied (with its own preemption) right
+    # before its runs, the whole round under one hold so both columns see the same load; the
+    # file's own settings go back on at the end.
+    async def apply_lb(cluster: Cluster, state: StateDir) -> None:
+        journal.events.append(f"apply preempt={cluster.endpoint.vrrp.preempt}")
+
+    monkeypatch.setattr(workflow, "_apply_lb", apply_lb)
+    monkeypatch.setattr(workflow, "write_ca", lambda _s, out: out / "ca.crt")
+    state = StateDir("tutorial", root=tmp_path / "state")
+    plan = workflow.DrillPlan(["host-down", "isolate"], tmp_path, repeat=2, hold=journal.hold)
+    reports = workflow.run_preemption(tutorial_cluster(), LAB, state, plan)
+    inner = journal.inner()
+    p, n = workflow.PREEMPT, workflow.NOPREEMPT
+    own = f"apply preempt={tutorial_cluster().endpoint.vrrp.preempt}"
+    assert inner == [
+        "apply preempt=True", f"run {p} host-down #1", f"run {p} isolate #1",
+        "apply preempt=False", f"run {n} host-down #1", f"run {n} isolate #1",
+        "apply preempt=True", f"run {p} host-down #2", f"run {p} isolate #2",
+        "apply preempt=False", f"run {n} host-down #2", f"run {n} isolate #2",
+        own,
+    ]  # fmt: skip
+    assert journal.events == ["take", *inner[:6], "release", "take", *inner[6:12], "release",
+                      "take", own, "release"]  # fmt: skip
+    assert [r.config for r in reports] == [p, n]
+    assert [len(r.runs) for r in reports] == [4, 4]
+    # Each column is judged by its own preemption (the restore waits for the VIP to go home
+    # only with preempt on).
+    built = {b["config"]: b["cluster"].endpoint.vrrp.preempt for b in recorder.built}
+    assert built == {p: True, n: False}
+    assert json.loads((tmp_path / f"{slug(n)}.json").read_text())["summary"]["isolate"]["runs"] == 2
+
+
+def test_run_preemption_puts_the_clusters_settings_back_after_a_failed_apply(
+    tmp_path: Path, recorder: type[Recorder], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    applied: list[bool] = []
+
+    async def apply_lb(cluster: Cluster, state: StateDir) -> None:
+        applied.append(cluster.endpoint.vrrp.preempt)
+        if len(applied) == 2:
+            raise DrillError("apply --only lb failed: cp2: keepalived -t refused the file")
+
+    monkeypatch.setattr(workflow, "_apply_lb", apply_lb)
+    monkeypatch.setattr(workflow, "write_ca", lambda _s, out: out / "ca.crt")
+    state = StateDir("tutorial", root=tmp_path / "state")
+    plan = workflow.DrillPlan(["host-down"], tmp_path, repeat=3)
+    with pytest.raises(DrillError, match="keepalived -t refused"):
+        workflow.run_preemption(tutorial_cluster(), LAB, state, plan)
+    assert applied == [True, False, tutorial_cluster().endpoint.vrrp.preempt]
+    assert [r[:3] for r in recorder.runs] == [(workflow.PREEMPT, "host-down", 1)]

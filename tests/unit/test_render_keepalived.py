@@ -19,12 +19,14 @@ from hakube.render.keepalived import (
     CHECK_SCRIPT,
     HAPROXY_DROPIN,
     KEEPALIVED_CONF,
+    SCHED_DROPIN,
     TRACK_FILE,
     check_weight,
     default_check_weight,
     priorities,
     render_haproxy_tracking,
     render_keepalived,
+    scheduling_command,
     vrrp_priorities,
 )
 from hakube.spec.load import load_cluster_data
@@ -207,10 +209,33 @@ def test_all_backends_down_passes_only_where_failing_means_fault() -> None:
     assert "socat" in script(tutorial(check_weight=0, preempt=True))
 
 
-def test_vrrp_runs_real_time_by_default_and_null_turns_it_off() -> None:
-    assert "    vrrp_rt_priority 50\n" in conf(tutorial())
-    assert "    vrrp_rt_priority 20\n" in conf(tutorial(rt_priority=20))
-    assert "vrrp_rt_priority" not in conf(tutorial(rt_priority=None))
+def test_keepalived_runs_real_time_from_its_unit_and_null_turns_it_off() -> None:
+    def files(c: Cluster) -> dict[str, str]:
+        return {f.path: f.content for f in render_keepalived(c, c.hosts[0], SECRETS)}
+
+    default, twenty, off = (
+        files(tutorial()),
+        files(tutorial(rt_priority=20)),
+        files(tutorial(rt_priority=None)),
+    )
+    assert "CPUSchedulingPolicy=rr\nCPUSchedulingPriority=50\n" in default[SCHED_DROPIN]
+    assert "CPUSchedulingPriority=20\n" in twenty[SCHED_DROPIN]
+    # Null is written too: a host that ran real-time must go back to normal scheduling.
+    assert "CPUSchedulingPolicy=other\n" in off[SCHED_DROPIN]
+    assert "CPUSchedulingPriority" not in off[SCHED_DROPIN]
+    # Never keepalived's own real-time handling: its RLIMIT_RTTIME killed the VRRP process on
+    # reloads in the lab.
+    assert all("vrrp_rt_priority" not in f[KEEPALIVED_CONF] for f in (default, twenty, off))
+    # The health script inherits the scheduling and leaves real-time first.
+    assert "chrt -o -p 0 $$" in default[CHECK_SCRIPT]
+    assert "chrt" not in off[CHECK_SCRIPT]
+
+
+def test_scheduling_command_sets_every_keepalived_process_and_tolerates_one_gone() -> None:
+    assert "chrt -r -p 50 $p" in scheduling_command(50)
+    assert "chrt -o -p 0 $p" in scheduling_command(None)
+    assert "pgrep -x keepalived" in scheduling_command(50)
+    assert "! kill -0 $p || exit 1" in scheduling_command(50)
 
 
 def test_only_lb_hosts_in_vip_mode() -> None:
@@ -243,6 +268,7 @@ def test_check_script_passes_on_all_backends_down_only_before_init(
             init_marker=marker,
             timeout=2,
             all_down_passes=True,
+            realtime=True,
         )
     )
     bin_dir = tmp_path / "bin"

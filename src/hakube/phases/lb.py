@@ -9,16 +9,18 @@ import shlex
 from hakube.facts.haproxy import SHOW_STAT, admin_command, parse_show_stat
 from hakube.facts.host import FileState, Unit
 from hakube.phases.base import Phase, PhaseError, RenderInput
-from hakube.phases.context import Context, sha256
+from hakube.phases.context import Context, Written, sha256
 from hakube.render.base import RenderedFile
 from hakube.render.haproxy import SERVER_STATE, render_haproxy
 from hakube.render.keepalived import (
     INIT_MARKER,
     KEEPALIVED_CONF,
+    SCHED_DROPIN,
     TRACK_DIR,
     TRACK_FILE,
     render_haproxy_tracking,
     render_keepalived,
+    scheduling_command,
 )
 from hakube.spec.model import Cluster, EndpointMode, Host
 
@@ -238,12 +240,7 @@ class KeepalivedPhase(_Rolling):
                 await self._stop_all_if_incompatible(ctx)
         await mark_initialised(ctx, host)
         written = await ctx.do.ensure_files(host, self.files_for(ctx, host))
-        u = ctx.facts[host].unit("keepalived")
-        if u.running and "keepalived" in written.units:
-            # SIGHUP: keepalived re-reads its config without dropping the VIP it holds.
-            await ctx.do.sh(host, "reload keepalived", "systemctl reload keepalived")
-        elif not u.running or u.enabled != "enabled":
-            await ctx.do.sh(host, "start keepalived", "systemctl enable -q --now keepalived")
+        await keepalived_follows(ctx, host, written)
 
     async def _stop_all_if_incompatible(self, ctx: Context) -> None:
         """Hosts with the old and the new VRRP settings cannot share a VRRP group: each would
@@ -270,6 +267,24 @@ class KeepalivedPhase(_Rolling):
             )
             f = ctx.facts[h]
             f.units[self.unit] = Unit(self.unit, True, "inactive", f.unit(self.unit).enabled)
+
+
+async def keepalived_follows(ctx: Context, host: Host, written: Written, note: str = "") -> None:
+    """What written keepalived files need next: systemd re-reads a changed drop-in; a running
+    keepalived re-reads its config (SIGHUP keeps the VIP it holds) and its processes get the
+    drop-in's scheduling now (a restart would give the VIP away); a stopped one is started."""
+    u = ctx.facts[host].unit("keepalived")
+    if written.daemon_reload:
+        await ctx.do.daemon_reload(host)
+    if u.running and "keepalived" in written.units:
+        await ctx.do.sh(host, f"reload keepalived{note}", "systemctl reload keepalived")
+    if u.running and SCHED_DROPIN in written.paths:
+        rt = ctx.run.cluster.endpoint.vrrp.rt_priority
+        how = f"real-time (SCHED_RR {rt})" if rt else "normal"
+        await ctx.do.sh(host, f"{how} scheduling for the running keepalived, as its drop-in",
+                        scheduling_command(rt))  # fmt: skip
+    if not u.running or u.enabled != "enabled":
+        await ctx.do.sh(host, "start keepalived", "systemctl enable -q --now keepalived")
 
 
 def _vrrp_settings(conf: str) -> dict[str, str]:

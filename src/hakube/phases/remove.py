@@ -39,7 +39,7 @@ from hakube.phases.base import Event, EventKind, Phase, PhaseError
 from hakube.phases.context import Context, Timeout
 from hakube.phases.etcd import endpoint_health
 from hakube.phases.kubeadm import ADMIN_CONF, KUBECTL, node_lookup
-from hakube.phases.lb import KeepalivedPhase, sole_vip_owner
+from hakube.phases.lb import KeepalivedPhase, keepalived_follows, sole_vip_owner
 from hakube.pki.layout import ETCD_HOST_PKI_DIR
 from hakube.record import ClusterRecord
 from hakube.render import render_host
@@ -174,9 +174,7 @@ class Handover(_RemovePhase):
         after = f"after {old.name} stopped keepalived "
         owner = ctx.run.cluster.host(await sole_vip_owner(ctx, timeout=10, after=after))
         written = await ctx.do.ensure_files(owner, KeepalivedPhase().files_for(ctx, owner))
-        if "keepalived" in written.units:
-            await ctx.do.sh(owner, "reload keepalived (the new VIP owner first)",
-                         "systemctl reload keepalived")  # fmt: skip
+        await keepalived_follows(ctx, owner, written, " (the new VIP owner first)")
 
     async def _etcd_count(self, ctx: Context, host: Host) -> EtcdCount | None:
         if ctx.run.cluster.etcd.topology is EtcdTopology.EXTERNAL:

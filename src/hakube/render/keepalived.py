@@ -10,6 +10,8 @@ from hakube.spec.model import Cluster, EndpointMode, Host
 KEEPALIVED_CONF = "/etc/keepalived/keepalived.conf"
 CHECK_SCRIPT = "/etc/keepalived/check_apiserver.sh"
 HAPROXY_DROPIN = "/etc/systemd/system/haproxy.service.d/hakube-vrrp.conf"
+#: keepalived's scheduling (`rt_priority`), as a drop-in of its unit.
+SCHED_DROPIN = "/etc/systemd/system/keepalived.service.d/hakube-sched.conf"
 TMPFILES_CONF = "/etc/tmpfiles.d/hakube.conf"
 TRACK_DIR = "/run/hakube"
 #: Written on every LB host once the first control plane is initialised (recorded): from then
@@ -75,6 +77,13 @@ def _advert_int(value: float, version: int) -> str:
     return f"{value:.2f}".rstrip("0")
 
 
+def scheduling_command(rt_priority: int | None) -> str:
+    """Gives the running keepalived processes the scheduling `SCHED_DROPIN` gives them at their
+    next start (a restart would give the VIP away). A process gone meanwhile is no failure."""
+    policy = f"-r -p {rt_priority}" if rt_priority else "-o -p 0"
+    return f"for p in $(pgrep -x keepalived); do chrt {policy} $p || ! kill -0 $p || exit 1; done"
+
+
 def render_keepalived(cluster: Cluster, host: Host, secrets: Secrets) -> list[RenderedFile]:
     if cluster.endpoint.mode is not EndpointMode.VIP:
         return []
@@ -108,6 +117,7 @@ def render_keepalived(cluster: Cluster, host: Host, secrets: Secrets) -> list[Re
         unicast_peers=peers,
         vip=str(ep.vip),
         prefix=cluster.host_subnet.prefixlen,
+        sched_dropin=SCHED_DROPIN,
     )
     return [
         RenderedFile(
@@ -128,9 +138,19 @@ def render_keepalived(cluster: Cluster, host: Host, secrets: Secrets) -> list[Re
                 timeout=vrrp.check_timeout,
                 # Only FAULT (weight 0) can leave nobody holding the VIP.
                 all_down_passes=weight == 0,
+                realtime=bool(vrrp.rt_priority),
             ),
             # keepalived runs the script afresh every interval: a change needs no reload.
             mode=0o700,
+        ),
+        RenderedFile(
+            path=SCHED_DROPIN,
+            content=render_template(
+                "keepalived-sched.conf.j2",
+                rt_priority=vrrp.rt_priority,
+                advert_int=_advert_int(vrrp.advert_interval, vrrp.version),
+            ),
+            daemon_reload=True,
         ),
     ]
 

@@ -151,7 +151,8 @@ async def reset_host(ctx: Context, host: Host) -> HostReset:
         + " ".join(q(p) for p in paths)
         + " "
         + " ".join(d if d.endswith("*") else q(d) for d in dirs)
-        + "; rmdir /etc/systemd/system/haproxy.service.d 2>/dev/null; "
+        + "; rmdir /etc/systemd/system/haproxy.service.d /etc/systemd/system/keepalived.service.d"
+        " 2>/dev/null; "
         "systemctl daemon-reload; systemctl reset-failed 2>/dev/null; true",
     )
     hosts = remove_block(f.etc_hosts)

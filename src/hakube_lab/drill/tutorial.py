@@ -107,9 +107,14 @@ def install_tutorial(cluster: Cluster, lab: Lab, secrets: Secrets) -> None:
             raise DrillError(f"{h.name}: restarting haproxy and keepalived failed: {res.stderr}")
 
 
+def with_preempt(cluster: Cluster, preempt: bool) -> Cluster:
+    """The cluster with keepalived's preemption on or off, every other setting as it is."""
+    ep = cluster.endpoint
+    vrrp = ep.vrrp.model_copy(update={"preempt": preempt})
+    return cluster.model_copy(update={"endpoint": ep.model_copy(update={"vrrp": vrrp})})
+
+
 def as_drilled(cluster: Cluster) -> Cluster:
     """The cluster as the drill must judge it while the tutorial's files run: its MASTER
     preempts (no `nopreempt`), so a restore is only over once the VIP is back on it."""
-    ep = cluster.endpoint
-    vrrp = ep.vrrp.model_copy(update={"preempt": True})
-    return cluster.model_copy(update={"endpoint": ep.model_copy(update={"vrrp": vrrp})})
+    return with_preempt(cluster, True)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -28,7 +29,12 @@ from hakube_lab.drill.policy import check_allowed
 from hakube_lab.drill.report import FIGURES, RunMetrics, aggregate, fmt_spread
 from hakube_lab.drill.runner import Drill
 from hakube_lab.drill.scenarios import ALL, SCENARIOS, SOAK, DrillError, Settings, slug
-from hakube_lab.drill.tutorial import TUTORIAL_STATS_SOCKET, as_drilled, install_tutorial
+from hakube_lab.drill.tutorial import (
+    TUTORIAL_STATS_SOCKET,
+    as_drilled,
+    install_tutorial,
+    with_preempt,
+)
 from hakube_lab.lab import Lab
 
 Say = Callable[[str], None]
@@ -140,17 +146,28 @@ def run_drill(
     )
     for i in range(1, plan.repeat + 1):
         for name in runnable:
-            try:
-                with plan.hold():
-                    m = drill.run(name, i, soak_seconds=plan.soak_seconds)
-            except DrillError as e:
-                report.errors.append(f"{name} #{i}: {e}")
-                log(f"[red]{name} #{i}: {e}[/]")
-                continue
-            report.runs.append(m)
-            log(_one_line(m))
-    (out_dir / f"{slug(config)}.json").write_text(json.dumps(report.as_dict(), indent=2) + "\n")
+            _run_once(drill, name, i, report, plan)
+    _save(report, out_dir)
     return report
+
+
+def _run_once(drill: Drill, name: str, i: int, report: DrillReport, plan: DrillPlan) -> None:
+    """Run #i of one scenario under the plan's hold; its figures or its error into `report`."""
+    try:
+        with plan.hold():
+            m = drill.run(name, i, soak_seconds=plan.soak_seconds)
+    except DrillError as e:
+        report.errors.append(f"{name} #{i}: {e}")
+        plan.log(f"[red]{name} #{i}: {e}[/]")
+        return
+    report.runs.append(m)
+    plan.log(_one_line(m))
+
+
+def _save(report: DrillReport, out_dir: Path) -> None:
+    (out_dir / f"{slug(report.config)}.json").write_text(
+        json.dumps(report.as_dict(), indent=2) + "\n"
+    )
 
 
 def _s(x: float | None) -> str:
@@ -162,7 +179,9 @@ def _one_line(m: RunMetrics) -> str:
     return (
         f"    {m.scenario} #{m.run}: gap {_s(m.gap_s)}, detect {_s(m.detect_s)}, "
         f"moved {_s(m.move_s)} → {m.owner_during}, failed {m.failed}/{m.ok + m.failed}, "
-        f"recover {_s(m.recover_s)}, back home: {m.moved_back} — {verdict}"
+        f"recover {_s(m.recover_s)}, back home: {m.moved_back}, restore gap "
+        f"{_s(m.gap_restore_s)}, failed on restore {m.failed_restore}, VIP moves {m.vip_moves}, "
+        f"load {_load()} — {verdict}"
     )
 
 
@@ -206,6 +225,53 @@ def run_comparison(
         with plan.hold():
             asyncio.run(_apply_lb(cluster, state))
     return reports
+
+
+#: The two columns of `run_preemption`: keepalived's preemption on and off.
+PREEMPT = "preempt"
+NOPREEMPT = "nopreempt"
+
+
+def run_preemption(
+    cluster: Cluster, lab: Lab, state: StateDir, plan: DrillPlan
+) -> list[DrillReport]:
+    """The same scenarios with preemption on and with `nopreempt`, interleaved run by run
+    (`apply --only lb` with each before its runs), so both columns see the same load: the
+    plan's hold is taken once per round (both columns, a few minutes) and the cluster's own
+    settings are applied again at the end."""
+    if not front_of(cluster, lab).has_vip:
+        raise DrillError(
+            f"preemption is a keepalived setting; endpoint mode {cluster.endpoint.mode} has no "
+            "VIP: drill it without comparing preemption"
+        )
+    check_allowed(plan.scenarios)
+    plan = replace(plan, state=state)
+    cafile = write_ca(state, plan.out_dir)
+    columns = {name: with_preempt(cluster, name == PREEMPT) for name in (PREEMPT, NOPREEMPT)}
+    drills = {name: Drill(c, lab, plan.out_dir, config=name, settings=plan.settings,
+                          cafile=cafile, log=plan.log) for name, c in columns.items()}  # fmt: skip
+    reports = {name: DrillReport(name) for name in columns}
+    held = replace(plan, hold=contextlib.nullcontext)
+    try:
+        for i in range(1, plan.repeat + 1):
+            with plan.hold():
+                for name, c in columns.items():
+                    plan.log(f"[bold]#{i}: apply --only lb with {name}[/] (load {_load()})")
+                    asyncio.run(_apply_lb(c, state))
+                    for sc in plan.scenarios:
+                        _run_once(drills[name], sc, i, reports[name], held)
+    finally:
+        plan.log("[bold]apply --only lb with the cluster's own settings again[/]")
+        with plan.hold():
+            asyncio.run(_apply_lb(cluster, state))
+    for r in reports.values():
+        _save(r, plan.out_dir)
+    return list(reports.values())
+
+
+def _load() -> str:
+    """The 1-minute load average: figures taken beside other work say how busy the machine was."""
+    return f"{os.getloadavg()[0]:.1f}"
 
 
 def figures_table(reports: Sequence[DrillReport]) -> Table:
@@ -275,4 +341,5 @@ __all__ = [
     "run_comparison",
     "run_demo_drill",
     "run_drill",
+    "run_preemption",
 ]

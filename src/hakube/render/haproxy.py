@@ -41,24 +41,23 @@ def render_haproxy(cluster: Cluster, host: Host, secrets: Secrets) -> list[Rende
         server_state=SERVER_STATE,
         stats_password=secrets.stats_password if hp.stats_page else "",
     )
-    cfg = RenderedFile(
-        path=HAPROXY_CFG,
-        content=content,
-        # Only the stats page puts a password in the file.
-        mode=0o600 if hp.stats_page else 0o644,
-        secret=hp.stats_page,
-        validate=Validation.run("haproxy", "-c", "-f"),
-        reload="haproxy",
-    )
-    return [cfg, _state_dropin()]
-
-
-def _state_dropin() -> RenderedFile:
-    """The unit drop-in that starts HAProxy without states saved long ago (a reload keeps the
-    ones hakube saved just before it)."""
-    dropin = render_template(
-        "haproxy-state.conf.j2",
-        server_state=SERVER_STATE,
-        server_state_dir=posixpath.dirname(SERVER_STATE),
-    )
-    return RenderedFile(path=STATE_DROPIN, content=dropin, daemon_reload=True)
+    return [
+        RenderedFile(
+            path=HAPROXY_CFG,
+            content=content,
+            # Only the stats page puts a password in the file.
+            mode=0o600 if hp.stats_page else 0o644,
+            secret=hp.stats_page,
+            validate=Validation.run("haproxy", "-c", "-f"),
+            reload="haproxy",
+        ),
+        RenderedFile(
+            path=STATE_DROPIN,
+            content=render_template(
+                "haproxy-state.conf.j2",
+                server_state=SERVER_STATE,
+                server_state_dir=posixpath.dirname(SERVER_STATE),
+            ),
+            daemon_reload=True,
+        ),
+    ]

@@ -87,7 +87,6 @@ def test_observed_servers_run_their_own_checks() -> None:
     assert "track " not in text
     serving = backend(text, "kube-apiserver")
     assert "option httpchk GET /readyz" in serving
-    assert "    load-server-state-from-file global\n" in serving
     observe = "on-marked-down shutdown-sessions observe layer4 error-limit 1 on-error sudden-death"
     assert observe in serving
 
@@ -96,12 +95,7 @@ def test_a_reload_keeps_server_states_and_a_start_forgets_them() -> None:
     c = tutorial()
     cfg, dropin = render_haproxy(c, c.hosts[0], SECRETS)
     assert f"server-state-file {SERVER_STATE}\n" in cfg.content
-    serving = backend(cfg.content, "kube-apiserver")
-    checks = backend(cfg.content, "kube-apiserver-checks")
-    # Only the checking servers load states: a tracking server given its own would keep it.
-    assert "load-server-state-from-file" not in serving
-    assert "    load-server-state-from-file global\n" in checks
-    assert cfg.content.count("load-server-state-from-file") == 1
+    assert "load-server-state-from-file global\n" in cfg.content
     assert dropin.path == STATE_DROPIN
     assert dropin.daemon_reload
     assert f"ExecStartPre=/bin/sh -c 'mkdir -p /var/lib/haproxy && echo 1 > {SERVER_STATE}'" in (

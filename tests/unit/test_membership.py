@@ -528,8 +528,7 @@ def test_the_cleanup_removes_hakubes_files_kubeadms_leftovers_and_cni_state(
     (script,) = [c for c in ts["cp2"].commands if CLEANUP.fullmatch(c)]
     for path in ("/etc/haproxy/haproxy.cfg", "/etc/keepalived/keepalived.conf",
                  "/etc/default/etcd", "/var/lib/etcd", "/etc/etcd/pki", "/etc/cni/net.d",
-                 "/var/lib/cni", "/etc/kubernetes", "/etc/hakube", "/var/lib/haproxy/server-state",
-                 "/etc/systemd/system/haproxy.service.d/hakube-server-state.conf"):  # fmt: skip
+                 "/var/lib/cni", "/etc/kubernetes", "/etc/hakube"):  # fmt: skip
         assert f" {path} " in script or f" {path};" in script, path
     assert "ip link delete $l" in script
     assert "/^# BEGIN hakube$/,/^# END hakube$/d" in script

@@ -81,29 +81,6 @@ def test_parse_show_stat_returns_the_servers_with_status_and_check() -> None:
     ]
 
 
-def test_parse_show_stat_lists_each_server_once_with_the_check_of_its_twin() -> None:
-    # hakube's layout: clients use `kube-apiserver`, whose servers track the servers of
-    # `kube-apiserver-checks`; a tracking server reports no check result of its own.
-    def tracking(name: str, status: str) -> str:
-        return row(pxname="kube-apiserver", svname=name, status=status, tracked="x", type="2")
-
-    def checking(name: str, status: str, check: str) -> str:
-        return row(pxname="kube-apiserver-checks", svname=name, status=status, type="2",
-                   check_status=check)  # fmt: skip
-
-    text = "\n".join([
-        "# " + "".join(f + "," for f in FIELDS),
-        tracking("cp1", "UP"), tracking("cp2", "DOWN"),
-        row(pxname="kube-apiserver", svname="BACKEND", status="UP"),
-        checking("cp1", "UP", "L7OK"), checking("cp2", "DOWN", "L6TOUT"),
-        row(pxname="kube-apiserver-checks", svname="BACKEND", status="UP"),
-    ])  # fmt: skip
-    assert parse_show_stat(text, "lb1") == [
-        Backend("lb1", "cp1", "UP", "L7OK"),
-        Backend("lb1", "cp2", "DOWN", "L6TOUT"),
-    ]
-
-
 def test_parse_show_stat_skips_short_lines_and_reads_nothing_from_errors() -> None:
     truncated = SHOW_STAT.splitlines()
     truncated[2] = truncated[2][:40]  # cut short mid-line (socket closed early)

@@ -16,7 +16,6 @@ import yaml
 from fakes import ROOT, SECRETS
 
 from hakube.render import render_all
-from hakube.render.haproxy import SERVER_STATE
 from hakube.render.keepalived import CHECK_SCRIPT, KEEPALIVED_CONF
 from hakube.spec.load import load_cluster_data, load_cluster_file
 from hakube.spec.model import Cluster
@@ -107,15 +106,6 @@ HAPROXY_SPECS = [
 ]
 
 
-def with_state_file(content: str, tmp_path: Path) -> str:
-    """The config reading its server states from a file as a host has it: at least the
-    version line (the drop-in writes it on start, the phase saves states before a reload)."""
-    state = tmp_path / "server-state"
-    state.write_text("1\n")
-    assert f"server-state-file {SERVER_STATE}\n" in content
-    return content.replace(SERVER_STATE, str(state))
-
-
 @pytest.mark.skipif(HAPROXY is None, reason="haproxy not installed")
 @pytest.mark.parametrize("spec", HAPROXY_SPECS, ids=lambda p: p.stem)
 def test_haproxy_accepts(spec: Path, tmp_path: Path) -> None:
@@ -127,7 +117,7 @@ def test_haproxy_accepts(spec: Path, tmp_path: Path) -> None:
             if f.path != "/etc/haproxy/haproxy.cfg":
                 continue
             cfg = tmp_path / f"{host_name}.cfg"
-            cfg.write_text(with_state_file(f.content, tmp_path))
+            cfg.write_text(f.content)
             assert f.validate is not None
             argv = shlex.split(f.validate.command(str(cfg)))
             cmd = [HAPROXY if a == "haproxy" else a for a in argv]
@@ -146,9 +136,8 @@ def test_haproxy_accepts_every_observe_setting(on_error: str, tmp_path: Path) ->
     data["endpoint"]["haproxy"] = {"observe_errors": on_error, "connect_timeout_ms": 50}
     c = load_cluster_data(data).cluster
     cfg = tmp_path / "haproxy.cfg"
-    cfg.write_text(with_state_file(next(f for f in render_all(c, SECRETS)[c.hosts[0].name]
-                                        if f.path == "/etc/haproxy/haproxy.cfg").content,
-                                   tmp_path))  # fmt: skip
+    cfg.write_text(next(f for f in render_all(c, SECRETS)[c.hosts[0].name]
+                        if f.path == "/etc/haproxy/haproxy.cfg").content)  # fmt: skip
     result = run(HAPROXY, "-c", "-f", str(cfg))
     assert result.returncode == 0, result.stdout + result.stderr
     assert "[WARNING]" not in result.stdout + result.stderr

@@ -4,17 +4,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from hakube.render.haproxy import CHECKS_BACKEND, STATS_SOCKET
-
-
-def admin_command(command: str, socket: str = STATS_SOCKET) -> str:
-    """Shell command sending one command to HAProxy's admin socket on an LB host."""
-    return f"echo '{command}' | socat stdio unix-connect:{socket}"
+from hakube.render.haproxy import STATS_SOCKET
 
 
 def show_stat(socket: str = STATS_SOCKET) -> str:
     """Shell command printing `show stat` CSV on an LB host."""
-    return admin_command("show stat", socket)
+    return f"echo 'show stat' | socat stdio unix-connect:{socket}"
 
 
 SHOW_STAT = show_stat()
@@ -29,27 +24,19 @@ class Backend:
 
 
 def parse_show_stat(csv_text: str, lb: str) -> list[Backend]:
-    """HAProxy `show stat` CSV → the servers that serve clients (not the checks-only twins)."""
+    """HAProxy `show stat` CSV → the servers of the apiserver backend."""
     lines = [line for line in csv_text.splitlines() if line.strip()]
     if not lines or not lines[0].startswith("# "):
         return []
     header = lines[0][2:].split(",")
     col = {name: i for i, name in enumerate(header)}
-    serving: list[list[str]] = []
-    checks: dict[str, list[str]] = {}
+    out = []
     for line in lines[1:]:
         cells = line.split(",")
-        if len(cells) < len(header) or cells[col["svname"]] in ("FRONTEND", "BACKEND"):
+        if len(cells) < len(header):
             continue
-        if cells[col["pxname"]] == CHECKS_BACKEND:
-            checks[cells[col["svname"]]] = cells
-        else:
-            serving.append(cells)
-    # The state clients meet is the serving server's; its check result is where the checks run:
-    # hakube's checks backend, or the server itself (`observe_errors`, other balancers' configs).
-    out = []
-    for cells in serving:
         sv = cells[col["svname"]]
-        checked = checks.get(sv, cells)
-        out.append(Backend(lb, sv, cells[col["status"]], checked[col.get("check_status", 0)]))
+        if sv in ("FRONTEND", "BACKEND"):
+            continue
+        out.append(Backend(lb, sv, cells[col["status"]], cells[col.get("check_status", 0)]))
     return out

@@ -6,12 +6,12 @@ import asyncio
 import re
 import shlex
 
-from hakube.facts.haproxy import SHOW_STAT, admin_command, parse_show_stat
+from hakube.facts.haproxy import SHOW_STAT, parse_show_stat
 from hakube.facts.host import FileState, Unit
 from hakube.phases.base import Phase, PhaseError, RenderInput
 from hakube.phases.context import Context, Written, sha256
 from hakube.render.base import RenderedFile
-from hakube.render.haproxy import SERVER_STATE, render_haproxy
+from hakube.render.haproxy import render_haproxy
 from hakube.render.keepalived import (
     INIT_MARKER,
     KEEPALIVED_CONF,
@@ -159,7 +159,7 @@ class HAProxyPhase(_Rolling):
         if written.daemon_reload:
             await ctx.do.daemon_reload(host)
         if running and "haproxy" in written.units:
-            await ctx.do.sh(host, "reload haproxy", save_states_and_reload())
+            await ctx.do.sh(host, "reload haproxy", "systemctl reload-or-restart haproxy")
         elif not running or f.unit("haproxy").enabled != "enabled":
             await ctx.do.sh(host, "start haproxy", "systemctl enable -q --now haproxy")
         if c.endpoint.mode is EndpointMode.VIP and c.endpoint.vrrp.track_haproxy_state:
@@ -168,18 +168,6 @@ class HAProxyPhase(_Rolling):
             await _sync_state_file(ctx, host)
         if not ctx.run.dry_run and (written.units or written.daemon_reload):
             await _wait_listening(ctx, host, c.endpoint.port)
-
-
-def save_states_and_reload() -> str:
-    """Shell: the running HAProxy's server states saved for the process the reload starts (so
-    a DOWN server stays out and an UP one is not one failed check from DOWN), then the reload.
-    When the socket does not answer, the bare version line: states start fresh, never stale."""
-    tmp = f"{SERVER_STATE}.hakube-new"
-    return (
-        f"{{ {admin_command('show servers state')} > {tmp} && grep -q '^1$' {tmp} && "
-        f"mv -f {tmp} {SERVER_STATE}; }} || {{ rm -f {tmp}; echo 1 > {SERVER_STATE}; }}; "
-        "systemctl reload-or-restart haproxy"
-    )
 
 
 async def _sync_state_file(ctx: Context, host: Host) -> None:

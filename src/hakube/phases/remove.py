@@ -44,7 +44,6 @@ from hakube.pki.layout import ETCD_HOST_PKI_DIR
 from hakube.record import ClusterRecord
 from hakube.render import render_host
 from hakube.render.etcd import etcdctl, render_etcd
-from hakube.render.haproxy import SERVER_STATE
 from hakube.render.keepalived import TRACK_DIR
 from hakube.spec.model import Cluster, EndpointMode, EtcdTopology, Host
 
@@ -337,9 +336,7 @@ def hakube_paths(ctx: Context, target: Host) -> list[str]:
 
 def leftover_paths(ctx: Context, target: Host) -> list[str]:
     """What must not exist on a removed host: hakube's files, kubeadm's and the CNI's state."""
-    # The server states hakube saves for an HAProxy reload are no rendered file.
-    paths = [*hakube_paths(ctx, target), *KUBE_LEFTOVERS, SERVER_STATE,
-             ctx.run.cluster.etcd.data_dir]  # fmt: skip
+    paths = [*hakube_paths(ctx, target), *KUBE_LEFTOVERS, ctx.run.cluster.etcd.data_dir]
     return sorted(set(paths))
 
 

@@ -3,20 +3,12 @@
 
 from __future__ import annotations
 
-import posixpath
-
 from hakube.render.base import RenderedFile, Validation, render_template
 from hakube.secrets import Secrets
 from hakube.spec.model import APISERVER_PORT, Cluster, EndpointMode, Host
 
 HAPROXY_CFG = "/etc/haproxy/haproxy.cfg"
 STATS_SOCKET = "/run/haproxy/admin.sock"
-#: The backend clients use, and the one that only runs the health checks it follows.
-BACKEND = "kube-apiserver"
-CHECKS_BACKEND = "kube-apiserver-checks"
-#: Server states handed from a running HAProxy to the one a reload starts.
-SERVER_STATE = "/var/lib/haproxy/server-state"
-STATE_DROPIN = "/etc/systemd/system/haproxy.service.d/hakube-server-state.conf"
 
 
 def render_haproxy(cluster: Cluster, host: Host, secrets: Secrets) -> list[RenderedFile]:
@@ -36,9 +28,6 @@ def render_haproxy(cluster: Cluster, host: Host, secrets: Secrets) -> list[Rende
         hp=hp,
         servers=cluster.control_planes,
         apiserver_port=APISERVER_PORT,
-        backend=BACKEND,
-        checks_backend=CHECKS_BACKEND,
-        server_state=SERVER_STATE,
         stats_password=secrets.stats_password if hp.stats_page else "",
     )
     return [
@@ -50,14 +39,5 @@ def render_haproxy(cluster: Cluster, host: Host, secrets: Secrets) -> list[Rende
             secret=hp.stats_page,
             validate=Validation.run("haproxy", "-c", "-f"),
             reload="haproxy",
-        ),
-        RenderedFile(
-            path=STATE_DROPIN,
-            content=render_template(
-                "haproxy-state.conf.j2",
-                server_state=SERVER_STATE,
-                server_state_dir=posixpath.dirname(SERVER_STATE),
-            ),
-            daemon_reload=True,
-        ),
+        )
     ]

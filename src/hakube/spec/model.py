@@ -433,14 +433,7 @@ class VRRP(Strict):
 
 
 class HAProxySettings(Strict):
-    check_inter_ms: int = Field(
-        1000,
-        ge=100,
-        le=60000,
-        description="Health check interval; also how long a check may take to connect and "
-        "finish the TLS handshake (checks run in their own backend, apart from "
-        "connect_timeout_ms, so a busy apiserver is not taken out).",
-    )
+    check_inter_ms: int = Field(1000, ge=100, le=60000)
     check_fastinter_ms: int = Field(250, ge=50, le=60000)
     check_downinter_ms: int = Field(1000, ge=100, le=60000)
     check_fall: int = Field(2, ge=1, le=20)
@@ -457,9 +450,7 @@ class HAProxySettings(Strict):
     observe_errors: Literal["off", "mark-down", "sudden-death", "fail-check"] = Field(
         "off",
         description="What a failed client connection to an apiserver does to that server "
-        "(HAProxy `observe layer4` ... `on-error`): mark-down takes it out at once. HAProxy "
-        "observes only servers that run their own checks, so with this on the checks share "
-        "connect_timeout_ms (a loaded apiserver may then be marked DOWN falsely).",
+        "(HAProxy `observe layer4` ... `on-error`): mark-down takes it out at once.",
     )
     tunnel_timeout: str = Field("1h", pattern=r"^\d+(ms|s|m|h|d)$")
     maxconn: int = Field(

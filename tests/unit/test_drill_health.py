@@ -38,11 +38,10 @@ class FakeLab:
 
 
 def show_stat(*servers: tuple[str, str]) -> str:
-    """hakube's layout: clients use `kube-apiserver`, whose servers track the checking twins."""
+    """hakube's layout: one `kube-apiserver` backend, a server per control plane."""
     lines = ["# " + "".join(f + "," for f in FIELDS)]
     for name, status in servers:
-        lines.append(row(pxname="kube-apiserver", svname=name, status=status, type="2"))
-        lines.append(row(pxname="kube-apiserver-checks", svname=name, status=status, type="2",
+        lines.append(row(pxname="kube-apiserver", svname=name, status=status, type="2",
                          check_status="L7OK"))  # fmt: skip
     return "\n".join(lines) + "\n"
 

@@ -12,6 +12,7 @@ second time over exactly what the first run did.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import dataclasses
 import hashlib
 import json
@@ -26,6 +27,7 @@ from typing import Any
 import pytest
 
 from hakube.facts.host import HOST_ID_PATH, MARK, PACKAGES, UNITS, asked_files
+from hakube.fileio import exclusive_lock
 from hakube.phases.base import Change, Event, EventKind, select_phases
 from hakube.phases.context import AUTOSTART_BACK, HELD, NO_AUTOSTART, owner_of
 from hakube.pki.etcd import etcd_members
@@ -1034,11 +1036,32 @@ def test_unknown_selector_raises_listing_the_phases(cluster: Cluster, state: Sta
 
 def test_a_second_apply_while_the_lock_is_held_raises(cluster: Cluster, state: StateDir) -> None:
     ts = make_transports(cluster, state)
-    with cluster_lock(state), pytest.raises(ApplyLocked, match="another hakube run holds"):
+    state.ensure()
+    other_run = exclusive_lock(state.path / "lock", lambda: AssertionError("lock taken"))
+    with other_run, pytest.raises(ApplyLocked, match="another hakube run holds"):
         run_apply(cluster, state, ts)
     assert all(t.calls == [] for t in ts.values())
     # Released: the next run goes ahead.
     assert run_apply(cluster, state, ts).result.ok
+
+
+def test_the_cluster_lock_is_reentrant_within_a_run_and_exclusive_across_runs(
+    state: StateDir,
+) -> None:
+    def take() -> None:
+        with cluster_lock(state):
+            pass
+
+    def from_another_thread() -> BaseException | None:
+        with concurrent.futures.ThreadPoolExecutor(1) as pool:
+            return pool.submit(take).exception()
+
+    with cluster_lock(state):
+        with cluster_lock(state):  # a command holding it calls apply under it (reset --host)
+            pass
+        # Still held after the inner block: another run (a thread has its own context) is refused.
+        assert isinstance(from_another_thread(), ApplyLocked)
+    assert from_another_thread() is None
 
 
 def test_a_run_after_a_failed_one_says_it_resumes_and_a_finished_one_does_not(

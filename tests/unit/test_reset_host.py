@@ -5,6 +5,7 @@ with external etcd; cp1 holds the VIP."""
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import re
 from typing import Any
 
@@ -12,13 +13,15 @@ import pytest
 from test_apply_scripted import NAME, FakeHostTransport
 from test_membership import FIVE, Survivors, _facts_with_vip, converged_for, five, script_removal
 
+import hakube.workflows.reset as reset_module
 from hakube.membership import without
 from hakube.phases.base import Event
 from hakube.spec.model import Cluster
 from hakube.state import StateDir
 from hakube.transport.scripted import Call, Reply
+from hakube.workflows.apply import ApplyLocked, cluster_lock
 from hakube.workflows.ops import OpsError, OpsInputError
-from hakube.workflows.reset import ResetResult, reset
+from hakube.workflows.reset import ResetResult, leave_cluster, reset
 
 #: WaitVIP's check that the VIP answers on the frontend port, from another LB host.
 VIP_ANSWERS = re.compile(r"for i in \$\(seq 50\); do timeout 1 bash -c .*/dev/tcp/.*")
@@ -113,3 +116,27 @@ def test_another_recorded_host_missing_from_the_file_is_refused_before_any_chang
         run_reset(without_cp5, state, ts)
     assert world.log == []
     assert not [c for t in ts.values() for c in t.calls if c.kind == "put"]
+
+
+def test_no_other_run_can_take_the_cluster_between_the_leave_and_the_reset(
+    state: StateDir, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Between the two the host is in the file and no longer in the record: an apply there
+    would join it again just before the reset tears it down."""
+    cluster, _, ts = world_of(state)
+    seen: list[BaseException | None] = []
+
+    def another_run() -> None:
+        with cluster_lock(state):
+            pass
+
+    async def leave_then_look(live: Any, target: Any) -> list[str]:
+        phases = await leave_cluster(live, target)
+        with concurrent.futures.ThreadPoolExecutor(1) as pool:
+            seen.append(pool.submit(another_run).exception())
+        return phases
+
+    monkeypatch.setattr(reset_module, "leave_cluster", leave_then_look)
+    run_reset(cluster, state, ts)
+    (refused,) = seen
+    assert isinstance(refused, ApplyLocked)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import functools
 import json
 import os
@@ -120,21 +121,34 @@ class ApplyLocked(Exception):
     pass
 
 
+#: The cluster locks this run holds (a context variable: tasks started under the block inherit
+#: it, another thread or an unrelated task does not).
+_held_locks: contextvars.ContextVar[frozenset[Path]] = contextvars.ContextVar(
+    "hakube_held_locks", default=frozenset()
+)
+
+
 @contextlib.contextmanager
 def cluster_lock(state: StateDir) -> Iterator[None]:
     """One apply per cluster at a time (flock: released by the kernel if we die).
 
     A dry run against a cluster with no state directory yet has nothing to protect, and must
-    not create one.
+    not create one. Re-entrant within one run (the asyncio tasks and calls under the block): a
+    command that holds the lock may call `apply` under it, as `reset --host` does between the
+    host leaving and its reset, so that no other run slips in between.
     """
-    if not state.persist and not (state.path / "lock").exists():
+    lock = state.path / "lock"
+    if lock in _held_locks.get() or (not state.persist and not lock.exists()):
         yield
         return
     state.ensure()
-    lock = state.path / "lock"
     busy = f"another hakube run holds {lock}; wait for it to finish"
     with exclusive_lock(lock, lambda: ApplyLocked(busy)):
-        yield
+        token = _held_locks.set(_held_locks.get() | {lock})
+        try:
+            yield
+        finally:
+            _held_locks.reset(token)
 
 
 def ssh_targets(cluster: Cluster, hosts: Sequence[Host] | None = None) -> list[SSHTarget]:

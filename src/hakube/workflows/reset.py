@@ -248,9 +248,11 @@ async def reset(
     try:
         async with live_session(cluster, state, phase="reset", **reach) as live:
             require_reachable(live.errors, targets)
-            if host:
-                result.left_through = await leave_cluster(live, targets[0])
+            # One hold from the leave to the reset: an apply in between would join the host
+            # again (it is still in the file, no longer in the record) just before its reset.
             with cluster_lock(state):
+                if host:
+                    result.left_through = await leave_cluster(live, targets[0])
                 resets = (reset_host(live.ctx, h) for h in targets)
                 result.hosts = list(await asyncio.gather(*resets))
     except ApplyLocked as e:

@@ -27,7 +27,8 @@ class Leaving:
     """A recorded host that is no longer in the cluster file."""
 
     name: str
-    #: What the record says it is: "control-plane", "worker", "etcd member", "init host".
+    #: What the record says it is: "control-plane", "worker", "etcd member", "init host"; for a
+    #: host that is none of these (an LB-only host, or one never joined), its roles in the file.
     roles: tuple[str, ...]
 
     def describe(self) -> str:
@@ -84,6 +85,12 @@ def recorded_roles(record: ClusterRecord) -> dict[str, list[str]]:
         out.setdefault(member, []).append("etcd member")
     if record.init_host:
         out.setdefault(record.init_host, []).append("init host")
+    # Hosts apply reached and set up that are neither nodes nor members: an LB-only host (its
+    # keepalived may hold the VIP, its HAProxy still runs), or one kubeadm never joined. Their
+    # roles as the file gave them; without this, deleting one from the file left it running.
+    for name, entry in sorted(record.hosts.items()):
+        if name not in out:
+            out[name] = [str(r) for r in entry.get("roles", [])] or ["host"]
     return out
 
 

@@ -122,6 +122,18 @@ def test_recorded_hosts_missing_from_the_file_are_listed_with_what_they_were(
     ]
 
 
+def test_a_reached_host_that_is_neither_node_nor_member_is_listed_with_its_file_roles(
+    state: StateDir,
+) -> None:
+    """An LB-only host is never a node or an etcd member; deleted from the file, it must still
+    be taken out (its keepalived would go on announcing the VIP)."""
+    rec = recorded(state)
+    lb1 = {"name": "lb1", "address": "10.88.0.31", "roles": ["lb"]}
+    rec.reached({"lb1": lb1, "cp1": host_entry(cluster_with().host("cp1"))})
+    m = membership(cluster_with(CP4, without=("cp1",)), rec)
+    assert [(x.name, x.roles) for x in m.leaving] == [("cp1", ("etcd member",)), ("lb1", ("lb",))]
+
+
 def test_plan_lists_joining_and_missing_hosts_from_the_record(state: StateDir) -> None:
     rec = recorded(state, init=True)
     plan = build_plan(cluster_with(CP4, CP5, without=("w1",)), record=rec)
@@ -532,6 +544,18 @@ def test_the_cleanup_removes_hakubes_files_kubeadms_leftovers_and_cni_state(
         assert f" {path} " in script or f" {path};" in script, path
     assert "ip link delete $l" in script
     assert "/^# BEGIN hakube$/,/^# END hakube$/d" in script
+
+
+def test_prune_takes_out_a_host_that_apply_set_up_but_kubeadm_never_joined(
+    state: StateDir,
+) -> None:
+    (result, _), world, _ = prune_run(state, leaving=("w1",))
+    assert result.ok, result.failures
+    assert world.log[-1] == "cleanup w1"
+    assert not [x for x in world.log if x.startswith("member remove")]
+    rec = state.record()
+    assert "w1" not in rec.hosts
+    assert [r["host"] for r in rec.removed] == ["w1"]
 
 
 def test_an_unreachable_host_is_removed_from_the_survivors_with_a_warning(

@@ -6,17 +6,25 @@ interpreters: `python bench/startup.py --python OTHER-VENV/bin/python .venv/bin/
 Each command runs once untimed first, with bytecode caching on (PYTHONDONTWRITEBYTECODE is
 dropped for the children), so that the figures are those of an installed hakube, whose modules
 are compiled once, not of a shell that recompiles every module on every run.
+
+`--instructions` (needs valgrind): instructions executed instead of time, which the machine's
+load does not change, for `hakube validate` and for the imports it is made of, each stage a
+separate process that adds the next library (python alone, pydantic with its plugin loader,
+PyYAML, hakube.spec with its models built, the CLI with typer), so that a start-up figure can
+be split into what each library costs on any machine, busy or not.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import re
 import resource
 import shutil
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -60,6 +68,48 @@ def measure(argvs: list[list[str]]) -> list[tuple[float, float, float, float]]:
     return out
 
 
+#: Each stage imports what the one before did and more; the last runs the command itself.
+STAGES = [
+    ("python alone", "pass"),
+    # pydantic's plugin loader (importlib.metadata) is imported when the first model is built.
+    ("+ pydantic (the names hakube.spec uses, plugin loader)",
+     "from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, "
+     "model_validator; import pydantic.plugin._loader"),
+    ("+ PyYAML", "import yaml"),
+    ("+ hakube.spec (its models built)", "import hakube.spec"),
+    ("+ hakube.cli (typer)", "import hakube.cli"),
+    ("+ running `hakube validate -f examples/tutorial.yaml`",
+     "import sys; sys.argv = ['hakube', 'validate', '-f', 'examples/tutorial.yaml']; "
+     "hakube.cli.main()"),
+]  # fmt: skip
+
+
+def instructions(argv: list[str]) -> int:
+    """Instructions one run of argv executes (valgrind's callgrind; the hash seed fixed)."""
+    with tempfile.TemporaryDirectory(prefix="callgrind-") as d:
+        done = subprocess.run(
+            ["valgrind", "--tool=callgrind", f"--callgrind-out-file={d}/out", *argv],
+            cwd=ROOT, capture_output=True, text=True, env={**ENV, "PYTHONHASHSEED": "0"},
+            check=False,
+        )  # fmt: skip
+    found = re.search(r"Collected : (\d+)", done.stderr)
+    if done.returncode != 0 or found is None:
+        sys.exit(f"valgrind failed on {argv}: {done.stderr[-500:]}")
+    return int(found.group(1))
+
+
+def instruction_table(python: str) -> None:
+    if shutil.which("valgrind") is None:
+        sys.exit("--instructions needs valgrind: apt-get install valgrind")
+    subprocess.run([python, "-c", "import hakube.cli"], cwd=ROOT, env=ENV, check=True)  # bytecode
+    code, before = "", 0
+    for name, stmt in STAGES:
+        code = f"{code}; {stmt}" if code else stmt
+        count = instructions([python, "-c", code])
+        print(f"{name:<58} {count / 1e6:6.0f} M instructions (+{(count - before) / 1e6:4.0f} M)")
+        before = count
+
+
 def command(python: str | None, src: str | None) -> list[str]:
     """The installed `hakube`; or hakube run by another interpreter (a venv's python with hakube
     installed), or found in `src` (an older checkout's src/), to measure before and after a
@@ -78,7 +128,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--src", nargs="+", default=[None], metavar="DIR")
     parser.add_argument("--python", nargs="+", default=[None], metavar="EXE")
+    parser.add_argument("--instructions", action="store_true",
+                        help="instructions per import stage (valgrind), not time")  # fmt: skip
     args = parser.parse_args()
+    if args.instructions:
+        for py in args.python:
+            print(f"{py or sys.executable}:")
+            instruction_table(py or sys.executable)
+        return
     variants = [(py, src) for py in args.python for src in args.src]
     exes = [command(py, src) for py, src in variants]
     print(f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")

@@ -73,12 +73,13 @@ def test_status_reads_stacked_members_through_kubeadms_etcd_certificates(
     assert all(m.healthy for m in r.etcd)
     assert [p for p in r.problems if "etcd" in p] == []
     cp_script = ts["cp1"].commands[0]
+    # kubeadm's member on its fixed client port, with kubeadm's healthcheck client certificate,
+    # through the gateway: no etcdctl, so nothing runs inside the static pod.
     assert "/etc/kubernetes/pki/etcd/healthcheck-client.crt" in cp_script
-    assert "crictl exec" in cp_script  # the static pod's own etcdctl when the host has none
-    # hakube writes no /etc/crictl.yaml: crictl is told the runtime kubeadm was given.
-    assert "CONTAINER_RUNTIME_ENDPOINT=unix:///run/containerd/containerd.sock sh -c" in cp_script
+    assert "https://127.0.0.1:2379/v3/maintenance/status" in cp_script
+    assert "crictl" not in cp_script
     assert "/etc/etcd/pki/healthcheck-client" not in cp_script
-    assert "endpoint status" not in ts["w1"].commands[0]
+    assert "/v3/maintenance/status" not in ts["w1"].commands[0]
 
 
 def test_a_stacked_member_that_does_not_answer_is_a_problem(
@@ -108,7 +109,7 @@ def test_stacked_etcd_before_kubeadm_init_is_a_note_and_not_queried(
     r = asyncio.run(collect(cluster, StateDir("hkd1", root=tmp_path), transports=dict(ts)))
     assert r.etcd == []
     assert any("stacked" in n for n in r.notes)
-    assert all("endpoint status" not in t.commands[0] for t in ts.values())
+    assert all("/v3/maintenance/status" not in t.commands[0] for t in ts.values())
 
 
 # --- which etcdctl -------------------------------------------------------------------------

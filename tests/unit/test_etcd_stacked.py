@@ -4,9 +4,10 @@ stopped around a restore: SCRIPTED, since kubeadm and kubelet cannot run on this
 etcd's answers are real ones (a static pod's etcd prints the same JSON): status's (through
 etcd's gateway) in tests/data/ops/status-*.txt and etcdctl's in
 etcd-cp1-etcdctl-and-gateway.txt were captured from the lab's etcd 3.4.23, and
-snapshot-status.json is what Debian's etcdctl 3.4.23 (the lab's) printed for `snapshot status -w json` of a snapshot taken from an etcd
-3.4.23 on loopback holding 20 keys. The shell that picks the host's etcdctl or the one inside
-the etcd container runs for real, against fakes of etcdctl and crictl on PATH.
+snapshot-status.json is what Debian's etcdctl 3.4.23 (the lab's) printed for `snapshot status
+-w json` of a snapshot taken from an etcd 3.4.23 on loopback holding 20 keys. The shell that
+picks the host's etcdctl or the one inside the etcd container runs for real, against fakes of
+etcdctl and crictl on PATH.
 """
 
 from __future__ import annotations

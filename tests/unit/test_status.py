@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import json
 import re
 from pathlib import Path
 from typing import Any
@@ -16,7 +17,16 @@ import pytest
 import yaml
 from fakes import TRANSCRIPTS
 
-from hakube.facts.ops import OpsQuery, ops_script, parse_keepalived_data, parse_ops
+from hakube.facts.host import _sections
+from hakube.facts.ops import (
+    OpsQuery,
+    etcd_id,
+    ops_script,
+    parse_etcd,
+    parse_keepalived_data,
+    parse_ops,
+    split_etcd,
+)
 from hakube.fileio import write_private
 from hakube.phases.context import owner_of, sha256
 from hakube.phases.etcd_join import bootstrapped
@@ -360,3 +370,24 @@ def test_watch_keeps_one_session_and_connects_again_only_to_a_host_that_failed(
     assert "w2: refused (" in reports[0].unreachable["w2"]
     assert reports[1].unreachable == {}
     assert reports[2].unreachable == {}
+
+
+def test_the_gateway_gives_the_facts_etcdctl_gave() -> None:
+    """etcdctl's three answers and status's one curl, captured back to back on one lab member
+    (tests/data/ops/etcd-cp1-etcdctl-and-gateway.txt): every fact status shows is the same,
+    but the raft index, which only moves on."""
+    text = (DATA / "etcd-cp1-etcdctl-and-gateway.txt").read_text()
+    sec = _sections(text)
+    via_ctl = parse_etcd(sec)
+    via_gateway = parse_etcd({}, split_etcd(sec["etcd"]))
+    assert via_ctl.healthy
+    assert via_ctl.member_id
+    assert via_ctl.leader_id
+    same = ("endpoint", "member_id", "leader_id", "revision", "raft_term", "db_size", "learner",
+            "version", "errors", "healthy", "error")  # fmt: skip
+    assert {k: getattr(via_gateway, k) for k in same} == {k: getattr(via_ctl, k) for k in same}
+    assert via_ctl.raft_index <= via_gateway.raft_index
+    members = json.loads("\n".join(sec["etcd-members"]))["members"]
+    assert {etcd_id(m["ID"]): m["name"] for m in members} == {
+        etcd_id(m["ID"]): m["name"] for m in parse_ops(text).etcd_members
+    }

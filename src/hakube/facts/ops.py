@@ -104,16 +104,16 @@ class EtcdClient:
 
 #: Marks the end of one gateway answer in the `etcd` section.
 ETCD_END = "@@hakube-etcd-end:"
-#: Answer name → the gateway's (path, POST). etcd's /health judges what `etcdctl endpoint
-#: health` did: a leader, a quorum read, no active alarm.
+#: Answer name → the gateway's (path, POST). etcd's /health is false without a leader, with an
+#: active alarm or when a quorum read fails.
 ETCD_SECTIONS = {
     "etcd-status": ("/v3/maintenance/status", True),
     "etcd-health": ("/health", False),
     "etcd-members": ("/v3/cluster/member/list", True),
 }
-#: An active alarm as etcd words it. Every member's `endpoint status` lists the cluster's
-#: alarms among its errors exactly as `etcdctl alarm list` prints them, so no fifth etcdctl
-#: process (some 30 ms of CPU on the host each) is run for them.
+#: An active alarm as etcd words it. Every member's maintenance status lists the cluster's
+#: alarms among its errors exactly as `etcdctl alarm list` prints them, so no fourth request
+#: is made for them.
 ALARM_RE = re.compile(r"memberID:(\d+) alarm:(\w+)")
 
 

@@ -10,6 +10,7 @@ import asyncio
 import datetime as dt
 import json
 import re
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +20,8 @@ from fakes import TRANSCRIPTS
 
 from hakube.facts.host import _sections
 from hakube.facts.ops import (
+    NO_CURL,
+    EtcdClient,
     OpsQuery,
     etcd_id,
     ops_script,
@@ -391,3 +394,21 @@ def test_the_gateway_gives_the_facts_etcdctl_gave() -> None:
     assert {etcd_id(m["ID"]): m["name"] for m in members} == {
         etcd_id(m["ID"]): m["name"] for m in parse_ops(text).etcd_members
     }
+
+
+def test_a_host_without_curl_is_told_so_not_no_answer(tmp_path: Path) -> None:
+    import subprocess
+
+    bin_dir = tmp_path / "bin"  # only what the script needs besides curl
+    bin_dir.mkdir()
+    for tool in ("mktemp", "cat", "rm"):
+        (bin_dir / tool).symlink_to(shutil.which(tool) or tool)
+    script = ops_script(OpsQuery(certs=False, etcd=EtcdClient("https://127.0.0.1:2379", "/x")))
+    res = subprocess.run(
+        ["/bin/sh", "-c", script], capture_output=True, text=True, env={"PATH": str(bin_dir)},
+        check=False,
+    )  # fmt: skip
+    assert res.returncode == 0, res.stderr
+    etcd = parse_ops(res.stdout).etcd
+    assert etcd is not None
+    assert (etcd.healthy, etcd.error) == (False, NO_CURL)

@@ -99,9 +99,14 @@ class EtcdClient:
             f"-w '\\n{ETCD_END}{name} {self.url} %{{exitcode}} %{{errormsg}}\\n' {self.url}{path}"
             for name, (path, is_post) in ETCD_SECTIONS.items()
         ]
-        return "curl " + " --next ".join(requests)
+        missing = f"{ETCD_END}etcd-status {self.url} 127 {NO_CURL}"
+        return (
+            f"if command -v curl >/dev/null 2>&1; then curl {' --next '.join(requests)}; "
+            f"else echo {shlex.quote(missing)}; fi"
+        )
 
 
+NO_CURL = "curl is not installed on this host (apply's packages phase installs it)"
 #: Marks the end of one gateway answer in the `etcd` section.
 ETCD_END = "@@hakube-etcd-end:"
 #: Answer name → the gateway's (path, POST). etcd's /health is false without a leader, with an

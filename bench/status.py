@@ -1,22 +1,29 @@
 """Wall time of `hakube status` on a 5-host lab (3 control-plane + 2 workers), target <= 1 s.
 
 Run as root: `python bench/status.py [runs]`. Prints the library call (connect + one round trip
-per host + judging) and the whole CLI process (Python start-up included), min/median/max, and
-the machine's load average (the lab shares its cores with everything else running). Kubernetes
-phases are skipped (the lab cannot install kubeadm); the LAB-ONLY apiserver stand-in serves
-/readyz. The lab is torn down.
+per host + judging) and the whole CLI process (Python start-up included), min/median/max, the
+processes' CPU time, and the machine's load average (the lab shares its cores with everything
+else running). Kubernetes phases are skipped (the lab cannot install kubeadm); the LAB-ONLY
+apiserver stand-in serves /readyz. The lab is torn down.
+
+Before/after a change: `python bench/status.py 10 --src OLD/src NEW/src` runs the CLI process of
+each tree in turn on the SAME lab (two bring-ups of one tree differed by more than most
+changes); the library figure is this tree's, in this process.
 """
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import os
+import resource
 import statistics
 import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
+
+from startup import command
 
 from hakube.spec import load_cluster_file
 from hakube.spec.model import Cluster
@@ -34,41 +41,59 @@ async def converge(cluster: Cluster, state: StateDir) -> None:
     assert result.ok, result.failures
 
 
-def figures(name: str, values: list[float]) -> str:
+def figures(name: str, values: list[float], cpu: list[float] | None = None) -> str:
+    spent = f", CPU median {statistics.median(cpu):5.2f} s" if cpu else ""
     return (
         f"{name:<28} min {min(values):5.2f} s  median {statistics.median(values):5.2f} s  "
-        f"max {max(values):5.2f} s  ({len(values)} runs)"
+        f"max {max(values):5.2f} s{spent}  ({len(values)} runs)"
     )
 
 
+def timed(argv: list[str], env: dict[str, str]) -> tuple[float, float]:
+    """Wall and CPU time (user + system) of one status process, which must find the lab
+    healthy."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    t0 = time.perf_counter()
+    res = subprocess.run(argv, capture_output=True, env=env, check=False)
+    wall = time.perf_counter() - t0
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    assert res.returncode == 0, (argv, res.stdout, res.stderr)
+    return wall, after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime
+
+
 def main() -> None:
-    runs = int(sys.argv[1]) if len(sys.argv) > 1 else 10
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("runs", nargs="?", type=int, default=10)
+    parser.add_argument("--src", nargs="+", default=[None], metavar="DIR")
+    args = parser.parse_args()
     with tempfile.TemporaryDirectory() as d, running_lab("hks1", 3, 2, "10.123.222.0/24") as lab:
         cluster = load_cluster_file(lab.cluster_file).cluster
         state = StateDir(cluster.name, root=Path(d))
         asyncio.run(converge(cluster, state))
+        print(f"lab up and converged; load average {os.getloadavg()[0]:.1f}", flush=True)
         lib: list[float] = []
-        for _ in range(runs):
+        for _ in range(args.runs):
             t0 = time.perf_counter()
             report = asyncio.run(collect(cluster, state))
             lib.append(time.perf_counter() - t0)
             assert report.healthy, report.problems
-        cli: list[float] = []
-        # Bytecode caching on, as for an installed hakube, and one untimed run to write it.
+        # Bytecode caching on, as for an installed hakube, and one untimed run each to write it.
         env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
         env["HAKUBE_STATE_DIR"] = d
-        argv = [sys.executable, "-m", "hakube.cli", "status", "-f", str(lab.cluster_file),
-                "-o", "json"]  # fmt: skip
-        subprocess.run(argv, capture_output=True, env=env, check=False)
-        for _ in range(runs):
-            t0 = time.perf_counter()
-            res = subprocess.run(argv, capture_output=True, env=env, check=False)
-            cli.append(time.perf_counter() - t0)
-            assert res.returncode == 0, res.stdout
+        words = ["status", "-f", str(lab.cluster_file), "-o", "json"]
+        argvs = [[*command(None, src), *words] for src in args.src]
+        for argv in argvs:
+            subprocess.run(argv, capture_output=True, env=env, check=False)
+        cli: list[list[tuple[float, float]]] = [[] for _ in argvs]
+        for _ in range(args.runs):
+            for i, argv in enumerate(argvs):
+                cli[i].append(timed(argv, env))
         print(f"status on a 5-host lab; load average {os.getloadavg()[0]:.1f} "
               f"on {os.cpu_count()} CPUs")  # fmt: skip
         print(figures("library (collect)", lib))
-        print(figures("CLI process (hakube status)", cli))
+        for src, runs in zip(args.src, cli, strict=True):
+            shown = "CLI process (hakube status)" + (f" [{src}]" if src else "")
+            print(figures(shown, [w for w, _ in runs], [c for _, c in runs]))
 
 
 if __name__ == "__main__":

@@ -1,12 +1,16 @@
 """status judged from real host output: tests/data/ops/status-*.txt were captured from a 5-host
-lab (keepalived 2.2.7, HAProxy 2.6, etcd 3.4.23) by running status's own script on each host.
-Each test bends one captured answer the way a broken host would print it."""
+lab (keepalived 2.2.7, HAProxy 2.6, etcd 3.4.23, curl 7.88) by running status's own script on
+each host: healthy, then with cp3's etcd stopped (status-cp3-etcd-stopped.txt), then cp2's too
+(status-cp2-etcd-stopped.txt, and cp1 left alone without a leader: status-cp1-alone.txt). Other
+tests bend one captured answer the way a broken host would print it."""
 
 from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import json
 import re
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +18,18 @@ import pytest
 import yaml
 from fakes import TRANSCRIPTS
 
-from hakube.facts.ops import OpsQuery, ops_script, parse_keepalived_data, parse_ops
+from hakube.facts.host import _sections
+from hakube.facts.ops import (
+    NO_CURL,
+    EtcdClient,
+    OpsQuery,
+    etcd_id,
+    ops_script,
+    parse_etcd,
+    parse_keepalived_data,
+    parse_ops,
+    split_etcd,
+)
 from hakube.fileio import write_private
 from hakube.phases.context import owner_of, sha256
 from hakube.phases.etcd_join import bootstrapped
@@ -27,22 +42,22 @@ from hakube.transport.scripted import Reply, ScriptedTransport
 from hakube.workflows.status import StatusReport, collect, expected_files
 
 DATA = Path(__file__).resolve().parent.parent / "data" / "ops"
-CAPTURED_AT = dt.datetime(2026, 11, 25, 22, 21, tzinfo=dt.UTC)
+CAPTURED_AT = dt.datetime(2026, 11, 26, 10, 15, tzinfo=dt.UTC)
 HOSTS = ("cp1", "cp2", "cp3", "w1", "w2")
 SCRIPT = re.compile(r"d=\$\(mktemp -d\).*", re.S)
 
 CLUSTER: dict[str, Any] = {
     "apiVersion": "hakube/v1alpha1",
     "kind": "Cluster",
-    "name": "hkd1",
-    "endpoint": {"mode": "vip", "vip": "10.123.220.100", "name": "apiserver.hkd1.lab",
+    "name": "hk11c",
+    "endpoint": {"mode": "vip", "vip": "10.123.246.100", "name": "apiserver.hk11c.lab",
                  "port": 8443, "interface": "host0"},
     "hosts": [
-        {"name": "cp1", "address": "10.123.220.11", "roles": ["control-plane"]},
-        {"name": "cp2", "address": "10.123.220.12", "roles": ["control-plane"]},
-        {"name": "cp3", "address": "10.123.220.13", "roles": ["control-plane"]},
-        {"name": "w1", "address": "10.123.220.21", "roles": ["worker"]},
-        {"name": "w2", "address": "10.123.220.22", "roles": ["worker"]},
+        {"name": "cp1", "address": "10.123.246.11", "roles": ["control-plane"]},
+        {"name": "cp2", "address": "10.123.246.12", "roles": ["control-plane"]},
+        {"name": "cp3", "address": "10.123.246.13", "roles": ["control-plane"]},
+        {"name": "w1", "address": "10.123.246.21", "roles": ["worker"]},
+        {"name": "w2", "address": "10.123.246.22", "roles": ["worker"]},
     ],
     "etcd": {"topology": "external"},
 }  # fmt: skip
@@ -121,30 +136,43 @@ def test_two_vip_owners_and_a_faulted_instance_are_problems(
     assert any("cp3: VRRP instance VI_51 is in FAULT" in p for p in r.problems)
 
 
-def test_dead_etcd_member_is_unhealthy_and_named(cluster: Cluster, tmp_path: Path) -> None:
+def test_stopped_etcd_member_is_unhealthy_and_named_with_curls_error(
+    cluster: Cluster, tmp_path: Path
+) -> None:
     out = healthy_outputs()
-    out["cp3"] = section(out["cp3"], "etcd-status", "")
-    out["cp3"] = section(
-        out["cp3"],
-        "etcd-health",
-        '[{"endpoint":"https://127.0.0.1:2379","health":false,'
-        '"error":"context deadline exceeded"}]',
-    )
+    out["cp3"] = captured("cp3-etcd-stopped")
     r = run(cluster, tmp_path, out)
-    assert "etcd cp3: unhealthy (context deadline exceeded)" in r.problems
+    refused = "Failed to connect to 127.0.0.1 port 2379 after 0 ms: Couldn't connect to server"
+    assert [p for p in r.problems if p.startswith("etcd")] == [f"etcd cp3: unhealthy ({refused})"]
+    (cp3,) = [m for m in r.etcd if m.name == "cp3"]
+    assert (cp3.healthy, cp3.id, cp3.error) == (False, "", refused)
+
+
+def test_a_member_left_alone_has_no_leader_and_says_so(cluster: Cluster, tmp_path: Path) -> None:
+    out = healthy_outputs()
+    out["cp1"] = captured("cp1-alone")
+    out["cp2"] = captured("cp2-etcd-stopped")
+    out["cp3"] = captured("cp3-etcd-stopped")
+    r = run(cluster, tmp_path, out)
+    etcd = [p for p in r.problems if p.startswith("etcd")]
+    assert "etcd cp1: etcdserver: no leader" in etcd
+    assert any(p.startswith("etcd cp1: unhealthy (etcd's /health says false") for p in etcd)
+    assert "etcd: no leader" in etcd
+    (cp1,) = [m for m in r.etcd if m.name == "cp1"]
+    assert (cp1.leader, cp1.raft_term) == (False, 4)
 
 
 def test_etcd_alarm_is_a_problem(cluster: Cluster, tmp_path: Path) -> None:
     out = healthy_outputs()
     # Every member's status lists the cluster's alarms among its errors (etcd's own words).
-    alarm = '"errors":["memberID:9983585265371492852 alarm:NOSPACE "],'
+    alarm = '"errors":["memberID:17065541088172074084 alarm:NOSPACE "],'
     for h in ("cp1", "cp2", "cp3"):
-        out[h] = out[h].replace('"Status":{', '"Status":{' + alarm, 1)
+        out[h] = out[h].replace('"version":', alarm + '"version":', 1)
     r = run(cluster, tmp_path, out)
     (cp1,) = [m for m in r.etcd if m.name == "cp1"]
     assert cp1.alarms == ["NOSPACE"]
     assert [p for p in r.problems if "NOSPACE" in p] == [
-        "etcd alarms: memberID:9983585265371492852 alarm:NOSPACE"
+        "etcd alarms: memberID:17065541088172074084 alarm:NOSPACE"
     ]
 
 
@@ -165,7 +193,7 @@ def test_an_unreachable_host_is_degraded_not_a_crash(cluster: Cluster, tmp_path:
     out = healthy_outputs()
     ts = {h: ScriptedTransport(h, [(SCRIPT, Reply(out[h]))]) for h in HOSTS}
     ts["w2"] = ScriptedTransport("w2")  # answers nothing the script expects
-    r = asyncio.run(collect(cluster, StateDir("hkd1", root=tmp_path), transports=dict(ts)))
+    r = asyncio.run(collect(cluster, StateDir("hk11c", root=tmp_path), transports=dict(ts)))
     assert "w2" in r.unreachable
     assert not r.healthy
 
@@ -180,7 +208,7 @@ def test_keepalived_dump_takes_the_instance_state_not_the_interface_state() -> N
 
 def test_ops_script_asks_only_for_what_the_host_runs() -> None:
     worker = ops_script(OpsQuery(certs=False))
-    assert "etcdctl" not in worker
+    assert "/v3/maintenance/status" not in worker
     assert "keepalived" not in worker
     assert parse_ops(captured("w1")).etcd is None
 
@@ -345,3 +373,42 @@ def test_watch_keeps_one_session_and_connects_again_only_to_a_host_that_failed(
     assert "w2: refused (" in reports[0].unreachable["w2"]
     assert reports[1].unreachable == {}
     assert reports[2].unreachable == {}
+
+
+def test_the_gateway_gives_the_facts_etcdctl_gave() -> None:
+    """etcdctl's three answers and status's one curl, captured back to back on one lab member
+    (tests/data/ops/etcd-cp1-etcdctl-and-gateway.txt): every fact status shows is the same,
+    but the raft index, which only moves on."""
+    text = (DATA / "etcd-cp1-etcdctl-and-gateway.txt").read_text()
+    sec = _sections(text)
+    via_ctl = parse_etcd(sec)
+    via_gateway = parse_etcd({}, split_etcd(sec["etcd"]))
+    assert via_ctl.healthy
+    assert via_ctl.member_id
+    assert via_ctl.leader_id
+    same = ("endpoint", "member_id", "leader_id", "revision", "raft_term", "db_size", "learner",
+            "version", "errors", "healthy", "error")  # fmt: skip
+    assert {k: getattr(via_gateway, k) for k in same} == {k: getattr(via_ctl, k) for k in same}
+    assert via_ctl.raft_index <= via_gateway.raft_index
+    members = json.loads("\n".join(sec["etcd-members"]))["members"]
+    assert {etcd_id(m["ID"]): m["name"] for m in members} == {
+        etcd_id(m["ID"]): m["name"] for m in parse_ops(text).etcd_members
+    }
+
+
+def test_a_host_without_curl_is_told_so_not_no_answer(tmp_path: Path) -> None:
+    import subprocess
+
+    bin_dir = tmp_path / "bin"  # only what the script needs besides curl
+    bin_dir.mkdir()
+    for tool in ("mktemp", "cat", "rm"):
+        (bin_dir / tool).symlink_to(shutil.which(tool) or tool)
+    script = ops_script(OpsQuery(certs=False, etcd=EtcdClient("https://127.0.0.1:2379", "/x")))
+    res = subprocess.run(
+        ["/bin/sh", "-c", script], capture_output=True, text=True, env={"PATH": str(bin_dir)},
+        check=False,
+    )  # fmt: skip
+    assert res.returncode == 0, res.stderr
+    etcd = parse_ops(res.stdout).etcd
+    assert etcd is not None
+    assert (etcd.healthy, etcd.error) == (False, NO_CURL)

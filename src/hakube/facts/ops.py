@@ -41,8 +41,8 @@ class OpsQuery:
 
     vrrp: bool = False
     haproxy_socket: str | None = None
-    #: etcdctl command lines (without the subcommand) for the local member, if it runs etcd.
-    etcdctl: str | None = None
+    #: The local etcd member's client API, if the host runs etcd.
+    etcd: EtcdClient | None = None
     certs: bool = True
     #: `kubectl --kubeconfig ...` prefix when this host can reach the Kubernetes API.
     kubectl: str | None = None
@@ -71,15 +71,54 @@ CERTS_SCRIPT = (
     f'echo "{CERT_MARK}$f"; sed -n \'s/^ *client-certificate-data: *//p\' "$f" | '
     "head -1 | base64 -d; done"
 )
-#: Section name → etcdctl subcommand, for the local member.
+
+
+@dataclass(frozen=True)
+class EtcdClient:
+    """The local member's client URL and the directory of the CA and healthcheck client
+    certificate that reach it."""
+
+    url: str
+    pki: str
+
+    def curl(self) -> str:
+        """ONE curl for the three reads, through etcd's gRPC gateway (HTTP/JSON on the client
+        URL: the protobuf messages etcdctl prints, 64-bit numbers as strings) over one TLS
+        connection. Each etcdctl was a Go program starting a gRPC client, 10-20 ms of CPU on
+        the host, three per member, and for stacked etcd without etcdctl on the host a crictl
+        exec besides. curl is a base package hakube installs on every host. Each answer is
+        followed by an `ETCD_END` line with curl's exit code and error (a transfer that failed
+        has no answer, and curl goes on with the next)."""
+        tls = (
+            f"-sS --connect-timeout 3 --max-time 5 --cacert {self.pki}/ca.crt "
+            f"--cert {self.pki}/healthcheck-client.crt --key {self.pki}/healthcheck-client.key"
+        )
+        post = " -X POST -d '{}'"
+        requests = [
+            f"{tls}{post if is_post else ''} "
+            f"-w '\\n{ETCD_END}{name} {self.url} %{{exitcode}} %{{errormsg}}\\n' {self.url}{path}"
+            for name, (path, is_post) in ETCD_SECTIONS.items()
+        ]
+        missing = f"{ETCD_END}etcd-status {self.url} 127 {NO_CURL}"
+        return (
+            f"if command -v curl >/dev/null 2>&1; then curl {' --next '.join(requests)}; "
+            f"else echo {shlex.quote(missing)}; fi"
+        )
+
+
+NO_CURL = "curl is not installed on this host (apply's packages phase installs it)"
+#: Marks the end of one gateway answer in the `etcd` section.
+ETCD_END = "@@hakube-etcd-end:"
+#: Answer name → the gateway's (path, POST). etcd's /health is false without a leader, with an
+#: active alarm or when a quorum read fails.
 ETCD_SECTIONS = {
-    "etcd-status": "endpoint status -w json",
-    "etcd-health": "endpoint health -w json",
-    "etcd-members": "member list -w json",
+    "etcd-status": ("/v3/maintenance/status", True),
+    "etcd-health": ("/health", False),
+    "etcd-members": ("/v3/cluster/member/list", True),
 }
-#: An active alarm as etcd words it. Every member's `endpoint status` lists the cluster's
-#: alarms among its errors exactly as `etcdctl alarm list` prints them, so no fifth etcdctl
-#: process (some 30 ms of CPU on the host each) is run for them.
+#: An active alarm as etcd words it. Every member's maintenance status lists the cluster's
+#: alarms among its errors exactly as `etcdctl alarm list` prints them, so no fourth request
+#: is made for them.
 ALARM_RE = re.compile(r"memberID:(\d+) alarm:(\w+)")
 
 
@@ -94,8 +133,8 @@ def ops_sections(q: OpsQuery) -> dict[str, str]:
         out["haproxy"] = (
             f"echo 'show stat' | socat -t 1 stdio unix-connect:{shlex.quote(q.haproxy_socket)}"
         )
-    if q.etcdctl:
-        out.update({name: f"{q.etcdctl} {sub}" for name, sub in ETCD_SECTIONS.items()})
+    if q.etcd:
+        out["etcd"] = q.etcd.curl()
     if q.etcd_env:
         out["etcd-env"] = f"cat {shlex.quote(q.etcd_env)}"
     if q.certs:
@@ -234,33 +273,79 @@ def _json(lines: Sequence[str]) -> Any:
         return None
 
 
-def _hex(v: object) -> str:
-    return f"{int(v):x}" if isinstance(v, int) else str(v or "")
+def etcd_id(v: object) -> str:
+    """A member id in hex, as etcdctl prints it: etcdctl's JSON has 64-bit numbers, the
+    gateway's decimal strings."""
+    if isinstance(v, int) or (isinstance(v, str) and v.isdigit()):
+        return f"{int(v):x}"
+    return str(v or "")
 
 
-def parse_etcd(sec: dict[str, list[str]]) -> EtcdLocal:
+@dataclass(frozen=True)
+class EtcdAnswers:
+    """The gateway's answers in the `etcd` section: name → body, and how curl ended each."""
+
+    bodies: dict[str, list[str]]
+    url: str = ""
+    #: name → curl's error for a transfer that failed ("" if it did not say).
+    failed: dict[str, str] = field(default_factory=dict)
+
+
+def split_etcd(lines: Sequence[str]) -> EtcdAnswers:
+    bodies: dict[str, list[str]] = {}
+    failed: dict[str, str] = {}
+    url = ""
+    body: list[str] = []
+    for line in lines:
+        if not line.startswith(ETCD_END):
+            body.append(line)
+            continue
+        name, url, code, why = [*line[len(ETCD_END) :].split(" ", 3), "", "", ""][:4]
+        bodies[name] = body
+        if code not in ("0", ""):
+            failed[name] = why.strip() or f"curl exit code {code}"
+        body = []
+    return EtcdAnswers(bodies, url, failed)
+
+
+def parse_etcd(sec: dict[str, list[str]], answers: EtcdAnswers | None = None) -> EtcdLocal:
+    """The member's status and health as the gateway (`answers`) or etcdctl
+    (`endpoint status|health -w json` in `sec`) print them: the same protobuf messages."""
+    if answers is not None:
+        sec = answers.bodies
+    failed = answers.failed if answers else {}
     status = _json(sec.get("etcd-status", []))
     health = _json(sec.get("etcd-health", []))
+    endpoint = answers.url if answers else ""
+    if isinstance(status, list):  # etcdctl: one entry per endpoint
+        endpoint = str(status[0].get("Endpoint", "")) if status else ""
+        status = status[0].get("Status") if status else None
+    if isinstance(health, list):
+        health = health[0] if health else None
     err = ""
     healthy = False
-    if isinstance(health, list) and health:
-        healthy = health[0].get("health") is True
-        err = err or str(health[0].get("error", "") or "")
-    if not isinstance(status, list) or not status:
-        return EtcdLocal(healthy=healthy, error=err or "no answer from the local etcd member")
-    st = status[0].get("Status", {})
-    header = st.get("header", {})
+    if isinstance(health, dict):
+        healthy = str(health.get("health")).lower() == "true"
+        err = str(health.get("error") or health.get("reason") or "")
+        if not healthy and not err:
+            err = "etcd's /health says false (no leader, an active alarm or no quorum read)"
+    err = err or failed.get("etcd-health", "")
+    if not isinstance(status, dict) or "header" not in status:
+        said = status.get("message") or status.get("error") if isinstance(status, dict) else None
+        why = err or str(said or "") or failed.get("etcd-status", "")
+        return EtcdLocal(healthy=healthy, error=why or "no answer from the local etcd member")
+    header = status["header"]
     return EtcdLocal(
-        endpoint=str(status[0].get("Endpoint", "")),
-        member_id=_hex(header.get("member_id")),
-        leader_id=_hex(st.get("leader")),
+        endpoint=endpoint,
+        member_id=etcd_id(header.get("member_id")),
+        leader_id=etcd_id(status.get("leader")),
         revision=int(header.get("revision", 0)),
-        raft_index=int(st.get("raftIndex", 0)),
-        raft_term=int(st.get("raftTerm", 0)),
-        db_size=int(st.get("dbSize", 0)),
-        learner=bool(st.get("isLearner", False)),
-        version=str(st.get("version", "")),
-        errors=tuple(str(e) for e in st.get("errors", []) or []),
+        raft_index=int(status.get("raftIndex", 0)),
+        raft_term=int(status.get("raftTerm", 0)),
+        db_size=int(status.get("dbSize", 0)),
+        learner=bool(status.get("isLearner", False)),
+        version=str(status.get("version", "")),
+        errors=tuple(str(e) for e in status.get("errors", []) or []),
         healthy=healthy,
         error="" if healthy else err,
     )
@@ -313,13 +398,14 @@ def parse_ops(text: str) -> OpsFacts:
     if "haproxy" in sec:
         f.haproxy_stat = "\n".join(sec["haproxy"])
         f.haproxy_answered = any(line.startswith("# ") for line in sec["haproxy"])
-    if "etcd-status" in sec:
-        local = parse_etcd(sec)
+    if "etcd" in sec:
+        answers = split_etcd(sec["etcd"])
+        local = parse_etcd({}, answers)
         f.etcd_alarms = [e.strip() for e in local.errors if ALARM_RE.search(e)]
         f.etcd = dataclasses.replace(
             local, errors=tuple(e for e in local.errors if not ALARM_RE.search(e))
         )
-        members = _json(sec.get("etcd-members", []))
+        members = _json(answers.bodies.get("etcd-members", []))
         if isinstance(members, dict):
             f.etcd_members = list(members.get("members", []))
     f.etcd_env = "\n".join(sec.get("etcd-env", []))

@@ -14,6 +14,8 @@ from __future__ import annotations
 import shlex
 from dataclasses import dataclass
 
+from hakube.facts.ops import EtcdClient
+from hakube.pki.layout import ETCD_HOST_PKI_DIR
 from hakube.render.etcd import etcdctl
 from hakube.render.kubeadm import CONTAINERD_SOCKET, DOCKERSHIM_SOCKET
 from hakube.spec.model import Cluster, EtcdTopology, Host, Runtime
@@ -69,6 +71,8 @@ class EtcdAccess:
     ctl_prefix: str
     #: Where a snapshot is staged on a member (root only) so the tool can read it.
     staging: str
+    #: The member's client API on the host it runs on, and the certificates that reach it.
+    local: EtcdClient
     #: The container runtime's socket where the tool may have to run inside the etcd pod.
     cri: str | None = None
 
@@ -125,6 +129,9 @@ def etcd_access(cluster: Cluster, *, kubernetes: bool) -> EtcdAccess | None:
             peer_port=cluster.etcd.peer_port,
             ctl_prefix=etcdctl(cluster).rstrip(),
             staging="/var/lib/hakube/snapshots",
+            local=EtcdClient(
+                f"https://127.0.0.1:{cluster.etcd.client_port}", str(ETCD_HOST_PKI_DIR)
+            ),
         )
     if not kubernetes:
         return None
@@ -137,5 +144,6 @@ def etcd_access(cluster: Cluster, *, kubernetes: bool) -> EtcdAccess | None:
         peer_port=STACKED_PEER_PORT,
         ctl_prefix=stacked_etcdctl(cri),
         staging=cluster.etcd.data_dir,
+        local=EtcdClient(f"https://127.0.0.1:{STACKED_CLIENT_PORT}", STACKED_PKI),
         cri=cri,
     )

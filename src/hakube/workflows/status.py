@@ -19,7 +19,16 @@ from typing import TYPE_CHECKING, Any
 from hakube.facts.haproxy import parse_show_stat
 from hakube.facts.host import FileState, facts_script, parse_facts
 from hakube.facts.kubeadm import KubeadmOutputError, TokenStatus, parse_token_list
-from hakube.facts.ops import ALARM_RE, CertFact, OpsFacts, OpsQuery, ops_script, parse_ops
+from hakube.facts.ops import (
+    ALARM_RE,
+    CertFact,
+    EtcdClient,
+    OpsFacts,
+    OpsQuery,
+    etcd_id,
+    ops_script,
+    parse_ops,
+)
 from hakube.phases.base import RenderInput
 from hakube.phases.context import Context, sha256
 from hakube.phases.etcd import EtcdPhase
@@ -121,7 +130,7 @@ def host_query(cluster: Cluster, view: ClusterView, host: Host) -> OpsQuery:
         vip=str(cluster.endpoint.vip) if vip else None,
         vrrp=vip,
         haproxy_socket=STATS_SOCKET if cluster.is_lb(host) else None,
-        etcdctl=etcd_prefix(cluster, view, host),
+        etcd=local_etcd(cluster, view, host),
         kubectl=KUBECTL if on_init else None,
         kubeadm_tokens=on_init,
         etcd_env=ETCD_ENV_FILE
@@ -130,10 +139,10 @@ def host_query(cluster: Cluster, view: ClusterView, host: Host) -> OpsQuery:
     )
 
 
-def etcd_prefix(cluster: Cluster, view: ClusterView, host: Host) -> str | None:
-    """The etcdctl that reads `host`'s own member: hakube's external one or kubeadm's stacked."""
+def local_etcd(cluster: Cluster, view: ClusterView, host: Host) -> EtcdClient | None:
+    """`host`'s own member: hakube's external one or kubeadm's stacked."""
     access = etcd_access(cluster, kubernetes=view.kubernetes)
-    return access.ctl_prefix if access and host.name in {h.name for h in access.hosts} else None
+    return access.local if access and host.name in {h.name for h in access.hosts} else None
 
 
 def stored_etcd_pki(cluster: Cluster, state: StateDir) -> EtcdPKI | None:
@@ -352,7 +361,7 @@ def _judge_etcd(etcd_hosts: list[Host], ops: dict[str, OpsFacts], r: StatusRepor
     for h in etcd_hosts:
         f = ops.get(h.name)
         for m in f.etcd_members if f else []:
-            mid = f"{int(m.get('ID', 0)):x}" if isinstance(m.get("ID"), int) else str(m.get("ID"))
+            mid = etcd_id(m.get("ID"))
             names[mid] = str(m.get("name", "")) or "(not started)"
             listed.add(names[mid])
     leaders = set()

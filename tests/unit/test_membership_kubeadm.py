@@ -30,7 +30,7 @@ from test_phases_kubeadm import (
 
 from hakube.facts.host import FileState
 from hakube.membership import Leaving, membership, without
-from hakube.phases.base import PhaseError, gather_hosts
+from hakube.phases.base import Event, EventKind, PhaseError, gather_hosts
 from hakube.phases.kubeadm import KUBELET_CONF, JoinControlPlanes
 from hakube.phases.remove import Removal, RemoveHosts
 from hakube.spec.load import load_cluster_data
@@ -107,16 +107,27 @@ STACKED_LIST = re.compile(
 STACKED_REMOVE = re.compile(
     KUBECTL + r" -n kube-system exec etcd-cp1 -- etcdctl .* member remove \w+"
 )
+STACKED_STATUS = re.compile(
+    KUBECTL + r" -n kube-system exec etcd-cp1 -- etcdctl --endpoints=\S+ .* endpoint status -w json"
+)
+STACKED_MOVE = re.compile(
+    KUBECTL + r" -n kube-system exec etcd-cp1 -- etcdctl --endpoints=\S+ .* move-leader \w+"
+)
 
 
 class Kube:
     """The API and stacked etcd as kubectl on cp1 sees them."""
 
-    def __init__(self, *, reset_removes_member: bool, api_down: bool = False) -> None:
+    def __init__(
+        self, *, reset_removes_member: bool, api_down: bool = False, leader: str = "cp1"
+    ) -> None:
         self.nodes = {"cp1", "cp2", "cp3", "cp4", "cp5", "w1"}
         self.members = {f"cp{i}": 0x100 + i for i in range(1, 6)}
         self.reset_removes_member = reset_removes_member
         self.api_down = api_down
+        self.leader = leader
+        #: Names whose etcd does not answer (its pod stopped, the host cut off).
+        self.silent: set[str] = set()
         self.log: list[str] = []
 
     def get_node(self, call: Call) -> Reply:
@@ -139,10 +150,45 @@ class Kube:
         self.log.append(f"delete node {name}")
         return Reply()
 
+    @staticmethod
+    def url(name: str, port: int) -> str:
+        return f"https://10.88.0.1{name[-1]}:{port}"
+
     def member_list(self, _call: Call) -> str:
-        return json.dumps({"members": [
-            {"ID": i, "name": n, "peerURLs": [f"https://{n}:2380"]} for n, i in self.members.items()
+        # The shape etcdctl 3.4 prints (tests/data/ops, read on the lab's members).
+        return json.dumps({"header": {"cluster_id": 3881273849046472284, "raft_term": 2},
+                           "members": [
+            {"ID": i, "name": n, "peerURLs": [self.url(n, 2380)],
+             "clientURLs": [self.url(n, 2379)]} for n, i in self.members.items()
         ]})  # fmt: skip
+
+    def asked(self, call: Call) -> str:
+        """The member the command's --endpoints names."""
+        found = re.search(r"--endpoints=(\S+)", call.target)
+        assert found is not None
+        return next(n for n in self.members if self.url(n, 2379) == found.group(1))
+
+    def status(self, call: Call) -> Reply:
+        name = self.asked(call)
+        if name in self.silent:  # etcdctl's words when the member does not answer
+            return Reply(exit_status=1, stderr=f"{{\"level\":\"warn\",\"msg\":\"retrying of "
+                         f"unary invoker failed\"}}\nFailed to get the status of endpoint "
+                         f"{self.url(name, 2379)} (context deadline exceeded)\n")  # fmt: skip
+        # The shape etcdctl 3.4 prints (tests/data/ops/status-cp1.txt, read on a lab member).
+        return Reply(stdout=json.dumps([{"Endpoint": self.url(name, 2379), "Status": {
+            "header": {"cluster_id": 3881273849046472284, "member_id": self.members[name],
+                       "revision": 1, "raft_term": 2},
+            "version": "3.4.23", "dbSize": 20480, "leader": self.members[self.leader],
+            "raftIndex": 3948, "raftTerm": 2, "raftAppliedIndex": 3948, "dbSizeInUse": 20480,
+        }}]) + "\n")  # fmt: skip
+
+    def move_leader(self, call: Call) -> Reply:
+        assert self.asked(call) == self.leader, "move-leader is answered by the leader only"
+        hex_id = call.target.rsplit(" ", 1)[1]
+        heir = next(n for n, i in self.members.items() if f"{i:x}" == hex_id)
+        self.log.append(f"move leader {self.leader} -> {heir}")
+        old, self.leader = self.members[self.leader], heir
+        return Reply(stdout=f"Leadership transferred from {old:x} to {hex_id}\n")
 
     def member_remove(self, call: Call) -> Reply:
         hex_id = call.target.rsplit(" ", 1)[1]
@@ -158,7 +204,9 @@ class Kube:
         return Reply()
 
 
-def remove_cp2(state: StateDir, kube: Kube, *, reachable: bool = True) -> ScriptedTransport:
+def remove_cp2(
+    state: StateDir, kube: Kube, *, reachable: bool = True, events: list[Event] | None = None
+) -> ScriptedTransport:
     before = stacked("cp1", "cp2", "cp3", "cp4", "cp5", "w1")
     recorded(state, before, "cp2", "cp3", "cp4", "cp5", "w1")
     after = without(before, ["cp2"])
@@ -167,12 +215,14 @@ def remove_cp2(state: StateDir, kube: Kube, *, reachable: bool = True) -> Script
     cp1.on(re.compile(KUBECTL + r" drain cp2 --ignore-daemonsets .*"), kube.drain)
     cp1.on(re.compile(KUBECTL + r" delete node cp2 --ignore-not-found"), kube.delete)
     cp1.on(STACKED_LIST, kube.member_list).on(STACKED_REMOVE, kube.member_remove)
+    cp1.on(STACKED_STATUS, kube.status).on(STACKED_MOVE, kube.move_leader)
     cp2 = ScriptedTransport("cp2")
     cp2.on(re.compile(r"if command -v kubeadm >/dev/null; then kubeadm reset -f .*"),
            lambda _c: kube.reset("cp2"))  # fmt: skip
     cp2.on(re.compile(r"ls -d .*; true"), Reply())
     given = {"cp1": cp1} | ({"cp2": cp2} if reachable else {})
-    ctx = make_ctx(after, state, given, "remove/hosts")
+    sink: list[Event] = [] if events is None else events
+    ctx = make_ctx(after, state, given, "remove/hosts", emit=sink.append)
     removal = Removal(
         (Leaving("cp2", ("control-plane",)),), {"cp2": before.host("cp2")},
         set() if reachable else {"cp2"},
@@ -189,6 +239,45 @@ def test_a_stacked_control_plane_is_drained_reset_and_its_node_deleted(state: St
     assert "cp2" not in state.record().nodes
 
 
+def test_a_leading_stacked_member_hands_its_leadership_to_a_survivor_before_kubeadm_reset(
+    state: StateDir,
+) -> None:
+    # Reset while it leads, it would leave the survivors leaderless for an election timeout
+    # (every apiserver unready meanwhile): the leader is asked, through the admin host's pod.
+    kube = Kube(reset_removes_member=True, leader="cp2")
+    remove_cp2(state, kube)
+    moved = ["drain cp2", "move leader cp2 -> cp1", "kubeadm reset cp2", "delete node cp2"]
+    assert kube.log == moved
+    assert kube.leader == "cp1"
+
+
+def test_a_stacked_member_that_does_not_lead_is_reset_without_a_leadership_move(
+    state: StateDir,
+) -> None:
+    kube = Kube(reset_removes_member=True, leader="cp3")
+    remove_cp2(state, kube)
+    assert kube.log == ["drain cp2", "kubeadm reset cp2", "delete node cp2"]
+    assert kube.leader == "cp3"
+
+
+def test_a_stacked_member_already_gone_is_not_asked_whether_it_leads(state: StateDir) -> None:
+    # An earlier run reset cp2 (its member went with it) and stopped before deleting the Node.
+    kube = Kube(reset_removes_member=True, leader="cp3")
+    del kube.members["cp2"]
+    cp2 = remove_cp2(state, kube)
+    assert kube.log == ["drain cp2", "kubeadm reset cp2", "delete node cp2"]
+    assert any("kubeadm reset" in c for c in cp2.commands)
+
+
+def test_a_stacked_member_that_does_not_answer_is_reset_without_a_leadership_move(
+    state: StateDir,
+) -> None:
+    kube = Kube(reset_removes_member=True, leader="cp3")
+    kube.silent.add("cp2")
+    remove_cp2(state, kube)
+    assert kube.log == ["drain cp2", "kubeadm reset cp2", "delete node cp2"]
+
+
 def test_a_member_kubeadm_reset_could_not_remove_is_removed_through_a_survivor(
     state: StateDir,
 ) -> None:
@@ -201,10 +290,13 @@ def test_a_member_kubeadm_reset_could_not_remove_is_removed_through_a_survivor(
 def test_an_unreachable_stacked_control_plane_is_not_drained_but_leaves_etcd_and_the_api(
     state: StateDir,
 ) -> None:
-    kube = Kube(reset_removes_member=False)
-    cp2 = remove_cp2(state, kube, reachable=False)
+    kube = Kube(reset_removes_member=False, leader="cp2")
+    events: list[Event] = []
+    cp2 = remove_cp2(state, kube, reachable=False, events=events)
     assert kube.log == ["member remove cp2", "delete node cp2"]
     assert not cp2.calls
+    warned = [e.message for e in events if e.kind is EventKind.MEMBERSHIP and e.host == "cp2"]
+    assert any("its etcd leadership is not handed over" in w for w in warned), warned
 
 
 def test_a_node_already_deleted_is_not_drained_and_the_removal_goes_on(state: StateDir) -> None:

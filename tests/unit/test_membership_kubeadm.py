@@ -32,7 +32,7 @@ from hakube.facts.host import FileState
 from hakube.membership import Leaving, membership, without
 from hakube.phases.base import Event, EventKind, PhaseError, gather_hosts
 from hakube.phases.kubeadm import KUBELET_CONF, JoinControlPlanes
-from hakube.phases.remove import Removal, RemoveHosts
+from hakube.phases.remove import Handover, Removal, RemoveHosts
 from hakube.spec.load import load_cluster_data
 from hakube.spec.model import Cluster
 from hakube.state import StateDir
@@ -101,18 +101,10 @@ def test_new_control_planes_join_a_recorded_stacked_cluster_one_at_a_time(
 
 
 KUBECTL = r"kubectl --kubeconfig /etc/kubernetes/admin\.conf"
-STACKED_LIST = re.compile(
-    KUBECTL + r" -n kube-system exec etcd-cp1 -- etcdctl .* member list -w json"
-)
-STACKED_REMOVE = re.compile(
-    KUBECTL + r" -n kube-system exec etcd-cp1 -- etcdctl .* member remove \w+"
-)
-STACKED_STATUS = re.compile(
-    KUBECTL + r" -n kube-system exec etcd-cp1 -- etcdctl --endpoints=\S+ .* endpoint status -w json"
-)
-STACKED_MOVE = re.compile(
-    KUBECTL + r" -n kube-system exec etcd-cp1 -- etcdctl --endpoints=\S+ .* move-leader \w+"
-)
+#: etcdctl in the admin host's etcd pod, then what it asks ({admin}: that host).
+IN_POD = KUBECTL + r" -n kube-system exec etcd-{admin} -- etcdctl --endpoints=\S+ .* "
+STACKED = {"list": r"member list -w json", "remove": r"member remove \w+",
+           "status": r"endpoint status -w json", "move": r"move-leader \w+"}  # fmt: skip
 
 
 class Kube:
@@ -205,30 +197,43 @@ class Kube:
 
 
 def remove_cp2(
-    state: StateDir, kube: Kube, *, reachable: bool = True, events: list[Event] | None = None
+    state: StateDir,
+    kube: Kube,
+    *,
+    reachable: bool = True,
+    events: list[Event] | None = None,
+    leaving: str = "cp2",
 ) -> ScriptedTransport:
+    """Remove `leaving` through cp1's admin.conf, or through cp2's when the init host cp1 leaves
+    (the hand-over phase gave its role to cp2)."""
     before = stacked("cp1", "cp2", "cp3", "cp4", "cp5", "w1")
     recorded(state, before, "cp2", "cp3", "cp4", "cp5", "w1")
-    after = without(before, ["cp2"])
-    cp1 = ScriptedTransport("cp1")
-    cp1.on(re.compile(KUBECTL + r" get node \S+ -o name"), kube.get_node)
-    cp1.on(re.compile(KUBECTL + r" drain cp2 --ignore-daemonsets .*"), kube.drain)
-    cp1.on(re.compile(KUBECTL + r" delete node cp2 --ignore-not-found"), kube.delete)
-    cp1.on(STACKED_LIST, kube.member_list).on(STACKED_REMOVE, kube.member_remove)
-    cp1.on(STACKED_STATUS, kube.status).on(STACKED_MOVE, kube.move_leader)
-    cp2 = ScriptedTransport("cp2")
-    cp2.on(re.compile(r"if command -v kubeadm >/dev/null; then kubeadm reset -f .*"),
-           lambda _c: kube.reset("cp2"))  # fmt: skip
-    cp2.on(re.compile(r"ls -d .*; true"), Reply())
-    given = {"cp1": cp1} | ({"cp2": cp2} if reachable else {})
+    roles = ("init host",) if leaving == "cp1" else ("control-plane",)
+    admin = "cp2" if leaving == "cp1" else "cp1"
+    after = without(before, [leaving])
+    ta = ScriptedTransport(admin)
+    ta.on(re.compile(KUBECTL + r" get node \S+ -o name"), kube.get_node)
+    ta.on(re.compile(KUBECTL + rf" drain {leaving} --ignore-daemonsets .*"), kube.drain)
+    ta.on(re.compile(KUBECTL + rf" delete node {leaving} --ignore-not-found"), kube.delete)
+    in_pod = IN_POD.format(admin=admin)
+    ta.on(re.compile(in_pod + STACKED["list"]), kube.member_list)
+    ta.on(re.compile(in_pod + STACKED["remove"]), kube.member_remove)
+    ta.on(re.compile(in_pod + STACKED["status"]), kube.status)
+    ta.on(re.compile(in_pod + STACKED["move"]), kube.move_leader)
+    tl = ScriptedTransport(leaving)
+    tl.on(re.compile(r"if command -v kubeadm >/dev/null; then kubeadm reset -f .*"),
+          lambda _c: kube.reset(leaving))  # fmt: skip
+    tl.on(re.compile(r"ls -d .*; true"), Reply())
+    given = {admin: ta} | ({leaving: tl} if reachable else {})
     sink: list[Event] = [] if events is None else events
     ctx = make_ctx(after, state, given, "remove/hosts", emit=sink.append)
     removal = Removal(
-        (Leaving("cp2", ("control-plane",)),), {"cp2": before.host("cp2")},
-        set() if reachable else {"cp2"},
+        (Leaving(leaving, roles),), {leaving: before.host(leaving)},
+        set() if reachable else {leaving}, init_successor="cp2" if leaving == "cp1" else None,
     )  # fmt: skip
-    asyncio.run(RemoveHosts(removal).run(ctx, after.host("cp1")))
-    return cp2
+    Handover(removal)._hand_init_over(ctx)  # what remove/handover records first
+    asyncio.run(RemoveHosts(removal).run(ctx, after.host(admin)))
+    return tl
 
 
 def test_a_stacked_control_plane_is_drained_reset_and_its_node_deleted(state: StateDir) -> None:
@@ -318,3 +323,30 @@ def test_an_api_that_cannot_say_whether_the_node_exists_stops_the_removal(
     assert kube.log == []
     assert "cp2" in kube.members
     assert "cp2" in state.record().nodes
+
+
+def test_the_leaving_init_host_is_drained_hands_over_etcd_leadership_reset_and_deleted(
+    state: StateDir,
+) -> None:
+    # The record lists the init host apart from the joined nodes: it is a control plane all the
+    # same, and cp2 took its role (admin.conf).
+    kube = Kube(reset_removes_member=True, leader="cp1")
+    remove_cp2(state, kube, leaving="cp1")
+    assert kube.log == ["drain cp1", "move leader cp1 -> cp2", "kubeadm reset cp1",
+                        "delete node cp1"]  # fmt: skip
+    assert sorted(kube.members) == ["cp2", "cp3", "cp4", "cp5"]
+    rec = state.record()
+    assert rec.init_host == "cp2"
+    assert "cp1" not in rec.nodes
+
+
+def test_an_init_host_removal_that_stopped_half_way_is_found_again_as_a_leaving_control_plane(
+    state: StateDir,
+) -> None:
+    kube = Kube(reset_removes_member=True, api_down=True)
+    with pytest.raises(PhaseError, match=r"whether the cluster still has a Node cp1 cannot be"):
+        remove_cp2(state, kube, leaving="cp1")
+    rec = state.record()
+    assert rec.init_host == "cp2"
+    after = without(stacked("cp1", "cp2", "cp3", "cp4", "cp5", "w1"), ["cp1"])
+    assert membership(after, rec).leaving == (Leaving("cp1", ("control-plane",)),)

@@ -127,8 +127,12 @@ class Handover(_RemovePhase):
         """The removal goes ahead: every later phase (and run) uses the successor's admin.conf.
         A dry run hands over in memory only, so its later phases plan as the real run would."""
         rec, successor = ctx.run.record, self.removal.init_successor
-        if rec is None or successor is None or rec.init_host == successor:
+        if rec is None or successor is None or rec.init_host is None or rec.init_host == successor:
             return
+        # Recorded from now on as the control-plane node it is (the record lists the init host
+        # apart from the joined nodes): remove/hosts drains, resets and deletes it like any
+        # other, and a run that stops before that finds it again as a leaving control plane.
+        rec.joined(rec.init_host, "control-plane")
         rec.hand_init_over(successor)
         if not ctx.run.dry_run:
             ctx.run.state.save_record(rec)

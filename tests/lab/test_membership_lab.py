@@ -40,25 +40,24 @@ def test_the_spares_are_not_in_the_first_cluster_file(lab: Lab) -> None:
 
 
 @pytest.mark.parametrize("step", ["add", "remove"])
-def test_every_step_converges_with_at_most_a_few_failed_requests(
+def test_every_step_converges_without_a_failed_request(
     steps: dict[str, StepFigures], step: str
 ) -> None:
-    """Issue 10's target is 0 requests failed after one retry; the bound here stays at 1 % until
-    0 has held on a loaded machine too. The 1 % still catches a VIP that moves for long or a
-    backend left in HAProxy. Each failure is attributed in `failed_detail` and `lb_log`, and the
-    step lists hakube's etcd changes. Causes found and fixed: a stand-in asking a just-removed
-    member (the lists change first), dpkg starving new hosts (preinstalled), removing the etcd
-    leader (every stand-in unready until a new election: 10 requests failed twice with http 500;
-    a leaving leader now hands the leadership over first), and the VIP owner's keepalived reload
-    giving the VIP away (`vrrp_rt_priority`'s RLIMIT_RTTIME killed the VRRP process on every
-    reload; real-time now comes from a systemd drop-in). Not fixed: HAProxy's health checks ride
-    on the 100 ms client connect timeout, so under heavy load they can mark busy servers DOWN
-    together and cut their sessions (a checks backend of their own was tried and taken out
-    again: with it, CI's drill lost one request when an isolated owner healed; not explained)."""
+    """Issue 10's target: while two control planes join, and then the VIP owner and one other
+    leave, not one of the probe's requests through the VIP fails after one retry. It held in
+    runs on an idle machine and with two busy loops beside the lab. A failure is attributed in
+    `failed_detail` (time, error) and `lb_log` (HAProxy UP/DOWN, keepalived state changes), and
+    the step lists hakube's etcd changes. Causes found and fixed on the way: a stand-in asking a
+    just-removed member (the lists change first), dpkg starving new hosts (preinstalled), the
+    etcd leader removed (every apiserver unready until a new election: a leaving leader now
+    hands the leadership over first) and the VIP owner's keepalived reload giving the VIP away
+    (`vrrp_rt_priority`'s RLIMIT_RTTIME killed the VRRP process on every reload; real-time
+    now comes from a systemd drop-in). Still open: HAProxy's checks share the 100 ms client
+    connect timeout, so a much heavier load could mark busy servers DOWN together."""
     f = steps[step]
     assert f.ok, f.failures
     assert f.requests > 0
-    assert f.failed <= f.requests // 100, f.as_dict()
+    assert f.failed == 0, f.as_dict()
 
 
 @pytest.mark.parametrize("step", ["add", "remove"])

@@ -30,9 +30,9 @@ from test_phases_kubeadm import (
 
 from hakube.facts.host import FileState
 from hakube.membership import Leaving, membership, without
-from hakube.phases.base import PhaseError, gather_hosts
+from hakube.phases.base import Event, EventKind, PhaseError, gather_hosts
 from hakube.phases.kubeadm import KUBELET_CONF, JoinControlPlanes
-from hakube.phases.remove import Removal, RemoveHosts
+from hakube.phases.remove import Handover, Removal, RemoveHosts
 from hakube.spec.load import load_cluster_data
 from hakube.spec.model import Cluster
 from hakube.state import StateDir
@@ -101,22 +101,25 @@ def test_new_control_planes_join_a_recorded_stacked_cluster_one_at_a_time(
 
 
 KUBECTL = r"kubectl --kubeconfig /etc/kubernetes/admin\.conf"
-STACKED_LIST = re.compile(
-    KUBECTL + r" -n kube-system exec etcd-cp1 -- etcdctl .* member list -w json"
-)
-STACKED_REMOVE = re.compile(
-    KUBECTL + r" -n kube-system exec etcd-cp1 -- etcdctl .* member remove \w+"
-)
+#: etcdctl in the admin host's etcd pod, then what it asks ({admin}: that host).
+IN_POD = KUBECTL + r" -n kube-system exec etcd-{admin} -- etcdctl --endpoints=\S+ .* "
+STACKED = {"list": r"member list -w json", "remove": r"member remove \w+",
+           "status": r"endpoint status -w json", "move": r"move-leader \w+"}  # fmt: skip
 
 
 class Kube:
     """The API and stacked etcd as kubectl on cp1 sees them."""
 
-    def __init__(self, *, reset_removes_member: bool, api_down: bool = False) -> None:
+    def __init__(
+        self, *, reset_removes_member: bool, api_down: bool = False, leader: str = "cp1"
+    ) -> None:
         self.nodes = {"cp1", "cp2", "cp3", "cp4", "cp5", "w1"}
         self.members = {f"cp{i}": 0x100 + i for i in range(1, 6)}
         self.reset_removes_member = reset_removes_member
         self.api_down = api_down
+        self.leader = leader
+        #: Names whose etcd does not answer (its pod stopped, the host cut off).
+        self.silent: set[str] = set()
         self.log: list[str] = []
 
     def get_node(self, call: Call) -> Reply:
@@ -139,10 +142,45 @@ class Kube:
         self.log.append(f"delete node {name}")
         return Reply()
 
+    @staticmethod
+    def url(name: str, port: int) -> str:
+        return f"https://10.88.0.1{name[-1]}:{port}"
+
     def member_list(self, _call: Call) -> str:
-        return json.dumps({"members": [
-            {"ID": i, "name": n, "peerURLs": [f"https://{n}:2380"]} for n, i in self.members.items()
+        # The shape etcdctl 3.4 prints (tests/data/ops, read on the lab's members).
+        return json.dumps({"header": {"cluster_id": 3881273849046472284, "raft_term": 2},
+                           "members": [
+            {"ID": i, "name": n, "peerURLs": [self.url(n, 2380)],
+             "clientURLs": [self.url(n, 2379)]} for n, i in self.members.items()
         ]})  # fmt: skip
+
+    def asked(self, call: Call) -> str:
+        """The member the command's --endpoints names."""
+        found = re.search(r"--endpoints=(\S+)", call.target)
+        assert found is not None
+        return next(n for n in self.members if self.url(n, 2379) == found.group(1))
+
+    def status(self, call: Call) -> Reply:
+        name = self.asked(call)
+        if name in self.silent:  # etcdctl's words when the member does not answer
+            return Reply(exit_status=1, stderr=f"{{\"level\":\"warn\",\"msg\":\"retrying of "
+                         f"unary invoker failed\"}}\nFailed to get the status of endpoint "
+                         f"{self.url(name, 2379)} (context deadline exceeded)\n")  # fmt: skip
+        # The shape etcdctl 3.4 prints (tests/data/ops/status-cp1.txt, read on a lab member).
+        return Reply(stdout=json.dumps([{"Endpoint": self.url(name, 2379), "Status": {
+            "header": {"cluster_id": 3881273849046472284, "member_id": self.members[name],
+                       "revision": 1, "raft_term": 2},
+            "version": "3.4.23", "dbSize": 20480, "leader": self.members[self.leader],
+            "raftIndex": 3948, "raftTerm": 2, "raftAppliedIndex": 3948, "dbSizeInUse": 20480,
+        }}]) + "\n")  # fmt: skip
+
+    def move_leader(self, call: Call) -> Reply:
+        assert self.asked(call) == self.leader, "move-leader is answered by the leader only"
+        hex_id = call.target.rsplit(" ", 1)[1]
+        heir = next(n for n, i in self.members.items() if f"{i:x}" == hex_id)
+        self.log.append(f"move leader {self.leader} -> {heir}")
+        old, self.leader = self.members[self.leader], heir
+        return Reply(stdout=f"Leadership transferred from {old:x} to {hex_id}\n")
 
     def member_remove(self, call: Call) -> Reply:
         hex_id = call.target.rsplit(" ", 1)[1]
@@ -158,27 +196,44 @@ class Kube:
         return Reply()
 
 
-def remove_cp2(state: StateDir, kube: Kube, *, reachable: bool = True) -> ScriptedTransport:
+def remove_cp2(
+    state: StateDir,
+    kube: Kube,
+    *,
+    reachable: bool = True,
+    events: list[Event] | None = None,
+    leaving: str = "cp2",
+) -> ScriptedTransport:
+    """Remove `leaving` through cp1's admin.conf, or through cp2's when the init host cp1 leaves
+    (the hand-over phase gave its role to cp2)."""
     before = stacked("cp1", "cp2", "cp3", "cp4", "cp5", "w1")
     recorded(state, before, "cp2", "cp3", "cp4", "cp5", "w1")
-    after = without(before, ["cp2"])
-    cp1 = ScriptedTransport("cp1")
-    cp1.on(re.compile(KUBECTL + r" get node \S+ -o name"), kube.get_node)
-    cp1.on(re.compile(KUBECTL + r" drain cp2 --ignore-daemonsets .*"), kube.drain)
-    cp1.on(re.compile(KUBECTL + r" delete node cp2 --ignore-not-found"), kube.delete)
-    cp1.on(STACKED_LIST, kube.member_list).on(STACKED_REMOVE, kube.member_remove)
-    cp2 = ScriptedTransport("cp2")
-    cp2.on(re.compile(r"if command -v kubeadm >/dev/null; then kubeadm reset -f .*"),
-           lambda _c: kube.reset("cp2"))  # fmt: skip
-    cp2.on(re.compile(r"ls -d .*; true"), Reply())
-    given = {"cp1": cp1} | ({"cp2": cp2} if reachable else {})
-    ctx = make_ctx(after, state, given, "remove/hosts")
+    roles = ("init host",) if leaving == "cp1" else ("control-plane",)
+    admin = "cp2" if leaving == "cp1" else "cp1"
+    after = without(before, [leaving])
+    ta = ScriptedTransport(admin)
+    ta.on(re.compile(KUBECTL + r" get node \S+ -o name"), kube.get_node)
+    ta.on(re.compile(KUBECTL + rf" drain {leaving} --ignore-daemonsets .*"), kube.drain)
+    ta.on(re.compile(KUBECTL + rf" delete node {leaving} --ignore-not-found"), kube.delete)
+    in_pod = IN_POD.format(admin=admin)
+    ta.on(re.compile(in_pod + STACKED["list"]), kube.member_list)
+    ta.on(re.compile(in_pod + STACKED["remove"]), kube.member_remove)
+    ta.on(re.compile(in_pod + STACKED["status"]), kube.status)
+    ta.on(re.compile(in_pod + STACKED["move"]), kube.move_leader)
+    tl = ScriptedTransport(leaving)
+    tl.on(re.compile(r"if command -v kubeadm >/dev/null; then kubeadm reset -f .*"),
+          lambda _c: kube.reset(leaving))  # fmt: skip
+    tl.on(re.compile(r"ls -d .*; true"), Reply())
+    given = {admin: ta} | ({leaving: tl} if reachable else {})
+    sink: list[Event] = [] if events is None else events
+    ctx = make_ctx(after, state, given, "remove/hosts", emit=sink.append)
     removal = Removal(
-        (Leaving("cp2", ("control-plane",)),), {"cp2": before.host("cp2")},
-        set() if reachable else {"cp2"},
+        (Leaving(leaving, roles),), {leaving: before.host(leaving)},
+        set() if reachable else {leaving}, init_successor="cp2" if leaving == "cp1" else None,
     )  # fmt: skip
-    asyncio.run(RemoveHosts(removal).run(ctx, after.host("cp1")))
-    return cp2
+    Handover(removal)._hand_init_over(ctx)  # what remove/handover records first
+    asyncio.run(RemoveHosts(removal).run(ctx, after.host(admin)))
+    return tl
 
 
 def test_a_stacked_control_plane_is_drained_reset_and_its_node_deleted(state: StateDir) -> None:
@@ -187,6 +242,45 @@ def test_a_stacked_control_plane_is_drained_reset_and_its_node_deleted(state: St
     assert kube.log == ["drain cp2", "kubeadm reset cp2", "delete node cp2"]
     assert "cp2" not in kube.members
     assert "cp2" not in state.record().nodes
+
+
+def test_a_leading_stacked_member_hands_its_leadership_to_a_survivor_before_kubeadm_reset(
+    state: StateDir,
+) -> None:
+    # Reset while it leads, it would leave the survivors leaderless for an election timeout
+    # (every apiserver unready meanwhile): the leader is asked, through the admin host's pod.
+    kube = Kube(reset_removes_member=True, leader="cp2")
+    remove_cp2(state, kube)
+    moved = ["drain cp2", "move leader cp2 -> cp1", "kubeadm reset cp2", "delete node cp2"]
+    assert kube.log == moved
+    assert kube.leader == "cp1"
+
+
+def test_a_stacked_member_that_does_not_lead_is_reset_without_a_leadership_move(
+    state: StateDir,
+) -> None:
+    kube = Kube(reset_removes_member=True, leader="cp3")
+    remove_cp2(state, kube)
+    assert kube.log == ["drain cp2", "kubeadm reset cp2", "delete node cp2"]
+    assert kube.leader == "cp3"
+
+
+def test_a_stacked_member_already_gone_is_not_asked_whether_it_leads(state: StateDir) -> None:
+    # An earlier run reset cp2 (its member went with it) and stopped before deleting the Node.
+    kube = Kube(reset_removes_member=True, leader="cp3")
+    del kube.members["cp2"]
+    cp2 = remove_cp2(state, kube)
+    assert kube.log == ["drain cp2", "kubeadm reset cp2", "delete node cp2"]
+    assert any("kubeadm reset" in c for c in cp2.commands)
+
+
+def test_a_stacked_member_that_does_not_answer_is_reset_without_a_leadership_move(
+    state: StateDir,
+) -> None:
+    kube = Kube(reset_removes_member=True, leader="cp3")
+    kube.silent.add("cp2")
+    remove_cp2(state, kube)
+    assert kube.log == ["drain cp2", "kubeadm reset cp2", "delete node cp2"]
 
 
 def test_a_member_kubeadm_reset_could_not_remove_is_removed_through_a_survivor(
@@ -201,10 +295,13 @@ def test_a_member_kubeadm_reset_could_not_remove_is_removed_through_a_survivor(
 def test_an_unreachable_stacked_control_plane_is_not_drained_but_leaves_etcd_and_the_api(
     state: StateDir,
 ) -> None:
-    kube = Kube(reset_removes_member=False)
-    cp2 = remove_cp2(state, kube, reachable=False)
+    kube = Kube(reset_removes_member=False, leader="cp2")
+    events: list[Event] = []
+    cp2 = remove_cp2(state, kube, reachable=False, events=events)
     assert kube.log == ["member remove cp2", "delete node cp2"]
     assert not cp2.calls
+    warned = [e.message for e in events if e.kind is EventKind.MEMBERSHIP and e.host == "cp2"]
+    assert any("its etcd leadership is not handed over" in w for w in warned), warned
 
 
 def test_a_node_already_deleted_is_not_drained_and_the_removal_goes_on(state: StateDir) -> None:
@@ -226,3 +323,30 @@ def test_an_api_that_cannot_say_whether_the_node_exists_stops_the_removal(
     assert kube.log == []
     assert "cp2" in kube.members
     assert "cp2" in state.record().nodes
+
+
+def test_the_leaving_init_host_is_drained_hands_over_etcd_leadership_reset_and_deleted(
+    state: StateDir,
+) -> None:
+    # The record lists the init host apart from the joined nodes: it is a control plane all the
+    # same, and cp2 took its role (admin.conf).
+    kube = Kube(reset_removes_member=True, leader="cp1")
+    remove_cp2(state, kube, leaving="cp1")
+    assert kube.log == ["drain cp1", "move leader cp1 -> cp2", "kubeadm reset cp1",
+                        "delete node cp1"]  # fmt: skip
+    assert sorted(kube.members) == ["cp2", "cp3", "cp4", "cp5"]
+    rec = state.record()
+    assert rec.init_host == "cp2"
+    assert "cp1" not in rec.nodes
+
+
+def test_an_init_host_removal_that_stopped_half_way_is_found_again_as_a_leaving_control_plane(
+    state: StateDir,
+) -> None:
+    kube = Kube(reset_removes_member=True, api_down=True)
+    with pytest.raises(PhaseError, match=r"whether the cluster still has a Node cp1 cannot be"):
+        remove_cp2(state, kube, leaving="cp1")
+    rec = state.record()
+    assert rec.init_host == "cp2"
+    after = without(stacked("cp1", "cp2", "cp3", "cp4", "cp5", "w1"), ["cp1"])
+    assert membership(after, rec).leaving == (Leaving("cp1", ("control-plane",)),)

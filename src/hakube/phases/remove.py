@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import functools
 import shlex
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 from hakube.facts.ops import parse_etcd
@@ -47,9 +47,10 @@ from hakube.render.etcd import etcdctl, render_etcd
 from hakube.render.keepalived import TRACK_DIR
 from hakube.spec.model import Cluster, EndpointMode, EtcdTopology, Host
 
-#: etcdctl inside a stacked etcd static pod (kubeadm's own certificate paths).
+#: etcdctl inside a stacked etcd static pod (kubeadm's own certificate paths; its server
+#: certificate is a client one too).
 STACKED_ETCDCTL = (
-    "-n kube-system exec etcd-{node} -- etcdctl --endpoints=https://127.0.0.1:2379 "
+    "-n kube-system exec etcd-{node} -- etcdctl --endpoints={endpoints} "
     "--cacert=/etc/kubernetes/pki/etcd/ca.crt --cert=/etc/kubernetes/pki/etcd/server.crt "
     "--key=/etc/kubernetes/pki/etcd/server.key"
 )
@@ -126,8 +127,12 @@ class Handover(_RemovePhase):
         """The removal goes ahead: every later phase (and run) uses the successor's admin.conf.
         A dry run hands over in memory only, so its later phases plan as the real run would."""
         rec, successor = ctx.run.record, self.removal.init_successor
-        if rec is None or successor is None or rec.init_host == successor:
+        if rec is None or successor is None or rec.init_host is None or rec.init_host == successor:
             return
+        # Recorded from now on as the control-plane node it is (the record lists the init host
+        # apart from the joined nodes): remove/hosts drains, resets and deletes it like any
+        # other, and a run that stops before that finds it again as a leaving control plane.
+        rec.joined(rec.init_host, "control-plane")
         rec.hand_init_over(successor)
         if not ctx.run.dry_run:
             ctx.run.state.save_record(rec)
@@ -221,6 +226,8 @@ class RemoveHosts(_RemovePhase):
             await _drain(ctx, admin, left.name, reachable=target is not None)
         if ctx.run.cluster.etcd.topology is EtcdTopology.EXTERNAL:
             await _remove_external_member(ctx, left.name, target)
+        elif admin is not None and rec is not None and rec.nodes.get(left.name) == "control-plane":
+            await _stacked_lead_elsewhere(ctx, admin, left.name, reachable=target is not None)
         if target is not None:
             await _reset_and_clean(ctx, target, kube=is_node)
         if is_node and admin is not None and ctx.run.cluster.etcd.topology is EtcdTopology.STACKED:
@@ -278,7 +285,8 @@ async def _remove_external_member(ctx: Context, name: str, target: Host | None) 
     listed = await etcd_join.members(ctx, via)
     found = [m for m in listed if m.name == name or urls & set(m.peer_urls)]
     for m in found:
-        await _lead_elsewhere(ctx, via, m, [x for x in listed if x not in found])
+        ctl = functools.partial(etcdctl, c)
+        await _lead_elsewhere(ctx, via, m, [x for x in listed if x not in found], ctl)
         await ctx.do.sh(via, f"etcd member remove {name} ({m.hex_id})",
                      etcdctl(c, "member", "remove", m.hex_id))  # fmt: skip
     if found and not ctx.run.dry_run:
@@ -288,32 +296,66 @@ async def _remove_external_member(ctx: Context, name: str, target: Host | None) 
 
 
 async def _lead_elsewhere(
-    ctx: Context, via: Host, leaving: etcd_join.Member, staying: list[etcd_join.Member]
+    ctx: Context,
+    via: Host,
+    leaving: etcd_join.Member,
+    staying: list[etcd_join.Member],
+    ctl: Callable[..., str],
 ) -> None:
     """A leaving leader hands the leadership to a survivor first (`etcdctl move-leader`, sent to
     the leader itself). Removed while it leads, it stops at once and the survivors go without a
     leader until one election timeout has passed, and every apiserver's readiness fails
     meanwhile (the lab's membership test: 10 requests failed twice with http 500, every
-    survivor's stand-in unready at once, within 2 s of removing a member)."""
-    c = ctx.run.cluster
+    survivor's stand-in unready at once, within 2 s of removing a member).
+
+    `ctl(*args, endpoints=...)` is the etcdctl command line `via` runs (hakube's etcdctl for
+    external etcd, the one in kubeadm's static pod for stacked)."""
     heirs = [m for m in staying if not m.learner]
     if not leaving.client_urls or not heirs:
         return
     at_leaver = ",".join(leaving.client_urls)
     res = await ctx.facts.read(
-        via, etcdctl(c, "endpoint", "status", "-w", "json", endpoints=at_leaver), check=False
+        via, ctl("endpoint", "status", "-w", "json", endpoints=at_leaver), check=False
     )
     if not res.ok or not parse_etcd({"etcd-status": res.stdout.splitlines()}).is_leader:
         return  # not the leader, or not answering (then it leads nobody)
     heir = next((m for m in heirs if m.name == via.name), heirs[0])
     await ctx.do.sh(via, f"etcd leadership {leaving.name} -> {heir.name}",
-                    etcdctl(c, "move-leader", heir.hex_id, endpoints=at_leaver))  # fmt: skip
+                    ctl("move-leader", heir.hex_id, endpoints=at_leaver))  # fmt: skip
+
+
+def _stacked_etcdctl(admin: Host, *args: str, endpoints: str = "https://127.0.0.1:2379") -> str:
+    """etcdctl in `admin`'s etcd pod, asking the member at `endpoints` (default: its own)."""
+    pod = STACKED_ETCDCTL.format(node=shlex.quote(admin.name), endpoints=endpoints)
+    return " ".join((KUBECTL, pod, *args))
+
+
+async def _stacked_lead_elsewhere(ctx: Context, admin: Host, name: str, *, reachable: bool) -> None:
+    """`kubeadm reset` removes a leaving stacked member: if it leads, it hands the leadership
+    to a survivor first, as an external one does (`_lead_elsewhere`)."""
+    if not reachable:
+        _warn(ctx, name, f"{name} is unreachable: its etcd leadership is not handed over "
+                         "(if it leads, etcd elects a new leader once it is removed)")  # fmt: skip
+        return
+    res = await ctx.facts.read(admin, _stacked_etcdctl(admin, "member", "list", "-w", "json"),
+                               check=False)  # fmt: skip
+    if not res.ok:
+        _warn(ctx, name, f"the stacked etcd members cannot be listed through etcd-{admin.name} "
+                         f"({res.stderr.strip() or res.exit_status}): whether {name} leads is "
+                         "not known, its leadership is not handed over")  # fmt: skip
+        return
+    listed = etcd_join.parse_member_list(res.stdout)
+    found = [m for m in listed if m.name == name]
+    staying = [m for m in listed if m not in found]
+    for m in found:
+        ctl = functools.partial(_stacked_etcdctl, admin)
+        await _lead_elsewhere(ctx, admin, m, staying, ctl)
 
 
 async def _check_stacked_member(ctx: Context, admin: Host, name: str) -> None:
     """kubeadm reset removes a stacked member when it can reach etcd; an orphan is removed."""
-    etcdctl = f"{KUBECTL} " + STACKED_ETCDCTL.format(node=shlex.quote(admin.name))
-    res = await ctx.facts.read(admin, f"{etcdctl} member list -w json", check=False)
+    res = await ctx.facts.read(admin, _stacked_etcdctl(admin, "member", "list", "-w", "json"),
+                               check=False)  # fmt: skip
     if not res.ok:
         raise PhaseError(
             f"cannot list the stacked etcd members through etcd-{admin.name} "
@@ -323,7 +365,7 @@ async def _check_stacked_member(ctx: Context, admin: Host, name: str) -> None:
     for m in etcd_join.parse_member_list(res.stdout):
         if m.name == name:
             await ctx.do.sh(admin, f"etcd member remove {name} ({m.hex_id}), left by kubeadm reset",
-                         f"{etcdctl} member remove {m.hex_id}")  # fmt: skip
+                         _stacked_etcdctl(admin, "member", "remove", m.hex_id))  # fmt: skip
 
 
 def hakube_paths(ctx: Context, target: Host) -> list[str]:

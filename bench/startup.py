@@ -41,13 +41,15 @@ def hakube() -> str:
     return found
 
 
-def run_once(argv: list[str]) -> tuple[float, float]:
-    """Wall time and the CPU time (user + system) of one run of argv as a child process."""
+def run_once(argv: list[str], env: dict[str, str] = ENV) -> tuple[float, float]:
+    """Wall time and the CPU time (user + system) of one run of argv as a child process, which
+    must succeed."""
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.perf_counter()
-    subprocess.run(argv, cwd=ROOT, check=True, capture_output=True, env=ENV)
+    res = subprocess.run(argv, cwd=ROOT, capture_output=True, env=env, check=False)
     wall = time.perf_counter() - t0
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    assert res.returncode == 0, (argv, res.stdout, res.stderr)
     return wall, after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime
 
 
@@ -131,6 +133,8 @@ def main() -> None:
     parser.add_argument("--instructions", action="store_true",
                         help="instructions per import stage (valgrind), not time")  # fmt: skip
     args = parser.parse_args()
+    if args.instructions and args.src != [None]:
+        parser.error("--instructions counts the hakube each --python has installed; not --src")
     if args.instructions:
         for py in args.python:
             print(f"{py or sys.executable}:")

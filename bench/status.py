@@ -16,14 +16,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import resource
 import statistics
 import subprocess
 import tempfile
 import time
 from pathlib import Path
 
-from startup import command
+from startup import command, run_once
 
 from hakube.spec import load_cluster_file
 from hakube.spec.model import Cluster
@@ -47,18 +46,6 @@ def figures(name: str, values: list[float], cpu: list[float] | None = None) -> s
         f"{name:<28} min {min(values):5.2f} s  median {statistics.median(values):5.2f} s  "
         f"max {max(values):5.2f} s{spent}  ({len(values)} runs)"
     )
-
-
-def timed(argv: list[str], env: dict[str, str]) -> tuple[float, float]:
-    """Wall and CPU time (user + system) of one status process, which must find the lab
-    healthy."""
-    before = resource.getrusage(resource.RUSAGE_CHILDREN)
-    t0 = time.perf_counter()
-    res = subprocess.run(argv, capture_output=True, env=env, check=False)
-    wall = time.perf_counter() - t0
-    after = resource.getrusage(resource.RUSAGE_CHILDREN)
-    assert res.returncode == 0, (argv, res.stdout, res.stderr)
-    return wall, after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime
 
 
 def main() -> None:
@@ -87,7 +74,7 @@ def main() -> None:
         cli: list[list[tuple[float, float]]] = [[] for _ in argvs]
         for _ in range(args.runs):
             for i, argv in enumerate(argvs):
-                cli[i].append(timed(argv, env))
+                cli[i].append(run_once(argv, env))
         print(f"status on a 5-host lab; load average {os.getloadavg()[0]:.1f} "
               f"on {os.cpu_count()} CPUs")  # fmt: skip
         print(figures("library (collect)", lib))

@@ -21,6 +21,7 @@ from fakes import TRANSCRIPTS
 from hakube.facts.host import _sections
 from hakube.facts.ops import (
     NO_CURL,
+    EtcdAnswers,
     EtcdClient,
     OpsQuery,
     etcd_id,
@@ -381,8 +382,8 @@ def test_the_gateway_gives_the_facts_etcdctl_gave() -> None:
     but the raft index, which only moves on."""
     text = (DATA / "etcd-cp1-etcdctl-and-gateway.txt").read_text()
     sec = _sections(text)
-    via_ctl = parse_etcd(sec)
-    via_gateway = parse_etcd({}, split_etcd(sec["etcd"]))
+    via_ctl = parse_etcd(EtcdAnswers(sec))
+    via_gateway = parse_etcd(split_etcd(sec["etcd"]))
     assert via_ctl.healthy
     assert via_ctl.member_id
     assert via_ctl.leader_id

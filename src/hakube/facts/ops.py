@@ -308,15 +308,14 @@ def split_etcd(lines: Sequence[str]) -> EtcdAnswers:
     return EtcdAnswers(bodies, url, failed)
 
 
-def parse_etcd(sec: dict[str, list[str]], answers: EtcdAnswers | None = None) -> EtcdLocal:
-    """The member's status and health as the gateway (`answers`) or etcdctl
-    (`endpoint status|health -w json` in `sec`) print them: the same protobuf messages."""
-    if answers is not None:
-        sec = answers.bodies
-    failed = answers.failed if answers else {}
-    status = _json(sec.get("etcd-status", []))
-    health = _json(sec.get("etcd-health", []))
-    endpoint = answers.url if answers else ""
+def parse_etcd(answers: EtcdAnswers) -> EtcdLocal:
+    """The member's status and health as the gateway (`split_etcd`) or etcdctl (`endpoint
+    status|health -w json`, as `etcd-status`/`etcd-health` bodies) print them: the same
+    protobuf messages."""
+    failed = answers.failed
+    status = _json(answers.bodies.get("etcd-status", []))
+    health = _json(answers.bodies.get("etcd-health", []))
+    endpoint = answers.url
     if isinstance(status, list):  # etcdctl: one entry per endpoint
         endpoint = str(status[0].get("Endpoint", "")) if status else ""
         status = status[0].get("Status") if status else None
@@ -400,7 +399,7 @@ def parse_ops(text: str) -> OpsFacts:
         f.haproxy_answered = any(line.startswith("# ") for line in sec["haproxy"])
     if "etcd" in sec:
         answers = split_etcd(sec["etcd"])
-        local = parse_etcd({}, answers)
+        local = parse_etcd(answers)
         f.etcd_alarms = [e.strip() for e in local.errors if ALARM_RE.search(e)]
         f.etcd = dataclasses.replace(
             local, errors=tuple(e for e in local.errors if not ALARM_RE.search(e))

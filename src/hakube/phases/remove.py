@@ -27,7 +27,7 @@ import shlex
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
-from hakube.facts.ops import parse_etcd
+from hakube.facts.ops import EtcdAnswers, parse_etcd
 from hakube.membership import (
     EtcdCount,
     Leaving,
@@ -317,7 +317,8 @@ async def _lead_elsewhere(
     res = await ctx.facts.read(
         via, ctl("endpoint", "status", "-w", "json", endpoints=at_leaver), check=False
     )
-    if not res.ok or not parse_etcd({"etcd-status": res.stdout.splitlines()}).is_leader:
+    status = EtcdAnswers({"etcd-status": res.stdout.splitlines()})
+    if not res.ok or not parse_etcd(status).is_leader:
         return  # not the leader, or not answering (then it leads nobody)
     heir = next((m for m in heirs if m.name == via.name), heirs[0])
     await ctx.do.sh(via, f"etcd leadership {leaving.name} -> {heir.name}",

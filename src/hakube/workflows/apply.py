@@ -271,7 +271,7 @@ async def apply(
         members = membership(cluster, record)
         if members.leaving and not prune:
             raise MembershipError(members.refusal())
-        removal = plan_removal(cluster, record, members, leaving_from) if members.leaving else None
+        removal = _removal(cluster, record, members, leaving_from) if members.leaving else None
         if removal is not None:
             to_run = with_removal(to_run, removal)
         secrets = state.secrets()
@@ -522,7 +522,7 @@ async def _host(ctx: Context, phase: Phase, host: Host) -> None:
     ctx.report(Event(EventKind.HOST_DONE, phase.name, host.name))
 
 
-def plan_removal(
+def _removal(
     cluster: Cluster, record: ClusterRecord, members: Membership, known: Sequence[Host]
 ) -> Removal:
     """The leaving hosts, and the survivor that takes the init host's role when it leaves (handed

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import shlex
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -37,8 +36,8 @@ from hakube_lab.drill.report import Request, VipSample, longest_gap
 from hakube_lab.drill.scenarios import Settings
 from hakube_lab.drill.workflow import write_ca
 from hakube_lab.lab import Lab, LabError
-from hakube_lab.standin import ENDPOINTS_FILE, endpoints_file, prepare_standins
 from hakube_lab.standin import REMOVE as REMOVE_STANDIN
+from hakube_lab.standin import endpoints_command, prepare_standins
 
 Log = Callable[[str], None]
 #: What no removed host may still run or have (hakube's units and files, etcd's data).
@@ -303,11 +302,9 @@ class MembershipRun:
     def standin_endpoints(self, cluster: Cluster) -> None:
         """LAB ONLY: the stand-ins' etcd list follows the members, as the skipped
         kubeadm/etcd-endpoints phase makes real apiservers' --etcd-servers do."""
-        data = shlex.quote(endpoints_file(cluster).decode())
-        cmd = f"printf %s {data} > {ENDPOINTS_FILE}.new && mv {ENDPOINTS_FILE}.new {ENDPOINTS_FILE}"
         self.mark("stand-ins: etcd endpoints updated")
         for h in cluster.control_planes:
-            in_host(self.lab, h.name, cmd)
+            in_host(self.lab, h.name, endpoints_command(cluster))
 
     def _explain(self, r: Request, start: float) -> str:
         assert self.probes is not None

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import shlex
 from collections.abc import Sequence
 from pathlib import PurePosixPath
 
@@ -129,6 +130,14 @@ ENDPOINTS_FILE = f"{DIR}/etcd-endpoints"
 
 def endpoints_file(cluster: Cluster) -> bytes:
     return ",".join(client_endpoints(cluster)).encode() + b"\n"
+
+
+def endpoints_command(cluster: Cluster) -> str:
+    """Shell, on a control plane: its stand-in's etcd list becomes `cluster`'s members (as the
+    kubeadm/etcd-endpoints phase, skipped in the lab, makes a real apiserver's --etcd-servers
+    follow them), replaced atomically."""
+    data = shlex.quote(endpoints_file(cluster).decode())
+    return f"printf %s {data} > {ENDPOINTS_FILE}.new && mv {ENDPOINTS_FILE}.new {ENDPOINTS_FILE}"
 
 
 def unit_text(cluster: Cluster) -> str:

@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import shlex
 import subprocess
 import sys
 import time
@@ -40,8 +39,8 @@ from hakube_lab.drill.probes import Probes
 from hakube_lab.drill.report import Request, longest_gap
 from hakube_lab.drill.scenarios import Settings
 from hakube_lab.membership import vip_owner
-from hakube_lab.standin import ENDPOINTS_FILE, endpoints_file, install_all
 from hakube_lab.standin import REMOVE as REMOVE_STANDIN
+from hakube_lab.standin import endpoints_command, install_all
 
 pytestmark = pytest.mark.lab
 
@@ -246,10 +245,8 @@ def standins_ask(lab: Lab, cluster: Cluster) -> None:
     """LAB ONLY: the stand-ins' etcd list is `cluster`'s members, as the skipped
     kubeadm/etcd-endpoints phase makes real apiservers' --etcd-servers follow the members
     (before a member goes: a removed member that still runs answers unhealthy)."""
-    data = shlex.quote(endpoints_file(cluster).decode())
     for h in cluster.control_planes:
-        lab.run(h.name, f"printf %s {data} > {ENDPOINTS_FILE}.new && "
-                        f"mv {ENDPOINTS_FILE}.new {ENDPOINTS_FILE}")  # fmt: skip
+        lab.run(h.name, endpoints_command(cluster))
 
 
 def test_reset_of_the_vip_owner_takes_it_out_under_the_probe_and_apply_joins_it_again(

@@ -1045,23 +1045,27 @@ def test_a_second_apply_while_the_lock_is_held_raises(cluster: Cluster, state: S
     assert run_apply(cluster, state, ts).result.ok
 
 
-def test_the_cluster_lock_is_reentrant_within_a_run_and_exclusive_across_runs(
-    state: StateDir,
-) -> None:
+def lock_from_another_run(state: StateDir) -> BaseException | None:
+    """Take and release the cluster lock as another run would (a thread has its own context):
+    what it raised, or None."""
+
     def take() -> None:
         with cluster_lock(state):
             pass
 
-    def from_another_thread() -> BaseException | None:
-        with concurrent.futures.ThreadPoolExecutor(1) as pool:
-            return pool.submit(take).exception()
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        return pool.submit(take).exception()
 
+
+def test_the_cluster_lock_is_reentrant_within_a_run_and_exclusive_across_runs(
+    state: StateDir,
+) -> None:
     with cluster_lock(state):
         with cluster_lock(state):  # a command holding it calls apply under it (reset --host)
             pass
-        # Still held after the inner block: another run (a thread has its own context) is refused.
-        assert isinstance(from_another_thread(), ApplyLocked)
-    assert from_another_thread() is None
+        # Still held after the inner block: another run is refused.
+        assert isinstance(lock_from_another_run(state), ApplyLocked)
+    assert lock_from_another_run(state) is None
 
 
 def test_a_run_after_a_failed_one_says_it_resumes_and_a_finished_one_does_not(

@@ -166,7 +166,8 @@ class Kube:
             return Reply(exit_status=1, stderr=f"{{\"level\":\"warn\",\"msg\":\"retrying of "
                          f"unary invoker failed\"}}\nFailed to get the status of endpoint "
                          f"{self.url(name, 2379)} (context deadline exceeded)\n")  # fmt: skip
-        # The shape etcdctl 3.4 prints (tests/data/ops/status-cp1.txt, read on a lab member).
+        # The shape etcdctl 3.4 prints (tests/data/ops/etcd-cp1-etcdctl-and-gateway.txt, read
+        # on a lab member).
         return Reply(stdout=json.dumps([{"Endpoint": self.url(name, 2379), "Status": {
             "header": {"cluster_id": 3881273849046472284, "member_id": self.members[name],
                        "revision": 1, "raft_term": 2},
@@ -196,7 +197,7 @@ class Kube:
         return Reply()
 
 
-def remove_cp2(
+def remove_cp(
     state: StateDir,
     kube: Kube,
     *,
@@ -238,7 +239,7 @@ def remove_cp2(
 
 def test_a_stacked_control_plane_is_drained_reset_and_its_node_deleted(state: StateDir) -> None:
     kube = Kube(reset_removes_member=True)
-    remove_cp2(state, kube)
+    remove_cp(state, kube)
     assert kube.log == ["drain cp2", "kubeadm reset cp2", "delete node cp2"]
     assert "cp2" not in kube.members
     assert "cp2" not in state.record().nodes
@@ -250,7 +251,7 @@ def test_a_leading_stacked_member_hands_its_leadership_to_a_survivor_before_kube
     # Reset while it leads, it would leave the survivors leaderless for an election timeout
     # (every apiserver unready meanwhile): the leader is asked, through the admin host's pod.
     kube = Kube(reset_removes_member=True, leader="cp2")
-    remove_cp2(state, kube)
+    remove_cp(state, kube)
     moved = ["drain cp2", "move leader cp2 -> cp1", "kubeadm reset cp2", "delete node cp2"]
     assert kube.log == moved
     assert kube.leader == "cp1"
@@ -260,7 +261,7 @@ def test_a_stacked_member_that_does_not_lead_is_reset_without_a_leadership_move(
     state: StateDir,
 ) -> None:
     kube = Kube(reset_removes_member=True, leader="cp3")
-    remove_cp2(state, kube)
+    remove_cp(state, kube)
     assert kube.log == ["drain cp2", "kubeadm reset cp2", "delete node cp2"]
     assert kube.leader == "cp3"
 
@@ -269,7 +270,7 @@ def test_a_stacked_member_already_gone_is_not_asked_whether_it_leads(state: Stat
     # An earlier run reset cp2 (its member went with it) and stopped before deleting the Node.
     kube = Kube(reset_removes_member=True, leader="cp3")
     del kube.members["cp2"]
-    cp2 = remove_cp2(state, kube)
+    cp2 = remove_cp(state, kube)
     assert kube.log == ["drain cp2", "kubeadm reset cp2", "delete node cp2"]
     assert any("kubeadm reset" in c for c in cp2.commands)
 
@@ -279,7 +280,7 @@ def test_a_stacked_member_that_does_not_answer_is_reset_without_a_leadership_mov
 ) -> None:
     kube = Kube(reset_removes_member=True, leader="cp3")
     kube.silent.add("cp2")
-    remove_cp2(state, kube)
+    remove_cp(state, kube)
     assert kube.log == ["drain cp2", "kubeadm reset cp2", "delete node cp2"]
 
 
@@ -287,7 +288,7 @@ def test_a_member_kubeadm_reset_could_not_remove_is_removed_through_a_survivor(
     state: StateDir,
 ) -> None:
     kube = Kube(reset_removes_member=False)
-    remove_cp2(state, kube)
+    remove_cp(state, kube)
     assert kube.log == ["drain cp2", "kubeadm reset cp2", "member remove cp2", "delete node cp2"]
     assert sorted(kube.members) == ["cp1", "cp3", "cp4", "cp5"]
 
@@ -297,7 +298,7 @@ def test_an_unreachable_stacked_control_plane_is_not_drained_but_leaves_etcd_and
 ) -> None:
     kube = Kube(reset_removes_member=False, leader="cp2")
     events: list[Event] = []
-    cp2 = remove_cp2(state, kube, reachable=False, events=events)
+    cp2 = remove_cp(state, kube, reachable=False, events=events)
     assert kube.log == ["member remove cp2", "delete node cp2"]
     assert not cp2.calls
     warned = [e.message for e in events if e.kind is EventKind.MEMBERSHIP and e.host == "cp2"]
@@ -308,7 +309,7 @@ def test_a_node_already_deleted_is_not_drained_and_the_removal_goes_on(state: St
     # An earlier run deleted the Node and stopped later: a definite NotFound resumes.
     kube = Kube(reset_removes_member=True)
     kube.nodes.discard("cp2")
-    remove_cp2(state, kube)
+    remove_cp(state, kube)
     assert kube.log == ["kubeadm reset cp2", "delete node cp2"]
     assert "cp2" not in state.record().nodes
 
@@ -319,7 +320,7 @@ def test_an_api_that_cannot_say_whether_the_node_exists_stops_the_removal(
     # Not knowing is not "already deleted": draining is skipped only on a definite NotFound.
     kube = Kube(reset_removes_member=True, api_down=True)
     with pytest.raises(PhaseError, match=r"whether the cluster still has a Node cp2 cannot be"):
-        remove_cp2(state, kube)
+        remove_cp(state, kube)
     assert kube.log == []
     assert "cp2" in kube.members
     assert "cp2" in state.record().nodes
@@ -331,7 +332,7 @@ def test_the_leaving_init_host_is_drained_hands_over_etcd_leadership_reset_and_d
     # The record lists the init host apart from the joined nodes: it is a control plane all the
     # same, and cp2 took its role (admin.conf).
     kube = Kube(reset_removes_member=True, leader="cp1")
-    remove_cp2(state, kube, leaving="cp1")
+    remove_cp(state, kube, leaving="cp1")
     assert kube.log == ["drain cp1", "move leader cp1 -> cp2", "kubeadm reset cp1",
                         "delete node cp1"]  # fmt: skip
     assert sorted(kube.members) == ["cp2", "cp3", "cp4", "cp5"]
@@ -345,7 +346,7 @@ def test_an_init_host_removal_that_stopped_half_way_is_found_again_as_a_leaving_
 ) -> None:
     kube = Kube(reset_removes_member=True, api_down=True)
     with pytest.raises(PhaseError, match=r"whether the cluster still has a Node cp1 cannot be"):
-        remove_cp2(state, kube, leaving="cp1")
+        remove_cp(state, kube, leaving="cp1")
     rec = state.record()
     assert rec.init_host == "cp2"
     after = without(stacked("cp1", "cp2", "cp3", "cp4", "cp5", "w1"), ["cp1"])

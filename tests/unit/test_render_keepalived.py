@@ -231,7 +231,7 @@ def test_keepalived_runs_real_time_from_its_unit_and_null_turns_it_off() -> None
     assert "chrt" not in off[CHECK_SCRIPT]
 
 
-def test_scheduling_command_sets_every_keepalived_process_and_tolerates_one_gone() -> None:
+def test_scheduling_command_text_has_the_policy_the_pid_loop_and_the_gone_process_guard() -> None:
     assert "chrt -r -p 50 $p" in scheduling_command(50)
     assert "chrt -o -p 0 $p" in scheduling_command(None)
     assert "pgrep -x keepalived" in scheduling_command(50)

@@ -5,12 +5,11 @@ with external etcd; cp1 holds the VIP."""
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
 import re
 from typing import Any
 
 import pytest
-from test_apply_scripted import NAME, FakeHostTransport
+from test_apply_scripted import NAME, FakeHostTransport, lock_from_another_run
 from test_membership import FIVE, Survivors, _facts_with_vip, converged_for, five, script_removal
 
 import hakube.workflows.reset as reset_module
@@ -19,7 +18,7 @@ from hakube.phases.base import Event
 from hakube.spec.model import Cluster
 from hakube.state import StateDir
 from hakube.transport.scripted import Call, Reply
-from hakube.workflows.apply import ApplyLocked, cluster_lock
+from hakube.workflows.apply import ApplyLocked
 from hakube.workflows.ops import OpsError, OpsInputError
 from hakube.workflows.reset import ResetResult, leave_cluster, reset
 
@@ -52,11 +51,10 @@ def world_of(
     return cluster, world, ts
 
 
-def run_reset(
-    cluster: Cluster, state: StateDir, ts: dict[str, FakeHostTransport], host: str = "cp1"
-) -> ResetResult:
+def run_reset(cluster: Cluster, state: StateDir, ts: dict[str, FakeHostTransport]) -> ResetResult:
+    """reset --host cp1 (the world above scripts cp1's own reset)."""
     events: list[Event] = []
-    return asyncio.run(reset(cluster, state, host=host, transports=dict(ts), emit=events.append))
+    return asyncio.run(reset(cluster, state, host="cp1", transports=dict(ts), emit=events.append))
 
 
 def test_the_vip_owner_leaves_like_node_remove_then_is_reset(state: StateDir) -> None:
@@ -126,14 +124,9 @@ def test_no_other_run_can_take_the_cluster_between_the_leave_and_the_reset(
     cluster, _, ts = world_of(state)
     seen: list[BaseException | None] = []
 
-    def another_run() -> None:
-        with cluster_lock(state):
-            pass
-
     async def leave_then_look(live: Any, target: Any) -> list[str]:
         phases = await leave_cluster(live, target)
-        with concurrent.futures.ThreadPoolExecutor(1) as pool:
-            seen.append(pool.submit(another_run).exception())
+        seen.append(lock_from_another_run(state))
         return phases
 
     monkeypatch.setattr(reset_module, "leave_cluster", leave_then_look)

@@ -2,8 +2,8 @@
 
 Run as root: `python bench/status.py [runs]`. Prints the library call (connect + one round trip
 per host + judging) and the whole CLI process (Python start-up included), min/median/max, the
-processes' CPU time, and the machine's load average (the lab shares its cores with everything
-else running). Kubernetes phases are skipped (the lab cannot install kubeadm); the LAB-ONLY
+processes' CPU time, the CPU the lab's hosts spend on a round (they run on the same cores as
+hakube, so a round waits for it), and the machine's load average. Kubernetes phases are skipped (the lab cannot install kubeadm); the LAB-ONLY
 apiserver stand-in serves /readyz. The lab is torn down.
 
 Before/after a change: `python bench/status.py 10 --src OLD/src NEW/src` runs the CLI process of
@@ -40,6 +40,13 @@ async def converge(cluster: Cluster, state: StateDir) -> None:
     assert result.ok, result.failures
 
 
+def machine_cpu() -> float:
+    """CPU seconds every process on the machine has spent (/proc/stat: not idle, not iowait)."""
+    with open("/proc/stat") as f:
+        ticks = [int(v) for v in f.readline().split()[1:]]
+    return (sum(ticks) - ticks[3] - ticks[4]) / os.sysconf("SC_CLK_TCK")
+
+
 def figures(name: str, values: list[float], cpu: list[float] | None = None) -> str:
     spent = f", CPU median {statistics.median(cpu):5.2f} s" if cpu else ""
     return (
@@ -58,11 +65,17 @@ def main() -> None:
         state = StateDir(cluster.name, root=Path(d))
         asyncio.run(converge(cluster, state))
         print(f"lab up and converged; load average {os.getloadavg()[0]:.1f}", flush=True)
+        before = machine_cpu()
+        time.sleep(2)
+        idle = (machine_cpu() - before) / 2
         lib: list[float] = []
+        hosts: list[float] = []
         for _ in range(args.runs):
-            t0 = time.perf_counter()
+            t0, own, before = time.perf_counter(), time.process_time(), machine_cpu()
             report = asyncio.run(collect(cluster, state))
             lib.append(time.perf_counter() - t0)
+            mine = time.process_time() - own
+            hosts.append(machine_cpu() - before - mine - idle * lib[-1])
             assert report.healthy, report.problems
         # Bytecode caching on, as for an installed hakube, and one untimed run each to write it.
         env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
@@ -78,6 +91,10 @@ def main() -> None:
         print(f"status on a 5-host lab; load average {os.getloadavg()[0]:.1f} "
               f"on {os.cpu_count()} CPUs")  # fmt: skip
         print(figures("library (collect)", lib))
+        # The lab's hosts share this machine's cores with hakube: their part of a round (sshd
+        # accepting the connection, the status script) is CPU the client waits for.
+        print(f"{'':28} hosts' CPU per round: median {statistics.median(hosts):5.2f} s "
+              f"(sshd, the status script; the idle lab: {idle:.2f} CPU-s/s)")  # fmt: skip
         for src, runs in zip(args.src, cli, strict=True):
             shown = "CLI process (hakube status)" + (f" [{src}]" if src else "")
             print(figures(shown, [w for w, _ in runs], [c for _, c in runs]))

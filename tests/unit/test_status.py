@@ -214,6 +214,55 @@ def test_ops_script_asks_only_for_what_the_host_runs() -> None:
     assert parse_ops(captured("w1")).etcd is None
 
 
+def test_only_lb_hosts_ask_systemd_and_only_about_the_units_status_judges(
+    cluster: Cluster, tmp_path: Path
+) -> None:
+    ts = {h: ScriptedTransport(h, [(SCRIPT, Reply(captured(h)))]) for h in HOSTS}
+    state = StateDir(cluster.name, root=tmp_path)
+    assert asyncio.run(collect(cluster, state, transports=dict(ts), now=CAPTURED_AT)).healthy
+    (cp1,) = ts["cp1"].commands
+    assert "haproxy.service keepalived.service 2>" in cp1
+    assert "docker.service" not in cp1
+    for worker in ("w1", "w2"):
+        (script,) = ts[worker].commands
+        assert "systemctl" not in script
+
+
+def test_every_certificate_and_kubeconfig_client_certificate_is_read_whatever_their_count(
+    tmp_path: Path,
+) -> None:
+    import base64
+    import subprocess
+
+    from hakube.facts.ops import certs_script, parse_certs
+    from hakube.pki.certs import cert_to_pem, generate_ca
+
+    pki, sub = tmp_path / "pki", tmp_path / "pki" / "etcd"
+    sub.mkdir(parents=True)
+    certs = {pki / "ca.crt": "ca", sub / "peer.crt": "peer", pki / "with space.crt": "space"}
+    for path, cn in certs.items():
+        path.write_bytes(cert_to_pem(generate_ca(cn).cert))
+    (pki / "empty.crt").touch()
+    (pki / "ca.key").write_text("never read\n")
+    admin = tmp_path / "admin.conf"
+    data = base64.b64encode(cert_to_pem(generate_ca("kubernetes-admin").cert)).decode()
+    admin.write_text(f"users:\n- user:\n    client-certificate-data: {data}\n")
+    script = certs_script([str(pki)], [str(tmp_path / "absent.conf"), str(admin)])
+    res = subprocess.run(["bash", "-c", script], capture_output=True, text=True, check=True)
+    assert "never read" not in res.stdout
+    found = {
+        c.path: (c.subject, c.not_after is not None) for c in parse_certs(res.stdout.splitlines())
+    }
+    assert found == {
+        str(admin): ("CN=kubernetes-admin", True),
+        str(pki / "ca.crt"): ("CN=ca", True),
+        str(pki / "empty.crt"): ("", False),  # reported unreadable, not missed
+        str(sub / "peer.crt"): ("CN=peer", True),
+        str(pki / "with space.crt"): ("CN=space", True),
+    }
+    assert list(found) == sorted(found)
+
+
 def test_status_cli_bad_input_exits_2(tmp_path: Path) -> None:
     from typer.testing import CliRunner
 

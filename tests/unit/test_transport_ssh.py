@@ -67,6 +67,27 @@ def test_run_reports_exit_status_stdout_and_stderr(tmp_path: Path) -> None:
     serve(tmp_path, body)
 
 
+@pytest.mark.parametrize(
+    ("server_accepts", "negotiated"),
+    [
+        ((), b"aes128-gcm@openssh.com"),
+        (("chacha20-poly1305@openssh.com", "aes256-ctr"), b"chacha20-poly1305@openssh.com"),
+    ],
+)
+def test_aes_gcm_is_preferred_and_a_server_without_it_is_still_reached(
+    tmp_path: Path, server_accepts: tuple[str, ...], negotiated: bytes
+) -> None:
+    async def main() -> None:
+        server = LoopbackSSHServer(tmp_path / "server", encryption_algs=server_accepts)
+        async with server, await connect_all([server.target()]) as pool:
+            t = pool["node1"]
+            assert isinstance(t, SSHTransport)
+            assert (await t.run("true")).ok
+            assert t._conn._enc_alg_cs == negotiated
+
+    asyncio.run(main())
+
+
 def test_run_feeds_stdin_text_and_binary(tmp_path: Path) -> None:
     async def body(server: LoopbackSSHServer) -> None:
         async with await connect_all([server.target()]) as pool:

@@ -51,13 +51,16 @@ SYSCTLS = (
 FILES_HEADER = "# hakube facts, files: "
 
 
-def facts_script(paths: Iterable[str] = (), only: Iterable[str] | None = None) -> str:
+def facts_script(
+    paths: Iterable[str] = (), only: Iterable[str] | None = None, units: Iterable[str] = UNITS
+) -> str:
     """The shell script whose output `parse_facts` reads; `paths` get checksum and mode.
 
     `only` keeps just those sections (the others then parse as empty), for callers such as
-    `status` that need units and files but not packages or hardware.
+    `status` that need units and files but not packages or hardware; `units` narrows the
+    units asked about (each one costs systemd a lookup, a unit that is not there the most).
     """
-    script = _facts_script(paths)
+    script = _facts_script(paths, units)
     if only is None:
         return script
     keep = {*only, "end"}
@@ -69,10 +72,16 @@ def facts_script(paths: Iterable[str] = (), only: Iterable[str] | None = None) -
     )
 
 
-def _facts_script(paths: Iterable[str]) -> str:
+def _facts_script(paths: Iterable[str], units_asked: Iterable[str]) -> str:
     asked = sorted(set(paths))
     files = " ".join(shlex.quote(p) for p in asked)
-    units = " ".join(f"{u}.service" for u in UNITS)
+    units = " ".join(f"{u}.service" for u in units_asked)
+    # Without units, systemctl show would print the manager's own properties.
+    show_units = (
+        f"systemctl show -p Id -p LoadState -p ActiveState -p UnitFileState {units}"
+        if units
+        else ":"
+    )
     pkgs = " ".join(PACKAGES)
     sysctls = " ".join(SYSCTLS)
     return f"""
@@ -86,7 +95,7 @@ s uuid; cat /sys/class/dmi/id/product_uuid 2>/dev/null || cat /etc/machine-id 2>
 s links; ip -o link show 2>/dev/null
 s addrs; ip -o -4 addr show 2>/dev/null
 s virt; systemd-detect-virt --container 2>/dev/null || true
-s units; systemctl show -p Id -p LoadState -p ActiveState -p UnitFileState {units} 2>/dev/null
+s units; {show_units} 2>/dev/null
 s pkgs; (dpkg-query -W -f='${{Package}} ${{Version}} ${{db:Status-Abbrev}}\\n' {pkgs} \
   2>/dev/null || rpm -q --qf '%{{NAME}} %{{VERSION}}-%{{RELEASE}} ii\\n' {pkgs} 2>/dev/null) \
   | grep -v 'not installed'

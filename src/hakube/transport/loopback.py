@@ -50,6 +50,8 @@ class LoopbackSSHServer:
     client_key: asyncssh.SSHKey = field(
         default_factory=lambda: asyncssh.generate_private_key("ssh-ed25519")
     )
+    #: The ciphers this server accepts (empty: asyncssh's defaults).
+    encryption_algs: tuple[str, ...] = ()
     commands: list[str] = field(default_factory=list)
     max_active: int = 0
     port: int = 0
@@ -78,6 +80,7 @@ class LoopbackSSHServer:
             sftp_factory=True,
             encoding=None,
             allow_scp=False,
+            **({"encryption_algs": list(self.encryption_algs)} if self.encryption_algs else {}),
         )
         sockets = self._server.sockets
         self.port = int(sockets[0].getsockname()[1])

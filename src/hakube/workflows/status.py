@@ -54,6 +54,8 @@ if TYPE_CHECKING:
 
 CERT_WARN_DAYS = 30
 STATUS_FACTS = ("units", "files")
+#: The units status judges (on LB hosts).
+LB_UNITS = ("haproxy", "keepalived")
 #: Phases whose files do not depend on facts (OS family, CA hash), so drift is exact for them.
 DRIFT_PHASES = ("prepare", "runtime", "lb/haproxy", "lb/keepalived", "etcd")
 
@@ -181,7 +183,11 @@ async def read_host(
 ) -> tuple[OpsFacts, dict[str, FileState], dict[str, str]]:
     """One round trip: ops facts, checksums of the files apply manages, unit states."""
     paths = [f.path for f in expected]
-    script = ops_script(host_query(ctx.run.cluster, view, host), facts_script(paths, STATUS_FACTS))
+    # Only an LB host's units are judged; asking systemd about the others cost each worker
+    # more than the rest of its status script.
+    lb = ctx.run.cluster.is_lb(host)
+    reads = facts_script(paths, STATUS_FACTS if lb else ("files",), units=LB_UNITS)
+    script = ops_script(host_query(ctx.run.cluster, view, host), reads)
     res = await ctx.facts.read(host, script, check=False, timeout=30)
     facts = parse_facts(res.stdout)
     units = {name: u.active for name, u in facts.units.items() if u.loaded}

@@ -185,8 +185,8 @@ async def read_host(
     paths = [f.path for f in expected]
     # Only an LB host's units are judged; asking systemd about the others cost each worker
     # more than the rest of its status script.
-    lb = ctx.run.cluster.is_lb(host)
-    reads = facts_script(paths, STATUS_FACTS if lb else ("files",), units=LB_UNITS)
+    asked = LB_UNITS if ctx.run.cluster.is_lb(host) else ()
+    reads = facts_script(paths, STATUS_FACTS, units=asked)
     script = ops_script(host_query(ctx.run.cluster, view, host), reads)
     res = await ctx.facts.read(host, script, check=False, timeout=30)
     facts = parse_facts(res.stdout)
